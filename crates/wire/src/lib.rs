@@ -1,0 +1,32 @@
+//! Zero-copy views of the frames userbridge switches: Ethernet II, 802.1Q and
+//! 802.1ad tags, and ARP. No I/O, no allocation, no dependencies.
+//!
+//! Contract (smoltcp's `wire` style): `new_checked` validates the length once;
+//! after that every accessor is infallible and cannot panic.
+
+mod arp;
+mod classify;
+mod ethernet;
+mod mac;
+
+pub use arp::{ArpOp, ArpPacket};
+pub use classify::{classify, Classified, DropReason};
+pub use ethernet::{EthernetFrame, VlanTag, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN, VLAN_HLEN};
+pub use mac::{Mac, ParseMacError};
+
+/// A view could not be built over the given bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// Fewer bytes than the fixed header needs.
+    Truncated,
+}
+
+impl core::fmt::Display for WireError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            WireError::Truncated => f.write_str("truncated header"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
