@@ -1,0 +1,133 @@
+//! Port backends behind one pair of traits.
+//!
+//! A port is split in two: [`PortRx`], owned by the port's reader thread, and
+//! [`PortTx`], shared by every reader that forwards to the port. Frames are
+//! borrowed, not copied: an AF_PACKET RX frame is a slice of the mmap'ed
+//! ring, and a TX frame sent to another AF_PACKET port goes from that slice
+//! straight into `sendmmsg`.
+//!
+//! Backends: [`afpacket`] (veth and any Ethernet link), [`tap`]
+//! (`/dev/net/tun`), [`mem`] (no kernel at all: unit tests and benches).
+
+pub mod afpacket;
+pub mod mem;
+mod sys;
+pub mod tap;
+mod vnet;
+
+pub use vnet::VnetHdr;
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+/// Frames moved per syscall, and the most frames one TX call is given.
+pub const BATCH: usize = 64;
+
+/// A received frame, borrowed from the port until the next `recv_batch`.
+#[derive(Debug, Clone, Copy)]
+pub struct RxFrame<'a> {
+    /// The frame from the destination MAC on (offloaded tag not included).
+    pub data: &'a [u8],
+    /// Offload metadata (GSO, partial checksum) when the port delivers it.
+    pub vnet: Option<VnetHdr>,
+    /// The 802.1Q/802.1ad tag the kernel removed from the frame, if any:
+    /// (TPID, TCI). It must be re-inserted when the frame is forwarded.
+    pub offloaded_tag: Option<(u16, u16)>,
+    /// The frame's length on the wire; more than `data.len()` if the port
+    /// could capture only part of it.
+    pub wire_len: u32,
+}
+
+/// A frame to send: bytes plus the offload metadata and tag to restore.
+#[derive(Debug, Clone, Copy)]
+pub struct TxFrame<'a> {
+    pub data: &'a [u8],
+    pub vnet: Option<VnetHdr>,
+    /// Tag to insert after the source MAC: (TPID, TCI).
+    pub insert_tag: Option<(u16, u16)>,
+}
+
+impl TxFrame<'_> {
+    /// Bytes this frame occupies on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.data.len() + if self.insert_tag.is_some() { 4 } else { 0 }
+    }
+}
+
+/// What one `send_batch` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOutcome {
+    pub sent: usize,
+    pub bytes: u64,
+    /// Frames the kernel refused (no buffer space, link gone, …).
+    pub failed: usize,
+}
+
+/// The receive half of a port, owned by one reader thread.
+pub trait PortRx: Send {
+    /// Replaces `out` with the frames that are ready now (possibly none).
+    /// The frames borrow the port: they stay valid until the next call.
+    fn recv_batch<'a>(&'a mut self, out: &mut Vec<RxFrame<'a>>) -> io::Result<()>;
+
+    /// A descriptor that becomes readable when frames arrive, to wait on.
+    /// `None` means `recv_batch` waits briefly by itself when idle.
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Called when the wait descriptor signals an error: `Ok(true)` if the
+    /// port can carry on (the link went down and may come back),
+    /// `Ok(false)` if it is gone for good.
+    fn check(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// Frames the kernel dropped because the reader fell behind.
+    fn kernel_drops(&self) -> u64 {
+        0
+    }
+}
+
+/// The transmit half of a port, shared by all readers.
+pub trait PortTx: Send + Sync {
+    fn send_batch(&self, frames: &[TxFrame<'_>]) -> SendOutcome;
+    /// Largest L3 payload (the interface MTU).
+    fn mtu(&self) -> u32;
+}
+
+/// Opening or running a port failed. Each message names the interface and,
+/// where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("no interface named '{0}' in this network namespace (check `ip link`, or run the daemon with --netns)")]
+    NoSuchInterface(String),
+    #[error("'{0}' is not a valid interface name (1-15 bytes, no '/', ':' or whitespace)")]
+    BadName(String),
+    #[error("interface '{name}' already has a master ({master}): detach it first with `ip link set {name} nomaster`, or frames would loop")]
+    HasMaster { name: String, master: String },
+    #[error("interface '{name}' is a {kind}, not an Ethernet port userbridge can attach to")]
+    NotEthernet { name: String, kind: String },
+    #[error("{what} on '{name}': {source}{hint}")]
+    Io { what: &'static str, name: String, source: io::Error, hint: &'static str },
+    #[error("{0}")]
+    Netlink(#[from] ub_netlink::Error),
+}
+
+impl PortError {
+    pub(crate) fn io(what: &'static str, name: &str, source: io::Error) -> PortError {
+        let hint = match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => " (needs CAP_NET_RAW and CAP_NET_ADMIN: run as root)",
+            Some(libc::ENOMEM) => " (ring too large: lower --ring-blocks or --block-kib)",
+            _ => "",
+        };
+        PortError::Io { what, name: name.to_string(), source, hint }
+    }
+}
+
+/// Checks an interface name the way the kernel does (`dev_valid_name`).
+pub fn validate_ifname(name: &str) -> Result<(), PortError> {
+    let ok = !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+    if ok { Ok(()) } else { Err(PortError::BadName(name.to_string())) }
+}

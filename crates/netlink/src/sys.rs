@@ -1,0 +1,40 @@
+//! The only unsafe code of this crate: namespace syscalls.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Moves the calling thread into the network namespace `fd`.
+pub fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns only reads the fd, which the borrow keeps open.
+    cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// Gives the calling thread a new, empty network namespace.
+pub fn unshare_net() -> io::Result<()> {
+    // SAFETY: no pointers; affects only the calling thread's namespace.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// `mount --bind src dst`.
+pub fn bind_mount(src: &str, dst: &str) -> io::Result<()> {
+    let (s, d) = (cstr(src)?, cstr(dst)?);
+    // SAFETY: both strings are NUL-terminated and outlive the call; fstype and data may be null for MS_BIND.
+    cvt(unsafe { libc::mount(s.as_ptr(), d.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) }).map(drop)
+}
+
+/// `umount -l path`.
+pub fn umount_detach(path: &str) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: p is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}

@@ -1,0 +1,176 @@
+//! AF_PACKET port: a TPACKET_V3 RX ring and `sendmmsg` TX on one socket,
+//! with PACKET_VNET_HDR (GSO super-frames and partial checksums cross the
+//! switch intact), PACKET_IGNORE_OUTGOING (we never see what we sent), the
+//! offloaded VLAN tag taken from the ring header and promiscuous membership.
+//!
+//! The `afpacket` crate offers none of this (no ring, no vnet header, bare
+//! RawFd), hence this module; see docs/architecture.md.
+
+use crate::sys::{self, MmsgScratch, Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
+use crate::{validate_ifname, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, BATCH};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use ub_netlink::Rtnl;
+
+/// Ring geometry. A block must hold a whole 64 KiB GSO super-frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingConfig {
+    /// Block size in KiB: a power of two, at least 128.
+    pub block_kib: usize,
+    /// Number of blocks in the ring.
+    pub blocks: usize,
+    /// Longest a partly filled block waits before user space sees it, ms.
+    pub retire_ms: u32,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig { block_kib: 256, blocks: 8, retire_ms: 1 }
+    }
+}
+
+impl RingConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.block_kib.is_power_of_two() || !(128..=4096).contains(&self.block_kib) {
+            return Err(format!("block size {} KiB must be a power of two from 128 to 4096 (it must hold a 64 KiB GSO frame)", self.block_kib));
+        }
+        if !(2..=1024).contains(&self.blocks) {
+            return Err(format!("{} ring blocks: use 2 to 1024", self.blocks));
+        }
+        if !(1..=1000).contains(&self.retire_ms) {
+            return Err(format!("block retire timeout {} ms: use 1 to 1000", self.retire_ms));
+        }
+        Ok(())
+    }
+}
+
+/// What was found out about the interface when it was opened.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub ifindex: u32,
+    pub mtu: u32,
+    pub mac: Option<[u8; 6]>,
+    pub admin_up: bool,
+}
+
+/// Opens `name` as a switch port. Refuses links that are enslaved to a
+/// master (a kernel bridge would loop frames with us).
+pub fn open(name: &str, ring: RingConfig) -> Result<(AfPacketRx, AfPacketTx, Opened), PortError> {
+    validate_ifname(name)?;
+    ring.validate().map_err(|m| PortError::io("ring", name, io::Error::new(io::ErrorKind::InvalidInput, m)))?;
+    let mut nl = Rtnl::open()?;
+    let link = nl.link_by_name(name)?.ok_or_else(|| PortError::NoSuchInterface(name.to_string()))?;
+    if let Some(m) = link.master {
+        let master = nl.link_by_index(m)?.map_or_else(|| format!("ifindex {m}"), |l| l.name);
+        return Err(PortError::HasMaster { name: name.to_string(), master });
+    }
+    if link.index == 1 || link.name == "lo" {
+        return Err(PortError::NotEthernet { name: name.to_string(), kind: "loopback".into() });
+    }
+    let e = |what| move |err| PortError::io(what, name, err);
+    let fd = sys::packet_socket().map_err(e("creating a packet socket"))?;
+    sys::set_packet_version_v3(fd.as_fd()).map_err(e("selecting TPACKET_V3"))?;
+    sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).map_err(e("enabling PACKET_VNET_HDR"))?;
+    sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
+        .map_err(e("enabling PACKET_IGNORE_OUTGOING"))?;
+    // Room for a few GSO super-frames in flight; FORCE needs CAP_NET_ADMIN.
+    if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
+        let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+    }
+    let ring = Ring::new(fd.as_fd(), ring.block_kib * 1024, ring.blocks, ring.retire_ms).map_err(e("setting up the RX ring"))?;
+    sys::bind_packet(fd.as_fd(), link.index).map_err(e("binding the packet socket"))?;
+    sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
+    let fd = Arc::new(fd);
+    let opened = Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up };
+    Ok((
+        AfPacketRx { fd: fd.clone(), ring, next: 0, held: None, name: name.to_string(), ifindex: link.index },
+        AfPacketTx { fd, mtu: link.mtu },
+        opened,
+    ))
+}
+
+/// Receive half: walks the ring block by block.
+#[derive(Debug)]
+pub struct AfPacketRx {
+    fd: Arc<OwnedFd>,
+    ring: Ring,
+    next: usize,
+    held: Option<usize>,
+    name: String,
+    ifindex: u32,
+}
+
+impl PortRx for AfPacketRx {
+    fn recv_batch<'a>(&'a mut self, out: &mut Vec<RxFrame<'a>>) -> io::Result<()> {
+        out.clear();
+        if let Some(i) = self.held.take() {
+            self.ring.release(i);
+            self.next = (i + 1) % self.ring.block_nr();
+        }
+        let i = self.next;
+        if !self.ring.block_ready(i) {
+            return Ok(());
+        }
+        self.held = Some(i);
+        self.ring.block_frames(i, |f| {
+            let offloaded_tag = (f.status & TP_STATUS_VLAN_VALID != 0).then(|| {
+                let tpid = if f.status & TP_STATUS_VLAN_TPID_VALID != 0 { f.vlan_tpid } else { 0x8100 };
+                (tpid, f.vlan_tci)
+            });
+            out.push(RxFrame { data: f.data, vnet: f.vnet.map(VnetHdr::from_bytes), offloaded_tag, wire_len: f.wire_len });
+        });
+        Ok(())
+    }
+
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+
+    fn check(&mut self) -> io::Result<bool> {
+        let err = sys::take_socket_error(self.fd.as_fd())?;
+        // ENETDOWN: the link went down (it may come back; the kernel re-arms the
+        // socket on up). Gone for good when the ifindex no longer names our link.
+        let mut nl = Rtnl::open().map_err(io::Error::other)?;
+        let present = nl.link_by_index(self.ifindex).map_err(io::Error::other)?.is_some_and(|l| l.name == self.name);
+        match err {
+            Some(e) if !present => Err(e),
+            _ => Ok(present),
+        }
+    }
+
+    fn kernel_drops(&self) -> u64 {
+        sys::packet_drops(self.fd.as_fd()).map_or(0, u64::from)
+    }
+}
+
+/// Transmit half: one `sendmmsg` per batch, frames gathered straight from
+/// the ingress port's memory.
+#[derive(Debug)]
+pub struct AfPacketTx {
+    fd: Arc<OwnedFd>,
+    mtu: u32,
+}
+
+impl PortTx for AfPacketTx {
+    fn send_batch(&self, frames: &[TxFrame<'_>]) -> SendOutcome {
+        let mut scratch = MmsgScratch::<BATCH>::new();
+        let iter = frames.iter().map(|f| {
+            let vnet = f.vnet.unwrap_or_default();
+            let vnet = if f.insert_tag.is_some() { vnet.shifted_by_tag() } else { vnet };
+            let tag = f.insert_tag.map(|(tpid, tci)| {
+                let (a, b) = (tpid.to_be_bytes(), tci.to_be_bytes());
+                [a[0], a[1], b[0], b[1]]
+            });
+            (Some(vnet.to_bytes()), f.data, tag)
+        });
+        let (sent, failed) = sys::send_frames(self.fd.as_fd(), &mut scratch, iter);
+        // Exact when nothing failed; on a partial failure, the first `sent` frames.
+        let bytes = frames.iter().take(sent).map(|f| f.wire_len() as u64).sum();
+        SendOutcome { sent, bytes, failed }
+    }
+
+    fn mtu(&self) -> u32 {
+        self.mtu
+    }
+}
