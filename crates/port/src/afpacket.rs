@@ -7,7 +7,7 @@
 //! RawFd), hence this module; see docs/architecture.md.
 
 use crate::sys::{self, MmsgScratch, Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
-use crate::{validate_ifname, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, BATCH};
+use crate::{validate_ifname, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, BATCH};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -127,15 +127,19 @@ impl PortRx for AfPacketRx {
         Some(self.fd.as_fd())
     }
 
-    fn check(&mut self) -> io::Result<bool> {
-        let err = sys::take_socket_error(self.fd.as_fd())?;
-        // ENETDOWN: the link went down (it may come back; the kernel re-arms the
-        // socket on up). Gone for good when the ifindex no longer names our link.
-        let mut nl = Rtnl::open().map_err(io::Error::other)?;
-        let present = nl.link_by_index(self.ifindex).map_err(io::Error::other)?.is_some_and(|l| l.name == self.name);
-        match err {
-            Some(e) if !present => Err(e),
-            _ => Ok(present),
+    fn check(&mut self) -> Health {
+        // Clears the pending error (ENETDOWN) so the wait descriptor quietens.
+        let _ = sys::take_socket_error(self.fd.as_fd());
+        // The kernel re-arms a packet socket when its link comes back up; the
+        // port is gone for good when the ifindex no longer names our link.
+        let link = Rtnl::open().and_then(|mut nl| nl.link_by_index(self.ifindex));
+        match link {
+            Ok(Some(l)) if l.name == self.name => {
+                if l.admin_up && l.oper_up { Health::Up } else { Health::Down }
+            }
+            Ok(_) => Health::Gone,
+            // Cannot tell (netlink unavailable): keep the port, report it down.
+            Err(_) => Health::Down,
         }
     }
 

@@ -73,17 +73,27 @@ pub trait PortRx: Send {
     /// `None` means `recv_batch` waits briefly by itself when idle.
     fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
 
-    /// Called when the wait descriptor signals an error: `Ok(true)` if the
-    /// port can carry on (the link went down and may come back),
-    /// `Ok(false)` if it is gone for good.
-    fn check(&mut self) -> io::Result<bool> {
-        Ok(true)
+    /// Called when the wait descriptor signals an error, and now and then
+    /// while the port is down: is the link up, down (it may come back), or
+    /// gone for good?
+    fn check(&mut self) -> Health {
+        Health::Up
     }
 
     /// Frames the kernel dropped because the reader fell behind.
     fn kernel_drops(&self) -> u64 {
         0
     }
+}
+
+/// The state of a port's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    /// Down (administratively or no carrier); the port resumes when it is up.
+    Down,
+    /// The interface no longer exists (e.g. its veth peer's namespace was deleted).
+    Gone,
 }
 
 /// The transmit half of a port, shared by all readers.

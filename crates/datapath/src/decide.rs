@@ -1,0 +1,55 @@
+use ub_fdb::{FdbMap, Fdb, PortId};
+use ub_wire::Classified;
+
+use crate::DropKind;
+
+/// Where a frame goes. Policy only: no I/O, time passed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// To this one port.
+    Unicast(PortId),
+    /// To every port but the ingress one.
+    Flood,
+    Drop(DropKind),
+}
+
+/// The forwarding decision of a learning bridge: broadcast, multicast and
+/// unknown unicast flood; known unicast goes to its port; a destination
+/// behind the ingress port is dropped (never reflected).
+#[inline]
+pub fn decide<M: FdbMap>(fdb: &Fdb<M>, ingress: PortId, c: &Classified, now: u64) -> Decision {
+    if c.dst.is_multicast() {
+        return Decision::Flood;
+    }
+    match fdb.lookup(c.vid, c.dst, now) {
+        Some(p) if p == ingress => Decision::Drop(DropKind::SamePort),
+        Some(p) => Decision::Unicast(p),
+        None => Decision::Flood,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ub_fdb::{DefaultFdb, FdbConfig};
+    use ub_wire::Mac;
+
+    const A: Mac = Mac([2, 0, 0, 0, 0, 1]);
+    const B: Mac = Mac([2, 0, 0, 0, 0, 2]);
+
+    #[test]
+    fn bridge_rules() {
+        let fdb = DefaultFdb::new(FdbConfig::default());
+        let c = |dst, vid| Classified { dst, src: A, vid };
+        assert_eq!(decide(&fdb, 0, &c(B, 0), 0), Decision::Flood);
+        assert_eq!(decide(&fdb, 0, &c(Mac::BROADCAST, 0), 0), Decision::Flood);
+        assert_eq!(decide(&fdb, 0, &c(Mac([0x33, 0x33, 0, 0, 0, 1]), 0), 0), Decision::Flood);
+        fdb.learn(0, B, 1, 0);
+        assert_eq!(decide(&fdb, 0, &c(B, 0), 0), Decision::Unicast(1));
+        assert_eq!(decide(&fdb, 1, &c(B, 0), 0), Decision::Drop(DropKind::SamePort));
+        // Another VLAN does not know B.
+        assert_eq!(decide(&fdb, 0, &c(B, 5), 0), Decision::Flood);
+        // Expired: flood again.
+        assert_eq!(decide(&fdb, 0, &c(B, 0), 300_000), Decision::Flood);
+    }
+}

@@ -1,0 +1,127 @@
+use crate::counters::{DropKind, LocalCounts};
+use crate::decide::{decide, Decision};
+use crate::switch::{Port, PortState, Switch};
+use ub_fdb::PortId;
+use ub_port::{RxFrame, TxFrame, BATCH};
+use ub_wire::{classify, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETH_HLEN, VLAN_HLEN};
+
+/// The per-reader forwarding state: one reusable TX batch per egress port.
+/// `forward` is the whole per-frame path; it allocates only when the port
+/// table grows.
+#[derive(Debug)]
+pub struct Forwarder {
+    ingress: PortId,
+    out: Vec<Vec<TxFrame<'static>>>,
+    local: LocalCounts,
+}
+
+/// Reuses a vector's allocation for frames of another lifetime. The vector is
+/// emptied first, so no frame outlives what it borrows; the standard library
+/// collects `into_iter().map(..)` in place when the layouts match.
+fn recycle<'b>(mut v: Vec<TxFrame<'_>>) -> Vec<TxFrame<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}
+
+fn recycle_all<'b>(v: Vec<Vec<TxFrame<'_>>>) -> Vec<Vec<TxFrame<'b>>> {
+    v.into_iter().map(recycle).collect()
+}
+
+/// Whether `f` fits the egress MTU, counting the tag it carries or gets.
+#[inline]
+fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
+    if let Some(v) = f.vnet.filter(|v| v.is_gso()) {
+        // The receiver segments a GSO super-frame into gso_size payloads.
+        return v.gso_size as u32 <= mtu;
+    }
+    let et = u16::from_be_bytes([f.data[12], f.data[13]]);
+    let tagged = f.insert_tag.is_some() || et == ETHERTYPE_8021Q || et == ETHERTYPE_8021AD;
+    f.wire_len() <= mtu as usize + ETH_HLEN + if tagged { 2 * VLAN_HLEN } else { 0 }
+}
+
+impl Forwarder {
+    pub fn new(ingress: PortId) -> Forwarder {
+        Forwarder { ingress, out: Vec::new(), local: LocalCounts::default() }
+    }
+
+    /// Learns, decides and sends one batch of frames received on the ingress port.
+    pub fn forward<'a>(&mut self, sw: &Switch, frames: &[RxFrame<'a>], now: u64) {
+        let ports = sw.ports();
+        let mut out: Vec<Vec<TxFrame<'a>>> = recycle_all(std::mem::take(&mut self.out));
+        if out.len() < ports.len() {
+            out.resize_with(ports.len(), || Vec::with_capacity(BATCH));
+        }
+        let ingress = self.ingress;
+        let local = &mut self.local;
+        for f in frames {
+            local.rx_frames += 1;
+            local.rx_bytes += f.wire_len as u64;
+            if f.wire_len as usize > f.data.len() {
+                local.drops[DropKind::Truncated as usize] += 1;
+                continue;
+            }
+            let c = match classify(f.data, f.offloaded_tag.map(|(_, tci)| tci)) {
+                Ok(c) => c,
+                Err(r) => {
+                    local.drops[DropKind::from(r) as usize] += 1;
+                    continue;
+                }
+            };
+            sw.fdb.learn(c.vid, c.src, ingress, now);
+            let tx = TxFrame { data: f.data, vnet: f.vnet, insert_tag: f.offloaded_tag };
+            let target = match decide(&sw.fdb, ingress, &c, now) {
+                Decision::Drop(k) => {
+                    local.drops[k as usize] += 1;
+                    continue;
+                }
+                // An entry for a port being removed: flood like an unknown address.
+                Decision::Unicast(p) => ports.get(p as usize).and_then(Option::as_ref),
+                Decision::Flood => None,
+            };
+            match target {
+                Some(port) => push(port, tx, &mut out),
+                None => {
+                    local.flooded += 1;
+                    for port in ports.iter().flatten().filter(|p| p.id != ingress) {
+                        push(port, tx, &mut out);
+                    }
+                }
+            }
+        }
+        for (batch, port) in out.iter_mut().zip(ports.iter()) {
+            if let (false, Some(port)) = (batch.is_empty(), port) {
+                flush(port, batch);
+            }
+        }
+        if let Some(Some(p)) = ports.get(ingress as usize) {
+            local.publish(&p.counters);
+        }
+        self.out = recycle_all(out);
+    }
+}
+
+#[inline]
+fn push<'a>(port: &Port, tx: TxFrame<'a>, out: &mut [Vec<TxFrame<'a>>]) {
+    if port.state() != PortState::Up {
+        port.counters.drop_n(DropKind::PortDown, 1);
+        return;
+    }
+    if !fits(&tx, port.tx.mtu()) {
+        port.counters.drop_n(DropKind::TooBig, 1);
+        return;
+    }
+    let batch = &mut out[port.id as usize];
+    batch.push(tx);
+    if batch.len() == BATCH {
+        flush(port, batch);
+    }
+}
+
+fn flush(port: &Port, batch: &mut Vec<TxFrame<'_>>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let o = port.tx.send_batch(batch);
+    port.counters.tx_frames.fetch_add(o.sent as u64, Relaxed);
+    port.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
+    port.counters.drop_n(DropKind::TxError, o.failed as u64);
+    batch.clear();
+}

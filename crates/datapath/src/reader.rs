@@ -1,0 +1,129 @@
+use crate::counters::DropKind;
+use crate::forward::Forwarder;
+use crate::switch::{PortState, Switch};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use ub_fdb::PortId;
+use ub_port::{Health, PortRx, RxFrame};
+
+const RX: Token = Token(0);
+const WAKE: Token = Token(1);
+/// How often an idle or down port is looked at (kernel drops, link state).
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+/// A running reader thread; `stop` ends it and waits for it.
+#[derive(Debug)]
+pub struct ReaderHandle {
+    pub id: PortId,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ReaderHandle {
+    pub fn stop(mut self) {
+        self.halt();
+    }
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+    /// True once the thread has ended by itself (its port is gone).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for ReaderHandle {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn recycle_rx<'b>(mut v: Vec<RxFrame<'_>>) -> Vec<RxFrame<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}
+
+/// Starts the reader thread of port `id`.
+pub fn spawn_reader(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>) -> io::Result<ReaderHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    if let Some(fd) = rx.wait_fd() {
+        // Edge-triggered: the loop drains the port until it is empty before waiting.
+        poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), RX, Interest::READABLE)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let name = sw.port(id).map_or_else(|| format!("port{id}"), |p| p.name.clone());
+    let thread = std::thread::Builder::new().name(format!("rx-{name}")).spawn({
+        let stop = stop.clone();
+        move || run(sw, id, rx, poll, stop, name)
+    })?;
+    Ok(ReaderHandle { id, stop, waker, thread: Some(thread) })
+}
+
+fn run(sw: Arc<Switch>, id: PortId, mut rx: Box<dyn PortRx>, mut poll: Poll, stop: Arc<AtomicBool>, name: String) {
+    let mut fwd = Forwarder::new(id);
+    let mut events = Events::with_capacity(8);
+    let mut store: Vec<RxFrame<'static>> = Vec::with_capacity(ub_port::BATCH);
+    let waits = rx.wait_fd().is_some();
+    let mut last_housekeeping = Instant::now();
+    let set_state = |s: PortState| {
+        if let Some(p) = sw.port(id) {
+            if p.state() != s {
+                tracing::info!(port = %name, state = ?s, "port state changed");
+                p.set_state(s);
+            }
+        }
+    };
+    while !stop.load(Ordering::Acquire) {
+        let mut frames = recycle_rx(store);
+        let res = rx.recv_batch(&mut frames);
+        let got = !frames.is_empty();
+        if got {
+            fwd.forward(&sw, &frames, sw.now_ms());
+        }
+        store = recycle_rx(frames);
+        let mut check = false;
+        if let Err(e) = res {
+            tracing::warn!(port = %name, error = %e, "receive failed");
+            check = true;
+        }
+        if !got && waits {
+            if let Err(e) = poll.poll(&mut events, Some(HOUSEKEEPING)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(port = %name, error = %e, "poll failed; reader stops");
+                    break;
+                }
+            }
+            check |= events.iter().any(|ev| ev.token() == RX && (ev.is_error() || ev.is_read_closed()));
+        }
+        if last_housekeeping.elapsed() >= HOUSEKEEPING {
+            last_housekeeping = Instant::now();
+            if let Some(p) = sw.port(id) {
+                p.counters.drop_n(DropKind::RingFull, rx.kernel_drops());
+                check |= p.state() == PortState::Down;
+            }
+        }
+        if check {
+            match rx.check() {
+                Health::Up => set_state(PortState::Up),
+                Health::Down => set_state(PortState::Down),
+                Health::Gone => {
+                    tracing::warn!(port = %name, "interface is gone; port removed from forwarding");
+                    sw.port_gone(id);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+use crate::counters::{CounterSnapshot, PortCounters};
+use arc_swap::{ArcSwap, Guard};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use ub_fdb::{DefaultFdb, FdbConfig, PortId, MAX_PORTS};
+use ub_port::PortTx;
+
+/// Which backend a port uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    AfPacket,
+    Tap,
+    Mem,
+}
+
+/// A port's link state as the datapath sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortState {
+    Up = 0,
+    /// Link down: frames to it are dropped (`port_down`); it resumes on up.
+    Down = 1,
+    /// Interface deleted: its reader has stopped and its FDB entries are flushed.
+    Gone = 2,
+}
+
+/// One switch port: its transmit half, counters and state.
+pub struct Port {
+    pub id: PortId,
+    pub name: String,
+    pub kind: PortKind,
+    pub tx: Box<dyn ub_port::PortTx>,
+    pub counters: PortCounters,
+    state: AtomicU8,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port").field("id", &self.id).field("name", &self.name).field("kind", &self.kind).finish()
+    }
+}
+
+impl Port {
+    #[inline]
+    pub fn state(&self) -> PortState {
+        match self.state.load(Relaxed) {
+            0 => PortState::Up,
+            1 => PortState::Down,
+            _ => PortState::Gone,
+        }
+    }
+    pub fn set_state(&self, s: PortState) {
+        self.state.store(s as u8, Relaxed)
+    }
+}
+
+/// A port as `port list` and `stats` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortSnapshot {
+    pub id: PortId,
+    pub name: String,
+    pub kind: PortKind,
+    pub state: PortState,
+    pub mtu: u32,
+    pub fdb_learned: u32,
+    pub counters: CounterSnapshot,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SwitchError {
+    DuplicatePort(String),
+    TooManyPorts,
+}
+
+impl std::fmt::Display for SwitchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SwitchError::DuplicatePort(n) => write!(f, "port '{n}' is already attached (each interface may be given once)"),
+            SwitchError::TooManyPorts => write!(f, "too many ports (at most {MAX_PORTS})"),
+        }
+    }
+}
+
+impl std::error::Error for SwitchError {}
+
+type PortTable = Vec<Option<Arc<Port>>>;
+
+/// The shared state of one switch: the FDB and the port table.
+#[derive(Debug)]
+pub struct Switch {
+    pub fdb: DefaultFdb,
+    ports: ArcSwap<PortTable>,
+    /// Serialises control-plane changes to the table; readers never take it.
+    writer: Mutex<()>,
+    epoch: Instant,
+}
+
+impl Switch {
+    pub fn new(fdb: FdbConfig) -> Switch {
+        Switch { fdb: DefaultFdb::new(fdb), ports: ArcSwap::from_pointee(Vec::new()), writer: Mutex::new(()), epoch: Instant::now() }
+    }
+
+    /// Milliseconds since the switch started: the datapath's clock.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The current port table (a snapshot: cheap, lock-free).
+    #[inline]
+    pub fn ports(&self) -> Guard<Arc<PortTable>> {
+        self.ports.load()
+    }
+
+    pub fn port(&self, id: PortId) -> Option<Arc<Port>> {
+        self.ports.load().get(id as usize).cloned().flatten()
+    }
+
+    pub fn port_by_name(&self, name: &str) -> Option<Arc<Port>> {
+        self.ports.load().iter().flatten().find(|p| p.name == name).cloned()
+    }
+
+    /// Adds a port and returns its id (the lowest free one).
+    pub fn add_port(&self, name: &str, kind: PortKind, tx: Box<dyn PortTx>) -> Result<PortId, SwitchError> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t: PortTable = (**self.ports.load()).clone();
+        if t.iter().flatten().any(|p| p.name == name) {
+            return Err(SwitchError::DuplicatePort(name.to_string()));
+        }
+        let id = t.iter().position(Option::is_none).unwrap_or(t.len());
+        if id >= MAX_PORTS {
+            return Err(SwitchError::TooManyPorts);
+        }
+        if id == t.len() {
+            t.push(None);
+        }
+        t[id] = Some(Arc::new(Port {
+            id: id as PortId,
+            name: name.to_string(),
+            kind,
+            tx,
+            counters: PortCounters::default(),
+            state: AtomicU8::new(PortState::Up as u8),
+        }));
+        self.ports.store(Arc::new(t));
+        Ok(id as PortId)
+    }
+
+    /// Marks a port gone (its reader has stopped) and flushes its entries.
+    pub fn port_gone(&self, id: PortId) {
+        if let Some(p) = self.port(id) {
+            p.set_state(PortState::Gone);
+        }
+        self.fdb.flush_port(id, true);
+    }
+
+    /// Removes a port from the table and flushes its FDB entries.
+    pub fn remove_port(&self, id: PortId) -> Option<Arc<Port>> {
+        let old = self.port(id)?;
+        old.set_state(PortState::Gone);
+        {
+            let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t: PortTable = (**self.ports.load()).clone();
+            t[id as usize] = None;
+            self.ports.store(Arc::new(t));
+        }
+        self.fdb.flush_port(id, true);
+        Some(old)
+    }
+
+    pub fn snapshot(&self) -> Vec<PortSnapshot> {
+        self.ports
+            .load()
+            .iter()
+            .flatten()
+            .map(|p| PortSnapshot {
+                id: p.id,
+                name: p.name.clone(),
+                kind: p.kind,
+                state: p.state(),
+                mtu: p.tx.mtu(),
+                fdb_learned: self.fdb.port_learned(p.id),
+                counters: p.counters.snapshot(),
+            })
+            .collect()
+    }
+}

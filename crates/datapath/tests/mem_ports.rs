@@ -1,0 +1,178 @@
+//! The whole datapath on in-memory ports: no kernel, no namespaces.
+
+use std::sync::Arc;
+use std::time::Duration;
+use ub_datapath::{spawn_reader, DropKind, PortKind, ReaderHandle, Switch};
+use ub_fdb::FdbConfig;
+use ub_port::mem::{self, MemPeer};
+use ub_wire::Mac;
+
+const T: Duration = Duration::from_millis(500);
+const QUIET: Duration = Duration::from_millis(100);
+
+struct Rig {
+    sw: Arc<Switch>,
+    peers: Vec<MemPeer>,
+    _readers: Vec<ReaderHandle>,
+}
+
+fn rig(n: usize, mtu: u32) -> Rig {
+    let sw = Arc::new(Switch::new(FdbConfig::default()));
+    let mut peers = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..n {
+        let (rx, tx, peer) = mem::port(mtu);
+        let id = sw.add_port(&format!("m{i}"), PortKind::Mem, Box::new(tx)).unwrap();
+        readers.push(spawn_reader(sw.clone(), id, Box::new(rx)).unwrap());
+        peers.push(peer);
+    }
+    Rig { sw, peers, _readers: readers }
+}
+
+fn mac(n: u8) -> Mac {
+    Mac([2, 0, 0, 0, 0, n])
+}
+
+fn frame(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
+    let mut f = dst.0.to_vec();
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.resize(len.max(14), 0xab);
+    f
+}
+
+impl Rig {
+    /// Injects on port `i` and returns, per port, the frames it sent.
+    fn exchange(&self, i: usize, f: Vec<u8>) -> Vec<Vec<Vec<u8>>> {
+        self.peers[i].inject(f);
+        std::thread::sleep(QUIET);
+        self.peers.iter().map(|p| p.take_sent()).collect()
+    }
+    fn drops(&self, port: usize, k: DropKind) -> u64 {
+        self.sw.port(port as u16).unwrap().counters.drops(k)
+    }
+}
+
+#[test]
+fn flood_then_learn_then_unicast_never_reflect() {
+    let r = rig(3, 1500);
+    // Unknown destination from port 0: flooded to 1 and 2, not back to 0.
+    let f = frame(mac(2), mac(1), 60);
+    let out = r.exchange(0, f.clone());
+    assert_eq!(out[0].len(), 0);
+    assert_eq!(out[1], vec![f.clone()]);
+    assert_eq!(out[2], vec![f]);
+    // The reply from port 1 is unicast to port 0 only: mac(1) was learned.
+    let reply = frame(mac(1), mac(2), 60);
+    let out = r.exchange(1, reply.clone());
+    assert_eq!((out[0].len(), out[1].len(), out[2].len()), (1, 0, 0));
+    assert_eq!(out[0][0], reply);
+    // And now mac(2) is known too: unicast back to port 1.
+    let out = r.exchange(0, frame(mac(2), mac(1), 60));
+    assert_eq!((out[0].len(), out[1].len(), out[2].len()), (0, 1, 0));
+    // A destination behind the ingress port is dropped, not reflected.
+    let out = r.exchange(1, frame(mac(2), mac(9), 60));
+    assert!(out.iter().all(Vec::is_empty));
+    assert_eq!(r.drops(1, DropKind::SamePort), 1);
+    let c = r.sw.port(0).unwrap().counters.snapshot();
+    assert_eq!((c.rx_frames, c.tx_frames, c.flooded), (2, 1, 1));
+    assert_eq!(r.sw.fdb.learned_len(), 3);
+}
+
+#[test]
+fn broadcast_floods_everywhere_but_ingress() {
+    let r = rig(4, 1500);
+    let out = r.exchange(2, frame(Mac::BROADCAST, mac(3), 42));
+    assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 0, 1]);
+}
+
+#[test]
+fn bad_frames_are_counted_with_reasons_and_never_learned() {
+    let r = rig(2, 1500);
+    for len in 0..14 {
+        r.peers[0].inject(vec![0x02; len]);
+    }
+    let mut vlan_cut = frame(mac(2), mac(1), 14);
+    vlan_cut[12..14].copy_from_slice(&[0x81, 0x00]);
+    vlan_cut.push(0);
+    r.peers[0].inject(vlan_cut);
+    r.peers[0].inject(frame(mac(2), Mac::BROADCAST, 60));
+    r.peers[0].inject(frame(mac(2), Mac::ZERO, 60));
+    r.peers[0].inject(frame(mac(2), Mac([1, 0, 0x5e, 0, 0, 1]), 60));
+    r.peers[0].inject(frame(Mac([1, 0x80, 0xc2, 0, 0, 0]), mac(1), 60));
+    std::thread::sleep(QUIET);
+    assert!(r.peers[1].take_sent().iter().all(|f| f[6..12] == mac(1).0), "only the STP frame's source may pass");
+    assert_eq!(r.drops(0, DropKind::Runt), 14);
+    assert_eq!(r.drops(0, DropKind::TruncatedVlan), 1);
+    assert_eq!(r.drops(0, DropKind::InvalidSrc), 3);
+    assert_eq!(r.drops(0, DropKind::LinkLocal), 1);
+    assert_eq!(r.sw.fdb.learned_len(), 0);
+    // The switch still forwards afterwards.
+    assert_eq!(r.exchange(0, frame(mac(2), mac(1), 60))[1].len(), 1);
+}
+
+#[test]
+fn too_big_for_egress_is_dropped_and_counted_there() {
+    let r = rig(2, 1500);
+    let out = r.exchange(0, frame(mac(2), mac(1), 1514));
+    assert_eq!(out[1].len(), 1);
+    let out = r.exchange(0, frame(mac(2), mac(1), 1515));
+    assert_eq!(out[1].len(), 0);
+    assert_eq!(r.drops(1, DropKind::TooBig), 1);
+}
+
+#[test]
+fn vlans_are_separate_learning_domains_and_tags_survive() {
+    let r = rig(3, 1500);
+    let tagged = |dst: Mac, src: Mac, vid: u16| {
+        let mut f = dst.0.to_vec();
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&vid.to_be_bytes());
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(64, 0);
+        f
+    };
+    r.exchange(1, tagged(mac(1), mac(2), 10));
+    // mac(2) is known in VLAN 10 only: VLAN 20 floods.
+    let out = r.exchange(0, tagged(mac(2), mac(1), 20));
+    assert_eq!((out[1].len(), out[2].len()), (1, 1));
+    let f = tagged(mac(2), mac(1), 10);
+    let out = r.exchange(0, f.clone());
+    assert_eq!(out[1], vec![f]);
+    assert_eq!(out[2].len(), 0);
+    let entries = r.sw.fdb.entries(r.sw.now_ms());
+    assert!(entries.iter().any(|e| e.vid == 10 && e.mac == mac(2) && e.port == 1));
+}
+
+#[test]
+fn removed_port_is_flushed_and_others_keep_forwarding() {
+    let r = rig(3, 1500);
+    r.exchange(2, frame(Mac::BROADCAST, mac(3), 60));
+    assert_eq!(r.sw.fdb.port_learned(2), 1);
+    r.sw.remove_port(2);
+    assert_eq!(r.sw.fdb.port_learned(2), 0);
+    // Unknown again: floods, but only to the remaining port.
+    let out = r.exchange(0, frame(mac(3), mac(1), 60));
+    assert_eq!((out[1].len(), out[2].len()), (1, 0));
+}
+
+#[test]
+fn bursts_larger_than_a_batch_all_arrive_in_order() {
+    let r = rig(2, 1500);
+    r.exchange(1, frame(Mac::BROADCAST, mac(2), 60));
+    let n = 1000u32;
+    for k in 0..n {
+        let mut f = frame(mac(2), mac(1), 64);
+        f[20..24].copy_from_slice(&k.to_be_bytes());
+        r.peers[0].inject(f);
+    }
+    let mut got = Vec::new();
+    while let Some(f) = r.peers[1].recv_sent(T) {
+        got.push(u32::from_be_bytes(f[20..24].try_into().unwrap()));
+        if got.len() == n as usize {
+            break;
+        }
+    }
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+}
