@@ -1,0 +1,141 @@
+//! Container-node labs: a switch namespace holding the host ends of one veth
+//! pair per pod, and one namespace per pod with `eth0` and an address in
+//! 10.0.0.0/24 — the topology of a CNI bridge node, built over netlink.
+//!
+//! A [`Lab`] deletes every namespace it created when dropped (panics
+//! included), unless [`Lab::persist`] is called.
+
+use std::net::Ipv4Addr;
+use ub_netlink::{NetNs, Rtnl};
+use ub_wire::Mac;
+
+/// The most pods one lab may have (addresses are 10.0.0.1 … 10.0.0.250).
+pub const MAX_PODS: usize = 250;
+
+/// One pod: a namespace with `eth0`, joined to the switch namespace by a veth pair.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub index: usize,
+    /// The pod's namespace name.
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    /// The host end of the pod's veth, in the switch namespace: the switch port.
+    pub port: String,
+}
+
+/// A lab: namespaces `NAME-sw` (the switch side) and `NAME-p1`… (the pods).
+#[derive(Debug)]
+pub struct Lab {
+    pub name: String,
+    pub pods: Vec<Pod>,
+    keep: bool,
+}
+
+pub type Result<T> = std::result::Result<T, String>;
+
+fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(|e| e.to_string())
+}
+
+impl Lab {
+    /// The switch namespace's name for a lab called `name`.
+    pub fn switch_ns_of(name: &str) -> String {
+        format!("{name}-sw")
+    }
+
+    pub fn switch_ns(&self) -> String {
+        Self::switch_ns_of(&self.name)
+    }
+
+    /// Checks a lab name: it prefixes namespace names, so 1-40 of [A-Za-z0-9_-].
+    pub fn validate_name(name: &str) -> Result<()> {
+        let ok = !name.is_empty() && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok { Ok(()) } else { Err(format!("lab name '{name}' must be 1-40 of A-Z a-z 0-9 _ -")) }
+    }
+
+    /// Builds a lab of `pods` pods. Fails, cleaning up, if any namespace of
+    /// that lab name already exists.
+    pub fn create(name: &str, pods: usize) -> Result<Lab> {
+        Self::validate_name(name)?;
+        if pods == 0 || pods > MAX_PODS {
+            return Err(format!("--pods {pods}: a lab has 1 to {MAX_PODS} pods"));
+        }
+        if NetNs::exists(&Self::switch_ns_of(name)) {
+            return Err(format!("lab '{name}' already exists (remove it with `userbridge lab down --name {name}`)"));
+        }
+        // The guard is armed before anything is created: a failure half way cleans up.
+        let mut lab = Lab { name: name.to_string(), pods: Vec::new(), keep: false };
+        let sw = ctx(NetNs::create(&lab.switch_ns()))?;
+        ctx(sw.run(|| set_up_by_name("lo")))??;
+        for i in 1..=pods {
+            let pod = Pod {
+                index: i,
+                ns: format!("{name}-p{i}"),
+                ip: Ipv4Addr::new(10, 0, 0, i as u8),
+                mac: Mac([0x02, 0x00, 0x00, 0x00, (i >> 8) as u8, i as u8]),
+                port: format!("ubp{i}"),
+            };
+            let ns = ctx(NetNs::create(&pod.ns))?;
+            lab.pods.push(pod.clone());
+            ctx(sw.run(|| -> Result<()> {
+                let mut nl = ctx(Rtnl::open())?;
+                ctx(nl.add_veth(&pod.port, "eth0", Some(std::os::fd::AsFd::as_fd(&ns))))?;
+                set_up_by_name(&pod.port)
+            }))??;
+            ctx(ns.run(|| -> Result<()> {
+                set_up_by_name("lo")?;
+                let mut nl = ctx(Rtnl::open())?;
+                let link = ctx(nl.link_by_name("eth0"))?.ok_or("eth0 missing in the pod")?;
+                ctx(nl.set_mac(link.index, pod.mac.0))?;
+                ctx(nl.add_addr_v4(link.index, pod.ip, 24))?;
+                ctx(nl.set_up(link.index, true))
+            }))??;
+        }
+        Ok(lab)
+    }
+
+    /// Keeps the namespaces after this value is dropped (for `lab up`).
+    pub fn persist(mut self) {
+        self.keep = true;
+    }
+
+    /// Port names, in pod order.
+    pub fn ports(&self) -> Vec<String> {
+        self.pods.iter().map(|p| p.port.clone()).collect()
+    }
+
+    /// Deletes the namespaces of lab `name` (pods and switch side). Returns
+    /// how many were removed.
+    pub fn destroy(name: &str) -> Result<usize> {
+        Self::validate_name(name)?;
+        let prefix = format!("{name}-p");
+        let mut n = 0;
+        let entries = std::fs::read_dir(ub_netlink::NETNS_RUN_DIR).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        for e in entries {
+            let f = e.file_name().to_string_lossy().into_owned();
+            let is_pod = f.strip_prefix(&prefix).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+            if is_pod && NetNs::delete(&f).is_ok() {
+                n += 1;
+            }
+        }
+        if NetNs::delete(&Self::switch_ns_of(name)).is_ok() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = Lab::destroy(&self.name);
+        }
+    }
+}
+
+fn set_up_by_name(name: &str) -> Result<()> {
+    let mut nl = ctx(Rtnl::open())?;
+    let link = ctx(nl.link_by_name(name))?.ok_or_else(|| format!("no interface {name}"))?;
+    ctx(nl.set_up(link.index, true))
+}

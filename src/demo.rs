@@ -1,0 +1,129 @@
+//! `userbridge lab up|down|demo`.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+use ub_datapath::{spawn_reader, PortKind, Switch};
+use ub_fdb::FdbConfig;
+use ub_lab::Lab;
+use ub_netlink::NetNs;
+use ub_wire::{ArpOp, ArpPacket, EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+
+mod sock;
+
+pub fn lab_up(name: &str, pods: usize) -> Result<(), String> {
+    let lab = Lab::create(name, pods)?;
+    let sw = lab.switch_ns();
+    println!("lab '{name}': switch namespace {sw}, {pods} pods");
+    for p in &lab.pods {
+        println!("  {}  eth0 {} {}  <->  port {} in {sw}", p.ns, p.ip, p.mac, p.port);
+    }
+    let ports: Vec<String> = lab.ports().iter().map(|p| format!("--port {p}")).collect();
+    println!("run the switch:   userbridge run --netns {sw} {} --socket /run/userbridge/{name}.sock", ports.join(" "));
+    println!("try it:           ip netns exec {}-p1 ping 10.0.0.2", name);
+    println!("remove the lab:   userbridge lab down --name {name}");
+    lab.persist();
+    Ok(())
+}
+
+pub fn lab_down(name: &str) -> Result<(), String> {
+    let n = Lab::destroy(name)?;
+    if n == 0 {
+        return Err(format!("no lab named '{name}' (no namespace {name}-sw or {name}-pN)"));
+    }
+    println!("removed {n} namespaces of lab '{name}'");
+    Ok(())
+}
+
+/// One frame a pod received, as the demo reports it.
+struct Seen {
+    pod: usize,
+    frame: Vec<u8>,
+}
+
+fn describe(f: &[u8]) -> String {
+    let Ok(eth) = EthernetFrame::new_checked(f) else { return "runt".into() };
+    let kind = if eth.dst().is_broadcast() { "broadcast" } else { "unicast" };
+    let what = match eth.ethertype() {
+        ETHERTYPE_ARP => match ArpPacket::new_checked(&f[14..]) {
+            Ok(a) if a.op() == ArpOp::Request => format!("ARP request who-has {} tell {}", a.target_ip(), a.sender_ip()),
+            Ok(a) if a.op() == ArpOp::Reply => format!("ARP reply {} is-at {}", a.sender_ip(), a.sender_mac()),
+            _ => "ARP (other)".into(),
+        },
+        ETHERTYPE_IPV4 if f.len() >= 34 && f[23] == 1 => {
+            let t = if f.get(34) == Some(&8) { "echo request" } else { "echo reply" };
+            format!("ICMP {t} {} > {}", Ipv4Addr::new(f[26], f[27], f[28], f[29]), Ipv4Addr::new(f[30], f[31], f[32], f[33]))
+        }
+        t => format!("ethertype 0x{t:04x}"),
+    };
+    format!("{} > {} ({kind}): {what}", eth.src(), eth.dst())
+}
+
+pub fn demo(name: &str, pods: usize) -> Result<(), String> {
+    if pods < 2 {
+        return Err("the demo needs --pods 2 or more".into());
+    }
+    let lab = Lab::create(name, pods)?;
+    println!("1. lab: {} pods in namespaces {}-p1..{pods}, host ends on switch namespace {}", pods, name, lab.switch_ns());
+    for p in &lab.pods {
+        println!("     {}  {}  {}  -> port {}", p.ns, p.ip, p.mac, p.port);
+    }
+
+    // The switch runs in this process, its threads inside the switch namespace.
+    let sw_ns = NetNs::open(&lab.switch_ns()).map_err(|e| e.to_string())?;
+    let sw = Arc::new(Switch::new(FdbConfig::default()));
+    let readers = sw_ns
+        .run(|| -> Result<Vec<_>, String> {
+            let mut v = Vec::new();
+            for port in lab.ports() {
+                let (rx, tx, _) = ub_port::afpacket::open(&port, Default::default()).map_err(|e| e.to_string())?;
+                let id = sw.add_port(&port, PortKind::AfPacket, Box::new(tx)).map_err(|e| e.to_string())?;
+                v.push(spawn_reader(sw.clone(), id, Box::new(rx)).map_err(|e| e.to_string())?);
+            }
+            Ok(v)
+        })
+        .map_err(|e| e.to_string())??;
+    println!("2. userbridge attached to {} ports, FDB empty", readers.len());
+
+    // Watch what every pod receives, from inside the pods.
+    let captures: Vec<sock::Capture> = lab
+        .pods
+        .iter()
+        .map(|p| NetNs::open(&p.ns).and_then(|ns| ns.run(|| sock::Capture::open("eth0"))).map_err(|e| e.to_string())?)
+        .collect::<Result<_, _>>()?;
+    let dst = lab.pods[1].ip;
+    let pod1 = NetNs::open(&lab.pods[0].ns).map_err(|e| e.to_string())?;
+    println!("3. ping {} -> {}", lab.pods[0].ip, dst);
+    let rtt = pod1.run(|| sock::ping(dst, Duration::from_secs(3))).map_err(|e| e.to_string())??;
+    println!("     reply in {:.3} ms", rtt.as_secs_f64() * 1000.0);
+    std::thread::sleep(Duration::from_millis(50));
+
+    let mut seen: Vec<Seen> = Vec::new();
+    for (i, c) in captures.into_iter().enumerate() {
+        for frame in c.drain() {
+            seen.push(Seen { pod: i + 1, frame });
+        }
+    }
+    println!("4. on the wire, as each pod received it (tcpdump's view inside the pods):");
+    let mine = |f: &[u8]| {
+        EthernetFrame::new_checked(f).is_ok_and(|e| lab.pods.iter().any(|p| p.mac == e.src()) && e.ethertype() != 0x86dd)
+    };
+    for s in seen.iter().filter(|s| mine(&s.frame)) {
+        println!("     pod{} got  {}", s.pod, describe(&s.frame));
+    }
+    println!("5. learned FDB:");
+    for e in sw.fdb.entries(sw.now_ms()) {
+        let port = sw.port(e.port).map_or_else(|| "?".into(), |p| p.name.clone());
+        println!("     {} dev {} vlan {} age {:.1}s", e.mac, port, e.vid, e.age_ms as f64 / 1000.0);
+    }
+    let flooded: u64 = sw.snapshot().iter().map(|p| p.counters.flooded).sum();
+    println!("6. the ARP request was flooded ({flooded} flooded frames in all); the reply and the ICMP went to one port each");
+    let expect = |pod: usize, pred: &dyn Fn(&[u8]) -> bool| seen.iter().any(|s| s.pod == pod && pred(&s.frame));
+    let is_arp_req = |f: &[u8]| f.len() >= 22 && f[12..14] == [8, 6] && f[20..22] == [0, 1];
+    let is_icmp = |f: &[u8]| f.len() >= 34 && f[12..14] == [8, 0] && f[23] == 1;
+    let ok = expect(2, &is_arp_req) && expect(2, &is_icmp) && (pods < 3 || !expect(3, &is_icmp));
+    drop(readers);
+    drop(lab);
+    println!("7. lab removed");
+    if ok { Ok(()) } else { Err("the demo did not see the expected frames".into()) }
+}

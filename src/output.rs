@@ -1,0 +1,62 @@
+//! Text output in the style of iproute2.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+/// `MAC dev PORT vlan N [static|age S]`, like `bridge fdb show`.
+pub fn fdb(entries: &Value) -> String {
+    let mut s = String::new();
+    for e in entries.as_array().into_iter().flatten() {
+        let port = e["port"].as_str().unwrap_or("?");
+        let _ = write!(s, "{} dev {} vlan {}", e["mac"].as_str().unwrap_or("?"), port, e["vlan"]);
+        if e["state"] == "static" {
+            s.push_str(" static\n");
+        } else {
+            let _ = writeln!(s, " age {:.1}s", e["age_secs"].as_f64().unwrap_or(0.0));
+        }
+    }
+    s
+}
+
+pub fn ports(result: &Value) -> String {
+    let mut s = String::new();
+    for p in result["ports"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{}: {} <{}> kind {} mtu {} fdb {}",
+            p["id"],
+            p["name"].as_str().unwrap_or("?"),
+            p["state"].as_str().unwrap_or("?").to_uppercase(),
+            p["kind"].as_str().unwrap_or("?"),
+            p["mtu"],
+            p["fdb_learned"]
+        );
+    }
+    s
+}
+
+pub fn stats(result: &Value) -> String {
+    let mut s = ports(result);
+    for p in result["ports"].as_array().into_iter().flatten() {
+        let c = &p["counters"];
+        let _ = writeln!(s, "{}:", p["name"].as_str().unwrap_or("?"));
+        let _ = writeln!(s, "    RX: frames {} bytes {} flooded {}", c["rx_frames"], c["rx_bytes"], c["flooded"]);
+        let _ = writeln!(s, "    TX: frames {} bytes {}", c["tx_frames"], c["tx_bytes"]);
+        let drops: Vec<String> = c["drops"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.as_u64() != Some(0))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(s, "    drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    }
+    let f = &result["fdb"];
+    let e = &f["events"];
+    let _ = writeln!(
+        s,
+        "fdb: entries {} learned {} ageing {}s events: learned {} moved {} aged {} refused {} flushed {}",
+        f["entries"], f["learned"], f["ageing_secs"], e["learned"], e["moved"], e["aged"], e["refused"], e["flushed"]
+    );
+    s
+}
