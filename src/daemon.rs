@@ -51,7 +51,8 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&a.log_level))
         .map_err(|e| format!("--log-level '{}': {e}", a.log_level))?;
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 
     if a.ports.is_empty() && a.taps.is_empty() {
         return Err("no ports: give at least one --port IF or --tap NAME".into());
@@ -67,6 +68,10 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         max_entries: a.fdb_max as usize,
         max_per_port: a.fdb_max_per_port,
     }));
+
+    // The socket first: a second daemon on the same socket stops here, before
+    // it touches any interface.
+    let server = control::Server::start(&a.socket, sw.clone())?;
 
     // Open every port before forwarding anything: a bad one fails the start.
     let mut opened: Vec<(String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>)> = Vec::new();
@@ -90,7 +95,6 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         readers.push(spawn_reader(sw.clone(), id, rx).map_err(|e| format!("starting the reader of {name}: {e}"))?);
         tracing::info!(port = %name, id, ?kind, "port attached");
     }
-    let server = control::Server::start(&a.socket, sw.clone())?;
 
     // Dropping `ager_stop` wakes and ends the ager.
     let (ager_stop, ager_rx) = std::sync::mpsc::channel::<()>();

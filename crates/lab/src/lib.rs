@@ -1,6 +1,7 @@
 //! Container-node labs: a switch namespace holding the host ends of one veth
 //! pair per pod, and one namespace per pod with `eth0` and an address in
 //! 10.0.0.0/24 — the topology of a CNI bridge node, built over netlink.
+//! IPv6 is disabled in the pods so that a lab is silent until used.
 //!
 //! A [`Lab`] deletes every namespace it created when dropped (panics
 //! included), unless [`Lab::persist`] is called.
@@ -67,7 +68,11 @@ impl Lab {
         // The guard is armed before anything is created: a failure half way cleans up.
         let mut lab = Lab { name: name.to_string(), pods: Vec::new(), keep: false };
         let sw = ctx(NetNs::create(&lab.switch_ns()))?;
-        ctx(sw.run(|| set_up_by_name("lo")))??;
+        ctx(sw.run(|| {
+            // The host ends are switch ports, not hosts: no IPv6 chatter from them.
+            quiet_ipv6();
+            set_up_by_name("lo")
+        }))??;
         for i in 1..=pods {
             let pod = Pod {
                 index: i,
@@ -84,6 +89,7 @@ impl Lab {
                 set_up_by_name(&pod.port)
             }))??;
             ctx(ns.run(|| -> Result<()> {
+                quiet_ipv6();
                 set_up_by_name("lo")?;
                 let mut nl = ctx(Rtnl::open())?;
                 let link = ctx(nl.link_by_name("eth0"))?.ok_or("eth0 missing in the pod")?;
@@ -131,6 +137,14 @@ impl Drop for Lab {
         if !self.keep {
             let _ = Lab::destroy(&self.name);
         }
+    }
+}
+
+/// IPv4 only: no router solicitations, DAD or MLD frames, so the only traffic
+/// in a lab is what its user sends. Applies to the calling thread's namespace.
+fn quiet_ipv6() {
+    for conf in ["all", "default"] {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
     }
 }
 

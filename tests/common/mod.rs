@@ -1,0 +1,167 @@
+//! Helpers for end-to-end tests: a lab per test (unique names, removed by a
+//! guard), the daemon as a child process, tcpdump inside pods.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+pub use ub_lab::Lab;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_userbridge");
+
+/// A lab name unique to this process and test.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("ubt{}{}{}", std::process::id() % 100_000, tag, N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn lab(tag: &str, pods: usize) -> Lab {
+    Lab::create(&unique(tag), pods).expect("creating the lab (run the tests as root)")
+}
+
+/// Runs a command inside a namespace and returns its output.
+pub fn ns_exec(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip netns exec")
+}
+
+pub fn ns_ok(ns: &str, args: &[&str]) -> String {
+    let o = ns_exec(ns, args);
+    assert!(o.status.success(), "{args:?} in {ns} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn ping(ns: &str, dst: &str, count: u32) -> bool {
+    ns_exec(ns, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "2", "-q", dst]).status.success()
+}
+
+/// A sysfs counter of an interface inside a namespace.
+pub fn if_stat(ns: &str, ifname: &str, stat: &str) -> u64 {
+    ns_ok(ns, &["cat", &format!("/sys/class/net/{ifname}/statistics/{stat}")]).trim().parse().unwrap()
+}
+
+/// The daemon, started in the lab's switch namespace; SIGTERM'ed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(lab: &Lab, extra: &[&str]) -> Daemon {
+        let mut d = Self::spawn(lab, extra);
+        let t = Instant::now();
+        while UnixStream::connect(&d.socket).is_err() {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(d.child.stderr.as_mut().unwrap(), &mut err);
+                panic!("daemon exited with {st}: {err}");
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "daemon did not open its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// Starts the daemon with the lab's ports (plus `extra`) without waiting.
+    pub fn spawn(lab: &Lab, extra: &[&str]) -> Daemon {
+        let socket = PathBuf::from(format!("/tmp/{}.sock", lab.name));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--netns", &lab.switch_ns(), "--socket", socket.to_str().unwrap(), "--log-level", "warn"]);
+        for p in lab.ports() {
+            cmd.args(["--port", &p]);
+        }
+        cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        Daemon { child: cmd.spawn().expect("starting userbridge"), socket }
+    }
+
+    /// Runs a client command against this daemon, with -j, and parses it.
+    pub fn query(&self, args: &[&str]) -> Value {
+        let o = Command::new(BIN).args(args).args(["-j", "--socket", self.socket.to_str().unwrap()]).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Raw request on the control socket.
+    pub fn request(&self, line: &str) -> Value {
+        let s = UnixStream::connect(&self.socket).unwrap();
+        (&s).write_all(line.as_bytes()).unwrap();
+        (&s).write_all(b"\n").unwrap();
+        let mut r = String::new();
+        BufReader::new(&s).read_line(&mut r).unwrap();
+        serde_json::from_str(&r).unwrap()
+    }
+
+    pub fn port<'a>(stats: &'a Value, name: &str) -> &'a Value {
+        stats["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}"))
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tcpdump on `eth0` inside a pod, printing link-level headers; stopped on `finish`/drop.
+pub struct Tcpdump {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Tcpdump {
+    pub fn start(ns: &str, filter: &str) -> Tcpdump {
+        let out = PathBuf::from(format!("/tmp/{ns}.tcpdump"));
+        let file = std::fs::File::create(&out).unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-i", "eth0", "-nn", "-e", "-l", "-Q", "in"])
+            .args(filter.split_whitespace())
+            .stdout(file)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump");
+        // Wait for "listening on eth0" so nothing is missed.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let t = Instant::now();
+        while !line.contains("listening on") {
+            line.clear();
+            if err.read_line(&mut line).unwrap_or(0) == 0 || t.elapsed() > Duration::from_secs(10) {
+                panic!("tcpdump did not start in {ns}: {line}");
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Tcpdump { child, out }
+    }
+
+    /// Stops tcpdump and returns the lines it printed.
+    pub fn finish(mut self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}

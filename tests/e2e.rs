@@ -1,0 +1,244 @@
+//! End-to-end: real pods (namespaces + veth), the real daemon, tcpdump in
+//! the pods. Needs root; CI runs these (see .ci/run).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use ub_netlink::NetNs;
+use ub_port::{PortTx, TxFrame};
+
+fn has(lines: &[String], pat: &str) -> bool {
+    lines.iter().any(|l| l.contains(pat))
+}
+
+#[test]
+fn three_pods_flood_arp_then_unicast_icmp() {
+    let lab = lab("flood", 3);
+    let d = Daemon::start(&lab, &[]);
+    let dump2 = Tcpdump::start(&lab.pods[1].ns, "arp or icmp");
+    let dump3 = Tcpdump::start(&lab.pods[2].ns, "arp or icmp");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
+    let (seen2, seen3) = (dump2.finish(), dump3.finish());
+    assert!(has(&seen2, "Request who-has 10.0.0.2 tell 10.0.0.1"), "pod2: {seen2:#?}");
+    assert!(has(&seen2, "ICMP echo request"), "pod2: {seen2:#?}");
+    // Pod 3 sees the flooded ARP request, and none of the unicast ICMP.
+    assert!(has(&seen3, "Request who-has 10.0.0.2 tell 10.0.0.1"), "pod3: {seen3:#?}");
+    assert!(!has(&seen3, "ICMP"), "pod3 saw unicast it should not: {seen3:#?}");
+    // Pod 3 speaks once, so every pod is learned on its own port.
+    assert!(ping(&lab.pods[2].ns, "10.0.0.1", 1));
+    let fdb = d.query(&["fdb", "show"]);
+    for p in &lab.pods {
+        let e = fdb.as_array().unwrap().iter().find(|e| e["mac"] == p.mac.to_string());
+        let e = e.unwrap_or_else(|| panic!("{} not in fdb: {fdb:#}", p.mac));
+        assert_eq!(e["port"], p.port.as_str());
+        assert_eq!(e["state"], "learned");
+        assert_eq!(e["vlan"], 0);
+    }
+    // The text form is like `bridge fdb show`.
+    let o = std::process::Command::new(BIN).args(["fdb", "show", "--socket", d.socket.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("02:00:00:00:00:01 dev ubp1 vlan 0 age"), "{text}");
+}
+
+#[test]
+fn counters_match_the_pods_own_counters_exactly() {
+    // With PACKET_IGNORE_OUTGOING a port never re-reads what the switch sent
+    // on it, so its RX count is exactly what the pod transmitted.
+    let lab = lab("count", 3);
+    let d = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 5));
+    std::thread::sleep(Duration::from_millis(200));
+    let st = d.query(&["stats"]);
+    let rx = |p: usize| Daemon::port(&st, &lab.pods[p].port)["counters"]["rx_frames"].as_u64().unwrap();
+    let tx = |p: usize| Daemon::port(&st, &lab.pods[p].port)["counters"]["tx_frames"].as_u64().unwrap();
+    for (i, p) in lab.pods.iter().enumerate() {
+        assert_eq!(rx(i), if_stat(&p.ns, "eth0", "tx_packets"), "port {} rx vs pod tx", p.port);
+        assert_eq!(tx(i), if_stat(&p.ns, "eth0", "rx_packets"), "port {} tx vs pod rx", p.port);
+    }
+    assert_eq!(rx(2), 0, "pod 3 said nothing");
+    assert_eq!(tx(2), 1, "pod 3 got only the flooded ARP request");
+}
+
+#[test]
+fn tcp_with_default_offloads_crosses_the_switch_fast() {
+    let lab = lab("tcp", 2);
+    let _d = Daemon::start(&lab, &[]);
+    // Default offloads: the pods' kernels send 64 KB TSO super-frames with partial checksums.
+    let k = ns_ok(&lab.pods[0].ns, &["ethtool", "-k", "eth0"]);
+    assert!(k.contains("tcp-segmentation-offload: on"), "{k}");
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pods[1].ns, "iperf3", "-s", "-1", "-B", "10.0.0.2"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = ns_ok(&lab.pods[0].ns, &["timeout", "30", "iperf3", "-c", "10.0.0.2", "-t", "3", "-J"]);
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let gbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9;
+    eprintln!("iperf3 TCP through userbridge: {gbps:.2} Gbit/s");
+    assert!(gbps > 1.0, "TCP with default offloads moved only {gbps:.2} Gbit/s");
+}
+
+#[test]
+fn tap_port_forwards() {
+    let lab = lab("tap", 1);
+    let tap = "ubtap0";
+    let _d = Daemon::start(&lab, &["--tap", tap]);
+    // The switch namespace's own stack sits on the TAP, as a VM or host would.
+    let sw = lab.switch_ns();
+    ns_ok(&sw, &["ip", "addr", "add", "10.0.0.200/24", "dev", tap]);
+    ns_ok(&sw, &["ip", "link", "set", tap, "up"]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.200", 3), "pod -> TAP");
+    assert!(ping(&sw, "10.0.0.1", 2), "TAP -> pod");
+}
+
+#[test]
+fn deleting_a_pod_under_traffic_leaves_the_others_served() {
+    let lab = lab("churn", 3);
+    let mut d = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.3", 1));
+    let mut flood = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pods[0].ns, "ping", "-f", "-w", "3", "10.0.0.3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    NetNs::delete(&lab.pods[2].ns).unwrap();
+    let _ = flood.wait();
+    assert!(d.alive(), "daemon died when a port vanished");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3), "pods 1 and 2 lost each other");
+    let st = d.query(&["port", "list"]);
+    assert_eq!(Daemon::port(&st, "ubp3")["state"], "gone");
+    assert_eq!(Daemon::port(&st, "ubp1")["state"], "up");
+    let fdb = d.query(&["fdb", "show"]);
+    assert!(fdb.as_array().unwrap().iter().all(|e| e["port"] != "ubp3"), "entries of the gone port remain: {fdb:#}");
+}
+
+#[test]
+fn vlan_tags_taken_off_by_the_kernel_are_put_back() {
+    // The receiving kernel moves an 802.1Q tag into packet metadata before a
+    // packet socket sees the frame; the switch must re-insert it on egress.
+    let lab = lab("vlan", 2);
+    let d = Daemon::start(&lab, &[]);
+    let (a, b) = (lab.pods[0].mac.0, lab.pods[1].mac.0);
+    let tagged = |dst: [u8; 6], src: [u8; 6], vid: u16| {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&(0x6000 | vid).to_be_bytes()); // PCP 3
+        f.extend_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+        f.resize(64, 0x5a);
+        f
+    };
+    inject(&lab.pods[1].ns, &[tagged([0xff; 6], b, 10)]); // pod 2 announces itself in VLAN 10
+    let dump = Tcpdump::start(&lab.pods[1].ns, "vlan 10");
+    inject(&lab.pods[0].ns, &[tagged(b, a, 10), tagged(b, a, 10)]);
+    let seen = dump.finish();
+    assert_eq!(seen.iter().filter(|l| l.contains("vlan 10, p 3") && l.contains("0x88b5")).count(), 2, "{seen:#?}");
+    let fdb = d.query(&["fdb", "show"]);
+    let in_vlan = |mac: [u8; 6], port: &str| {
+        fdb.as_array().unwrap().iter().any(|e| e["vlan"] == 10 && e["mac"] == ub_wire::Mac(mac).to_string() && e["port"] == port)
+    };
+    assert!(in_vlan(a, "ubp1") && in_vlan(b, "ubp2"), "{fdb:#}");
+    // Pod 2 was known in VLAN 10, so that was unicast, not flooded.
+    let st = d.query(&["stats"]);
+    assert_eq!(Daemon::port(&st, "ubp1")["counters"]["flooded"], 0);
+}
+
+#[test]
+fn frames_too_big_for_the_egress_port_are_counted() {
+    let lab = lab("mtu", 2);
+    ns_ok(&lab.switch_ns(), &["ip", "link", "set", "ubp2", "mtu", "1000"]);
+    let d = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    assert!(!ns_exec(&lab.pods[0].ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "1200", "-M", "dont", "10.0.0.2"]).status.success());
+    let st = d.query(&["stats"]);
+    assert_eq!(Daemon::port(&st, "ubp2")["counters"]["drops"]["too_big"], 2);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "small frames still pass");
+}
+
+/// Sends raw frames from inside a pod's namespace.
+fn inject(ns: &str, frames: &[Vec<u8>]) {
+    let ns = NetNs::open(ns).unwrap();
+    ns.run(|| {
+        let (_rx, tx, _) = ub_port::afpacket::open("eth0", Default::default()).unwrap();
+        let frames: Vec<TxFrame> = frames.iter().map(|f| TxFrame { data: f, vnet: None, insert_tag: None }).collect();
+        assert_eq!(tx.send_batch(&frames).sent, frames.len());
+    })
+    .unwrap();
+}
+
+#[test]
+fn hostile_frames_are_dropped_with_reasons_and_not_learned() {
+    let lab = lab("bad", 3);
+    let d = Daemon::start(&lab, &[]);
+    let frame = |dst: [u8; 6], src: [u8; 6]| {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.resize(60, 0);
+        f
+    };
+    let b = [0xff; 6];
+    inject(
+        &lab.pods[0].ns,
+        &[
+            frame(b, [0xff; 6]),                       // broadcast source
+            frame(b, [0x01, 0x00, 0x5e, 0, 0, 1]),     // multicast source
+            frame(b, [0; 6]),                          // all-zero source
+            frame([0x01, 0x80, 0xc2, 0, 0, 0], [2, 0, 0, 0, 9, 9]), // STP group: never forwarded
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let st = d.query(&["stats"]);
+    let drops = &Daemon::port(&st, "ubp1")["counters"]["drops"];
+    assert_eq!(drops["invalid_src"], 3, "{drops}");
+    assert_eq!(drops["link_local"], 1, "{drops}");
+    assert_eq!(st["fdb"]["learned"], 0, "hostile sources were learned");
+    assert_eq!(Daemon::port(&st, "ubp2")["counters"]["tx_frames"], 0);
+    assert!(ping(&lab.pods[1].ns, "10.0.0.3", 2), "still forwarding for the others");
+}
+
+fn run_err(args: &[&str]) -> String {
+    let o = std::process::Command::new(BIN).args(args).output().unwrap();
+    assert!(!o.status.success(), "{args:?} should fail");
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(e.trim_end().lines().count(), 1, "one line expected: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+#[test]
+fn user_errors_are_one_line_with_the_fix() {
+    let lab = lab("err", 2);
+    let sw = lab.switch_ns();
+    let sock = format!("/tmp/{}.sock", lab.name);
+    let e = run_err(&["run", "--netns", &sw, "--port", "nosuch0", "--socket", &sock]);
+    assert!(e.contains("no interface named 'nosuch0'"), "{e}");
+    let e = run_err(&["run", "--netns", &sw, "--port", "bad/name", "--socket", &sock]);
+    assert!(e.contains("not a valid interface name"), "{e}");
+    let e = run_err(&["run", "--netns", "no-such-ns-xyz", "--port", "ubp1", "--socket", &sock]);
+    assert!(e.contains("no-such-ns-xyz"), "{e}");
+    let e = run_err(&["run", "--socket", &sock]);
+    assert!(e.contains("--port"), "{e}");
+    let e = run_err(&["fdb", "show", "--socket", "/tmp/nobody-listens-here.sock"]);
+    assert!(e.contains("is `userbridge run` running?"), "{e}");
+    // A port still on a kernel bridge would loop: refused.
+    ns_ok(&sw, &["ip", "link", "add", "br0", "type", "bridge"]);
+    ns_ok(&sw, &["ip", "link", "set", "ubp1", "master", "br0"]);
+    let e = run_err(&["run", "--netns", &sw, "--port", "ubp1", "--socket", &sock]);
+    assert!(e.contains("already has a master (br0)") && e.contains("nomaster"), "{e}");
+    ns_ok(&sw, &["ip", "link", "set", "ubp1", "nomaster"]);
+    // A second daemon on the same socket is refused, and the first keeps running.
+    let mut d = Daemon::start(&lab, &[]);
+    let e = run_err(&["run", "--netns", &sw, "--port", "ubp2", "--socket", d.socket.to_str().unwrap()]);
+    assert!(e.contains("in use"), "{e}");
+    assert!(d.alive());
+    // Malformed requests get an error reply, not a crash.
+    assert_eq!(d.request("this is not json")["ok"], false);
+    assert_eq!(d.request("{\"cmd\":\"self_destruct\"}")["ok"], false);
+    assert!(d.alive());
+}
