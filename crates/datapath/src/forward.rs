@@ -2,7 +2,7 @@ use crate::counters::{DropKind, LocalCounts};
 use crate::decide::{decide, Decision};
 use crate::switch::{Port, PortState, Switch};
 use ub_fdb::PortId;
-use ub_port::{RxFrame, TxFrame, BATCH};
+use ub_port::{recycle_tx, RxFrame, TxFrame, BATCH};
 use ub_wire::{classify, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETH_HLEN, VLAN_HLEN};
 
 /// The per-reader forwarding state: one reusable TX batch per egress port.
@@ -15,16 +15,8 @@ pub struct Forwarder {
     local: LocalCounts,
 }
 
-/// Reuses a vector's allocation for frames of another lifetime. The vector is
-/// emptied first, so no frame outlives what it borrows; the standard library
-/// collects `into_iter().map(..)` in place when the layouts match.
-fn recycle<'b>(mut v: Vec<TxFrame<'_>>) -> Vec<TxFrame<'b>> {
-    v.clear();
-    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
-}
-
 fn recycle_all<'b>(v: Vec<Vec<TxFrame<'_>>>) -> Vec<Vec<TxFrame<'b>>> {
-    v.into_iter().map(recycle).collect()
+    v.into_iter().map(recycle_tx).collect()
 }
 
 /// Whether `f` fits the egress MTU, counting the tag it carries or gets.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ub_fdb::PortId;
-use ub_port::{Health, PortRx, RxFrame};
+use ub_port::{recycle_rx, Health, PortRx, RxFrame};
 
 const RX: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -47,11 +47,6 @@ impl Drop for ReaderHandle {
     fn drop(&mut self) {
         self.halt();
     }
-}
-
-fn recycle_rx<'b>(mut v: Vec<RxFrame<'_>>) -> Vec<RxFrame<'b>> {
-    v.clear();
-    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 /// Starts the reader thread of port `id`.

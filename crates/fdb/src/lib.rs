@@ -22,8 +22,13 @@ pub type PortId = u16;
 /// The largest number of ports one switch can hold (port ids are below it).
 pub const MAX_PORTS: usize = 4096;
 
-/// The table the datapath uses, chosen by `benches/fdb.rs` (see docs/benchmarks.md).
+/// The table the datapath uses, chosen by `benches/fdb.rs` and
+/// `benches/datapath.rs` (see docs/benchmarks.md).
+#[cfg(not(feature = "dashmap-default"))]
 pub type DefaultFdb = Fdb<PapayaBackend>;
+/// The table the datapath uses (`dashmap-default` feature: for comparison).
+#[cfg(feature = "dashmap-default")]
+pub type DefaultFdb = Fdb<DashMapBackend>;
 
 /// Packs (VLAN, MAC) into one u64 key: VID in bits 48..60, MAC in 0..48.
 #[inline]

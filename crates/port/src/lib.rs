@@ -54,6 +54,21 @@ impl TxFrame<'_> {
     }
 }
 
+/// Empties `v` and hands back its allocation for frames of another lifetime,
+/// so a reader can keep one vector across batches without allocating. No
+/// frame outlives what it borrows (the vector is empty); the standard library
+/// collects `into_iter().map(..)` in place when the layouts match.
+pub fn recycle_rx<'b>(mut v: Vec<RxFrame<'_>>) -> Vec<RxFrame<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}
+
+/// [`recycle_rx`] for transmit batches.
+pub fn recycle_tx<'b>(mut v: Vec<TxFrame<'_>>) -> Vec<TxFrame<'b>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}
+
 /// What one `send_batch` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendOutcome {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). Run as root on
+# Debian: installs the packages the end-to-end tests use when they are
+# missing, then lints, builds the benches, runs every test (namespace tests
+# included) and the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: the namespace tests need root (CAP_NET_ADMIN, CAP_NET_RAW): run it as root" >&2
+  exit 1
+fi
+
+# command -> Debian package
+declare -A need=([ip]=iproute2 [tcpdump]=tcpdump [ethtool]=ethtool [iperf3]=iperf3 [ping]=iputils-ping
+                 [trafgen]=netsniff-ng [sockperf]=sockperf)
+missing=()
+for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo bench --workspace --no-run --quiet
+# Unit, in-memory datapath and namespace end-to-end tests.
+cargo test --workspace --quiet
+# The README's first command, as a smoke test.
+cargo run --quiet -- lab demo --name "ubci$$"
