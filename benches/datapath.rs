@@ -1,11 +1,11 @@
 //! The whole per-frame path on in-memory ports, one core: 64-byte frames,
 //! 4 ports, 1k learned MACs, known unicast (and a flood case for contrast).
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use ub_datapath::{Forwarder, PortKind, Switch};
 use ub_fdb::FdbConfig;
 use ub_port::mem::{ReplayRx, SinkTx};
-use ub_port::{recycle_rx, PortRx, RxFrame, BATCH};
+use ub_port::{BATCH, PortRx, RxFrame, recycle_rx};
 
 const PORTS: u16 = 4;
 const MACS: u32 = 1000;

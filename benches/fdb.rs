@@ -1,9 +1,9 @@
 //! FDB: dashmap vs papaya under the same policy layer. The datapath uses
 //! whichever wins here (ub_fdb::DefaultFdb); see docs/benchmarks.md.
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use ub_fdb::{DashMapBackend, Fdb, FdbConfig, FdbMap, PapayaBackend};
 use ub_wire::Mac;
 

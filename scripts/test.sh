@@ -27,7 +27,11 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo bench --workspace --no-run --quiet
-# Unit, in-memory datapath and namespace end-to-end tests.
-cargo test --workspace --quiet
 # The README's first command, as a smoke test.
 cargo run --quiet -- lab demo --name "ubci$$"
+# Unit, property, in-memory datapath and namespace end-to-end tests.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi

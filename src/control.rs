@@ -4,13 +4,13 @@
 //! `{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`.
 
 use crate::output;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use ub_datapath::Switch;
 
@@ -50,7 +50,9 @@ pub fn handle(sw: &Switch, line: &str) -> Value {
                            "refused": ld(&f.stats.refused), "flushed": ld(&f.stats.flushed)}});
             json!({"ok": true, "result": {"ports": sw.snapshot(), "fdb": fdb}})
         }
-        Some(other) => json!({"ok": false, "error": format!("unknown command '{other}' (known: fdb_show, stats, port_list)")}),
+        Some(other) => {
+            json!({"ok": false, "error": format!("unknown command '{other}' (known: fdb_show, stats, port_list)")})
+        }
         None => json!({"ok": false, "error": "request has no \"cmd\" string"}),
     }
 }
@@ -165,10 +167,15 @@ fn serve(sw: &Switch, conn: UnixStream) {
 /// Sends one request and prints the reply as text or JSON.
 pub fn client(socket: &Path, cmd: &str, json_out: bool) -> Result<(), String> {
     let conn = UnixStream::connect(socket).map_err(|e| {
-        format!("cannot reach the daemon at {}: {e} (is `userbridge run` running? pass --socket if it uses another path)", socket.display())
+        format!(
+            "cannot reach the daemon at {}: {e} (is `userbridge run` running? pass --socket if it uses another path)",
+            socket.display()
+        )
     })?;
     let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
-    (&conn).write_all(format!("{}\n", json!({"cmd": cmd})).as_bytes()).map_err(|e| format!("sending to {}: {e}", socket.display()))?;
+    (&conn)
+        .write_all(format!("{}\n", json!({"cmd": cmd})).as_bytes())
+        .map_err(|e| format!("sending to {}: {e}", socket.display()))?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line).map_err(|e| format!("reading from {}: {e}", socket.display()))?;
     let reply: Value = serde_json::from_str(&line).map_err(|e| format!("malformed reply from the daemon: {e}"))?;

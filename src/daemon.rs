@@ -6,7 +6,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use ub_datapath::{spawn_reader, PortKind, ReaderHandle, Switch};
+use ub_datapath::{PortKind, ReaderHandle, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RingConfig;
 
@@ -47,6 +47,9 @@ pub struct RunArgs {
     pub log_level: String,
 }
 
+/// A port opened but not yet forwarding: name, backend, its two halves.
+type OpenedPort = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>);
+
 pub fn run(a: RunArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&a.log_level))
@@ -61,7 +64,9 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     ring.validate()?;
     if let Some(ns) = &a.netns {
         // Before any thread exists: every thread started later inherits it.
-        ub_netlink::NetNs::open(ns).and_then(|n| n.enter()).map_err(|e| format!("{e} (list namespaces with `ip netns`)"))?;
+        ub_netlink::NetNs::open(ns)
+            .and_then(|n| n.enter())
+            .map_err(|e| format!("{e} (list namespaces with `ip netns`)"))?;
     }
     let sw = Arc::new(Switch::new(FdbConfig {
         ageing_ms: a.ageing_secs * 1000,
@@ -74,7 +79,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let server = control::Server::start(&a.socket, sw.clone())?;
 
     // Open every port before forwarding anything: a bad one fails the start.
-    let mut opened: Vec<(String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>)> = Vec::new();
+    let mut opened: Vec<OpenedPort> = Vec::new();
     for name in &a.ports {
         if opened.iter().any(|(n, ..)| n == name) {
             return Err(format!("--port {name} given twice"));
@@ -128,4 +133,3 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     }
     Ok(())
 }
-

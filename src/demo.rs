@@ -3,11 +3,11 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
-use ub_datapath::{spawn_reader, PortKind, Switch};
+use ub_datapath::{PortKind, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
 use ub_lab::Lab;
 use ub_netlink::NetNs;
-use ub_wire::{ArpOp, ArpPacket, EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use ub_wire::{ArpOp, ArpPacket, ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetFrame};
 
 mod sock;
 
@@ -46,13 +46,19 @@ fn describe(f: &[u8]) -> String {
     let kind = if eth.dst().is_broadcast() { "broadcast" } else { "unicast" };
     let what = match eth.ethertype() {
         ETHERTYPE_ARP => match ArpPacket::new_checked(&f[14..]) {
-            Ok(a) if a.op() == ArpOp::Request => format!("ARP request who-has {} tell {}", a.target_ip(), a.sender_ip()),
+            Ok(a) if a.op() == ArpOp::Request => {
+                format!("ARP request who-has {} tell {}", a.target_ip(), a.sender_ip())
+            }
             Ok(a) if a.op() == ArpOp::Reply => format!("ARP reply {} is-at {}", a.sender_ip(), a.sender_mac()),
             _ => "ARP (other)".into(),
         },
         ETHERTYPE_IPV4 if f.len() >= 34 && f[23] == 1 => {
             let t = if f.get(34) == Some(&8) { "echo request" } else { "echo reply" };
-            format!("ICMP {t} {} > {}", Ipv4Addr::new(f[26], f[27], f[28], f[29]), Ipv4Addr::new(f[30], f[31], f[32], f[33]))
+            format!(
+                "ICMP {t} {} > {}",
+                Ipv4Addr::new(f[26], f[27], f[28], f[29]),
+                Ipv4Addr::new(f[30], f[31], f[32], f[33])
+            )
         }
         t => format!("ethertype 0x{t:04x}"),
     };
@@ -64,7 +70,12 @@ pub fn demo(name: &str, pods: usize) -> Result<(), String> {
         return Err("the demo needs --pods 2 or more".into());
     }
     let lab = Lab::create(name, pods)?;
-    println!("1. lab: {} pods in namespaces {}-p1..{pods}, host ends on switch namespace {}", pods, name, lab.switch_ns());
+    println!(
+        "1. lab: {} pods in namespaces {}-p1..{pods}, host ends on switch namespace {}",
+        pods,
+        name,
+        lab.switch_ns()
+    );
     for p in &lab.pods {
         println!("     {}  {}  {}  -> port {}", p.ns, p.ip, p.mac, p.port);
     }
@@ -106,7 +117,8 @@ pub fn demo(name: &str, pods: usize) -> Result<(), String> {
     }
     println!("4. on the wire, as each pod received it (tcpdump's view inside the pods):");
     let mine = |f: &[u8]| {
-        EthernetFrame::new_checked(f).is_ok_and(|e| lab.pods.iter().any(|p| p.mac == e.src()) && e.ethertype() != 0x86dd)
+        EthernetFrame::new_checked(f)
+            .is_ok_and(|e| lab.pods.iter().any(|p| p.mac == e.src()) && e.ethertype() != 0x86dd)
     };
     for s in seen.iter().filter(|s| mine(&s.frame)) {
         println!("     pod{} got  {}", s.pod, describe(&s.frame));
@@ -117,7 +129,9 @@ pub fn demo(name: &str, pods: usize) -> Result<(), String> {
         println!("     {} dev {} vlan {} age {:.1}s", e.mac, port, e.vid, e.age_ms as f64 / 1000.0);
     }
     let flooded: u64 = sw.snapshot().iter().map(|p| p.counters.flooded).sum();
-    println!("6. the ARP request was flooded ({flooded} flooded frames in all); the reply and the ICMP went to one port each");
+    println!(
+        "6. the ARP request was flooded ({flooded} flooded frames in all); the reply and the ICMP went to one port each"
+    );
     let expect = |pod: usize, pred: &dyn Fn(&[u8]) -> bool| seen.iter().any(|s| s.pod == pod && pred(&s.frame));
     let is_arp_req = |f: &[u8]| f.len() >= 22 && f[12..14] == [8, 6] && f[20..22] == [0, 1];
     let is_icmp = |f: &[u8]| f.len() >= 34 && f[12..14] == [8, 0] && f[23] == 1;

@@ -36,7 +36,8 @@ fn three_pods_flood_arp_then_unicast_icmp() {
         assert_eq!(e["vlan"], 0);
     }
     // The text form is like `bridge fdb show`.
-    let o = std::process::Command::new(BIN).args(["fdb", "show", "--socket", d.socket.to_str().unwrap()]).output().unwrap();
+    let o =
+        std::process::Command::new(BIN).args(["fdb", "show", "--socket", d.socket.to_str().unwrap()]).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("02:00:00:00:00:01 dev ubp1 vlan 0 age"), "{text}");
 }
@@ -140,7 +141,10 @@ fn vlan_tags_taken_off_by_the_kernel_are_put_back() {
     assert_eq!(seen.iter().filter(|l| l.contains("vlan 10, p 3") && l.contains("0x88b5")).count(), 2, "{seen:#?}");
     let fdb = d.query(&["fdb", "show"]);
     let in_vlan = |mac: [u8; 6], port: &str| {
-        fdb.as_array().unwrap().iter().any(|e| e["vlan"] == 10 && e["mac"] == ub_wire::Mac(mac).to_string() && e["port"] == port)
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["vlan"] == 10 && e["mac"] == ub_wire::Mac(mac).to_string() && e["port"] == port)
     };
     assert!(in_vlan(a, "ubp1") && in_vlan(b, "ubp2"), "{fdb:#}");
     // Pod 2 was known in VLAN 10, so that was unicast, not flooded.
@@ -154,7 +158,11 @@ fn frames_too_big_for_the_egress_port_are_counted() {
     ns_ok(&lab.switch_ns(), &["ip", "link", "set", "ubp2", "mtu", "1000"]);
     let d = Daemon::start(&lab, &[]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
-    assert!(!ns_exec(&lab.pods[0].ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "1200", "-M", "dont", "10.0.0.2"]).status.success());
+    assert!(
+        !ns_exec(&lab.pods[0].ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", "1200", "-M", "dont", "10.0.0.2"])
+            .status
+            .success()
+    );
     let st = d.query(&["stats"]);
     assert_eq!(Daemon::port(&st, "ubp2")["counters"]["drops"]["too_big"], 2);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "small frames still pass");
@@ -186,9 +194,9 @@ fn hostile_frames_are_dropped_with_reasons_and_not_learned() {
     inject(
         &lab.pods[0].ns,
         &[
-            frame(b, [0xff; 6]),                       // broadcast source
-            frame(b, [0x01, 0x00, 0x5e, 0, 0, 1]),     // multicast source
-            frame(b, [0; 6]),                          // all-zero source
+            frame(b, [0xff; 6]),                                    // broadcast source
+            frame(b, [0x01, 0x00, 0x5e, 0, 0, 1]),                  // multicast source
+            frame(b, [0; 6]),                                       // all-zero source
             frame([0x01, 0x80, 0xc2, 0, 0, 0], [2, 0, 0, 0, 9, 9]), // STP group: never forwarded
         ],
     );

@@ -42,7 +42,8 @@ fn checksum(b: &[u8]) -> u16 {
 /// Sends one ICMP echo request to `dst` and waits for the reply.
 pub fn ping(dst: Ipv4Addr, timeout: Duration) -> Result<Duration, String> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let mut s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| format!("raw ICMP socket: {e}"))?;
+    let mut s =
+        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| format!("raw ICMP socket: {e}"))?;
     let id = (std::process::id() & 0xffff) as u16;
     let mut pkt = vec![8u8, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());

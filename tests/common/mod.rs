@@ -30,7 +30,12 @@ pub fn ns_exec(ns: &str, args: &[&str]) -> Output {
 
 pub fn ns_ok(ns: &str, args: &[&str]) -> String {
     let o = ns_exec(ns, args);
-    assert!(o.status.success(), "{args:?} in {ns} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{args:?} in {ns} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -95,7 +100,12 @@ impl Daemon {
     }
 
     pub fn port<'a>(stats: &'a Value, name: &str) -> &'a Value {
-        stats["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}"))
+        stats["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name}"))
     }
 
     pub fn alive(&mut self) -> bool {

@@ -1,4 +1,4 @@
-use ub_fdb::{FdbMap, Fdb, PortId};
+use ub_fdb::{Fdb, FdbMap, PortId};
 use ub_wire::Classified;
 
 use crate::DropKind;

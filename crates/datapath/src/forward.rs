@@ -1,9 +1,9 @@
 use crate::counters::{DropKind, LocalCounts};
-use crate::decide::{decide, Decision};
+use crate::decide::{Decision, decide};
 use crate::switch::{Port, PortState, Switch};
 use ub_fdb::PortId;
-use ub_port::{recycle_tx, RxFrame, TxFrame, BATCH};
-use ub_wire::{classify, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETH_HLEN, VLAN_HLEN};
+use ub_port::{BATCH, RxFrame, TxFrame, recycle_tx};
+use ub_wire::{ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, VLAN_HLEN, classify};
 
 /// The per-reader forwarding state: one reusable TX batch per egress port.
 /// `forward` is the whole per-frame path; it allocates only when the port

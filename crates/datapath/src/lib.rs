@@ -14,8 +14,8 @@ mod reader;
 mod switch;
 
 pub use counters::{CounterSnapshot, DropKind, PortCounters};
-pub use decide::{decide, Decision};
+pub use decide::{Decision, decide};
 pub use forward::Forwarder;
-pub use reader::{spawn_reader, ReaderHandle};
+pub use reader::{ReaderHandle, spawn_reader};
 pub use switch::{Port, PortKind, PortSnapshot, PortState, Switch, SwitchError};
 pub use ub_fdb::PortId;

@@ -5,12 +5,12 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ub_fdb::PortId;
-use ub_port::{recycle_rx, Health, PortRx, RxFrame};
+use ub_port::{Health, PortRx, RxFrame, recycle_rx};
 
 const RX: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -73,11 +73,11 @@ fn run(sw: Arc<Switch>, id: PortId, mut rx: Box<dyn PortRx>, mut poll: Poll, sto
     let waits = rx.wait_fd().is_some();
     let mut last_housekeeping = Instant::now();
     let set_state = |s: PortState| {
-        if let Some(p) = sw.port(id) {
-            if p.state() != s {
-                tracing::info!(port = %name, state = ?s, "port state changed");
-                p.set_state(s);
-            }
+        if let Some(p) = sw.port(id)
+            && p.state() != s
+        {
+            tracing::info!(port = %name, state = ?s, "port state changed");
+            p.set_state(s);
         }
     };
     while !stop.load(Ordering::Acquire) {
@@ -94,11 +94,11 @@ fn run(sw: Arc<Switch>, id: PortId, mut rx: Box<dyn PortRx>, mut poll: Poll, sto
             check = true;
         }
         if !got && waits {
-            if let Err(e) = poll.poll(&mut events, Some(HOUSEKEEPING)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(port = %name, error = %e, "poll failed; reader stops");
-                    break;
-                }
+            if let Err(e) = poll.poll(&mut events, Some(HOUSEKEEPING))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(port = %name, error = %e, "poll failed; reader stops");
+                break;
             }
             check |= events.iter().any(|ev| ev.token() == RX && (ev.is_error() || ev.is_read_closed()));
         }

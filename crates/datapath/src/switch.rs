@@ -4,7 +4,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use ub_fdb::{DefaultFdb, FdbConfig, PortId, MAX_PORTS};
+use ub_fdb::{DefaultFdb, FdbConfig, MAX_PORTS, PortId};
 use ub_port::PortTx;
 
 /// Which backend a port uses.
@@ -78,7 +78,9 @@ pub enum SwitchError {
 impl std::fmt::Display for SwitchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SwitchError::DuplicatePort(n) => write!(f, "port '{n}' is already attached (each interface may be given once)"),
+            SwitchError::DuplicatePort(n) => {
+                write!(f, "port '{n}' is already attached (each interface may be given once)")
+            }
             SwitchError::TooManyPorts => write!(f, "too many ports (at most {MAX_PORTS})"),
         }
     }
@@ -100,7 +102,12 @@ pub struct Switch {
 
 impl Switch {
     pub fn new(fdb: FdbConfig) -> Switch {
-        Switch { fdb: DefaultFdb::new(fdb), ports: ArcSwap::from_pointee(Vec::new()), writer: Mutex::new(()), epoch: Instant::now() }
+        Switch {
+            fdb: DefaultFdb::new(fdb),
+            ports: ArcSwap::from_pointee(Vec::new()),
+            writer: Mutex::new(()),
+            epoch: Instant::now(),
+        }
     }
 
     /// Milliseconds since the switch started: the datapath's clock.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use ub_datapath::{spawn_reader, DropKind, PortKind, ReaderHandle, Switch};
+use ub_datapath::{DropKind, PortKind, ReaderHandle, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
 use ub_port::mem::{self, MemPeer};
 use ub_wire::Mac;

@@ -1,4 +1,4 @@
-use crate::{key, unkey, FdbMap, PortId, MAX_PORTS};
+use crate::{FdbMap, MAX_PORTS, PortId, key, unkey};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use ub_wire::Mac;
 
@@ -64,7 +64,9 @@ pub enum Learn {
     /// New station.
     Learned,
     /// Known on another port; now on this one.
-    Moved { from: PortId },
+    Moved {
+        from: PortId,
+    },
     /// A static entry holds this address; it neither moves nor ages.
     Static,
     Refused(Refused),
@@ -283,7 +285,8 @@ impl<M: FdbMap> Fdb<M> {
             }
         });
         // Re-check each at removal: an entry refreshed or moved meanwhile stays.
-        let gone = doomed.into_iter().filter(|&k| self.map.remove_if(k, &pred, |old| self.forget(old)).is_some()).count();
+        let gone =
+            doomed.into_iter().filter(|&k| self.map.remove_if(k, &pred, |old| self.forget(old)).is_some()).count();
         counter.fetch_add(gone as u64, Relaxed);
         gone
     }
@@ -428,7 +431,11 @@ mod tests {
 
     #[test]
     fn concurrent_learning_keeps_counts_exact() {
-        let f = std::sync::Arc::new(Fdb::<PapayaBackend>::new(FdbConfig { max_entries: 1_000_000, max_per_port: 1_000_000, ..cfg() }));
+        let f = std::sync::Arc::new(Fdb::<PapayaBackend>::new(FdbConfig {
+            max_entries: 1_000_000,
+            max_per_port: 1_000_000,
+            ..cfg()
+        }));
         let threads: Vec<_> = (0..4u16)
             .map(|p| {
                 let f = f.clone();

@@ -51,7 +51,9 @@ impl Lab {
 
     /// Checks a lab name: it prefixes namespace names, so 1-40 of [A-Za-z0-9_-].
     pub fn validate_name(name: &str) -> Result<()> {
-        let ok = !name.is_empty() && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = !name.is_empty()
+            && name.len() <= 40
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok { Ok(()) } else { Err(format!("lab name '{name}' must be 1-40 of A-Z a-z 0-9 _ -")) }
     }
 
@@ -117,10 +119,13 @@ impl Lab {
         Self::validate_name(name)?;
         let prefix = format!("{name}-p");
         let mut n = 0;
-        let entries = std::fs::read_dir(ub_netlink::NETNS_RUN_DIR).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        let entries =
+            std::fs::read_dir(ub_netlink::NETNS_RUN_DIR).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
         for e in entries {
             let f = e.file_name().to_string_lossy().into_owned();
-            let is_pod = f.strip_prefix(&prefix).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+            let is_pod = f
+                .strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
             if is_pod && NetNs::delete(&f).is_ok() {
                 n += 1;
             }

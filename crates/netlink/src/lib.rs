@@ -6,7 +6,7 @@ mod netns;
 mod rtnl;
 mod sys;
 
-pub use netns::{NetNs, NETNS_RUN_DIR};
+pub use netns::{NETNS_RUN_DIR, NetNs};
 pub use rtnl::{Link, Rtnl};
 
 /// A netlink or namespace operation failed; the message names the object.

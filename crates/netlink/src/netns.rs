@@ -1,4 +1,4 @@
-use crate::{sys, Error, Result};
+use crate::{Error, Result, sys};
 use std::fs::{self, File};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
@@ -96,7 +96,9 @@ impl NetNs {
                 Ok(f())
             })
             .join()
-            .unwrap_or_else(|_| Err(Error::io(format!("thread in namespace {}", self.name), std::io::Error::other("panicked"))))
+            .unwrap_or_else(|_| {
+                Err(Error::io(format!("thread in namespace {}", self.name), std::io::Error::other("panicked")))
+            })
         })
     }
 }

@@ -7,7 +7,7 @@
 //! RawFd), hence this module; see docs/architecture.md.
 
 use crate::sys::{self, MmsgScratch, Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
-use crate::{validate_ifname, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, BATCH};
+use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -33,7 +33,10 @@ impl Default for RingConfig {
 impl RingConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !self.block_kib.is_power_of_two() || !(128..=4096).contains(&self.block_kib) {
-            return Err(format!("block size {} KiB must be a power of two from 128 to 4096 (it must hold a 64 KiB GSO frame)", self.block_kib));
+            return Err(format!(
+                "block size {} KiB must be a power of two from 128 to 4096 (it must hold a 64 KiB GSO frame)",
+                self.block_kib
+            ));
         }
         if !(2..=1024).contains(&self.blocks) {
             return Err(format!("{} ring blocks: use 2 to 1024", self.blocks));
@@ -78,7 +81,8 @@ pub fn open(name: &str, ring: RingConfig) -> Result<(AfPacketRx, AfPacketTx, Ope
     if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
         let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
     }
-    let ring = Ring::new(fd.as_fd(), ring.block_kib * 1024, ring.blocks, ring.retire_ms).map_err(e("setting up the RX ring"))?;
+    let ring = Ring::new(fd.as_fd(), ring.block_kib * 1024, ring.blocks, ring.retire_ms)
+        .map_err(e("setting up the RX ring"))?;
     sys::bind_packet(fd.as_fd(), link.index).map_err(e("binding the packet socket"))?;
     sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
     let fd = Arc::new(fd);
@@ -118,7 +122,12 @@ impl PortRx for AfPacketRx {
                 let tpid = if f.status & TP_STATUS_VLAN_TPID_VALID != 0 { f.vlan_tpid } else { 0x8100 };
                 (tpid, f.vlan_tci)
             });
-            out.push(RxFrame { data: f.data, vnet: f.vnet.map(VnetHdr::from_bytes), offloaded_tag, wire_len: f.wire_len });
+            out.push(RxFrame {
+                data: f.data,
+                vnet: f.vnet.map(VnetHdr::from_bytes),
+                offloaded_tag,
+                wire_len: f.wire_len,
+            });
         });
         Ok(())
     }
@@ -135,7 +144,11 @@ impl PortRx for AfPacketRx {
         let link = Rtnl::open().and_then(|mut nl| nl.link_by_index(self.ifindex));
         match link {
             Ok(Some(l)) if l.name == self.name => {
-                if l.admin_up && l.oper_up { Health::Up } else { Health::Down }
+                if l.admin_up && l.oper_up {
+                    Health::Up
+                } else {
+                    Health::Down
+                }
             }
             Ok(_) => Health::Gone,
             // Cannot tell (netlink unavailable): keep the port, report it down.

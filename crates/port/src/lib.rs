@@ -126,7 +126,9 @@ pub enum PortError {
     NoSuchInterface(String),
     #[error("'{0}' is not a valid interface name (1-15 bytes, no '/', ':' or whitespace)")]
     BadName(String),
-    #[error("interface '{name}' already has a master ({master}): detach it first with `ip link set {name} nomaster`, or frames would loop")]
+    #[error(
+        "interface '{name}' already has a master ({master}): detach it first with `ip link set {name} nomaster`, or frames would loop"
+    )]
     HasMaster { name: String, master: String },
     #[error("interface '{name}' is a {kind}, not an Ethernet port userbridge can attach to")]
     NotEthernet { name: String, kind: String },

@@ -1,8 +1,8 @@
 //! In-memory ports: the whole datapath runs in unit tests and benches with
 //! no kernel at all.
 
-use crate::{PortRx, PortTx, RxFrame, SendOutcome, TxFrame, BATCH};
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crate::{BATCH, PortRx, PortTx, RxFrame, SendOutcome, TxFrame};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,7 +13,11 @@ use std::time::Duration;
 pub fn port(mtu: u32) -> (MemRx, MemTx, MemPeer) {
     let (in_tx, in_rx) = unbounded();
     let (out_tx, out_rx) = unbounded();
-    (MemRx { rx: in_rx, held: Vec::with_capacity(BATCH) }, MemTx { tx: out_tx, mtu }, MemPeer { inject: in_tx, sent: out_rx })
+    (
+        MemRx { rx: in_rx, held: Vec::with_capacity(BATCH) },
+        MemTx { tx: out_tx, mtu },
+        MemPeer { inject: in_tx, sent: out_rx },
+    )
 }
 
 /// The test's end of an in-memory port.
@@ -57,7 +61,12 @@ impl PortRx for MemRx {
             }
         }
         self.held.extend(self.rx.try_iter().take(BATCH - 1));
-        out.extend(self.held.iter().map(|d| RxFrame { data: d, vnet: None, offloaded_tag: None, wire_len: d.len() as u32 }));
+        out.extend(self.held.iter().map(|d| RxFrame {
+            data: d,
+            vnet: None,
+            offloaded_tag: None,
+            wire_len: d.len() as u32,
+        }));
         Ok(())
     }
 

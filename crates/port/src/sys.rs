@@ -33,7 +33,9 @@ const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 /// nothing until bound.
 pub fn packet_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall, no pointers.
-    let fd = syscall!(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) })?;
+    let fd = syscall!(unsafe {
+        libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)
+    })?;
     // SAFETY: fd was just returned by socket() and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -59,7 +61,15 @@ pub fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     let mut v: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len are live and sized as getsockopt expects.
-    syscall!(unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, (&mut v as *mut libc::c_int).cast(), &mut len) })?;
+    syscall!(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
     Ok((v != 0).then(|| io::Error::from_raw_os_error(v)))
 }
 
@@ -70,7 +80,13 @@ pub fn packet_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
     let mut len = size_of_val(&st) as libc::socklen_t;
     // SAFETY: st and len are live and sized as getsockopt expects.
     syscall!(unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_STATISTICS, (&mut st as *mut libc::tpacket_stats_v3).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats_v3).cast(),
+            &mut len,
+        )
     })?;
     Ok(st.tp_drops)
 }
@@ -141,12 +157,28 @@ impl Ring {
         // SAFETY: mapping a fresh region of the length the ring was set up with; the
         // kernel validates the fd and length.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_LOCKED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_LOCKED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         let p = if p == libc::MAP_FAILED {
             // MAP_LOCKED can fail under RLIMIT_MEMLOCK; the ring works unlocked too.
             // SAFETY: as above, without MAP_LOCKED.
-            let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
             if p == libc::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
@@ -167,7 +199,7 @@ impl Ring {
         // of tpacket_block_desc (version, offset_to_priv, then hdr.bh1.block_status),
         // 4-byte aligned because blocks are page aligned; the kernel updates it concurrently,
         // which is what the atomic is for.
-        unsafe { AtomicU32::from_ptr(self.base.add(i * self.block_size + 8).cast::<u32>()) }
+        unsafe { AtomicU32::from_ptr(self.base.wrapping_add(i * self.block_size + 8).cast::<u32>()) }
     }
 
     /// True if block `i` has been handed to user space.
@@ -182,8 +214,11 @@ impl Ring {
         // SAFETY: the block is user-owned (status USER, read with Acquire), so the kernel
         // does not write it until we release it, which needs &mut self and so cannot
         // happen while the frames (borrowing &'a self) live; it lies inside the mapping.
-        let block: &'a [u8] = unsafe { std::slice::from_raw_parts(self.base.add(i * self.block_size), self.block_size) };
-        let rd32 = |off: usize| -> Option<u32> { block.get(off..off + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])) };
+        let block: &'a [u8] =
+            unsafe { std::slice::from_raw_parts(self.base.wrapping_add(i * self.block_size), self.block_size) };
+        let rd32 = |off: usize| -> Option<u32> {
+            block.get(off..off + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
         let rd16 = |off: usize| -> Option<u16> { block.get(off..off + 2).map(|b| u16::from_ne_bytes([b[0], b[1]])) };
         // tpacket_block_desc: version(4) offset_to_priv(4) block_status(4) num_pkts(4) offset_to_first_pkt(4)
         let (Some(num), Some(first)) = (rd32(12), rd32(16)) else { return };
@@ -191,9 +226,15 @@ impl Ring {
         for _ in 0..num {
             // tpacket3_hdr: next_offset(4) sec(4) nsec(4) snaplen(4) len(4) status(4) mac(2) net(2)
             //               hv1{rxhash(4) vlan_tci(4) vlan_tpid(2) pad(2)} pad[8]
-            let (Some(next), Some(snap), Some(len), Some(status), Some(mac), Some(tci), Some(tpid)) =
-                (rd32(off), rd32(off + 12), rd32(off + 16), rd32(off + 20), rd16(off + 24), rd32(off + 32), rd16(off + 36))
-            else {
+            let (Some(next), Some(snap), Some(len), Some(status), Some(mac), Some(tci), Some(tpid)) = (
+                rd32(off),
+                rd32(off + 12),
+                rd32(off + 16),
+                rd32(off + 20),
+                rd16(off + 24),
+                rd32(off + 32),
+                rd16(off + 36),
+            ) else {
                 return;
             };
             let start = off + mac as usize;
@@ -286,9 +327,10 @@ pub fn send_frames<'f, const N: usize>(
         let mut chunk_failed = 0;
         let mut waited = false;
         while i < n {
+            let msgs = scratch.msgs[i..].as_mut_ptr();
             // SAFETY: msgs[i..n] are initialised above and point to iovecs and bytes
             // (scratch and the caller's frames) that live across the call.
-            let r = syscall!(unsafe { libc::sendmmsg(fd.as_raw_fd(), scratch.msgs[i..].as_mut_ptr(), (n - i) as u32, 0) });
+            let r = syscall!(unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs, (n - i) as u32, 0) });
             match r {
                 Ok(k) => i += k as usize,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !waited => {
@@ -321,8 +363,9 @@ pub fn send_frames<'f, const N: usize>(
 /// IFF_VNET_HDR, and enables checksum and TSO offloads. Returns the fd
 /// (non-blocking, close-on-exec) and the name the kernel gave it.
 pub fn tun_open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: the path is a NUL-terminated literal.
-    let fd = syscall!(unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    let fd = syscall!(unsafe { libc::open(c"/dev/net/tun".as_ptr(), flags) })?;
     // SAFETY: fd was just returned by open() and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: ifreq is plain old data; all-zero is valid.

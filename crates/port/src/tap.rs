@@ -2,7 +2,7 @@
 //! checksum/TSO offloads on, so GSO super-frames pass as they do on veth.
 //! The interface exists while the port is open.
 
-use crate::{sys, validate_ifname, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr};
+use crate::{PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, sys, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;

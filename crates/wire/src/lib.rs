@@ -10,8 +10,10 @@ mod ethernet;
 mod mac;
 
 pub use arp::{ArpOp, ArpPacket};
-pub use classify::{classify, Classified, DropReason};
-pub use ethernet::{EthernetFrame, VlanTag, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN, VLAN_HLEN};
+pub use classify::{Classified, DropReason, classify};
+pub use ethernet::{
+    ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetFrame, VLAN_HLEN, VlanTag,
+};
 pub use mac::{Mac, ParseMacError};
 
 /// A view could not be built over the given bytes.
