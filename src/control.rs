@@ -69,11 +69,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `path` (mode 0600), refusing if another daemon answers there.
-    pub fn start(path: &Path, sw: Arc<Switch>) -> Result<Server, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
+    /// Fails if another daemon answers on `path`; removes a stale socket file.
+    pub fn check_free(path: &Path) -> Result<(), String> {
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
                 return Err(format!(
@@ -83,6 +80,16 @@ impl Server {
             }
             std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
         }
+        Ok(())
+    }
+
+    /// Binds `path` (mode 0600), refusing if another daemon answers there.
+    /// Clients can connect from here on: call it once the switch is ready.
+    pub fn start(path: &Path, sw: Arc<Switch>) -> Result<Server, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        Self::check_free(path)?;
         let listener = UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("cannot set mode 0600 on {}: {e}", path.display()))?;

@@ -74,9 +74,8 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         max_per_port: a.fdb_max_per_port,
     }));
 
-    // The socket first: a second daemon on the same socket stops here, before
-    // it touches any interface.
-    let server = control::Server::start(&a.socket, sw.clone())?;
+    // A second daemon on the same socket stops here, before it touches any interface.
+    control::Server::check_free(&a.socket)?;
 
     // Open every port before forwarding anything: a bad one fails the start.
     let mut opened: Vec<OpenedPort> = Vec::new();
@@ -100,6 +99,10 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         readers.push(spawn_reader(sw.clone(), id, rx).map_err(|e| format!("starting the reader of {name}: {e}"))?);
         tracing::info!(port = %name, id, ?kind, "port attached");
     }
+
+    // Only now that every port forwards does the socket accept clients: a
+    // client that connects sees a ready switch.
+    let server = control::Server::start(&a.socket, sw.clone())?;
 
     // Dropping `ager_stop` wakes and ends the ager.
     let (ager_stop, ager_rx) = std::sync::mpsc::channel::<()>();
