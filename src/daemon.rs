@@ -47,8 +47,8 @@ pub struct RunArgs {
     pub log_level: String,
 }
 
-/// A port opened but not yet forwarding: name, backend, its two halves.
-type OpenedPort = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>);
+/// A port opened but not yet forwarding: name, backend, its two halves, link up.
+type OpenedPort = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>, bool);
 
 pub fn run(a: RunArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -84,21 +84,29 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             return Err(format!("--port {name} given twice"));
         }
         let (rx, tx, info) = ub_port::afpacket::open(name, ring).map_err(|e| e.to_string())?;
-        if !info.admin_up {
-            tracing::warn!(port = %name, "interface is down; frames flow once it is up (`ip link set {name} up`)");
+        let up = info.admin_up && info.oper_up;
+        if !up {
+            tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
         }
-        opened.push((name.clone(), PortKind::AfPacket, Box::new(rx), Box::new(tx)));
+        opened.push((name.clone(), PortKind::AfPacket, Box::new(rx), Box::new(tx), up));
     }
     for name in &a.taps {
         let (rx, tx, actual) = ub_port::tap::open(name).map_err(|e| e.to_string())?;
-        opened.push((actual, PortKind::Tap, Box::new(rx), Box::new(tx)));
+        // A new TAP is down until whoever uses it brings it up (`ip link set
+        // NAME up`); the link watcher then marks the port up.
+        opened.push((actual, PortKind::Tap, Box::new(rx), Box::new(tx), false));
     }
     let mut readers: Vec<ReaderHandle> = Vec::new();
-    for (name, kind, rx, tx) in opened {
+    for (name, kind, rx, tx, up) in opened {
         let id = sw.add_port(&name, kind, tx).map_err(|e| e.to_string())?;
+        if !up && let Some(p) = sw.port(id) {
+            p.set_state(ub_datapath::PortState::Down);
+        }
         readers.push(spawn_reader(sw.clone(), id, rx).map_err(|e| format!("starting the reader of {name}: {e}"))?);
         tracing::info!(port = %name, id, ?kind, "port attached");
     }
+
+    let links = crate::links::Watcher::start(sw.clone())?;
 
     // Only now that every port forwards does the socket accept clients: a
     // client that connects sees a ready switch.
@@ -131,6 +139,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     drop(ager_stop);
     let _ = ager.join();
     drop(server);
+    drop(links);
     for r in readers {
         r.stop();
     }

@@ -19,7 +19,8 @@ pub fn lab_up(name: &str, pods: usize) -> Result<(), String> {
         println!("  {}  eth0 {} {}  <->  port {} in {sw}", p.ns, p.ip, p.mac, p.port);
     }
     let ports: Vec<String> = lab.ports().iter().map(|p| format!("--port {p}")).collect();
-    println!("run the switch:   userbridge run --netns {sw} {} --socket /run/userbridge/{name}.sock", ports.join(" "));
+    println!("run the switch:   userbridge run --netns {sw} {}", ports.join(" "));
+    println!("then:             userbridge fdb show; userbridge stats");
     println!("try it:           ip netns exec {}-p1 ping 10.0.0.2", name);
     println!("remove the lab:   userbridge lab down --name {name}");
     lab.persist();
@@ -115,29 +116,34 @@ pub fn demo(name: &str, pods: usize) -> Result<(), String> {
             seen.push(Seen { pod: i + 1, frame });
         }
     }
-    println!("4. on the wire, as each pod received it (tcpdump's view inside the pods):");
-    let mine = |f: &[u8]| {
-        EthernetFrame::new_checked(f)
-            .is_ok_and(|e| lab.pods.iter().any(|p| p.mac == e.src()) && e.ethertype() != 0x86dd)
+    let is_arp = |op: u8| move |f: &[u8]| f.len() >= 22 && f[12..14] == [8, 6] && f[20..22] == [0, op];
+    let is_icmp = |t: u8| move |f: &[u8]| f.len() >= 35 && f[12..14] == [8, 0] && f[23] == 1 && f[34] == t;
+    // Which pods received a frame of this kind, and what it looked like.
+    let received = |pred: &dyn Fn(&[u8]) -> bool| -> (Vec<usize>, String) {
+        let hits: Vec<&Seen> = seen.iter().filter(|s| pred(&s.frame)).collect();
+        let mut pods: Vec<usize> = hits.iter().map(|s| s.pod).collect();
+        pods.dedup();
+        (pods, hits.first().map_or_else(|| "not seen".into(), |s| describe(&s.frame)))
     };
-    for s in seen.iter().filter(|s| mine(&s.frame)) {
-        println!("     pod{} got  {}", s.pod, describe(&s.frame));
-    }
-    println!("5. learned FDB:");
+    let names = |pods: &[usize]| pods.iter().map(|p| format!("pod{p}")).collect::<Vec<_>>().join(", ");
+    println!("4. on the wire, captured inside each pod (what tcpdump there shows):");
+    let (req, req_d) = received(&is_arp(1));
+    println!("   a. {req_d}\n      flooded: received by {}", names(&req));
+    let (rep, rep_d) = received(&is_arp(2));
+    println!("   b. {rep_d}\n      unicast: received by {} only", names(&rep));
+    println!("   c. learned, from those two frames' sources:");
     for e in sw.fdb.entries(sw.now_ms()) {
         let port = sw.port(e.port).map_or_else(|| "?".into(), |p| p.name.clone());
-        println!("     {} dev {} vlan {} age {:.1}s", e.mac, port, e.vid, e.age_ms as f64 / 1000.0);
+        println!("        {} dev {} vlan {} age {:.1}s", e.mac, port, e.vid, e.age_ms as f64 / 1000.0);
     }
-    let flooded: u64 = sw.snapshot().iter().map(|p| p.counters.flooded).sum();
-    println!(
-        "6. the ARP request was flooded ({flooded} flooded frames in all); the reply and the ICMP went to one port each"
-    );
-    let expect = |pod: usize, pred: &dyn Fn(&[u8]) -> bool| seen.iter().any(|s| s.pod == pod && pred(&s.frame));
-    let is_arp_req = |f: &[u8]| f.len() >= 22 && f[12..14] == [8, 6] && f[20..22] == [0, 1];
-    let is_icmp = |f: &[u8]| f.len() >= 34 && f[12..14] == [8, 0] && f[23] == 1;
-    let ok = expect(2, &is_arp_req) && expect(2, &is_icmp) && (pods < 3 || !expect(3, &is_icmp));
+    let (icmp, icmp_d) = received(&is_icmp(8));
+    println!("   d. {icmp_d}\n      unicast: received by {} only", names(&icmp));
+    let (back, back_d) = received(&is_icmp(0));
+    println!("      {back_d}\n      unicast: received by {} only", names(&back));
+    let others: Vec<usize> = (2..=pods).collect();
+    let ok = req == others && rep == [1] && icmp == [2] && back == [1];
     drop(readers);
     drop(lab);
-    println!("7. lab removed");
+    println!("5. lab removed");
     if ok { Ok(()) } else { Err("the demo did not see the expected frames".into()) }
 }

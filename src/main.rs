@@ -3,6 +3,7 @@
 mod control;
 mod daemon;
 mod demo;
+mod links;
 mod output;
 
 use clap::{Args, Parser, Subcommand};

@@ -119,6 +119,32 @@ fn deleting_a_pod_under_traffic_leaves_the_others_served() {
 }
 
 #[test]
+fn a_port_whose_link_is_down_resumes_when_it_comes_up() {
+    let lab = lab("down", 2);
+    // Pod 2's end down: the host end ubp2 has no carrier.
+    ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "down"]);
+    let d = Daemon::start(&lab, &[]);
+    assert_eq!(Daemon::port(&d.query(&["port", "list"]), "ubp2")["state"], "down");
+    ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "up"]);
+    let t = std::time::Instant::now();
+    while Daemon::port(&d.query(&["port", "list"]), "ubp2")["state"] != "up" {
+        assert!(t.elapsed() < Duration::from_secs(5), "ubp2 never came back up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2));
+    // Down again while running: reported, and back once more.
+    ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "down"]);
+    let t = std::time::Instant::now();
+    while Daemon::port(&d.query(&["port", "list"]), "ubp2")["state"] != "down" {
+        assert!(t.elapsed() < Duration::from_secs(5), "ubp2 going down was not noticed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "up"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2));
+}
+
+#[test]
 fn vlan_tags_taken_off_by_the_kernel_are_put_back() {
     // The receiving kernel moves an 802.1Q tag into packet metadata before a
     // packet socket sees the frame; the switch must re-insert it on egress.

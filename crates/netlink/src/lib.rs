@@ -7,7 +7,7 @@ mod rtnl;
 mod sys;
 
 pub use netns::{NETNS_RUN_DIR, NetNs};
-pub use rtnl::{Link, Rtnl};
+pub use rtnl::{Link, LinkEvent, LinkWatcher, Rtnl};
 
 /// A netlink or namespace operation failed; the message names the object.
 #[derive(Debug, thiserror::Error)]

@@ -215,3 +215,66 @@ fn to_link(m: RouteNetlinkMessage) -> Option<Link> {
     }
     Some(link)
 }
+
+/// A link changed: what `LinkWatcher::next` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Created or changed (up/down, carrier, MTU, master…): its state now.
+    Changed(Link),
+    /// Deleted.
+    Removed { index: u32, name: String },
+}
+
+/// Subscribes to link notifications (RTNLGRP_LINK) in the calling thread's
+/// namespace.
+#[derive(Debug)]
+pub struct LinkWatcher {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl LinkWatcher {
+    /// `poll_every` bounds how long `next` blocks, so its caller can check
+    /// for shutdown.
+    pub fn open(poll_every: std::time::Duration) -> Result<LinkWatcher> {
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("opening a route netlink socket", e))?;
+        sock.bind(&SocketAddr::new(0, libc::RTMGRP_LINK as u32))
+            .map_err(|e| Error::io("subscribing to link notifications", e))?;
+        crate::sys::set_recv_timeout(std::os::fd::AsFd::as_fd(&sock), poll_every)
+            .map_err(|e| Error::io("setting a receive timeout", e))?;
+        Ok(LinkWatcher { sock, buf: vec![0u8; 1 << 16] })
+    }
+
+    /// The link events of the next notification; empty on timeout.
+    pub fn next(&mut self) -> Result<Vec<LinkEvent>> {
+        let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(Error::io("reading link notifications", e)),
+        };
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < n {
+            let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n]) else { break };
+            let len = m.header.length as usize;
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+            match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => {
+                    let index = msg.header.index;
+                    let name = to_link(RouteNetlinkMessage::NewLink(msg)).map(|l| l.name).unwrap_or_default();
+                    out.push(LinkEvent::Removed { index, name });
+                }
+                NetlinkPayload::InnerMessage(inner @ RouteNetlinkMessage::NewLink(_)) => {
+                    out.extend(to_link(inner).map(LinkEvent::Changed));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}

@@ -55,6 +55,7 @@ pub struct Opened {
     pub mtu: u32,
     pub mac: Option<[u8; 6]>,
     pub admin_up: bool,
+    pub oper_up: bool,
 }
 
 /// Opens `name` as a switch port. Refuses links that are enslaved to a
@@ -86,7 +87,8 @@ pub fn open(name: &str, ring: RingConfig) -> Result<(AfPacketRx, AfPacketTx, Ope
     sys::bind_packet(fd.as_fd(), link.index).map_err(e("binding the packet socket"))?;
     sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
     let fd = Arc::new(fd);
-    let opened = Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up };
+    let opened =
+        Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
     Ok((
         AfPacketRx { fd: fd.clone(), ring, next: 0, held: None, name: name.to_string(), ifindex: link.index },
         AfPacketTx { fd, mtu: link.mtu },

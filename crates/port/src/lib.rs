@@ -149,6 +149,23 @@ impl PortError {
     }
 }
 
+/// The state of link `ifindex`, which must still be called `name`: the port
+/// is gone for good when the ifindex no longer names its link.
+pub fn link_health(ifindex: u32, name: &str) -> Health {
+    match ub_netlink::Rtnl::open().and_then(|mut nl| nl.link_by_index(ifindex)) {
+        Ok(Some(l)) if l.name == name => {
+            if l.admin_up && l.oper_up {
+                Health::Up
+            } else {
+                Health::Down
+            }
+        }
+        Ok(_) => Health::Gone,
+        // Cannot tell (netlink unavailable): keep the port, report it down.
+        Err(_) => Health::Down,
+    }
+}
+
 /// Checks an interface name the way the kernel does (`dev_valid_name`).
 pub fn validate_ifname(name: &str) -> Result<(), PortError> {
     let ok = !name.is_empty()

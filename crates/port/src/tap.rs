@@ -2,7 +2,7 @@
 //! checksum/TSO offloads on, so GSO super-frames pass as they do on veth.
 //! The interface exists while the port is open.
 
-use crate::{PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, sys, validate_ifname};
+use crate::{Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, sys, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -25,10 +25,17 @@ pub fn open(name: &str) -> Result<(TapRx, TapTx, String), PortError> {
         PortError::io("creating the TAP interface", name, e)
     })?;
     let mut nl = ub_netlink::Rtnl::open()?;
-    let mtu = nl.link_by_name(&actual)?.map_or(1500, |l| l.mtu);
+    let link = nl.link_by_name(&actual)?.ok_or_else(|| PortError::NoSuchInterface(actual.clone()))?;
+    let mtu = link.mtu;
     let fd = Arc::new(fd);
     Ok((
-        TapRx { fd: fd.clone(), slots: vec![0u8; SLOT * TAP_BATCH].into_boxed_slice(), lens: [0; TAP_BATCH] },
+        TapRx {
+            fd: fd.clone(),
+            slots: vec![0u8; SLOT * TAP_BATCH].into_boxed_slice(),
+            lens: [0; TAP_BATCH],
+            ifindex: link.index,
+            name: actual.clone(),
+        },
         TapTx { fd, mtu },
         actual,
     ))
@@ -40,6 +47,8 @@ pub struct TapRx {
     fd: Arc<OwnedFd>,
     slots: Box<[u8]>,
     lens: [usize; TAP_BATCH],
+    ifindex: u32,
+    name: String,
 }
 
 impl PortRx for TapRx {
@@ -68,6 +77,10 @@ impl PortRx for TapRx {
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
+    }
+
+    fn check(&mut self) -> Health {
+        crate::link_health(self.ifindex, &self.name)
     }
 }
 
