@@ -24,7 +24,7 @@ impl Watcher {
                 let stop = stop.clone();
                 move || {
                     while !stop.load(Ordering::Acquire) {
-                        let events = match w.next() {
+                        let events = match w.wait() {
                             Ok(ev) => ev,
                             Err(e) => {
                                 tracing::error!(error = %e, "link notifications failed; link states are no longer followed");

@@ -216,7 +216,7 @@ fn to_link(m: RouteNetlinkMessage) -> Option<Link> {
     Some(link)
 }
 
-/// A link changed: what `LinkWatcher::next` reports.
+/// A link changed: what `LinkWatcher::wait` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
     /// Created or changed (up/down, carrier, MTU, master…): its state now.
@@ -234,7 +234,7 @@ pub struct LinkWatcher {
 }
 
 impl LinkWatcher {
-    /// `poll_every` bounds how long `next` blocks, so its caller can check
+    /// `poll_every` bounds how long `wait` blocks, so its caller can check
     /// for shutdown.
     pub fn open(poll_every: std::time::Duration) -> Result<LinkWatcher> {
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("opening a route netlink socket", e))?;
@@ -246,7 +246,7 @@ impl LinkWatcher {
     }
 
     /// The link events of the next notification; empty on timeout.
-    pub fn next(&mut self) -> Result<Vec<LinkEvent>> {
+    pub fn wait(&mut self) -> Result<Vec<LinkEvent>> {
         let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
