@@ -1,17 +1,25 @@
-//! `userbridge run`: open the ports, start a reader per port, the ager and
-//! the control socket; stop cleanly on SIGINT/SIGTERM.
+//! `userbridge run`: open the ports, start a reader per port, the ager, the
+//! link watcher, the control socket and the metrics endpoint; apply runtime
+//! changes (control requests, SIGHUP); stop cleanly on SIGINT/SIGTERM.
 
-use crate::control;
+use crate::config::{Settings, StaticEntry};
+use crate::{control, links, metrics, mirror};
 use clap::Args;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use ub_datapath::{PortKind, ReaderHandle, Switch, spawn_reader};
+use ub_datapath::{PortKind, PortState, ReaderHandle, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RingConfig;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
+        "fdb_max_per_port", "netns", "ring_blocks", "block_kib", "retire_ms", "metrics"])]
+    pub config: Option<PathBuf>,
     /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
     #[arg(long = "port", value_name = "IF")]
     pub ports: Vec<String>,
@@ -42,86 +50,284 @@ pub struct RunArgs {
     /// RX ring: longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9435).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
 }
 
-/// A port opened but not yet forwarding: name, backend, its two halves, link up.
-type OpenedPort = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>, bool);
+impl RunArgs {
+    fn settings(&self) -> Result<Settings, String> {
+        if let Some(path) = &self.config {
+            let mut s = Settings::load(path).map_err(|e| e.join("; "))?;
+            s.log_level.clone_from(&self.log_level);
+            return Ok(s);
+        }
+        if self.ports.is_empty() && self.taps.is_empty() {
+            return Err("no ports: give at least one --port IF or --tap NAME (or --config FILE)".into());
+        }
+        let mut seen: Vec<&String> = Vec::new();
+        for name in self.ports.iter().chain(&self.taps) {
+            ub_port::validate_ifname(name).map_err(|e| e.to_string())?;
+            if seen.contains(&name) {
+                return Err(format!("'{name}' is given twice"));
+            }
+            seen.push(name);
+        }
+        let ring = RingConfig { block_kib: self.block_kib, blocks: self.ring_blocks, retire_ms: self.retire_ms };
+        ring.validate()?;
+        Ok(Settings {
+            socket: self.socket.clone(),
+            netns: self.netns.clone(),
+            metrics: self.metrics,
+            log_level: self.log_level.clone(),
+            fdb: FdbConfig {
+                ageing_ms: self.ageing_secs * 1000,
+                max_entries: self.fdb_max as usize,
+                max_per_port: self.fdb_max_per_port,
+            },
+            ring,
+            ports: self.ports.clone(),
+            taps: self.taps.clone(),
+            statics: Vec::new(),
+        })
+    }
+}
+
+/// Link events the daemon has followed.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub down: AtomicU64,
+    pub up: AtomicU64,
+    pub gone: AtomicU64,
+    pub reattached: AtomicU64,
+}
+
+/// The running switch and everything that changes it at run time.
+pub struct Daemon {
+    pub sw: Arc<Switch>,
+    ring: RingConfig,
+    readers: Mutex<HashMap<String, ReaderHandle>>,
+    /// What the configuration asks for: re-attached when a link comes back.
+    pub settings: Mutex<Settings>,
+    config_path: Option<PathBuf>,
+    pub links: LinkCounters,
+    pub mirrors: Mutex<HashMap<String, Arc<mirror::PcapSink>>>,
+}
+
+impl Daemon {
+    /// Attaches `name` as an AF_PACKET port (or creates TAP `name`).
+    pub fn attach(&self, name: &str, tap: bool) -> Result<(), String> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = self.sw.port_by_name(name) {
+            if p.state() != PortState::Gone {
+                return Err(format!("port '{name}' is already attached"));
+            }
+            // A port whose interface went away: clear it before attaching anew.
+            readers.remove(name);
+            self.sw.remove_port(p.id);
+        }
+        let (id, reader) = if tap {
+            let (rx, tx, actual) = ub_port::tap::open(name).map_err(|e| e.to_string())?;
+            let id = self.sw.add_port(&actual, PortKind::Tap, Box::new(tx)).map_err(|e| e.to_string())?;
+            // A new TAP is down until whoever uses it brings it up (`ip link set
+            // NAME up`); the link watcher then marks the port up.
+            self.sw.port(id).map(|p| p.set_state(PortState::Down));
+            (id, spawn_reader(self.sw.clone(), id, Box::new(rx)))
+        } else {
+            let (rx, tx, info) = ub_port::afpacket::open(name, self.ring).map_err(|e| e.to_string())?;
+            let id = self.sw.add_port(name, PortKind::AfPacket, Box::new(tx)).map_err(|e| e.to_string())?;
+            if !(info.admin_up && info.oper_up) {
+                tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
+                self.sw.port(id).map(|p| p.set_state(PortState::Down));
+            }
+            (id, spawn_reader(self.sw.clone(), id, Box::new(rx)))
+        };
+        match reader {
+            Ok(r) => {
+                readers.insert(name.to_string(), r);
+                tracing::info!(port = %name, id, tap, "port attached");
+                Ok(())
+            }
+            Err(e) => {
+                self.sw.remove_port(id);
+                Err(format!("starting the reader of {name}: {e}"))
+            }
+        }
+    }
+
+    /// Detaches port `name`: its reader is stopped and joined, its FDB
+    /// entries flushed, mirrors from and to it ended. Other ports forward on.
+    pub fn detach(&self, name: &str) -> Result<(), String> {
+        let port =
+            self.sw.port_by_name(name).ok_or_else(|| format!("no port named '{name}' (see `userbridge port list`)"))?;
+        let reader = self.readers.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        if let Some(r) = reader {
+            r.stop();
+        }
+        self.sw.remove_port(port.id);
+        self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        tracing::info!(port = %name, "port detached");
+        Ok(())
+    }
+
+    fn add_static(&self, st: &StaticEntry) -> Result<(), String> {
+        let port = self.sw.port_by_name(&st.port).ok_or_else(|| format!("no port named '{}'", st.port))?;
+        self.sw.fdb.add_static(st.vlan, st.mac, port.id).map_err(|e| format!("{e:?}"))
+    }
+
+    /// Brings the switch to `new`: attaches added ports, detaches removed
+    /// ones (unchanged ports are not touched), applies FDB settings and
+    /// statics. Returns what it did, one line each.
+    pub fn apply(&self, new: Settings) -> Vec<String> {
+        let mut done = Vec::new();
+        let old = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (list, tap) in [(&new.ports, false), (&new.taps, true)] {
+            for name in list.iter().filter(|n| !old.ports.contains(n) && !old.taps.contains(n)) {
+                match self.attach(name, tap) {
+                    Ok(()) => done.push(format!("added {name}")),
+                    Err(e) => done.push(format!("could not add {name}: {e}")),
+                }
+            }
+        }
+        for name in old.ports.iter().chain(&old.taps).filter(|n| !new.ports.contains(n) && !new.taps.contains(n)) {
+            match self.detach(name) {
+                Ok(()) => done.push(format!("removed {name}")),
+                Err(e) => done.push(format!("could not remove {name}: {e}")),
+            }
+        }
+        if new.fdb.ageing_ms != old.fdb.ageing_ms {
+            self.sw.fdb.set_ageing_ms(new.fdb.ageing_ms);
+            done.push(format!("ageing {} s", new.fdb.ageing_ms / 1000));
+        }
+        if new.fdb.max_entries != old.fdb.max_entries || new.fdb.max_per_port != old.fdb.max_per_port {
+            done.push("fdb limits change only at restart".into());
+        }
+        for st in old.statics.iter().filter(|s| !new.statics.contains(s)) {
+            self.sw.fdb.remove(st.vlan, st.mac);
+            done.push(format!("static {} removed", st.mac));
+        }
+        for st in new.statics.iter().filter(|s| !old.statics.contains(s)) {
+            match self.add_static(st) {
+                Ok(()) => done.push(format!("static {} dev {} added", st.mac, st.port)),
+                Err(e) => done.push(format!("static {}: {e}", st.mac)),
+            }
+        }
+        if new.socket != old.socket || new.metrics != old.metrics || new.netns != old.netns || new.ring != old.ring {
+            done.push("socket, metrics, netns and ring settings change only at restart".into());
+        }
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) =
+            Settings { socket: old.socket, metrics: old.metrics, netns: old.netns, ring: old.ring, ..new };
+        done
+    }
+
+    /// SIGHUP: re-reads the configuration file and applies the difference.
+    pub fn reload(&self) {
+        let Some(path) = &self.config_path else {
+            tracing::warn!("SIGHUP ignored: the daemon was not started with --config");
+            return;
+        };
+        match Settings::load(path) {
+            Ok(new) => {
+                let done = self.apply(new);
+                tracing::info!(config = %path.display(), changes = ?done, "configuration reloaded");
+            }
+            Err(errs) => tracing::error!(config = %path.display(), errors = ?errs, "configuration not reloaded"),
+        }
+    }
+
+    /// Re-attaches a configured port whose interface has come back.
+    pub fn reattach_if_wanted(&self, name: &str) {
+        let wanted = {
+            let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+            s.ports.iter().any(|p| p == name)
+        };
+        let gone = self.sw.port_by_name(name).is_none_or(|p| p.state() == PortState::Gone);
+        if wanted && gone {
+            match self.attach(name, false) {
+                Ok(()) => {
+                    self.links.reattached.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(port = %name, "interface is back; port re-attached");
+                }
+                Err(e) => tracing::warn!(port = %name, error = %e, "interface is back but could not be re-attached"),
+            }
+        }
+    }
+
+    fn stop_all(&self) {
+        let readers: Vec<ReaderHandle> =
+            self.readers.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
+        for r in readers {
+            r.stop();
+        }
+    }
+}
 
 pub fn run(a: RunArgs) -> Result<(), String> {
+    let settings = a.settings()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&a.log_level))
-        .map_err(|e| format!("--log-level '{}': {e}", a.log_level))?;
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
+        .map_err(|e| format!("log level '{}': {e}", settings.log_level))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 
-    if a.ports.is_empty() && a.taps.is_empty() {
-        return Err("no ports: give at least one --port IF or --tap NAME".into());
-    }
-    let ring = RingConfig { block_kib: a.block_kib, blocks: a.ring_blocks, retire_ms: a.retire_ms };
-    ring.validate()?;
-    if let Some(ns) = &a.netns {
+    if let Some(ns) = &settings.netns {
         // Before any thread exists: every thread started later inherits it.
         ub_netlink::NetNs::open(ns)
             .and_then(|n| n.enter())
             .map_err(|e| format!("{e} (list namespaces with `ip netns`)"))?;
     }
-    let sw = Arc::new(Switch::new(FdbConfig {
-        ageing_ms: a.ageing_secs * 1000,
-        max_entries: a.fdb_max as usize,
-        max_per_port: a.fdb_max_per_port,
-    }));
-
     // A second daemon on the same socket stops here, before it touches any interface.
-    control::Server::check_free(&a.socket)?;
+    control::Server::check_free(&settings.socket)?;
 
-    // Open every port before forwarding anything: a bad one fails the start.
-    let mut opened: Vec<OpenedPort> = Vec::new();
-    for name in &a.ports {
-        if opened.iter().any(|(n, ..)| n == name) {
-            return Err(format!("--port {name} given twice"));
+    let d = Arc::new(Daemon {
+        sw: Arc::new(Switch::new(settings.fdb)),
+        ring: settings.ring,
+        readers: Mutex::new(HashMap::new()),
+        settings: Mutex::new(settings.clone()),
+        config_path: a.config.clone(),
+        links: LinkCounters::default(),
+        mirrors: Mutex::new(HashMap::new()),
+    });
+    // Every port opens, or the start fails with the reason.
+    let result = (|| {
+        for name in &settings.ports {
+            d.attach(name, false)?;
         }
-        let (rx, tx, info) = ub_port::afpacket::open(name, ring).map_err(|e| e.to_string())?;
-        let up = info.admin_up && info.oper_up;
-        if !up {
-            tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
+        for name in &settings.taps {
+            d.attach(name, true)?;
         }
-        opened.push((name.clone(), PortKind::AfPacket, Box::new(rx), Box::new(tx), up));
-    }
-    for name in &a.taps {
-        let (rx, tx, actual) = ub_port::tap::open(name).map_err(|e| e.to_string())?;
-        // A new TAP is down until whoever uses it brings it up (`ip link set
-        // NAME up`); the link watcher then marks the port up.
-        opened.push((actual, PortKind::Tap, Box::new(rx), Box::new(tx), false));
-    }
-    let mut readers: Vec<ReaderHandle> = Vec::new();
-    for (name, kind, rx, tx, up) in opened {
-        let id = sw.add_port(&name, kind, tx).map_err(|e| e.to_string())?;
-        if !up && let Some(p) = sw.port(id) {
-            p.set_state(ub_datapath::PortState::Down);
+        for st in &settings.statics {
+            d.add_static(st).map_err(|e| format!("static {}: {e}", st.mac))?;
         }
-        readers.push(spawn_reader(sw.clone(), id, rx).map_err(|e| format!("starting the reader of {name}: {e}"))?);
-        tracing::info!(port = %name, id, ?kind, "port attached");
+        Ok::<_, String>(())
+    })();
+    if let Err(e) = result {
+        d.stop_all();
+        return Err(e);
     }
-
-    let links = crate::links::Watcher::start(sw.clone())?;
-
+    let links = links::Watcher::start(d.clone())?;
+    let metrics = match settings.metrics {
+        Some(addr) => Some(metrics::Server::start(addr, d.clone())?),
+        None => None,
+    };
     // Only now that every port forwards does the socket accept clients: a
     // client that connects sees a ready switch.
-    let server = control::Server::start(&a.socket, sw.clone())?;
+    let server = control::Server::start(&settings.socket, d.clone())?;
 
     // Dropping `ager_stop` wakes and ends the ager.
     let (ager_stop, ager_rx) = std::sync::mpsc::channel::<()>();
     let ager = std::thread::Builder::new()
         .name("ager".into())
         .spawn({
-            let sw = sw.clone();
+            let sw = d.sw.clone();
             move || {
-                // One pass a second, or ten per ageing period if that is shorter.
-                let every = Duration::from_millis((sw.fdb.ageing_ms() / 10).clamp(100, 1000));
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ager_rx.recv_timeout(every) {
+                // A pass every 100 ms to 1 s: a tenth of the ageing time, within those bounds.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    ager_rx.recv_timeout(Duration::from_millis((sw.fdb.ageing_ms() / 10).clamp(100, 1000)))
+                {
                     let n = sw.fdb.age(sw.now_ms());
                     if n > 0 {
                         tracing::debug!(aged = n, "fdb entries aged out");
@@ -131,17 +337,23 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         })
         .map_err(|e| format!("starting the ager: {e}"))?;
 
-    tracing::info!(socket = %a.socket.display(), ports = readers.len(), "userbridge running");
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+    tracing::info!(socket = %settings.socket.display(), ports = d.sw.ports().iter().flatten().count(), "userbridge running");
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("installing signal handlers: {e}"))?;
-    let sig = signals.forever().next();
-    tracing::info!(signal = ?sig, "shutting down");
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            d.reload();
+            continue;
+        }
+        tracing::info!(signal = sig, "shutting down");
+        break;
+    }
     drop(ager_stop);
     let _ = ager.join();
     drop(server);
+    drop(metrics);
     drop(links);
-    for r in readers {
-        r.stop();
-    }
+    d.stop_all();
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! Follows the attached links through netlink notifications: a port whose
 //! link goes down (administratively, or its veth peer went away or down) is
 //! marked down and gets no frames; it is marked up again when the link is.
-//! Deletion is handled by the port's reader (its socket reports it).
+//! A deleted link's port is stopped by its reader (the socket reports it);
+//! when an interface of that name comes back and the configuration lists
+//! it, the port is re-attached.
 
+use crate::daemon::Daemon;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use ub_datapath::{PortState, Switch};
+use ub_datapath::PortState;
 use ub_netlink::{LinkEvent, LinkWatcher};
 
 pub struct Watcher {
@@ -15,7 +18,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn start(sw: Arc<Switch>) -> Result<Watcher, String> {
+    pub fn start(d: Arc<Daemon>) -> Result<Watcher, String> {
         let mut w = LinkWatcher::open(Duration::from_millis(250)).map_err(|e| e.to_string())?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -24,21 +27,11 @@ impl Watcher {
                 let stop = stop.clone();
                 move || {
                     while !stop.load(Ordering::Acquire) {
-                        let events = match w.wait() {
-                            Ok(ev) => ev,
+                        match w.wait() {
+                            Ok(events) => events.into_iter().for_each(|ev| handle(&d, ev)),
                             Err(e) => {
                                 tracing::error!(error = %e, "link notifications failed; link states are no longer followed");
                                 return;
-                            }
-                        };
-                        for ev in events {
-                            let LinkEvent::Changed(link) = ev else { continue };
-                            let Some(port) = sw.port_by_name(&link.name) else { continue };
-                            let want = if link.admin_up && link.oper_up { PortState::Up } else { PortState::Down };
-                            let now = port.state();
-                            if now != PortState::Gone && now != want {
-                                tracing::info!(port = %link.name, state = ?want, "link state changed");
-                                port.set_state(want);
                             }
                         }
                     }
@@ -46,6 +39,37 @@ impl Watcher {
             })
             .map_err(|e| format!("starting the link watcher: {e}"))?;
         Ok(Watcher { stop, thread: Some(thread) })
+    }
+}
+
+fn handle(d: &Daemon, ev: LinkEvent) {
+    let c = &d.links;
+    match ev {
+        LinkEvent::Removed { name, .. } => {
+            if let Some(p) = d.sw.port_by_name(&name).filter(|p| p.state() != PortState::Gone) {
+                c.gone.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(port = %name, "interface deleted");
+                // The reader stops by itself once its socket reports it; no frame
+                // goes to the port meanwhile, and its entries go now.
+                d.sw.port_gone(p.id);
+            }
+        }
+        LinkEvent::Changed(link) => {
+            let Some(port) = d.sw.port_by_name(&link.name) else {
+                return d.reattach_if_wanted(&link.name);
+            };
+            let now = port.state();
+            if now == PortState::Gone {
+                return d.reattach_if_wanted(&link.name);
+            }
+            let want = if link.admin_up && link.oper_up { PortState::Up } else { PortState::Down };
+            if now != want {
+                let counter = if want == PortState::Up { &c.up } else { &c.down };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(port = %link.name, state = ?want, "link state changed");
+                port.set_state(want);
+            }
+        }
     }
 }
 

@@ -1,12 +1,16 @@
 //! userbridge: a userspace L2 switch for container nodes.
 
+mod config;
 mod control;
 mod daemon;
 mod demo;
 mod links;
+mod metrics;
+mod mirror;
 mod output;
 
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,9 +25,9 @@ pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";
     long_about = "userbridge attaches to the host ends of pods' veth pairs (and to TAP devices), learns which \
                   MAC sits behind which port, floods ARP, broadcast and unknown unicast, and forwards known \
                   unicast to one port: the job of the kernel bridge (cni0, docker0), done by a daemon you can \
-                  read, measure and extend.\n\nStart the daemon with `userbridge run --port IF ...`; query it \
-                  with `userbridge fdb show`, `userbridge stats`, `userbridge port list`. Try it with \
-                  `userbridge lab demo`."
+                  read, measure and extend.\n\nStart the daemon with `userbridge run --port IF ...` (or \
+                  `--config FILE`); inspect and change it at run time with `fdb`, `port`, `stats`, `set` and \
+                  `mirror`. Try it with `userbridge lab demo`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,24 +46,43 @@ struct ClientOpts {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run the switch in the foreground until SIGINT or SIGTERM.
+    /// Run the switch in the foreground until SIGINT or SIGTERM (SIGHUP re-reads --config).
     Run(daemon::RunArgs),
-    /// Show the forwarding table (like `bridge fdb show`).
+    /// Check a configuration file and exit: `ok`, or one line per problem with its line number.
+    CheckConfig { file: PathBuf },
+    /// The forwarding table: show, add or delete static entries, flush.
     Fdb {
         #[command(subcommand)]
         cmd: FdbCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Show per-port and FDB counters.
+    /// Per-port and FDB counters.
     Stats {
+        /// Only this port.
+        #[arg(long, value_name = "IF")]
+        port: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Show the switch's ports.
+    /// The switch's ports: list, add, delete at run time.
     Port {
         #[command(subcommand)]
         cmd: PortCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Change a setting at run time.
+    Set {
+        #[command(subcommand)]
+        cmd: SetCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Copy a port's traffic (both directions) to another port or a pcap file.
+    Mirror {
+        #[command(subcommand)]
+        cmd: MirrorCmd,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -74,11 +97,69 @@ enum Cmd {
 enum FdbCmd {
     /// List every entry: MAC, port, VLAN, age, static or learned.
     Show,
+    /// Add a static entry: MAC is behind PORT (it never ages or moves).
+    Add {
+        mac: String,
+        port: String,
+        #[arg(long, default_value_t = 0)]
+        vlan: u16,
+    },
+    /// Delete the entry for MAC (static or learned).
+    Del {
+        mac: String,
+        #[arg(long, default_value_t = 0)]
+        vlan: u16,
+    },
+    /// Forget learned entries, all or those behind one port.
+    Flush {
+        #[arg(long, value_name = "IF")]
+        port: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum PortCmd {
-    /// List ports with their state, MTU and traffic.
+    /// List ports with their state, MTU and learned entries.
+    List,
+    /// Attach interface IF (or create and attach TAP NAME) to the running switch.
+    Add {
+        /// Interface to attach.
+        #[arg(required_unless_present = "tap", conflicts_with = "tap")]
+        name: Option<String>,
+        /// Create a TAP interface of this name instead.
+        #[arg(long, value_name = "NAME")]
+        tap: Option<String>,
+    },
+    /// Detach port IF: its FDB entries are flushed; other ports forward on.
+    Del { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SetCmd {
+    /// Idle time after which learned entries go, in seconds.
+    Ageing { secs: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum MirrorCmd {
+    /// Mirror port FROM to port TO, or to a pcap file (read it with `tcpdump -r`).
+    Add {
+        #[arg(long, value_name = "IF")]
+        from: String,
+        #[arg(long, value_name = "IF", required_unless_present = "pcap", conflicts_with = "pcap")]
+        to: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
+        /// Size cap of the pcap file, in MiB; frames beyond it are dropped and counted.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_mib: u64,
+    },
+    /// Stop mirroring port FROM.
+    Del {
+        #[arg(long, value_name = "IF")]
+        from: String,
+    },
+    /// List mirrors, with frames written and dropped for pcap files.
     List,
 }
 
@@ -105,13 +186,68 @@ enum LabCmd {
     },
 }
 
+fn absolute(p: PathBuf) -> Result<String, String> {
+    let p = if p.is_absolute() { p } else { std::env::current_dir().map_err(|e| e.to_string())?.join(p) };
+    p.to_str().map(str::to_string).ok_or_else(|| format!("{} is not UTF-8", p.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let req = |c: &ClientOpts, r: serde_json::Value, show: fn(&serde_json::Value) -> String| {
+        control::client(&c.socket, r, c.json, show)
+    };
     let res = match cli.cmd {
         Cmd::Run(args) => daemon::run(args),
-        Cmd::Fdb { cmd: FdbCmd::Show, client } => control::client(&client.socket, "fdb_show", client.json),
-        Cmd::Stats { client } => control::client(&client.socket, "stats", client.json),
-        Cmd::Port { cmd: PortCmd::List, client } => control::client(&client.socket, "port_list", client.json),
+        Cmd::CheckConfig { file } => match config::Settings::load(&file) {
+            Ok(s) => {
+                println!(
+                    "{}: ok ({} ports, {} taps, {} static entries)",
+                    file.display(),
+                    s.ports.len(),
+                    s.taps.len(),
+                    s.statics.len()
+                );
+                Ok(())
+            }
+            Err(errs) => {
+                for e in &errs[..errs.len() - 1] {
+                    eprintln!("userbridge: {e}");
+                }
+                Err(errs.last().cloned().unwrap_or_default())
+            }
+        },
+        Cmd::Fdb { cmd, client: c } => match cmd {
+            FdbCmd::Show => req(&c, json!({"cmd": "fdb_show"}), output::fdb),
+            FdbCmd::Add { mac, port, vlan } => {
+                req(&c, json!({"cmd": "fdb_add", "mac": mac, "port": port, "vlan": vlan}), output::done)
+            }
+            FdbCmd::Del { mac, vlan } => req(&c, json!({"cmd": "fdb_del", "mac": mac, "vlan": vlan}), output::done),
+            FdbCmd::Flush { port } => req(&c, json!({"cmd": "fdb_flush", "port": port}), output::done),
+        },
+        Cmd::Stats { port, client: c } => req(&c, json!({"cmd": "stats", "port": port}), output::stats),
+        Cmd::Port { cmd, client: c } => match cmd {
+            PortCmd::List => req(&c, json!({"cmd": "port_list"}), output::ports),
+            PortCmd::Add { name: Some(n), tap: None } => req(&c, json!({"cmd": "port_add", "name": n}), output::done),
+            PortCmd::Add { tap: Some(n), .. } => {
+                req(&c, json!({"cmd": "port_add", "name": n, "tap": true}), output::done)
+            }
+            PortCmd::Add { .. } => Err("port add needs IF or --tap NAME".into()),
+            PortCmd::Del { name } => req(&c, json!({"cmd": "port_del", "name": name}), output::done),
+        },
+        Cmd::Set { cmd: SetCmd::Ageing { secs }, client: c } => {
+            req(&c, json!({"cmd": "set_ageing", "secs": secs}), output::done)
+        }
+        Cmd::Mirror { cmd, client: c } => match cmd {
+            MirrorCmd::Add { from, to: Some(to), .. } => {
+                req(&c, json!({"cmd": "mirror_add", "from": from, "to": to}), output::done)
+            }
+            MirrorCmd::Add { from, pcap: Some(p), max_mib, .. } => absolute(p).and_then(|p| {
+                req(&c, json!({"cmd": "mirror_add", "from": from, "pcap": p, "max_bytes": max_mib << 20}), output::done)
+            }),
+            MirrorCmd::Add { .. } => Err("mirror add needs --to IF or --pcap FILE".into()),
+            MirrorCmd::Del { from } => req(&c, json!({"cmd": "mirror_del", "from": from}), output::done),
+            MirrorCmd::List => req(&c, json!({"cmd": "mirror_list"}), output::mirrors),
+        },
         Cmd::Lab { cmd } => match cmd {
             LabCmd::Up { pods, name } => demo::lab_up(&name, pods),
             LabCmd::Down { name } => demo::lab_down(&name),

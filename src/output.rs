@@ -53,10 +53,42 @@ pub fn stats(result: &Value) -> String {
     }
     let f = &result["fdb"];
     let e = &f["events"];
+    let l = &result["links"];
+    let _ = writeln!(s, "links: down {} up {} gone {} reattached {}", l["down"], l["up"], l["gone"], l["reattached"]);
     let _ = writeln!(
         s,
         "fdb: entries {} learned {} ageing {}s events: learned {} moved {} aged {} refused {} flushed {}",
         f["entries"], f["learned"], f["ageing_secs"], e["learned"], e["moved"], e["aged"], e["refused"], e["flushed"]
     );
+    s
+}
+
+/// A change the daemon made: `key value` pairs on one line.
+pub fn done(result: &Value) -> String {
+    let mut s = String::new();
+    for (k, v) in result.as_object().into_iter().flatten() {
+        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        let _ = write!(s, "{}{k} {v}", if s.is_empty() { "" } else { " " });
+    }
+    s.push('\n');
+    s
+}
+
+pub fn mirrors(list: &Value) -> String {
+    let mut s = String::new();
+    for m in list.as_array().into_iter().flatten() {
+        let from = m["from"].as_str().unwrap_or("?");
+        match (m["to"].as_str(), m["pcap"].as_str()) {
+            (Some(to), _) => _ = writeln!(s, "{from} -> port {to}"),
+            (_, Some(p)) => {
+                _ = writeln!(
+                    s,
+                    "{from} -> pcap {p} written {} bytes {} of {} dropped {}",
+                    m["written"], m["bytes"], m["max_bytes"], m["dropped"]
+                )
+            }
+            _ => _ = writeln!(s, "{from} -> ?"),
+        }
+    }
     s
 }

@@ -1,6 +1,7 @@
 use crate::counters::{DropKind, LocalCounts};
 use crate::decide::{Decision, decide};
-use crate::switch::{Port, PortState, Switch};
+use crate::switch::{MirrorTo, Port, PortState, Switch};
+use std::sync::Arc;
 use ub_fdb::PortId;
 use ub_port::{BATCH, RxFrame, TxFrame, recycle_tx};
 use ub_wire::{ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, VLAN_HLEN, classify};
@@ -45,6 +46,13 @@ impl Forwarder {
         }
         let ingress = self.ingress;
         let local = &mut self.local;
+        // One relaxed load per batch: with no mirror set, nothing more is paid.
+        let mirroring = sw.mirrors.load(std::sync::atomic::Ordering::Relaxed) != 0;
+        let ingress_mirror = if mirroring {
+            ports.get(ingress as usize).and_then(Option::as_ref).and_then(|p| p.mirror.load_full())
+        } else {
+            None
+        };
         for f in frames {
             local.rx_frames += 1;
             local.rx_bytes += f.wire_len as u64;
@@ -61,6 +69,9 @@ impl Forwarder {
             };
             sw.fdb.learn(c.vid, c.src, ingress, now);
             let tx = TxFrame { data: f.data, vnet: f.vnet, insert_tag: f.offloaded_tag };
+            if let Some(m) = &ingress_mirror {
+                mirror(m, tx, &ports, &mut out);
+            }
             let target = match decide(&sw.fdb, ingress, &c, now) {
                 Decision::Drop(k) => {
                     local.drops[k as usize] += 1;
@@ -71,11 +82,11 @@ impl Forwarder {
                 Decision::Flood => None,
             };
             match target {
-                Some(port) => push(port, tx, &mut out),
+                Some(port) => push(port, tx, &mut out, mirroring.then_some(&**ports)),
                 None => {
                     local.flooded += 1;
                     for port in ports.iter().flatten().filter(|p| p.id != ingress) {
-                        push(port, tx, &mut out);
+                        push(port, tx, &mut out, mirroring.then_some(&**ports));
                     }
                 }
             }
@@ -92,8 +103,16 @@ impl Forwarder {
     }
 }
 
+/// Queues `tx` for `port`. With `mirrors` (the port table, when any mirror
+/// is set), a copy also goes to the port's mirror target.
 #[inline]
-fn push<'a>(port: &Port, tx: TxFrame<'a>, out: &mut [Vec<TxFrame<'a>>]) {
+fn push<'a>(port: &Port, tx: TxFrame<'a>, out: &mut [Vec<TxFrame<'a>>], mirrors: Option<&[Option<Arc<Port>>]>) {
+    if let Some(ports) = mirrors
+        && let Some(m) = port.mirror.load_full()
+        && port.state() == PortState::Up
+    {
+        mirror(&m, tx, ports, out);
+    }
     if port.state() != PortState::Up {
         port.counters.drop_n(DropKind::PortDown, 1);
         return;
@@ -106,6 +125,19 @@ fn push<'a>(port: &Port, tx: TxFrame<'a>, out: &mut [Vec<TxFrame<'a>>]) {
     batch.push(tx);
     if batch.len() == BATCH {
         flush(port, batch);
+    }
+}
+
+/// Copies a frame to a mirror target (a port's own mirror is not followed
+/// again: no chains, no loops).
+fn mirror<'a>(m: &MirrorTo, tx: TxFrame<'a>, ports: &[Option<Arc<Port>>], out: &mut [Vec<TxFrame<'a>>]) {
+    match m {
+        MirrorTo::Port(id) => {
+            if let Some(Some(p)) = ports.get(*id as usize) {
+                push(p, tx, out, None);
+            }
+        }
+        MirrorTo::Sink(s) => s.offer(&tx),
     }
 }
 

@@ -1,7 +1,7 @@
 use crate::counters::{CounterSnapshot, PortCounters};
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ub_fdb::{DefaultFdb, FdbConfig, MAX_PORTS, PortId};
@@ -27,6 +27,21 @@ pub enum PortState {
     Gone = 2,
 }
 
+/// Where a mirrored port's frames are copied.
+#[derive(Debug, Clone)]
+pub enum MirrorTo {
+    /// Sent out of another port as well.
+    Port(PortId),
+    /// Handed to a sink (a pcap writer) off the hot path.
+    Sink(Arc<dyn MirrorSink>),
+}
+
+/// Takes copies of mirrored frames. `offer` is called on the hot path: it
+/// must not block (copy and queue, or drop and count).
+pub trait MirrorSink: Send + Sync + std::fmt::Debug {
+    fn offer(&self, frame: &ub_port::TxFrame<'_>);
+}
+
 /// One switch port: its transmit half, counters and state.
 pub struct Port {
     pub id: PortId,
@@ -35,6 +50,8 @@ pub struct Port {
     pub tx: Box<dyn ub_port::PortTx>,
     pub counters: PortCounters,
     state: AtomicU8,
+    /// Copies of what this port receives and sends go here too.
+    pub(crate) mirror: ArcSwapOption<MirrorTo>,
 }
 
 impl std::fmt::Debug for Port {
@@ -97,6 +114,8 @@ pub struct Switch {
     ports: ArcSwap<PortTable>,
     /// Serialises control-plane changes to the table; readers never take it.
     writer: Mutex<()>,
+    /// Ports with a mirror set: when 0 the datapath skips mirroring entirely.
+    pub(crate) mirrors: AtomicUsize,
     epoch: Instant,
 }
 
@@ -106,6 +125,7 @@ impl Switch {
             fdb: DefaultFdb::new(fdb),
             ports: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
+            mirrors: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
     }
@@ -151,6 +171,7 @@ impl Switch {
             tx,
             counters: PortCounters::default(),
             state: AtomicU8::new(PortState::Up as u8),
+            mirror: ArcSwapOption::empty(),
         }));
         self.ports.store(Arc::new(t));
         Ok(id as PortId)
@@ -164,10 +185,37 @@ impl Switch {
         self.fdb.flush_port(id, true);
     }
 
-    /// Removes a port from the table and flushes its FDB entries.
+    /// Mirrors port `from` (what it receives and sends) to `to`, or stops
+    /// mirroring it with `None`. Returns the previous target.
+    pub fn set_mirror(&self, from: PortId, to: Option<MirrorTo>) -> Option<Arc<MirrorTo>> {
+        let port = self.port(from)?;
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let adding = to.is_some();
+        let old = port.mirror.swap(to.map(Arc::new));
+        match (old.is_some(), adding) {
+            (false, true) => drop(self.mirrors.fetch_add(1, Relaxed)),
+            (true, false) => drop(self.mirrors.fetch_sub(1, Relaxed)),
+            _ => {}
+        }
+        old
+    }
+
+    /// The mirror set on each port: (from, target).
+    pub fn mirrors(&self) -> Vec<(PortId, Arc<MirrorTo>)> {
+        self.ports.load().iter().flatten().filter_map(|p| p.mirror.load_full().map(|m| (p.id, m))).collect()
+    }
+
+    /// Removes a port from the table and flushes its FDB entries. Mirrors
+    /// from it, and to it, end.
     pub fn remove_port(&self, id: PortId) -> Option<Arc<Port>> {
         let old = self.port(id)?;
         old.set_state(PortState::Gone);
+        self.set_mirror(id, None);
+        for (from, m) in self.mirrors() {
+            if matches!(*m, MirrorTo::Port(to) if to == id) {
+                self.set_mirror(from, None);
+            }
+        }
         {
             let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
             let mut t: PortTable = (**self.ports.load()).clone();

@@ -176,3 +176,37 @@ fn bursts_larger_than_a_batch_all_arrive_in_order() {
     }
     assert_eq!(got, (0..n).collect::<Vec<_>>());
 }
+
+#[derive(Debug, Default)]
+struct Collect(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl ub_datapath::MirrorSink for Collect {
+    fn offer(&self, f: &ub_port::TxFrame<'_>) {
+        self.0.lock().unwrap().push(mem::materialize(f));
+    }
+}
+
+#[test]
+fn mirror_copies_both_directions_to_a_port_or_a_sink() {
+    let r = rig(4, 1500);
+    r.exchange(1, frame(Mac::BROADCAST, mac(2), 60));
+    // Mirror port 0 to port 3: what 0 receives and what it sends.
+    r.sw.set_mirror(0, Some(ub_datapath::MirrorTo::Port(3)));
+    let to_b = frame(mac(2), mac(1), 60);
+    let out = r.exchange(0, to_b.clone());
+    assert_eq!(out[3], vec![to_b.clone()], "received on 0, mirrored to 3");
+    let to_a = frame(mac(1), mac(2), 60);
+    let out = r.exchange(1, to_a.clone());
+    assert_eq!(out[0], vec![to_a.clone()]);
+    assert_eq!(out[3], vec![to_a.clone()], "sent on 0, mirrored to 3");
+    // A sink instead; then off.
+    let sink = std::sync::Arc::new(Collect::default());
+    r.sw.set_mirror(0, Some(ub_datapath::MirrorTo::Sink(sink.clone())));
+    let out = r.exchange(0, to_b.clone());
+    assert!(out[3].is_empty());
+    assert_eq!(*sink.0.lock().unwrap(), vec![to_b.clone()]);
+    r.sw.set_mirror(0, None);
+    r.exchange(0, to_b);
+    assert_eq!(sink.0.lock().unwrap().len(), 1);
+    assert!(r.sw.mirrors().is_empty());
+}

@@ -75,32 +75,68 @@ impl Lab {
             quiet_ipv6();
             set_up_by_name("lo")
         }))??;
-        for i in 1..=pods {
-            let pod = Pod {
-                index: i,
-                ns: format!("{name}-p{i}"),
-                ip: Ipv4Addr::new(10, 0, 0, i as u8),
-                mac: Mac([0x02, 0x00, 0x00, 0x00, (i >> 8) as u8, i as u8]),
-                port: format!("ubp{i}"),
-            };
-            let ns = ctx(NetNs::create(&pod.ns))?;
-            lab.pods.push(pod.clone());
-            ctx(sw.run(|| -> Result<()> {
-                let mut nl = ctx(Rtnl::open())?;
-                ctx(nl.add_veth(&pod.port, "eth0", Some(std::os::fd::AsFd::as_fd(&ns))))?;
-                set_up_by_name(&pod.port)
-            }))??;
-            ctx(ns.run(|| -> Result<()> {
-                quiet_ipv6();
-                set_up_by_name("lo")?;
-                let mut nl = ctx(Rtnl::open())?;
-                let link = ctx(nl.link_by_name("eth0"))?.ok_or("eth0 missing in the pod")?;
-                ctx(nl.set_mac(link.index, pod.mac.0))?;
-                ctx(nl.add_addr_v4(link.index, pod.ip, 24))?;
-                ctx(nl.set_up(link.index, true))
-            }))??;
+        for _ in 0..pods {
+            lab.add_pod()?;
         }
         Ok(lab)
+    }
+
+    /// Adds pod number `len + 1` (namespace, veth pair, address) to the lab.
+    pub fn add_pod(&mut self) -> Result<&Pod> {
+        let i = self.pods.len() + 1;
+        if i > MAX_PODS {
+            return Err(format!("a lab has at most {MAX_PODS} pods"));
+        }
+        let pod = self.make_pod(i)?;
+        self.pods.push(pod);
+        Ok(&self.pods[i - 1])
+    }
+
+    /// Deletes pod `i`'s namespace (its veth pair goes with it) and makes it
+    /// again with the same names and addresses: a pod restarted in place.
+    pub fn recreate_pod(&mut self, i: usize) -> Result<()> {
+        let pod = self.pods.get(i - 1).ok_or_else(|| format!("no pod {i}"))?.clone();
+        ctx(NetNs::delete(&pod.ns))?;
+        // The kernel removes the veth pair asynchronously; wait (bounded) until its name is free.
+        let sw = ctx(NetNs::open(&self.switch_ns()))?;
+        for _ in 0..100 {
+            let present = ctx(sw.run(|| Rtnl::open().and_then(|mut nl| nl.link_by_name(&pod.port))))?;
+            if matches!(present, Ok(None)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.pods[i - 1] = self.make_pod(i)?;
+        Ok(())
+    }
+
+    /// Makes pod `i`; cleaning up after a failure is `destroy`'s job (by name).
+    fn make_pod(&self, i: usize) -> Result<Pod> {
+        let name = self.name.clone();
+        let sw = ctx(NetNs::open(&self.switch_ns()))?;
+        let pod = Pod {
+            index: i,
+            ns: format!("{name}-p{i}"),
+            ip: Ipv4Addr::new(10, 0, 0, i as u8),
+            mac: Mac([0x02, 0x00, 0x00, 0x00, (i >> 8) as u8, i as u8]),
+            port: format!("ubp{i}"),
+        };
+        let ns = ctx(NetNs::create(&pod.ns))?;
+        ctx(sw.run(|| -> Result<()> {
+            let mut nl = ctx(Rtnl::open())?;
+            ctx(nl.add_veth(&pod.port, "eth0", Some(std::os::fd::AsFd::as_fd(&ns))))?;
+            set_up_by_name(&pod.port)
+        }))??;
+        ctx(ns.run(|| -> Result<()> {
+            quiet_ipv6();
+            set_up_by_name("lo")?;
+            let mut nl = ctx(Rtnl::open())?;
+            let link = ctx(nl.link_by_name("eth0"))?.ok_or("eth0 missing in the pod")?;
+            ctx(nl.set_mac(link.index, pod.mac.0))?;
+            ctx(nl.add_addr_v4(link.index, pod.ip, 24))?;
+            ctx(nl.set_up(link.index, true))
+        }))??;
+        Ok(pod)
     }
 
     /// Keeps the namespaces after this value is dropped (for `lab up`).

@@ -1,0 +1,165 @@
+//! `--metrics ADDR`: Prometheus text exposition at `GET /metrics`, built at
+//! scrape time from the same snapshots `stats` shows, off the hot path.
+
+use crate::daemon::Daemon;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabel {
+    port: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+/// Renders every metric in the text format.
+pub fn render(d: &Daemon) -> String {
+    let mut reg = Registry::with_prefix("userbridge");
+    let port_counter = |reg: &mut Registry, name: &str, help: &str| {
+        let f = Family::<PortLabel, Counter>::default();
+        reg.register(name, help, f.clone());
+        f
+    };
+    let rx_frames = port_counter(&mut reg, "port_rx_frames", "Frames received on the port");
+    let rx_bytes = port_counter(&mut reg, "port_rx_bytes", "Bytes received on the port");
+    let tx_frames = port_counter(&mut reg, "port_tx_frames", "Frames sent out of the port");
+    let tx_bytes = port_counter(&mut reg, "port_tx_bytes", "Bytes sent out of the port");
+    let flooded = port_counter(&mut reg, "port_flooded", "Frames received on the port and flooded");
+    let drops = Family::<DropLabel, Counter>::default();
+    reg.register("port_drops", "Frames dropped, by port and reason", drops.clone());
+    let up = Family::<PortLabel, Gauge>::default();
+    reg.register("port_up", "1 if the port forwards, 0 if its link is down or gone", up.clone());
+    let learned = Family::<PortLabel, Gauge>::default();
+    reg.register("port_fdb_learned", "Learned FDB entries behind the port", learned.clone());
+    for p in d.sw.snapshot() {
+        let l = PortLabel { port: p.name.clone() };
+        let c = &p.counters;
+        rx_frames.get_or_create(&l).inc_by(c.rx_frames);
+        rx_bytes.get_or_create(&l).inc_by(c.rx_bytes);
+        tx_frames.get_or_create(&l).inc_by(c.tx_frames);
+        tx_bytes.get_or_create(&l).inc_by(c.tx_bytes);
+        flooded.get_or_create(&l).inc_by(c.flooded);
+        for (reason, n) in &c.drops {
+            drops.get_or_create(&DropLabel { port: p.name.clone(), reason: reason.to_string() }).inc_by(*n);
+        }
+        up.get_or_create(&l).set((p.state == ub_datapath::PortState::Up) as i64);
+        learned.get_or_create(&l).set(p.fdb_learned as i64);
+    }
+    let f = &d.sw.fdb;
+    let entries = Gauge::<i64>::default();
+    entries.set(f.len() as i64);
+    reg.register("fdb_entries", "FDB entries, static and learned", entries);
+    let ageing = Gauge::<i64>::default();
+    ageing.set((f.ageing_ms() / 1000) as i64);
+    reg.register("fdb_ageing_seconds", "FDB ageing time", ageing);
+    let events = Family::<EventLabel, Counter>::default();
+    reg.register("fdb_events", "FDB events: learned, moved, aged, refused, flushed", events.clone());
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    for (e, v) in [
+        ("learned", ld(&f.stats.learned)),
+        ("moved", ld(&f.stats.moved)),
+        ("aged", ld(&f.stats.aged)),
+        ("refused", ld(&f.stats.refused)),
+        ("flushed", ld(&f.stats.flushed)),
+    ] {
+        events.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
+    }
+    let links = Family::<EventLabel, Counter>::default();
+    reg.register("link_events", "Link events followed: down, up, gone, reattached", links.clone());
+    let c = &d.links;
+    for (e, v) in [("down", ld(&c.down)), ("up", ld(&c.up)), ("gone", ld(&c.gone)), ("reattached", ld(&c.reattached))] {
+        links.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
+    }
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}
+
+/// The HTTP listener.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(addr: SocketAddr, d: Arc<Daemon>) -> Result<Server, String> {
+        let l = TcpListener::bind(addr)
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e} (choose another --metrics address)"))?;
+        let addr = l.local_addr().unwrap_or(addr);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    for conn in l.incoming() {
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        // One scrape at a time: a slow scraper delays only scrapers.
+                        if let Ok(c) = conn {
+                            serve(&d, c);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("starting the metrics thread: {e}"))?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        Ok(Server { stop, addr, thread: Some(thread) })
+    }
+}
+
+fn serve(d: &Daemon, c: TcpStream) {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut r = BufReader::new(std::io::Read::take(&c, 8192));
+    let mut request = String::new();
+    if r.read_line(&mut request).is_err() {
+        return;
+    }
+    // Skip the headers (bounded by the 8 KiB take).
+    let mut line = String::new();
+    while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", render(d)),
+        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".into()),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+    };
+    let _ = write!(
+        &c,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
