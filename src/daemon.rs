@@ -134,14 +134,18 @@ impl Daemon {
             let id = self.sw.add_port(&actual, PortKind::Tap, Box::new(tx)).map_err(|e| e.to_string())?;
             // A new TAP is down until whoever uses it brings it up (`ip link set
             // NAME up`); the link watcher then marks the port up.
-            self.sw.port(id).map(|p| p.set_state(PortState::Down));
+            if let Some(p) = self.sw.port(id) {
+                p.set_state(PortState::Down);
+            }
             (id, spawn_reader(self.sw.clone(), id, Box::new(rx)))
         } else {
             let (rx, tx, info) = ub_port::afpacket::open(name, self.ring).map_err(|e| e.to_string())?;
             let id = self.sw.add_port(name, PortKind::AfPacket, Box::new(tx)).map_err(|e| e.to_string())?;
             if !(info.admin_up && info.oper_up) {
                 tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
-                self.sw.port(id).map(|p| p.set_state(PortState::Down));
+                if let Some(p) = self.sw.port(id) {
+                    p.set_state(PortState::Down);
+                }
             }
             (id, spawn_reader(self.sw.clone(), id, Box::new(rx)))
         };
@@ -273,6 +277,8 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 
+    // Metrics are served in the namespace the daemon was started in.
+    let metrics_listener = settings.metrics.map(metrics::Server::bind).transpose()?;
     if let Some(ns) = &settings.netns {
         // Before any thread exists: every thread started later inherits it.
         ub_netlink::NetNs::open(ns)
@@ -309,10 +315,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         return Err(e);
     }
     let links = links::Watcher::start(d.clone())?;
-    let metrics = match settings.metrics {
-        Some(addr) => Some(metrics::Server::start(addr, d.clone())?),
-        None => None,
-    };
+    let metrics = metrics_listener.map(|l| metrics::Server::start(l, d.clone())).transpose()?;
     // Only now that every port forwards does the socket accept clients: a
     // client that connects sees a ready switch.
     let server = control::Server::start(&settings.socket, d.clone())?;

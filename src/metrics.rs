@@ -100,10 +100,15 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(addr: SocketAddr, d: Arc<Daemon>) -> Result<Server, String> {
-        let l = TcpListener::bind(addr)
-            .map_err(|e| format!("cannot serve metrics on {addr}: {e} (choose another --metrics address)"))?;
-        let addr = l.local_addr().unwrap_or(addr);
+    /// Binds `addr` in the calling thread's network namespace: call it before
+    /// `--netns` is entered, so metrics are served where the daemon was started.
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+        TcpListener::bind(addr)
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e} (choose another --metrics address)"))
+    }
+
+    pub fn start(l: TcpListener, d: Arc<Daemon>) -> Result<Server, String> {
+        let addr = l.local_addr().map_err(|e| format!("metrics listener: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("metrics".into())

@@ -56,7 +56,23 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(lab: &Lab, extra: &[&str]) -> Daemon {
-        let mut d = Self::spawn(lab, extra);
+        Self::wait_ready(Self::spawn(lab, extra))
+    }
+
+    /// Starts `userbridge run ARGS` (nothing added) and waits for `socket`.
+    pub fn start_raw(socket: PathBuf, args: &[&str]) -> Daemon {
+        let child = Command::new(BIN)
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting userbridge");
+        Self::wait_ready(Daemon { child, socket })
+    }
+
+    fn wait_ready(mut d: Daemon) -> Daemon {
         let t = Instant::now();
         while UnixStream::connect(&d.socket).is_err() {
             if let Ok(Some(st)) = d.child.try_wait() {
@@ -84,9 +100,21 @@ impl Daemon {
 
     /// Runs a client command against this daemon, with -j, and parses it.
     pub fn query(&self, args: &[&str]) -> Value {
-        let o = Command::new(BIN).args(args).args(["-j", "--socket", self.socket.to_str().unwrap()]).output().unwrap();
+        let o = self.cli(args);
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Runs a client command against this daemon, with -j.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).args(["-j", "--socket", self.socket.to_str().unwrap()]).output().unwrap()
+    }
+
+    /// The PID, for signals.
+    pub fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success()
+        );
     }
 
     /// Raw request on the control socket.

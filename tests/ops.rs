@@ -1,0 +1,262 @@
+//! Operating a running daemon: hot-plug, FDB control, config file and
+//! SIGHUP, link re-attach, metrics, mirroring, a hostile control client.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn hot_add_a_pod_and_ping_it_within_a_second() {
+    let mut lab = lab("hot", 2);
+    let d = Daemon::start(&lab, &[]);
+    let pod = lab.add_pod().unwrap().clone();
+    let t = Instant::now();
+    d.query(&["port", "add", &pod.port]);
+    assert!(ns_exec(&lab.pods[0].ns, &["ping", "-c", "1", "-W", "1", "10.0.0.3"]).status.success());
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(names(&d.query(&["port", "list"])).contains(&pod.port));
+    // Errors are one line and name the problem.
+    let o = d.cli(&["port", "add", &pod.port]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already attached"));
+    let o = d.cli(&["port", "add", "nosuch9"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no interface named 'nosuch9'"));
+}
+
+#[test]
+fn removing_a_port_under_load_leaves_another_pairs_tcp_connection_alone() {
+    let lab = lab("del", 4);
+    let d = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[2].ns, "10.0.0.4", 1));
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pods[1].ns, "iperf3", "-s", "-1", "-B", "10.0.0.2"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let client = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pods[0].ns, "timeout", "30", "iperf3", "-c", "10.0.0.2", "-t", "4", "-J"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Detach pods 3 and 4's ports while 1 -> 2 runs.
+    d.query(&["port", "del", "ubp3"]);
+    d.query(&["port", "del", "ubp4"]);
+    let out = client.wait_with_output().unwrap();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("error").is_none(), "iperf3 failed: {}", v["error"]);
+    let intervals = v["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 4);
+    for i in intervals {
+        let bps = i["sum"]["bits_per_second"].as_f64().unwrap();
+        assert!(bps > 1e8, "an interval dropped to {bps} bit/s: the connection stalled");
+    }
+    assert_eq!(names(&d.query(&["port", "list"])), vec!["ubp1", "ubp2"]);
+    let fdb = d.query(&["fdb", "show"]);
+    assert!(fdb.as_array().unwrap().iter().all(|e| e["port"] == "ubp1" || e["port"] == "ubp2"), "{fdb:#}");
+}
+
+#[test]
+fn fdb_control_statics_flush_and_ageing() {
+    let lab = lab("fdbc", 3);
+    let d = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    // A static entry sends 02:..:02 to pod 3's port instead: pod 2 no longer gets the ICMP.
+    d.query(&["fdb", "add", "02:00:00:00:00:02", "ubp3"]);
+    let fdb = d.query(&["fdb", "show"]);
+    let e = fdb.as_array().unwrap().iter().find(|e| e["mac"] == "02:00:00:00:00:02").unwrap();
+    assert_eq!((e["port"].as_str(), e["state"].as_str()), (Some("ubp3"), Some("static")));
+    assert!(!ns_exec(&lab.pods[0].ns, &["ping", "-c", "1", "-W", "1", "10.0.0.2"]).status.success());
+    d.query(&["fdb", "del", "02:00:00:00:00:02"]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    let st = d.query(&["stats", "--port", "ubp1"]);
+    assert_eq!(names(&st), vec!["ubp1"]);
+    assert!(st["fdb"]["learned"].as_u64().unwrap() >= 2);
+    let flushed = d.query(&["fdb", "flush", "--port", "ubp1"]);
+    assert_eq!(flushed["flushed"], 1);
+    d.query(&["set", "ageing", "1"]);
+    wait_until("entries to age out", Duration::from_secs(5), || {
+        d.query(&["fdb", "show"]).as_array().unwrap().is_empty()
+    });
+    let st = d.query(&["stats"]);
+    assert_eq!(st["fdb"]["ageing_secs"], 1.0);
+    assert!(st["fdb"]["events"]["aged"].as_u64().unwrap() >= 1);
+    for bad in [
+        &["fdb", "add", "ff:ff:ff:ff:ff:ff", "ubp1"][..],
+        &["fdb", "add", "02:00:00:00:00:09", "nope"],
+        &["set", "ageing", "0"],
+    ] {
+        let o = d.cli(bad);
+        assert!(!o.status.success());
+        assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1, "{bad:?}");
+    }
+}
+
+fn write_config(path: &str, lab: &Lab, ports: &[&str], extra: &str) {
+    let list: Vec<String> = ports.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = format!(
+        "socket = \"/tmp/{}.sock\"\nnetns = \"{}\"\nlog_level = \"warn\"\nports = [{}]\n{extra}",
+        lab.name,
+        lab.switch_ns(),
+        list.join(", ")
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn config_file_sighup_applies_the_difference_and_links_come_back() {
+    let mut lab = lab("cfg", 3);
+    let path = format!("/tmp/{}.toml", lab.name);
+    write_config(&path, &lab, &["ubp1", "ubp2"], "[fdb]\nageing_secs = 200\n");
+    let ok = std::process::Command::new(BIN).args(["check-config", &path]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let d = Daemon::start_raw(format!("/tmp/{}.sock", lab.name).into(), &["--config", &path]);
+    assert_eq!(d.query(&["stats"])["fdb"]["ageing_secs"], 200.0);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    // Keep a ping running on 1 <-> 2 across the reload: unchanged ports must not drop it.
+    let flood = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pods[0].ns, "ping", "-i", "0.01", "-c", "200", "-q", "10.0.0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write_config(&path, &lab, &["ubp1", "ubp2", "ubp3"], "[fdb]\nageing_secs = 100\n");
+    d.signal("HUP");
+    wait_until("ubp3 to be added", Duration::from_secs(5), || names(&d.query(&["port", "list"])).len() == 3);
+    assert_eq!(d.query(&["stats"])["fdb"]["ageing_secs"], 100.0);
+    let out = String::from_utf8_lossy(&flood.wait_with_output().unwrap().stdout).into_owned();
+    assert!(out.contains("200 received"), "pings lost across SIGHUP: {out}");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.3", 1));
+    // A pod restarted in place (same names): its port follows.
+    lab.recreate_pod(3).unwrap();
+    wait_until("ubp3 to be re-attached", Duration::from_secs(5), || {
+        d.query(&["stats"])["links"]["reattached"].as_u64() == Some(1)
+    });
+    assert!(ping(&lab.pods[0].ns, "10.0.0.3", 2));
+    // A broken edit is refused with its line; the running switch is untouched.
+    std::fs::write(&path, "ports = [\"ubp1\"]\n[fdb]\nageing_secs = -5\n").unwrap();
+    let bad = std::process::Command::new(BIN).args(["check-config", &path]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(&format!("{path}:3:")),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(names(&d.query(&["port", "list"])).len(), 3);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn metrics_match_stats() {
+    let lab = lab("met", 2);
+    // Port 0: the kernel picks a free one; the log says which, so ask for a fixed free port instead.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&lab, &["--metrics", &addr]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
+    std::thread::sleep(Duration::from_millis(200));
+    let st = d.query(&["stats"]);
+    let body = String::from_utf8(
+        std::process::Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap().stdout,
+    )
+    .unwrap();
+    let metric = |line: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("{line} missing in:\n{body}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for p in ["ubp1", "ubp2"] {
+        let c = &Daemon::port(&st, p)["counters"];
+        assert_eq!(
+            metric(&format!("userbridge_port_rx_frames_total{{port=\"{p}\"}}")),
+            c["rx_frames"].as_u64().unwrap()
+        );
+        assert_eq!(
+            metric(&format!("userbridge_port_tx_frames_total{{port=\"{p}\"}}")),
+            c["tx_frames"].as_u64().unwrap()
+        );
+        assert_eq!(metric(&format!("userbridge_port_up{{port=\"{p}\"}}")), 1);
+    }
+    assert_eq!(metric("userbridge_fdb_entries"), st["fdb"]["entries"].as_u64().unwrap());
+    assert_eq!(metric("userbridge_fdb_events_total{event=\"learned\"}"), 2);
+    assert!(body.contains("userbridge_port_drops_total{port=\"ubp1\",reason=\"runt\"} 0"));
+}
+
+#[test]
+fn mirror_to_pcap_is_readable_by_tcpdump() {
+    let lab = lab("mir", 3);
+    let d = Daemon::start(&lab, &[]);
+    let pcap = format!("/tmp/{}.pcap", lab.name);
+    d.query(&["mirror", "add", "--from", "ubp2", "--pcap", &pcap]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
+    let list = d.query(&["mirror", "list"]);
+    assert_eq!(list[0]["from"], "ubp2");
+    wait_until("frames written", Duration::from_secs(3), || {
+        d.query(&["mirror", "list"])[0]["written"].as_u64().unwrap() >= 8
+    });
+    let o = std::process::Command::new("tcpdump").args(["-r", &pcap, "-nn", "-e", "icmp"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    // Both directions of pod 2's traffic: 3 requests it received, 3 replies it sent.
+    assert_eq!(text.lines().filter(|l| l.contains("ICMP echo request")).count(), 3, "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("ICMP echo reply")).count(), 3, "{text}");
+    d.query(&["mirror", "del", "--from", "ubp2"]);
+    // Mirror to a port: pod 3 sees pod 1's unicast now.
+    d.query(&["mirror", "add", "--from", "ubp1", "--to", "ubp3"]);
+    let dump = Tcpdump::start(&lab.pods[2].ns, "icmp");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2));
+    let seen = dump.finish();
+    assert!(seen.iter().filter(|l| l.contains("ICMP echo")).count() >= 4, "{seen:#?}");
+    let _ = std::fs::remove_file(&pcap);
+}
+
+#[test]
+fn garbage_and_a_10mb_line_on_the_control_socket_do_not_stop_forwarding() {
+    let lab = lab("junk", 2);
+    let mut d = Daemon::start(&lab, &[]);
+    // Garbage: an error reply, then the connection is closed.
+    let r = d.request("\u{1}\u{2} not json at all");
+    assert_eq!(r["ok"], false);
+    // A 10 MB line: refused after 64 KiB, connection closed.
+    let s = UnixStream::connect(&d.socket).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..10 {
+        match (&s).write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break, // the daemon closed it: expected
+        }
+    }
+    assert!(sent < 10 << 20, "the daemon read a 10 MB line to the end");
+    // Silent clients hold no one up: open a few and say nothing.
+    let silent: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(&d.socket).unwrap()).collect();
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
+    assert_eq!(d.query(&["port", "list"])["ports"].as_array().unwrap().len(), 2);
+    drop(silent);
+    assert!(d.alive());
+    // The socket is private to root.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&d.socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
