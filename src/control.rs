@@ -51,15 +51,37 @@ fn port_arg(d: &Daemon, req: &Value, key: &str) -> Result<Arc<ub_datapath::Port>
     d.sw.port_by_name(name).ok_or_else(|| fail(format!("no port named '{name}' (see `userbridge port list`)")))
 }
 
-/// Answers one request (see docs/control.md).
-pub fn handle(d: &Daemon, line: &str) -> Value {
+/// Answers one request (see docs/control.md). The flag is true when the
+/// request itself was malformed (not JSON, not an object, no or an unknown
+/// `cmd`): the connection is then closed. A well-formed request that fails
+/// (no such port, …) gets its error and the connection stays open.
+pub fn handle(d: &Daemon, line: &str) -> (Value, bool) {
     let req: Value = match serde_json::from_str(line) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return fail("malformed request: expected a JSON object like {\"cmd\":\"stats\"}"),
-        Err(e) => return fail(format!("malformed request: {e}")),
+        Ok(_) => return (fail("malformed request: expected a JSON object like {\"cmd\":\"stats\"}"), true),
+        Err(e) => return (fail(format!("malformed request: {e}")), true),
     };
+    const KNOWN: [&str; 12] = [
+        "fdb_show",
+        "fdb_add",
+        "fdb_del",
+        "fdb_flush",
+        "stats",
+        "port_list",
+        "port_add",
+        "port_del",
+        "set_ageing",
+        "mirror_add",
+        "mirror_del",
+        "mirror_list",
+    ];
+    match req.get("cmd").and_then(Value::as_str) {
+        Some(c) if KNOWN.contains(&c) => {}
+        Some(other) => return (fail(format!("unknown command '{other}' (known: {})", KNOWN.join(", "))), true),
+        None => return (fail("malformed request: no \"cmd\" string"), true),
+    }
     match answer(d, &req) {
-        Ok(v) | Err(v) => v,
+        Ok(v) | Err(v) => (v, false),
     }
 }
 
@@ -210,7 +232,7 @@ fn answer(d: &Daemon, req: &Value) -> Result<Value, Value> {
                 .collect();
             ok(json!(list))
         }
-        other => return Err(fail(format!("unknown command '{other}' (see docs/control.md)"))),
+        other => return Err(fail(format!("unknown command '{other}'"))),
     })
 }
 
@@ -312,11 +334,7 @@ fn serve(d: &Daemon, conn: UnixStream) {
             (json!({"ok": false, "error": format!("request longer than {MAX_LINE} bytes")}), true)
         } else {
             match std::str::from_utf8(&line) {
-                Ok(s) => {
-                    let r = handle(d, s.trim());
-                    let bad = r["ok"] == false;
-                    (r, bad)
-                }
+                Ok(s) => handle(d, s.trim()),
                 Err(_) => (json!({"ok": false, "error": "request is not UTF-8"}), true),
             }
         };

@@ -260,3 +260,22 @@ fn garbage_and_a_10mb_line_on_the_control_socket_do_not_stop_forwarding() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&d.socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn a_failed_request_keeps_the_connection_a_malformed_one_closes_it() {
+    use std::io::{BufRead, BufReader};
+    let lab = lab("conn", 1);
+    let d = Daemon::start(&lab, &[]);
+    let s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(&s);
+    let mut ask = |line: &str| -> Option<serde_json::Value> {
+        (&s).write_all(format!("{line}\n").as_bytes()).ok()?;
+        let mut reply = String::new();
+        (r.read_line(&mut reply).ok()? > 0).then(|| serde_json::from_str(&reply).unwrap())
+    };
+    assert_eq!(ask(r#"{"cmd":"port_del","name":"nope"}"#).unwrap()["ok"], false);
+    assert_eq!(ask(r#"{"cmd":"fdb_show"}"#).unwrap()["ok"], true, "still open after a failed request");
+    assert_eq!(ask(r#"{"cmd":"reboot"}"#).unwrap()["ok"], false);
+    assert!(ask(r#"{"cmd":"fdb_show"}"#).is_none(), "still open after an unknown command");
+}
