@@ -136,10 +136,12 @@ fn answer(d: &Daemon, req: &Value) -> Result<Value, Value> {
         }
         "port_del" => {
             let name = str_arg(req, "name")?;
+            {
+                let mut s = d.settings.lock().unwrap_or_else(|e| e.into_inner());
+                s.ports.retain(|p| p != name);
+                s.taps.retain(|p| p != name);
+            }
             d.detach(name).map_err(fail)?;
-            let mut s = d.settings.lock().unwrap_or_else(|e| e.into_inner());
-            s.ports.retain(|p| p != name);
-            s.taps.retain(|p| p != name);
             ok(json!({"removed": name}))
         }
         "fdb_add" => {

@@ -105,6 +105,10 @@ pub struct LinkCounters {
     pub reattached: AtomicU64,
 }
 
+/// A port opened but not yet forwarding: its name, backend, two halves, and
+/// whether its link is up.
+type Opened = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>, bool);
+
 /// The running switch and everything that changes it at run time.
 pub struct Daemon {
     pub sw: Arc<Switch>,
@@ -121,37 +125,38 @@ impl Daemon {
     /// Attaches `name` as an AF_PACKET port (or creates TAP `name`).
     pub fn attach(&self, name: &str, tap: bool) -> Result<(), String> {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = self.sw.port_by_name(name) {
-            if p.state() != PortState::Gone {
-                return Err(format!("port '{name}' is already attached"));
+        let gone = match self.sw.port_by_name(name) {
+            Some(p) if p.state() != PortState::Gone => return Err(format!("port '{name}' is already attached")),
+            other => other,
+        };
+        // Open first: if that fails, a `gone` port stays in the table, to be
+        // re-attached on the interface's next appearance.
+        let opened: Opened = if tap {
+            let (rx, tx, actual) = ub_port::tap::open(name).map_err(|e| e.to_string())?;
+            // A new TAP is down until whoever uses it brings it up (`ip link set
+            // NAME up`); the link watcher then marks the port up.
+            (actual, PortKind::Tap, Box::new(rx), Box::new(tx), false)
+        } else {
+            let (rx, tx, info) = ub_port::afpacket::open(name, self.ring).map_err(|e| e.to_string())?;
+            let up = info.admin_up && info.oper_up;
+            if !up {
+                tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
             }
-            // A port whose interface went away: clear it before attaching anew.
+            (name.to_string(), PortKind::AfPacket, Box::new(rx), Box::new(tx), up)
+        };
+        if let Some(p) = gone {
             readers.remove(name);
             self.sw.remove_port(p.id);
         }
-        let (id, reader) = if tap {
-            let (rx, tx, actual) = ub_port::tap::open(name).map_err(|e| e.to_string())?;
-            let id = self.sw.add_port(&actual, PortKind::Tap, Box::new(tx)).map_err(|e| e.to_string())?;
-            // A new TAP is down until whoever uses it brings it up (`ip link set
-            // NAME up`); the link watcher then marks the port up.
-            if let Some(p) = self.sw.port(id) {
-                p.set_state(PortState::Down);
-            }
-            (id, spawn_reader(self.sw.clone(), id, Box::new(rx)))
-        } else {
-            let (rx, tx, info) = ub_port::afpacket::open(name, self.ring).map_err(|e| e.to_string())?;
-            let id = self.sw.add_port(name, PortKind::AfPacket, Box::new(tx)).map_err(|e| e.to_string())?;
-            if !(info.admin_up && info.oper_up) {
-                tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
-                if let Some(p) = self.sw.port(id) {
-                    p.set_state(PortState::Down);
-                }
-            }
-            (id, spawn_reader(self.sw.clone(), id, Box::new(rx)))
-        };
+        let (actual, kind, rx, tx, up) = opened;
+        let id = self.sw.add_port(&actual, kind, tx).map_err(|e| e.to_string())?;
+        if !up && let Some(p) = self.sw.port(id) {
+            p.set_state(PortState::Down);
+        }
+        let reader = spawn_reader(self.sw.clone(), id, rx);
         match reader {
             Ok(r) => {
-                readers.insert(name.to_string(), r);
+                readers.insert(actual, r);
                 tracing::info!(port = %name, id, tap, "port attached");
                 Ok(())
             }
@@ -242,13 +247,15 @@ impl Daemon {
         }
     }
 
-    /// Re-attaches a configured port whose interface has come back.
+    /// Re-attaches a configured port whose interface has come back: only a
+    /// port that is still in the table as `gone` (a port detached on purpose
+    /// is not in the table and stays detached).
     pub fn reattach_if_wanted(&self, name: &str) {
         let wanted = {
             let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
             s.ports.iter().any(|p| p == name)
         };
-        let gone = self.sw.port_by_name(name).is_none_or(|p| p.state() == PortState::Gone);
+        let gone = self.sw.port_by_name(name).is_some_and(|p| p.state() == PortState::Gone);
         if wanted && gone {
             match self.attach(name, false) {
                 Ok(()) => {
