@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
+use ub_datapath::StormLimits;
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RingConfig;
 use ub_wire::Mac;
@@ -25,6 +26,7 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     pub log_level: String,
     pub fdb: FdbConfig,
+    pub storm: StormLimits,
     pub ring: RingConfig,
     pub ports: Vec<String>,
     pub taps: Vec<String>,
@@ -43,6 +45,7 @@ struct File {
     #[serde(default)]
     taps: Vec<Spanned<String>>,
     fdb: Option<FdbSection>,
+    storm: Option<StormSection>,
     ring: Option<RingSection>,
     #[serde(default, rename = "static")]
     statics: Vec<Spanned<StaticSection>>,
@@ -54,6 +57,14 @@ struct FdbSection {
     ageing_secs: Option<Spanned<u64>>,
     max_entries: Option<Spanned<u64>>,
     max_per_port: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct StormSection {
+    broadcast_pps: Option<u32>,
+    multicast_pps: Option<u32>,
+    unknown_unicast_pps: Option<u32>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -103,6 +114,7 @@ impl Settings {
             metrics: None,
             log_level: file.log_level.as_ref().map_or_else(|| "info".into(), |l| l.get_ref().clone()),
             fdb: d,
+            storm: StormLimits::default(),
             ring: RingConfig::default(),
             ports: Vec::new(),
             taps: Vec::new(),
@@ -143,6 +155,14 @@ impl Settings {
                     v => s.fdb.max_per_port = v,
                 }
             }
+        }
+        if let Some(st) = &file.storm {
+            let dflt = StormLimits::default();
+            s.storm = StormLimits {
+                broadcast_pps: st.broadcast_pps.unwrap_or(dflt.broadcast_pps),
+                multicast_pps: st.multicast_pps.unwrap_or(dflt.multicast_pps),
+                unknown_unicast_pps: st.unknown_unicast_pps.unwrap_or(dflt.unknown_unicast_pps),
+            };
         }
         if let Some(r) = &file.ring {
             let dflt = RingConfig::default();
@@ -212,6 +232,10 @@ max_per_port = 100
 [ring]
 blocks = 4
 
+[storm]
+broadcast_pps = 500
+unknown_unicast_pps = 0
+
 [[static]]
 mac = "02:00:00:00:00:09"
 port = "veth2"
@@ -225,7 +249,11 @@ vlan = 7
         assert_eq!(s.metrics, Some("127.0.0.1:9435".parse().unwrap()));
         assert_eq!(s.ports, vec!["veth1", "veth2"]);
         assert_eq!(s.taps, vec!["tap0"]);
-        assert_eq!(s.fdb, FdbConfig { ageing_ms: 60_000, max_entries: 1000, max_per_port: 100 });
+        assert_eq!(
+            s.fdb,
+            FdbConfig { ageing_ms: 60_000, max_entries: 1000, max_per_port: 100, ..FdbConfig::default() }
+        );
+        assert_eq!(s.storm, StormLimits { broadcast_pps: 500, multicast_pps: 10_000, unknown_unicast_pps: 0 });
         assert_eq!(s.ring.blocks, 4);
         assert_eq!(s.ring.block_kib, 256);
         assert_eq!(

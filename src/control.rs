@@ -116,11 +116,12 @@ fn answer(d: &Daemon, req: &Value) -> Result<Value, Value> {
             let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
             let fdb = json!({"entries": f.len(), "learned": f.learned_len(), "ageing_secs": f.ageing_ms() as f64 / 1000.0,
                 "events": {"learned": ld(&f.stats.learned), "moved": ld(&f.stats.moved), "aged": ld(&f.stats.aged),
-                           "refused": ld(&f.stats.refused), "flushed": ld(&f.stats.flushed)}});
+                           "refused": ld(&f.stats.refused), "flushed": ld(&f.stats.flushed),
+                           "flaps": ld(&f.stats.flaps), "flap_refused": ld(&f.stats.flap_refused)}});
             let l = &d.links;
             let links =
                 json!({"down": ld(&l.down), "up": ld(&l.up), "gone": ld(&l.gone), "reattached": ld(&l.reattached)});
-            ok(json!({"ports": ports, "fdb": fdb, "links": links}))
+            ok(json!({"ports": ports, "fdb": fdb, "links": links, "storm": sw.storm_limits()}))
         }
         "port_add" => {
             let name = str_arg(req, "name")?;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use ub_datapath::{PortKind, PortState, ReaderHandle, Switch, spawn_reader};
+use ub_datapath::{PortKind, PortState, ReaderHandle, StormLimits, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RingConfig;
 
@@ -18,7 +18,7 @@ use ub_port::afpacket::RingConfig;
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "ring_blocks", "block_kib", "retire_ms", "metrics"])]
+        "fdb_max_per_port", "netns", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps"])]
     pub config: Option<PathBuf>,
     /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
     #[arg(long = "port", value_name = "IF")]
@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// RX ring: longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
+    /// Storm control: most broadcast, multicast and unknown-unicast frames per
+    /// second each port may flood (each class); 0 turns it off.
+    #[arg(long, default_value_t = 10_000, value_name = "PPS")]
+    pub storm_pps: u32,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9435).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
@@ -87,6 +91,12 @@ impl RunArgs {
                 ageing_ms: self.ageing_secs * 1000,
                 max_entries: self.fdb_max as usize,
                 max_per_port: self.fdb_max_per_port,
+                ..FdbConfig::default()
+            },
+            storm: StormLimits {
+                broadcast_pps: self.storm_pps,
+                multicast_pps: self.storm_pps,
+                unknown_unicast_pps: self.storm_pps,
             },
             ring,
             ports: self.ports.clone(),
@@ -211,6 +221,10 @@ impl Daemon {
             self.sw.fdb.set_ageing_ms(new.fdb.ageing_ms);
             done.push(format!("ageing {} s", new.fdb.ageing_ms / 1000));
         }
+        if new.storm != old.storm {
+            self.sw.set_storm_limits(new.storm);
+            done.push(format!("storm limits {:?}", new.storm));
+        }
         if new.fdb.max_entries != old.fdb.max_entries || new.fdb.max_per_port != old.fdb.max_per_port {
             done.push("fdb limits change only at restart".into());
         }
@@ -276,8 +290,55 @@ impl Daemon {
     }
 }
 
+/// Logs station moves and flaps at most once per ager pass (≤ 1/s), never per frame.
+#[derive(Default)]
+struct FdbEventLog {
+    moved: u64,
+    flaps: u64,
+}
+
+impl FdbEventLog {
+    fn log_changes(&mut self, fdb: &ub_fdb::DefaultFdb) {
+        let moved = fdb.stats.moved.load(Ordering::Relaxed);
+        let flaps = fdb.stats.flaps.load(Ordering::Relaxed);
+        if moved > self.moved {
+            tracing::info!(moves = moved - self.moved, "stations moved between ports");
+        }
+        if flaps > self.flaps {
+            let (vlan, mac) = ub_fdb::unkey(fdb.stats.last_flap.load(Ordering::Relaxed));
+            tracing::warn!(flapping = flaps - self.flaps, last = %mac, vlan, "stations flapping between ports (a loop?): pinned, their copies dropped");
+        }
+        (self.moved, self.flaps) = (moved, flaps);
+    }
+}
+
+/// Capabilities the daemon needs, with why; checked before anything is opened
+/// so a missing one is named instead of surfacing as EPERM on some socket.
+fn check_capabilities(s: &Settings) -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(eff) =
+        status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return Ok(()); // Cannot tell: let the kernel decide.
+    };
+    let mut need = vec![(13, "CAP_NET_RAW", "AF_PACKET sockets for the ports")];
+    need.push((12, "CAP_NET_ADMIN", "promiscuous mode, socket buffers and TAP devices"));
+    if s.netns.is_some() {
+        need.push((21, "CAP_SYS_ADMIN", "entering the network namespace given with --netns"));
+    }
+    for (bit, name, why) in need {
+        if eff & (1 << bit) == 0 {
+            return Err(format!(
+                "missing capability {name} (needed for {why}): run as root, or grant it (e.g. systemd AmbientCapabilities={name})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: RunArgs) -> Result<(), String> {
     let settings = a.settings()?;
+    check_capabilities(&settings)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
         .map_err(|e| format!("log level '{}': {e}", settings.log_level))?;
@@ -295,8 +356,10 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     // A second daemon on the same socket stops here, before it touches any interface.
     control::Server::check_free(&settings.socket)?;
 
+    let sw = Arc::new(Switch::new(settings.fdb));
+    sw.set_storm_limits(settings.storm);
     let d = Arc::new(Daemon {
-        sw: Arc::new(Switch::new(settings.fdb)),
+        sw,
         ring: settings.ring,
         readers: Mutex::new(HashMap::new()),
         settings: Mutex::new(settings.clone()),
@@ -333,6 +396,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .name("ager".into())
         .spawn({
             let sw = d.sw.clone();
+            let mut events = FdbEventLog::default();
             move || {
                 // A pass every 100 ms to 1 s: a tenth of the ageing time, within those bounds.
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
@@ -342,6 +406,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
                     if n > 0 {
                         tracing::debug!(aged = n, "fdb entries aged out");
                     }
+                    events.log_changes(&sw.fdb);
                 }
             }
         })

@@ -70,7 +70,11 @@ pub fn render(d: &Daemon) -> String {
     ageing.set((f.ageing_ms() / 1000) as i64);
     reg.register("fdb_ageing_seconds", "FDB ageing time", ageing);
     let events = Family::<EventLabel, Counter>::default();
-    reg.register("fdb_events", "FDB events: learned, moved, aged, refused, flushed", events.clone());
+    reg.register(
+        "fdb_events",
+        "FDB events: learned, moved, aged, refused, flushed, flaps, flap_refused",
+        events.clone(),
+    );
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     for (e, v) in [
         ("learned", ld(&f.stats.learned)),
@@ -78,6 +82,8 @@ pub fn render(d: &Daemon) -> String {
         ("aged", ld(&f.stats.aged)),
         ("refused", ld(&f.stats.refused)),
         ("flushed", ld(&f.stats.flushed)),
+        ("flaps", ld(&f.stats.flaps)),
+        ("flap_refused", ld(&f.stats.flap_refused)),
     ] {
         events.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
     }

@@ -57,8 +57,16 @@ pub fn stats(result: &Value) -> String {
     let _ = writeln!(s, "links: down {} up {} gone {} reattached {}", l["down"], l["up"], l["gone"], l["reattached"]);
     let _ = writeln!(
         s,
-        "fdb: entries {} learned {} ageing {}s events: learned {} moved {} aged {} refused {} flushed {}",
-        f["entries"], f["learned"], f["ageing_secs"], e["learned"], e["moved"], e["aged"], e["refused"], e["flushed"]
+        "fdb: entries {} learned {} ageing {}s events: learned {} moved {} aged {} refused {} flushed {} flaps {}",
+        f["entries"],
+        f["learned"],
+        f["ageing_secs"],
+        e["learned"],
+        e["moved"],
+        e["aged"],
+        e["refused"],
+        e["flushed"],
+        e["flaps"]
     );
     s
 }

@@ -25,10 +25,19 @@ pub enum DropKind {
     PortDown,
     /// The kernel dropped it before the reader saw it: RX ring full (ingress).
     RingFull,
+    /// Its source is a station pinned on another port for flapping: most
+    /// likely a copy going round a loop (ingress).
+    Flapping,
+    /// Over the port's broadcast storm limit (ingress).
+    StormBroadcast,
+    /// Over the port's multicast storm limit (ingress).
+    StormMulticast,
+    /// Over the port's unknown-unicast flood limit (ingress).
+    StormUnknown,
 }
 
 impl DropKind {
-    pub const ALL: [DropKind; 10] = [
+    pub const ALL: [DropKind; 14] = [
         DropKind::Runt,
         DropKind::TruncatedVlan,
         DropKind::InvalidSrc,
@@ -39,6 +48,10 @@ impl DropKind {
         DropKind::TxError,
         DropKind::PortDown,
         DropKind::RingFull,
+        DropKind::Flapping,
+        DropKind::StormBroadcast,
+        DropKind::StormMulticast,
+        DropKind::StormUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +66,10 @@ impl DropKind {
             DropKind::TxError => "tx_error",
             DropKind::PortDown => "port_down",
             DropKind::RingFull => "ring_full",
+            DropKind::Flapping => "flapping",
+            DropKind::StormBroadcast => "storm_broadcast",
+            DropKind::StormMulticast => "storm_multicast",
+            DropKind::StormUnknown => "storm_unknown",
         }
     }
 }

@@ -14,6 +14,37 @@ pub struct Forwarder {
     ingress: PortId,
     out: Vec<Vec<TxFrame<'static>>>,
     local: LocalCounts,
+    /// Storm control for this ingress port: broadcast, multicast, unknown unicast.
+    storm: [TokenBucket; 3],
+}
+
+/// A token bucket counted in thousandths of a frame, refilled from the
+/// batch clock (ms). Owned by one reader: no atomics.
+#[derive(Debug, Default, Clone, Copy)]
+struct TokenBucket {
+    milli: u64,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    /// Takes one frame's token; false if the class is over `pps`. 0 = no limit.
+    #[inline]
+    fn take(&mut self, pps: u32, now: u64) -> bool {
+        if pps == 0 {
+            return true;
+        }
+        // A tenth of a second's worth of burst, at least 10 frames.
+        let cap = (pps as u64 / 10).max(10) * 1000;
+        let elapsed = now.saturating_sub(self.last_ms);
+        self.milli = self.milli.saturating_add(elapsed.saturating_mul(pps as u64)).min(cap);
+        self.last_ms = now;
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 fn recycle_all<'b>(v: Vec<Vec<TxFrame<'_>>>) -> Vec<Vec<TxFrame<'b>>> {
@@ -34,7 +65,9 @@ fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
 
 impl Forwarder {
     pub fn new(ingress: PortId) -> Forwarder {
-        Forwarder { ingress, out: Vec::new(), local: LocalCounts::default() }
+        // Buckets start full (capped at the first take).
+        let full = TokenBucket { milli: u64::MAX, last_ms: 0 };
+        Forwarder { ingress, out: Vec::new(), local: LocalCounts::default(), storm: [full; 3] }
     }
 
     /// Learns, decides and sends one batch of frames received on the ingress port.
@@ -46,6 +79,9 @@ impl Forwarder {
         }
         let ingress = self.ingress;
         let local = &mut self.local;
+        let storm = &mut self.storm;
+        let limits = sw.storm_limits();
+        let limits = [limits.broadcast_pps, limits.multicast_pps, limits.unknown_unicast_pps];
         // One relaxed load per batch: with no mirror set, nothing more is paid.
         let mirroring = sw.mirrors.load(std::sync::atomic::Ordering::Relaxed) != 0;
         let ingress_mirror = if mirroring {
@@ -67,7 +103,16 @@ impl Forwarder {
                     continue;
                 }
             };
-            sw.fdb.learn(c.vid, c.src, ingress, now);
+            if sw.fdb.learn(c.vid, c.src, ingress, now) == ub_fdb::Learn::Flapping {
+                // A copy that went round a loop: it was sent into the loop because
+                // its destination's entry points there, learned from another looped
+                // copy. Forget that entry; the station's next frame teaches it right.
+                local.drops[DropKind::Flapping as usize] += 1;
+                if !c.dst.is_multicast() {
+                    sw.fdb.remove_learned(c.vid, c.dst);
+                }
+                continue;
+            }
             let tx = TxFrame { data: f.data, vnet: f.vnet, insert_tag: f.offloaded_tag };
             if let Some(m) = &ingress_mirror {
                 mirror(m, tx, &ports, &mut out);
@@ -81,6 +126,19 @@ impl Forwarder {
                 Decision::Unicast(p) => ports.get(p as usize).and_then(Option::as_ref),
                 Decision::Flood => None,
             };
+            if target.is_none() {
+                let (class, reason) = if c.dst.is_broadcast() {
+                    (0, DropKind::StormBroadcast)
+                } else if c.dst.is_multicast() {
+                    (1, DropKind::StormMulticast)
+                } else {
+                    (2, DropKind::StormUnknown)
+                };
+                if !storm[class].take(limits[class], now) {
+                    local.drops[reason as usize] += 1;
+                    continue;
+                }
+            }
             match target {
                 Some(port) => push(port, tx, &mut out, mirroring.then_some(&**ports)),
                 None => {

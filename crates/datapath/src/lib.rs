@@ -17,5 +17,5 @@ pub use counters::{CounterSnapshot, DropKind, PortCounters};
 pub use decide::{Decision, decide};
 pub use forward::Forwarder;
 pub use reader::{ReaderHandle, spawn_reader};
-pub use switch::{MirrorSink, MirrorTo, Port, PortKind, PortSnapshot, PortState, Switch, SwitchError};
+pub use switch::{MirrorSink, MirrorTo, Port, PortKind, PortSnapshot, PortState, StormLimits, Switch, SwitchError};
 pub use ub_fdb::PortId;

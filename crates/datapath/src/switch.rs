@@ -1,7 +1,7 @@
 use crate::counters::{CounterSnapshot, PortCounters};
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ub_fdb::{DefaultFdb, FdbConfig, MAX_PORTS, PortId};
@@ -107,6 +107,22 @@ impl std::error::Error for SwitchError {}
 
 type PortTable = Vec<Option<Arc<Port>>>;
 
+/// Storm control: the most frames per second each port may flood, per class;
+/// 0 means no limit. Each port's reader keeps its own token buckets (burst:
+/// a tenth of a second's worth), so enforcing this takes no shared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StormLimits {
+    pub broadcast_pps: u32,
+    pub multicast_pps: u32,
+    pub unknown_unicast_pps: u32,
+}
+
+impl Default for StormLimits {
+    fn default() -> Self {
+        StormLimits { broadcast_pps: 10_000, multicast_pps: 10_000, unknown_unicast_pps: 10_000 }
+    }
+}
+
 /// The shared state of one switch: the FDB and the port table.
 #[derive(Debug)]
 pub struct Switch {
@@ -116,6 +132,9 @@ pub struct Switch {
     writer: Mutex<()>,
     /// Ports with a mirror set: when 0 the datapath skips mirroring entirely.
     pub(crate) mirrors: AtomicUsize,
+    /// Storm limits, packed (broadcast, multicast, unknown unicast) for a
+    /// lock-free read per batch.
+    storm: [AtomicU32; 3],
     epoch: Instant,
 }
 
@@ -126,8 +145,31 @@ impl Switch {
             ports: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
             mirrors: AtomicUsize::new(0),
+            storm: {
+                let d = StormLimits::default();
+                [
+                    AtomicU32::new(d.broadcast_pps),
+                    AtomicU32::new(d.multicast_pps),
+                    AtomicU32::new(d.unknown_unicast_pps),
+                ]
+            },
             epoch: Instant::now(),
         }
+    }
+
+    pub fn storm_limits(&self) -> StormLimits {
+        StormLimits {
+            broadcast_pps: self.storm[0].load(Relaxed),
+            multicast_pps: self.storm[1].load(Relaxed),
+            unknown_unicast_pps: self.storm[2].load(Relaxed),
+        }
+    }
+
+    /// Sets the storm limits of every port, effective at each reader's next batch.
+    pub fn set_storm_limits(&self, l: StormLimits) {
+        self.storm[0].store(l.broadcast_pps, Relaxed);
+        self.storm[1].store(l.multicast_pps, Relaxed);
+        self.storm[2].store(l.unknown_unicast_pps, Relaxed);
     }
 
     /// Milliseconds since the switch started: the datapath's clock.

@@ -210,3 +210,47 @@ fn mirror_copies_both_directions_to_a_port_or_a_sink() {
     assert_eq!(sink.0.lock().unwrap().len(), 1);
     assert!(r.sw.mirrors().is_empty());
 }
+
+#[test]
+fn storm_control_limits_floods_per_class_but_not_known_unicast() {
+    let r = rig(2, 1500);
+    r.sw.set_storm_limits(ub_datapath::StormLimits { broadcast_pps: 100, multicast_pps: 0, unknown_unicast_pps: 100 });
+    for _ in 0..1000 {
+        r.peers[0].inject(frame(Mac::BROADCAST, mac(1), 60));
+    }
+    for _ in 0..500 {
+        r.peers[0].inject(frame(Mac([0x01, 0, 0x5e, 0, 0, 1]), mac(1), 60));
+    }
+    std::thread::sleep(QUIET * 3);
+    let passed = r.peers[1].take_sent();
+    let bcast = passed.iter().filter(|f| f[..6] == [0xff; 6]).count();
+    let mcast = passed.len() - bcast;
+    // Burst of 10, plus 100/s for the few hundred ms this takes.
+    assert!((10..100).contains(&bcast), "{bcast} broadcasts passed");
+    assert_eq!(mcast, 500, "multicast has no limit here");
+    assert_eq!(r.drops(0, DropKind::StormBroadcast), 1000 - bcast as u64);
+    // Known unicast is never limited.
+    r.exchange(1, frame(Mac::BROADCAST, mac(2), 60));
+    for _ in 0..1000 {
+        r.peers[0].inject(frame(mac(2), mac(1), 60));
+    }
+    std::thread::sleep(QUIET * 3);
+    assert_eq!(r.peers[1].take_sent().len(), 1000);
+}
+
+#[test]
+fn a_flapping_source_is_pinned_and_its_looped_copies_dropped() {
+    let r = rig(3, 1500);
+    r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
+    // mac(1) seen alternately on ports 1 and 0, as when a loop returns its frames.
+    for k in 0..6 {
+        r.exchange(1 - (k % 2), frame(Mac::BROADCAST, mac(1), 60));
+    }
+    let fdb = &r.sw.fdb;
+    assert_eq!(fdb.stats.flaps.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(fdb.lookup(0, mac(1), r.sw.now_ms()), Some(0), "pinned where it was before flapping");
+    assert!(r.drops(1, DropKind::Flapping) >= 1);
+    // Traffic to it goes to port 0 only.
+    let out = r.exchange(2, frame(mac(1), mac(3), 60));
+    assert_eq!((out[0].len(), out[1].len()), (1, 0));
+}

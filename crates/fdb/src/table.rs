@@ -1,5 +1,5 @@
 use crate::{FdbMap, MAX_PORTS, PortId, key, unkey};
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use ub_wire::Mac;
 
 /// One FDB entry. The port and last-seen time are atomics, so refreshing an
@@ -9,11 +9,28 @@ pub struct Entry {
     port: AtomicU16,
     last_seen: AtomicU64,
     is_static: bool,
+    // Move (flap) tracking; touched only when the station moves.
+    /// Start of the current move window, ms.
+    window_start: AtomicU64,
+    /// Moves in the current window.
+    moves: AtomicU32,
+    /// Where the station was when the window began: where a flapping one is pinned.
+    home: AtomicU16,
+    /// Until when moves are refused (a flapping station), ms.
+    frozen_until: AtomicU64,
 }
 
 impl Entry {
     fn new(port: PortId, now: u64, is_static: bool) -> Entry {
-        Entry { port: AtomicU16::new(port), last_seen: AtomicU64::new(now), is_static }
+        Entry {
+            port: AtomicU16::new(port),
+            last_seen: AtomicU64::new(now),
+            is_static,
+            window_start: AtomicU64::new(now),
+            moves: AtomicU32::new(0),
+            home: AtomicU16::new(port),
+            frozen_until: AtomicU64::new(0),
+        }
     }
     #[inline]
     pub fn port(&self) -> PortId {
@@ -37,11 +54,24 @@ pub struct FdbConfig {
     pub max_entries: usize,
     /// Most learned entries behind any one port.
     pub max_per_port: u32,
+    /// A station that moves this many times within `flap_window_ms` is
+    /// flapping (a loop, or two hosts with one MAC): it is pinned to the port
+    /// it was on before, and moves are refused for `flap_hold_ms`.
+    pub flap_moves: u32,
+    pub flap_window_ms: u64,
+    pub flap_hold_ms: u64,
 }
 
 impl Default for FdbConfig {
     fn default() -> Self {
-        FdbConfig { ageing_ms: 300_000, max_entries: 65_536, max_per_port: 8_192 }
+        FdbConfig {
+            ageing_ms: 300_000,
+            max_entries: 65_536,
+            max_per_port: 8_192,
+            flap_moves: 4,
+            flap_window_ms: 1_000,
+            flap_hold_ms: 10_000,
+        }
     }
 }
 
@@ -67,6 +97,9 @@ pub enum Learn {
     Moved {
         from: PortId,
     },
+    /// The station is flapping between ports and pinned elsewhere: the frame
+    /// is most likely a copy looping back; the caller should drop it.
+    Flapping,
     /// A static entry holds this address; it neither moves nor ages.
     Static,
     Refused(Refused),
@@ -80,6 +113,12 @@ pub struct FdbStats {
     pub aged: AtomicU64,
     pub refused: AtomicU64,
     pub flushed: AtomicU64,
+    /// Stations found flapping (and pinned).
+    pub flaps: AtomicU64,
+    /// Frames whose source was pinned on another port.
+    pub flap_refused: AtomicU64,
+    /// Key (see `unkey`) of the station found flapping last, for the log.
+    pub last_flap: AtomicU64,
 }
 
 /// A copy of one entry for display.
@@ -101,6 +140,9 @@ pub struct Fdb<M: FdbMap> {
     ageing_ms: AtomicU64,
     max_entries: usize,
     max_per_port: u32,
+    flap_moves: u32,
+    flap_window_ms: u64,
+    flap_hold_ms: u64,
     learned_total: AtomicUsize,
     per_port: Box<[AtomicU32]>,
     pub stats: FdbStats,
@@ -113,6 +155,9 @@ impl<M: FdbMap> Fdb<M> {
             ageing_ms: AtomicU64::new(cfg.ageing_ms),
             max_entries: cfg.max_entries,
             max_per_port: cfg.max_per_port,
+            flap_moves: cfg.flap_moves.max(2),
+            flap_window_ms: cfg.flap_window_ms,
+            flap_hold_ms: cfg.flap_hold_ms,
             learned_total: AtomicUsize::new(0),
             per_port: (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect(),
             stats: FdbStats::default(),
@@ -198,13 +243,37 @@ impl<M: FdbMap> Fdb<M> {
                 }
                 return Learn::Refreshed;
             }
+            if e.frozen_until.load(Relaxed) > now {
+                self.stats.flap_refused.fetch_add(1, Relaxed);
+                return Learn::Flapping;
+            }
+            if now.saturating_sub(e.window_start.load(Relaxed)) >= self.flap_window_ms {
+                e.window_start.store(now, Relaxed);
+                e.moves.store(0, Relaxed);
+                e.home.store(old, Relaxed);
+            }
+            if e.moves.fetch_add(1, Relaxed) + 1 >= self.flap_moves {
+                // Flapping: pin it where it was before the window's first move.
+                e.frozen_until.store(now + self.flap_hold_ms, SeqCst);
+                self.pin_home(e);
+                self.stats.flaps.fetch_add(1, Relaxed);
+                self.stats.flap_refused.fetch_add(1, Relaxed);
+                self.stats.last_flap.store(k, Relaxed);
+                return Learn::Flapping;
+            }
             if let Err(r) = self.reserve(port) {
                 return self.refuse(r);
             }
-            match e.port.compare_exchange(old, port, Relaxed, Relaxed) {
+            match e.port.compare_exchange(old, port, SeqCst, Relaxed) {
                 Ok(_) => {
                     self.release(old);
                     e.last_seen.store(now, Relaxed);
+                    // Another reader may have pinned the station meanwhile: its pin wins.
+                    if e.frozen_until.load(SeqCst) > now {
+                        self.pin_home(e);
+                        self.stats.flap_refused.fetch_add(1, Relaxed);
+                        return Learn::Flapping;
+                    }
                     self.stats.moved.fetch_add(1, Relaxed);
                     Learn::Moved { from: old }
                 }
@@ -237,6 +306,27 @@ impl<M: FdbMap> Fdb<M> {
         }
     }
 
+    /// Puts a flapping entry back on its home port, whatever port readers
+    /// racing with us have just moved it to (SeqCst pairs with the check
+    /// after a move in `learn`).
+    fn pin_home(&self, e: &Entry) {
+        let home = e.home.load(Relaxed);
+        for _ in 0..8 {
+            let cur = e.port.load(SeqCst);
+            if cur == home {
+                return;
+            }
+            if self.reserve(home).is_err() {
+                return;
+            }
+            if e.port.compare_exchange(cur, home, SeqCst, Relaxed).is_ok() {
+                self.release(cur);
+                return;
+            }
+            self.release(home);
+        }
+    }
+
     fn forget(&self, e: &Entry) {
         if !e.is_static {
             self.learned_total.fetch_sub(1, Relaxed);
@@ -256,6 +346,11 @@ impl<M: FdbMap> Fdb<M> {
     /// Removes the entry for (vid, mac), static or learned. True if one was there.
     pub fn remove(&self, vid: u16, mac: Mac) -> bool {
         self.map.remove(key(vid, mac), |old| self.forget(old)).is_some()
+    }
+
+    /// Removes the entry for (vid, mac) if it is a learned one. True if it went.
+    pub fn remove_learned(&self, vid: u16, mac: Mac) -> bool {
+        self.map.remove_if(key(vid, mac), |e| !e.is_static, |old| self.forget(old)).is_some()
     }
 
     /// Removes the learned entries not refreshed within the ageing time.
@@ -315,7 +410,7 @@ mod tests {
     }
 
     fn cfg() -> FdbConfig {
-        FdbConfig { ageing_ms: 300_000, max_entries: 100, max_per_port: 10 }
+        FdbConfig { ageing_ms: 300_000, max_entries: 100, max_per_port: 10, ..FdbConfig::default() }
     }
 
     // Every behaviour is checked on both backends.
@@ -390,6 +485,26 @@ mod tests {
         assert!(f.remove(0, mac(2)));
         assert!(!f.remove(0, mac(2)));
         assert_eq!(f.flush_port(4, true), 1);
+    });
+
+    both!(flapping_station_is_pinned_home_then_released, |f: Fdb<_>| {
+        f.learn(0, mac(1), 1, 0);
+        // A legitimate move is a move.
+        assert_eq!(f.learn(0, mac(1), 2, 5_000), Learn::Moved { from: 1 });
+        // Then it bounces 2 -> 3 -> 2 -> 3 within a second: the 4th move pins it on 2.
+        assert_eq!(f.learn(0, mac(1), 3, 10_000), Learn::Moved { from: 2 });
+        assert_eq!(f.learn(0, mac(1), 2, 10_100), Learn::Moved { from: 3 });
+        assert_eq!(f.learn(0, mac(1), 3, 10_200), Learn::Moved { from: 2 });
+        assert_eq!(f.learn(0, mac(1), 2, 10_300), Learn::Flapping);
+        assert_eq!(f.lookup(0, mac(1), 10_300), Some(2));
+        assert_eq!((f.port_learned(2), f.port_learned(3)), (1, 0));
+        // While pinned: frames from it elsewhere are refused; at home they refresh.
+        assert_eq!(f.learn(0, mac(1), 3, 11_000), Learn::Flapping);
+        assert_eq!(f.learn(0, mac(1), 2, 11_000), Learn::Refreshed);
+        assert_eq!(f.stats.flaps.load(Relaxed), 1);
+        assert_eq!(f.stats.flap_refused.load(Relaxed), 2);
+        // After the hold time it may move again.
+        assert_eq!(f.learn(0, mac(1), 3, 20_300), Learn::Moved { from: 2 });
     });
 
     both!(per_port_limit_protects_others, |f: Fdb<_>| {

@@ -139,6 +139,12 @@ impl Lab {
         Ok(pod)
     }
 
+    /// Deletes the last pod's namespace (its veth pair goes with it).
+    pub fn remove_last_pod(&mut self) -> Result<()> {
+        let pod = self.pods.pop().ok_or("the lab has no pods")?;
+        ctx(NetNs::delete(&pod.ns))
+    }
+
     /// Keeps the namespaces after this value is dropped (for `lab up`).
     pub fn persist(mut self) {
         self.keep = true;
