@@ -234,10 +234,16 @@ fn churn_leaks_no_fd_thread_namespace_or_memory() {
     assert!(leftover.is_empty(), "namespaces left: {leftover:?}");
     let _ = std::process::Command::new("kill").args(["-INT", &background.id().to_string()]).status();
     let out = String::from_utf8_lossy(&background.wait_with_output().unwrap().stdout).into_owned();
-    assert!(
-        out.contains(" 0% packet loss") || out.contains(", 0% packet loss"),
-        "pods 1 and 2 lost packets during churn: {out}"
-    );
+    // Stopping ping with SIGINT may catch one echo in flight; nothing else may be lost.
+    let count = |what: &str| -> u64 {
+        out.split(what)
+            .next()
+            .and_then(|s| s.rsplit(char::is_whitespace).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (sent, got) = (count(" packets transmitted"), count(" received"));
+    assert!(sent > 50 && sent - got <= 1, "pods 1 and 2 lost packets during churn: {out}");
 }
 
 #[test]
