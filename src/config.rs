@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
-use ub_datapath::StormLimits;
+use ub_datapath::{LoopDetect, StormLimits};
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RingConfig;
 use ub_wire::Mac;
@@ -27,6 +27,7 @@ pub struct Settings {
     pub log_level: String,
     pub fdb: FdbConfig,
     pub storm: StormLimits,
+    pub loop_detect: LoopDetect,
     pub ring: RingConfig,
     pub ports: Vec<String>,
     pub taps: Vec<String>,
@@ -40,6 +41,7 @@ struct File {
     netns: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    loop_detect: Option<crate::daemon::LoopMode>,
     #[serde(default)]
     ports: Vec<Spanned<String>>,
     #[serde(default)]
@@ -115,6 +117,7 @@ impl Settings {
             log_level: file.log_level.as_ref().map_or_else(|| "info".into(), |l| l.get_ref().clone()),
             fdb: d,
             storm: StormLimits::default(),
+            loop_detect: file.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
             ring: RingConfig::default(),
             ports: Vec::new(),
             taps: Vec::new(),

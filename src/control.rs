@@ -121,7 +121,10 @@ fn answer(d: &Daemon, req: &Value) -> Result<Value, Value> {
             let l = &d.links;
             let links =
                 json!({"down": ld(&l.down), "up": ld(&l.up), "gone": ld(&l.gone), "reattached": ld(&l.reattached)});
-            ok(json!({"ports": ports, "fdb": fdb, "links": links, "storm": sw.storm_limits()}))
+            let g = &sw.loop_guard;
+            let loops = json!({"mode": g.mode(), "detected": ld(&g.detected), "blocked": ld(&g.blocked),
+                "unblocked": ld(&g.unblocked), "probe_mac": g.mac.to_string()});
+            ok(json!({"ports": ports, "fdb": fdb, "links": links, "storm": sw.storm_limits(), "loops": loops}))
         }
         "port_add" => {
             let name = str_arg(req, "name")?;

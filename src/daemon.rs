@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use ub_datapath::{PortKind, PortState, ReaderHandle, StormLimits, Switch, spawn_reader};
+use ub_datapath::{LoopDetect, PortKind, PortState, ReaderHandle, StormLimits, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RingConfig;
 
@@ -18,7 +18,7 @@ use ub_port::afpacket::RingConfig;
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps"])]
+        "fdb_max_per_port", "netns", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect"])]
     pub config: Option<PathBuf>,
     /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
     #[arg(long = "port", value_name = "IF")]
@@ -54,12 +54,35 @@ pub struct RunArgs {
     /// second each port may flood (each class); 0 turns it off.
     #[arg(long, default_value_t = 10_000, value_name = "PPS")]
     pub storm_pps: u32,
+    /// Loop detection by probe frames: `on-flap` (default) probes only while
+    /// stations flap between ports, `always` every second, `off` never.
+    #[arg(long, value_enum, default_value_t = LoopMode::OnFlap)]
+    pub loop_detect: LoopMode,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9435).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+/// `--loop-detect`, see `ub_datapath::LoopDetect`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoopMode {
+    Off,
+    OnFlap,
+    Always,
+}
+
+impl From<LoopMode> for LoopDetect {
+    fn from(m: LoopMode) -> LoopDetect {
+        match m {
+            LoopMode::Off => LoopDetect::Off,
+            LoopMode::OnFlap => LoopDetect::OnFlap,
+            LoopMode::Always => LoopDetect::Always,
+        }
+    }
 }
 
 impl RunArgs {
@@ -93,6 +116,7 @@ impl RunArgs {
                 max_per_port: self.fdb_max_per_port,
                 ..FdbConfig::default()
             },
+            loop_detect: self.loop_detect.into(),
             storm: StormLimits {
                 broadcast_pps: self.storm_pps,
                 multicast_pps: self.storm_pps,
@@ -221,6 +245,10 @@ impl Daemon {
             self.sw.fdb.set_ageing_ms(new.fdb.ageing_ms);
             done.push(format!("ageing {} s", new.fdb.ageing_ms / 1000));
         }
+        if new.loop_detect != old.loop_detect {
+            self.sw.loop_guard.set_mode(new.loop_detect);
+            done.push(format!("loop detection {:?}", new.loop_detect));
+        }
         if new.storm != old.storm {
             self.sw.set_storm_limits(new.storm);
             done.push(format!("storm limits {:?}", new.storm));
@@ -295,10 +323,12 @@ impl Daemon {
 struct FdbEventLog {
     moved: u64,
     flaps: u64,
+    blocked: u64,
 }
 
 impl FdbEventLog {
-    fn log_changes(&mut self, fdb: &ub_fdb::DefaultFdb) {
+    fn log_changes(&mut self, sw: &Switch) {
+        let fdb = &sw.fdb;
         let moved = fdb.stats.moved.load(Ordering::Relaxed);
         let flaps = fdb.stats.flaps.load(Ordering::Relaxed);
         if moved > self.moved {
@@ -308,7 +338,18 @@ impl FdbEventLog {
             let (vlan, mac) = ub_fdb::unkey(fdb.stats.last_flap.load(Ordering::Relaxed));
             tracing::warn!(flapping = flaps - self.flaps, last = %mac, vlan, "stations flapping between ports (a loop?): pinned, their copies dropped");
         }
-        (self.moved, self.flaps) = (moved, flaps);
+        let loops = sw.loop_guard.blocked.load(Ordering::Relaxed);
+        if loops > self.blocked {
+            let names: Vec<String> = sw
+                .ports()
+                .iter()
+                .flatten()
+                .filter(|p| p.state() == PortState::Blocked)
+                .map(|p| p.name.clone())
+                .collect();
+            tracing::warn!(blocked = ?names, "loop found (our probe came back): ports blocked until it is gone");
+        }
+        (self.moved, self.flaps, self.blocked) = (moved, flaps, loops);
     }
 }
 
@@ -358,6 +399,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
 
     let sw = Arc::new(Switch::new(settings.fdb));
     sw.set_storm_limits(settings.storm);
+    sw.loop_guard.set_mode(settings.loop_detect);
     let d = Arc::new(Daemon {
         sw,
         ring: settings.ring,
@@ -398,15 +440,22 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             let sw = d.sw.clone();
             let mut events = FdbEventLog::default();
             move || {
-                // A pass every 100 ms to 1 s: a tenth of the ageing time, within those bounds.
+                // A pass every 100 ms to 1 s: a tenth of the ageing time, within those
+                // bounds; the loop guard's tick about once a second.
+                let mut last_tick = 0u64;
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     ager_rx.recv_timeout(Duration::from_millis((sw.fdb.ageing_ms() / 10).clamp(100, 1000)))
                 {
+                    let now = sw.now_ms();
+                    if now.saturating_sub(last_tick) >= 1000 {
+                        sw.loop_tick(now);
+                        last_tick = now;
+                    }
                     let n = sw.fdb.age(sw.now_ms());
                     if n > 0 {
                         tracing::debug!(aged = n, "fdb entries aged out");
                     }
-                    events.log_changes(&sw.fdb);
+                    events.log_changes(&sw);
                 }
             }
         })

@@ -63,7 +63,8 @@ fn handle(d: &Daemon, ev: LinkEvent) {
                 return d.reattach_if_wanted(&link.name);
             }
             let want = if link.admin_up && link.oper_up { PortState::Up } else { PortState::Down };
-            if now != want {
+            // A blocked port's link being up changes nothing: the loop guard owns it.
+            if now != want && !(now == PortState::Blocked && want == PortState::Up) {
                 let counter = if want == PortState::Up { &c.up } else { &c.down };
                 counter.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(port = %link.name, state = ?want, "link state changed");

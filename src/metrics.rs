@@ -93,6 +93,12 @@ pub fn render(d: &Daemon) -> String {
     for (e, v) in [("down", ld(&c.down)), ("up", ld(&c.up)), ("gone", ld(&c.gone)), ("reattached", ld(&c.reattached))] {
         links.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
     }
+    let loops = Family::<EventLabel, Counter>::default();
+    reg.register("loop_events", "Loop guard: loops detected, ports blocked and unblocked", loops.clone());
+    let g = &d.sw.loop_guard;
+    for (e, v) in [("detected", ld(&g.detected)), ("blocked", ld(&g.blocked)), ("unblocked", ld(&g.unblocked))] {
+        loops.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
+    }
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
     out

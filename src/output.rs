@@ -55,6 +55,12 @@ pub fn stats(result: &Value) -> String {
     let e = &f["events"];
     let l = &result["links"];
     let _ = writeln!(s, "links: down {} up {} gone {} reattached {}", l["down"], l["up"], l["gone"], l["reattached"]);
+    let lp = &result["loops"];
+    let _ = writeln!(
+        s,
+        "loops: detect {} found {} blocked {} unblocked {}",
+        lp["mode"], lp["detected"], lp["blocked"], lp["unblocked"]
+    );
     let _ = writeln!(
         s,
         "fdb: entries {} learned {} ageing {}s events: learned {} moved {} aged {} refused {} flushed {} flaps {}",

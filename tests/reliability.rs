@@ -135,14 +135,25 @@ fn a_loop_between_two_ports_does_not_take_the_switch_down() {
     ns_ok(&sw, &["ip", "link", "set", "loopb", "up"]);
     d.query(&["port", "add", "loopa"]);
     d.query(&["port", "add", "loopb"]);
-    // The first ARP request goes round and round until flap detection pins the
-    // stations and drops the looping copies; storm control bounds it meanwhile.
-    // The first frames may be lost while the loop is found (a kernel bridge
-    // without STP would melt down for good); then the pods talk steadily.
+    // The first ARP request goes round and round: storm control bounds it,
+    // flap detection pins the stations and drops the looping copies, and
+    // that starts the loop guard's probes, which find the loop and block one
+    // of its two ports. Frames may be lost until then (a kernel bridge
+    // without STP would melt down for good); after, the pods talk steadily.
     let t = Instant::now();
     while !ping(&lab.pods[0].ns, "10.0.0.2", 1) {
         assert!(t.elapsed() < Duration::from_secs(10), "pods never reached each other through the loop");
     }
+    let t = Instant::now();
+    while d.query(&["stats"])["loops"]["blocked"] == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the loop guard did not find the loop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let states: Vec<String> = ["loopa", "loopb"]
+        .iter()
+        .map(|p| Daemon::port(&d.query(&["port", "list"]), p)["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["up", "blocked"], "the higher-numbered loop port is blocked");
     let out = ns_exec(&lab.pods[0].ns, &["ping", "-c", "10", "-i", "0.2", "-W", "1", "10.0.0.2"]);
     let text = String::from_utf8_lossy(&out.stdout);
     let received: u32 =
@@ -157,19 +168,24 @@ fn a_loop_between_two_ports_does_not_take_the_switch_down() {
     let t = Instant::now();
     let st = d.query(&["stats"]);
     assert!(t.elapsed() < Duration::from_secs(1), "stats took {:?}", t.elapsed());
-    let storm: u64 = ["loopa", "loopb"]
+    let dropped: u64 = ["loopa", "loopb"]
         .iter()
         .map(|p| {
             let drops = &Daemon::port(&st, p)["counters"]["drops"];
-            drops["storm_broadcast"].as_u64().unwrap() + drops["flapping"].as_u64().unwrap()
+            ["storm_broadcast", "flapping", "loop_blocked"].iter().map(|k| drops[k].as_u64().unwrap()).sum::<u64>()
         })
         .sum();
-    eprintln!("loop: storm/flap drops {storm}, fdb events {}", st["fdb"]["events"]);
-    assert!(storm > 0, "nothing limited the loop");
+    eprintln!("loop: storm/flap/blocked drops {dropped}, fdb {}, loops {}", st["fdb"]["events"], st["loops"]);
+    assert!(dropped > 0, "nothing stopped the loop");
     let ev = &st["fdb"]["events"];
     assert!(ev["moved"].as_u64().unwrap() + ev["flaps"].as_u64().unwrap() > 0, "moves not counted: {ev}");
-    // Break the loop: everything settles.
-    d.query(&["port", "del", "loopb"]);
+    // Break the loop: the blocked port is unblocked once its probes stop coming back.
+    ns_ok(&sw, &["ip", "link", "set", "loopa", "down"]);
+    let t = Instant::now();
+    while Daemon::port(&d.query(&["port", "list"]), "loopb")["state"] == "blocked" {
+        assert!(t.elapsed() < Duration::from_secs(10), "loopb stayed blocked after the loop was broken");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
 }
 

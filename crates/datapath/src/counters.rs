@@ -34,10 +34,12 @@ pub enum DropKind {
     StormMulticast,
     /// Over the port's unknown-unicast flood limit (ingress).
     StormUnknown,
+    /// The port is blocked as part of a loop (ingress and egress).
+    LoopBlocked,
 }
 
 impl DropKind {
-    pub const ALL: [DropKind; 14] = [
+    pub const ALL: [DropKind; 15] = [
         DropKind::Runt,
         DropKind::TruncatedVlan,
         DropKind::InvalidSrc,
@@ -52,6 +54,7 @@ impl DropKind {
         DropKind::StormBroadcast,
         DropKind::StormMulticast,
         DropKind::StormUnknown,
+        DropKind::LoopBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl DropKind {
             DropKind::StormBroadcast => "storm_broadcast",
             DropKind::StormMulticast => "storm_multicast",
             DropKind::StormUnknown => "storm_unknown",
+            DropKind::LoopBlocked => "loop_blocked",
         }
     }
 }

@@ -89,9 +89,23 @@ impl Forwarder {
         } else {
             None
         };
+        let blocked =
+            ports.get(ingress as usize).and_then(Option::as_ref).is_some_and(|p| p.state() == PortState::Blocked);
+        let guard_mac = sw.loop_guard.mac.0;
         for f in frames {
             local.rx_frames += 1;
             local.rx_bytes += f.wire_len as u64;
+            // Our own loop probe, back: never learned or forwarded.
+            if f.data.len() >= 12 && f.data[6..12] == guard_mac {
+                if let Some(from) = sw.loop_guard.origin(f.data) {
+                    sw.loop_found(ingress, from, now);
+                }
+                continue;
+            }
+            if blocked {
+                local.drops[DropKind::LoopBlocked as usize] += 1;
+                continue;
+            }
             if f.wire_len as usize > f.data.len() {
                 local.drops[DropKind::Truncated as usize] += 1;
                 continue;
@@ -171,9 +185,10 @@ fn push<'a>(port: &Port, tx: TxFrame<'a>, out: &mut [Vec<TxFrame<'a>>], mirrors:
     {
         mirror(&m, tx, ports, out);
     }
-    if port.state() != PortState::Up {
-        port.counters.drop_n(DropKind::PortDown, 1);
-        return;
+    match port.state() {
+        PortState::Up => {}
+        PortState::Blocked => return port.counters.drop_n(DropKind::LoopBlocked, 1),
+        _ => return port.counters.drop_n(DropKind::PortDown, 1),
     }
     if !fits(&tx, port.tx.mtu()) {
         port.counters.drop_n(DropKind::TooBig, 1);

@@ -10,12 +10,14 @@
 mod counters;
 mod decide;
 mod forward;
+mod loopguard;
 mod reader;
 mod switch;
 
 pub use counters::{CounterSnapshot, DropKind, PortCounters};
 pub use decide::{Decision, decide};
 pub use forward::Forwarder;
+pub use loopguard::{LoopDetect, LoopGuard, PROBE_ETHERTYPE};
 pub use reader::{ReaderHandle, spawn_reader};
 pub use switch::{MirrorSink, MirrorTo, Port, PortKind, PortSnapshot, PortState, StormLimits, Switch, SwitchError};
 pub use ub_fdb::PortId;

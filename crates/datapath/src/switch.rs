@@ -25,6 +25,9 @@ pub enum PortState {
     Down = 1,
     /// Interface deleted: its reader has stopped and its FDB entries are flushed.
     Gone = 2,
+    /// Part of a loop (our own probe came back on it): it forwards nothing
+    /// until the loop is gone (see `loopguard`).
+    Blocked = 3,
 }
 
 /// Where a mirrored port's frames are copied.
@@ -66,11 +69,23 @@ impl Port {
         match self.state.load(Relaxed) {
             0 => PortState::Up,
             1 => PortState::Down,
+            3 => PortState::Blocked,
             _ => PortState::Gone,
         }
     }
+    /// Sets the link-derived state. A blocked port stays blocked when its link
+    /// is up (only the loop guard unblocks it); down and gone always apply.
     pub fn set_state(&self, s: PortState) {
+        if s == PortState::Up && self.state() == PortState::Blocked {
+            return;
+        }
         self.state.store(s as u8, Relaxed)
+    }
+
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        let (from, to) =
+            if blocked { (PortState::Up, PortState::Blocked) } else { (PortState::Blocked, PortState::Up) };
+        let _ = self.state.compare_exchange(from as u8, to as u8, Relaxed, Relaxed);
     }
 }
 
@@ -130,6 +145,8 @@ pub struct Switch {
     ports: ArcSwap<PortTable>,
     /// Serialises control-plane changes to the table; readers never take it.
     writer: Mutex<()>,
+    /// Loop detection by probe frames.
+    pub loop_guard: crate::loopguard::LoopGuard,
     /// Ports with a mirror set: when 0 the datapath skips mirroring entirely.
     pub(crate) mirrors: AtomicUsize,
     /// Storm limits, packed (broadcast, multicast, unknown unicast) for a
@@ -144,6 +161,7 @@ impl Switch {
             fdb: DefaultFdb::new(fdb),
             ports: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
+            loop_guard: crate::loopguard::LoopGuard::new(),
             mirrors: AtomicUsize::new(0),
             storm: {
                 let d = StormLimits::default();

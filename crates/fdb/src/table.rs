@@ -348,6 +348,15 @@ impl<M: FdbMap> Fdb<M> {
         self.map.remove(key(vid, mac), |old| self.forget(old)).is_some()
     }
 
+    /// Releases every flapping station's pin (after the loop behind it has
+    /// been dealt with): they may move again at once.
+    pub fn clear_flap_pins(&self) {
+        self.map.for_each(|_, e| {
+            e.frozen_until.store(0, Relaxed);
+            e.moves.store(0, Relaxed);
+        });
+    }
+
     /// Removes the entry for (vid, mac) if it is a learned one. True if it went.
     pub fn remove_learned(&self, vid: u16, mac: Mac) -> bool {
         self.map.remove_if(key(vid, mac), |e| !e.is_static, |old| self.forget(old)).is_some()

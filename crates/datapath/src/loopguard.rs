@@ -1,0 +1,167 @@
+//! Loop detection by probes, the way access switches' "loop protection"
+//! works (no spanning tree): the switch sends a small broadcast frame from
+//! its own address out of every port; if one comes back in on a port, two
+//! ports are joined outside the switch (directly, or through a pod or an
+//! external bridge that floods it). Of the two, the higher-numbered port is
+//! blocked: it forwards nothing until probes stop coming back.
+//!
+//! Probing is silent by default (`OnFlap`): it starts when the FDB sees a
+//! station flapping between ports, the symptom of a loop, and runs for 30 s
+//! after the last flap. `Always` probes every second; `Off` never does.
+
+use crate::switch::{PortState, Switch};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use ub_fdb::PortId;
+use ub_port::TxFrame;
+use ub_wire::Mac;
+
+/// EtherType of probe frames: IEEE 802 local experimental.
+pub const PROBE_ETHERTYPE: u16 = 0x88b5;
+const MAGIC: &[u8; 8] = b"UBPROBE1";
+/// Probing goes on this long after the last flap (mode `OnFlap`).
+const PROBE_AFTER_FLAP_MS: u64 = 30_000;
+/// A blocked port is unblocked when no probe has come back on it for this long.
+const UNBLOCK_AFTER_MS: u64 = 3_500;
+
+/// When to send probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoopDetect {
+    Off = 0,
+    OnFlap = 1,
+    Always = 2,
+}
+
+/// The loop guard's state, shared by the readers (which see probes come
+/// back) and the housekeeping tick (which sends them).
+#[derive(Debug)]
+pub struct LoopGuard {
+    /// The switch's own address: locally administered, random per start.
+    pub mac: Mac,
+    nonce: u64,
+    mode: AtomicU8,
+    probe_until: AtomicU64,
+    seen_flaps: AtomicU64,
+    /// Loops found (a probe came back), cumulative.
+    pub detected: AtomicU64,
+    /// Ports blocked and unblocked, cumulative.
+    pub blocked: AtomicU64,
+    pub unblocked: AtomicU64,
+    /// When a probe last came back, per port id (ms), to unblock.
+    last_seen: Box<[AtomicU64]>,
+}
+
+impl LoopGuard {
+    pub(crate) fn new() -> LoopGuard {
+        // Random enough to tell this daemon's probes from another's.
+        let seed = std::collections::hash_map::RandomState::new();
+        let nonce = std::hash::BuildHasher::hash_one(&seed, std::process::id());
+        let b = nonce.to_be_bytes();
+        LoopGuard {
+            mac: Mac([0x02 | (b[0] & 0xfc), b[1], b[2], b[3], b[4], b[5]]),
+            nonce,
+            mode: AtomicU8::new(LoopDetect::OnFlap as u8),
+            probe_until: AtomicU64::new(0),
+            seen_flaps: AtomicU64::new(0),
+            detected: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
+            unblocked: AtomicU64::new(0),
+            last_seen: (0..ub_fdb::MAX_PORTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn mode(&self) -> LoopDetect {
+        match self.mode.load(Relaxed) {
+            0 => LoopDetect::Off,
+            2 => LoopDetect::Always,
+            _ => LoopDetect::OnFlap,
+        }
+    }
+
+    pub fn set_mode(&self, m: LoopDetect) {
+        self.mode.store(m as u8, Relaxed)
+    }
+
+    /// The probe sent out of `port`.
+    fn probe(&self, port: PortId) -> [u8; 64] {
+        let mut f = [0u8; 64];
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&self.mac.0);
+        f[12..14].copy_from_slice(&PROBE_ETHERTYPE.to_be_bytes());
+        f[14..22].copy_from_slice(MAGIC);
+        f[22..30].copy_from_slice(&self.nonce.to_be_bytes());
+        f[30..32].copy_from_slice(&port.to_be_bytes());
+        f
+    }
+
+    /// The port a frame with our source address was probing from, if it is
+    /// one of our probes.
+    #[inline]
+    pub(crate) fn origin(&self, frame: &[u8]) -> Option<PortId> {
+        let ok = frame.len() >= 32
+            && frame[14..22] == *MAGIC
+            && frame[22..30] == self.nonce.to_be_bytes()
+            && frame[12..14] == PROBE_ETHERTYPE.to_be_bytes();
+        ok.then(|| u16::from_be_bytes([frame[30], frame[31]]))
+    }
+}
+
+impl Switch {
+    /// A probe sent from port `from` came back in on port `on`: block the
+    /// higher-numbered of the two (one end of each loop stays in service).
+    pub(crate) fn loop_found(&self, on: PortId, from: PortId, now: u64) {
+        let g = &self.loop_guard;
+        g.detected.fetch_add(1, Relaxed);
+        let victim = on.max(from);
+        if let Some(seen) = g.last_seen.get(victim as usize) {
+            seen.store(now, Relaxed);
+        }
+        if let Some(p) = self.port(victim)
+            && p.state() == PortState::Up
+        {
+            p.set_blocked(true);
+            g.blocked.fetch_add(1, Relaxed);
+            // What was learned through the loop is suspect, stations pinned
+            // meanwhile may be pinned wrong: start those afresh.
+            self.fdb.flush_port(victim, false);
+            self.fdb.clear_flap_pins();
+        }
+    }
+
+    /// Housekeeping, about once a second: send probes when the mode says so,
+    /// and unblock ports whose loop has gone.
+    pub fn loop_tick(&self, now: u64) {
+        let g = &self.loop_guard;
+        let flaps = self.fdb.stats.flaps.load(Relaxed);
+        if g.seen_flaps.swap(flaps, Relaxed) != flaps {
+            g.probe_until.store(now + PROBE_AFTER_FLAP_MS, Relaxed);
+        }
+        let probing = match g.mode() {
+            LoopDetect::Off => false,
+            LoopDetect::Always => true,
+            LoopDetect::OnFlap => now < g.probe_until.load(Relaxed),
+        };
+        for p in self.ports().iter().flatten() {
+            let st = p.state();
+            if st == PortState::Blocked
+                && now.saturating_sub(g.last_seen[p.id as usize].load(Relaxed)) > UNBLOCK_AFTER_MS
+            {
+                p.set_blocked(false);
+                g.unblocked.fetch_add(1, Relaxed);
+            }
+            if probing && matches!(st, PortState::Up | PortState::Blocked) {
+                let f = g.probe(p.id);
+                let o = p.tx.send_batch(&[TxFrame { data: &f, vnet: None, insert_tag: None }]);
+                p.counters.tx_frames.fetch_add(o.sent as u64, Relaxed);
+                p.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
+            }
+        }
+        if g.mode() == LoopDetect::OnFlap && probing {
+            // Keep probing while something is blocked, so it can be unblocked.
+            let any_blocked = self.ports().iter().flatten().any(|p| p.state() == PortState::Blocked);
+            if any_blocked {
+                g.probe_until.store(now + PROBE_AFTER_FLAP_MS, Relaxed);
+            }
+        }
+    }
+}
