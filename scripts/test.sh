@@ -30,6 +30,8 @@ cargo bench --workspace --no-run --quiet
 # The README's first command, as a smoke test.
 cargo run --quiet -- lab demo --name "ubci$$"
 # Unit, property, in-memory datapath and namespace end-to-end tests.
+# The soak's one-minute version (docs/reliability.md has the 10-minute one).
+bash scripts/soak.sh 60 2>&1 | grep '^soak:'
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
