@@ -247,6 +247,7 @@ fn port_names(sw: &Switch) -> Vec<Option<String>> {
 }
 
 /// The listening socket and its thread.
+#[derive(Debug)]
 pub struct Server {
     path: PathBuf,
     stop: Arc<AtomicBool>,

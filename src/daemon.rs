@@ -144,6 +144,7 @@ pub struct LinkCounters {
 type Opened = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>, bool);
 
 /// The running switch and everything that changes it at run time.
+#[derive(Debug)]
 pub struct Daemon {
     pub sw: Arc<Switch>,
     ring: RingConfig,
@@ -156,6 +157,22 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon with no port attached yet, for `settings`.
+    pub fn new(settings: Settings, config_path: Option<PathBuf>) -> Arc<Daemon> {
+        let sw = Arc::new(Switch::new(settings.fdb));
+        sw.set_storm_limits(settings.storm);
+        sw.loop_guard.set_mode(settings.loop_detect);
+        Arc::new(Daemon {
+            sw,
+            ring: settings.ring,
+            readers: Mutex::new(HashMap::new()),
+            settings: Mutex::new(settings),
+            config_path,
+            links: LinkCounters::default(),
+            mirrors: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// Attaches `name` as an AF_PACKET port (or creates TAP `name`).
     pub fn attach(&self, name: &str, tap: bool) -> Result<(), String> {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -397,18 +414,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     // A second daemon on the same socket stops here, before it touches any interface.
     control::Server::check_free(&settings.socket)?;
 
-    let sw = Arc::new(Switch::new(settings.fdb));
-    sw.set_storm_limits(settings.storm);
-    sw.loop_guard.set_mode(settings.loop_detect);
-    let d = Arc::new(Daemon {
-        sw,
-        ring: settings.ring,
-        readers: Mutex::new(HashMap::new()),
-        settings: Mutex::new(settings.clone()),
-        config_path: a.config.clone(),
-        links: LinkCounters::default(),
-        mirrors: Mutex::new(HashMap::new()),
-    });
+    let d = Daemon::new(settings.clone(), a.config.clone());
     // Every port opens, or the start fails with the reason.
     let result = (|| {
         for name in &settings.ports {

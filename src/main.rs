@@ -1,21 +1,11 @@
-//! userbridge: a userspace L2 switch for container nodes.
-
-mod config;
-mod control;
-mod daemon;
-mod demo;
-mod links;
-mod metrics;
-mod mirror;
-mod output;
+//! userbridge: a userspace L2 switch for container nodes. The command line;
+//! the daemon and its pieces live in the library (src/lib.rs).
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Where clients and the daemon meet unless --socket says otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";
+use userbridge::{DEFAULT_SOCKET, config, control, daemon, demo, output};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -53,3 +53,43 @@ mod tests {
         assert_eq!(decide(&fdb, 0, &c(B, 0), 300_000), Decision::Flood);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use ub_fdb::{DefaultFdb, FdbConfig, PortId};
+    use ub_wire::Mac;
+
+    proptest! {
+        // Whatever the table holds: never back to the ingress port; group
+        // addresses always flood; a known unicast goes to its port.
+        #[test]
+        fn never_reflects(
+            learned in proptest::collection::vec((0u8..16, 0u16..4, 0u16..3), 0..40),
+            ingress in 0u16..4,
+            dst in 0u8..20,
+            group in any::<bool>(),
+            vid in 0u16..3,
+        ) {
+            let fdb = DefaultFdb::new(FdbConfig::default());
+            for (m, port, v) in &learned {
+                fdb.learn(*v, Mac([2, 0, 0, 0, 0, *m]), *port as PortId, 0);
+            }
+            let dst = Mac([if group { 1 } else { 2 }, 0, 0, 0, 0, dst]);
+            let c = Classified { dst, src: Mac([2, 0, 0, 0, 1, 1]), vid };
+            match decide(&fdb, ingress, &c, 1) {
+                Decision::Unicast(p) => {
+                    prop_assert_ne!(p, ingress);
+                    prop_assert!(!group);
+                    prop_assert_eq!(fdb.lookup(vid, dst, 1), Some(p));
+                }
+                Decision::Drop(k) => {
+                    prop_assert_eq!(k, DropKind::SamePort);
+                    prop_assert_eq!(fdb.lookup(vid, dst, 1), Some(ingress));
+                }
+                Decision::Flood => prop_assert!(group || fdb.lookup(vid, dst, 1).is_none()),
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The userbridge daemon as a library: configuration, the control protocol,
+//! the daemon's wiring, metrics, mirroring and the lab commands. The
+//! `userbridge` binary (src/main.rs) is the command line over it; the fuzz
+//! targets (fuzz/) drive the control protocol through it.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+mod links;
+mod metrics;
+mod mirror;
+pub mod output;
+
+/// Where clients and the daemon meet unless --socket says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";
