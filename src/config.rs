@@ -72,6 +72,7 @@ struct StormSection {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RingSection {
+    mode: Option<crate::daemon::RxArg>,
     blocks: Option<usize>,
     block_kib: Option<usize>,
     retire_ms: Option<u32>,
@@ -170,6 +171,7 @@ impl Settings {
         if let Some(r) = &file.ring {
             let dflt = RingConfig::default();
             s.ring = RingConfig {
+                mode: r.mode.map_or(dflt.mode, Into::into),
                 blocks: r.blocks.unwrap_or(dflt.blocks),
                 block_kib: r.block_kib.unwrap_or(dflt.block_kib),
                 retire_ms: r.retire_ms.unwrap_or(dflt.retire_ms),

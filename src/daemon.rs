@@ -18,7 +18,7 @@ use ub_port::afpacket::RingConfig;
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect"])]
+        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect"])]
     pub config: Option<PathBuf>,
     /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
     #[arg(long = "port", value_name = "IF")]
@@ -41,13 +41,18 @@ pub struct RunArgs {
     /// Enter this network namespace (as in `ip netns exec NAME`) before attaching.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
-    /// RX ring: blocks per port.
+    /// How ports receive: `mmsg` (recvmmsg with PACKET_AUXDATA, woken per
+    /// arrival: lowest latency) or `ring` (TPACKET_V3 ring, batches; a partly
+    /// filled block waits up to --retire-ms).
+    #[arg(long, value_enum, default_value_t = RxArg::Mmsg)]
+    pub rx: RxArg,
+    /// RX ring (--rx ring): blocks per port.
     #[arg(long, default_value_t = 8)]
     pub ring_blocks: usize,
-    /// RX ring: block size in KiB (power of two, >= 128: a block holds a 64 KiB GSO frame).
+    /// RX ring (--rx ring): block size in KiB (power of two, >= 128: a block holds a 64 KiB GSO frame).
     #[arg(long, default_value_t = 256)]
     pub block_kib: usize,
-    /// RX ring: longest a partly filled block waits before the reader sees it, in ms.
+    /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
     /// Storm control: most broadcast, multicast and unknown-unicast frames per
@@ -64,6 +69,23 @@ pub struct RunArgs {
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+/// `--rx`, see `ub_port::afpacket::RxMode`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxArg {
+    Ring,
+    Mmsg,
+}
+
+impl From<RxArg> for ub_port::afpacket::RxMode {
+    fn from(m: RxArg) -> Self {
+        match m {
+            RxArg::Ring => ub_port::afpacket::RxMode::Ring,
+            RxArg::Mmsg => ub_port::afpacket::RxMode::Mmsg,
+        }
+    }
 }
 
 /// `--loop-detect`, see `ub_datapath::LoopDetect`.
@@ -103,7 +125,12 @@ impl RunArgs {
             }
             seen.push(name);
         }
-        let ring = RingConfig { block_kib: self.block_kib, blocks: self.ring_blocks, retire_ms: self.retire_ms };
+        let ring = RingConfig {
+            mode: self.rx.into(),
+            block_kib: self.block_kib,
+            blocks: self.ring_blocks,
+            retire_ms: self.retire_ms,
+        };
         ring.validate()?;
         Ok(Settings {
             socket: self.socket.clone(),

@@ -14,8 +14,17 @@ fn has(lines: &[String], pat: &str) -> bool {
 
 #[test]
 fn three_pods_flood_arp_then_unicast_icmp() {
+    flood_case("mmsg");
+}
+
+#[test]
+fn three_pods_flood_arp_then_unicast_icmp_with_the_ring() {
+    flood_case("ring");
+}
+
+fn flood_case(rx: &str) {
     let lab = lab("flood", 3);
-    let d = Daemon::start(&lab, &[]);
+    let d = Daemon::start(&lab, &["--rx", rx]);
     let dump2 = Tcpdump::start(&lab.pods[1].ns, "arp or icmp");
     let dump3 = Tcpdump::start(&lab.pods[2].ns, "arp or icmp");
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
@@ -44,10 +53,19 @@ fn three_pods_flood_arp_then_unicast_icmp() {
 
 #[test]
 fn counters_match_the_pods_own_counters_exactly() {
+    counters_case("mmsg");
+}
+
+#[test]
+fn counters_match_the_pods_own_counters_exactly_with_the_ring() {
+    counters_case("ring");
+}
+
+fn counters_case(rx: &str) {
     // With PACKET_IGNORE_OUTGOING a port never re-reads what the switch sent
     // on it, so its RX count is exactly what the pod transmitted.
     let lab = lab("count", 3);
-    let d = Daemon::start(&lab, &[]);
+    let d = Daemon::start(&lab, &["--rx", rx]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 5));
     std::thread::sleep(Duration::from_millis(200));
     let st = d.query(&["stats"]);
@@ -63,8 +81,17 @@ fn counters_match_the_pods_own_counters_exactly() {
 
 #[test]
 fn tcp_with_default_offloads_crosses_the_switch_fast() {
+    tcp_case("mmsg");
+}
+
+#[test]
+fn tcp_with_default_offloads_crosses_the_switch_fast_with_the_ring() {
+    tcp_case("ring");
+}
+
+fn tcp_case(rx: &str) {
     let lab = lab("tcp", 2);
-    let _d = Daemon::start(&lab, &[]);
+    let _d = Daemon::start(&lab, &["--rx", rx]);
     // Default offloads: the pods' kernels send 64 KB TSO super-frames with partial checksums.
     let k = ns_ok(&lab.pods[0].ns, &["ethtool", "-k", "eth0"]);
     assert!(k.contains("tcp-segmentation-offload: on"), "{k}");
@@ -146,10 +173,19 @@ fn a_port_whose_link_is_down_resumes_when_it_comes_up() {
 
 #[test]
 fn vlan_tags_taken_off_by_the_kernel_are_put_back() {
+    vlan_case("mmsg");
+}
+
+#[test]
+fn vlan_tags_taken_off_by_the_kernel_are_put_back_with_the_ring() {
+    vlan_case("ring");
+}
+
+fn vlan_case(rx: &str) {
     // The receiving kernel moves an 802.1Q tag into packet metadata before a
     // packet socket sees the frame; the switch must re-insert it on egress.
     let lab = lab("vlan", 2);
-    let d = Daemon::start(&lab, &[]);
+    let d = Daemon::start(&lab, &["--rx", rx]);
     let (a, b) = (lab.pods[0].mac.0, lab.pods[1].mac.0);
     let tagged = |dst: [u8; 6], src: [u8; 6], vid: u16| {
         let mut f = dst.to_vec();

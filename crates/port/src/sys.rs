@@ -402,3 +402,124 @@ pub fn writev(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<usize> {
     // SAFETY: the iovecs point into the caller's slices, which outlive the call.
     syscall!(unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), parts.len().min(4) as i32) }).map(|n| n as usize)
 }
+
+/// `struct tpacket_auxdata`: what PACKET_AUXDATA attaches to each frame.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// Room for one auxdata control message.
+const CMSG_SPACE: usize = 64;
+
+/// Buffers and headers for one `recvmmsg` of up to `slots` frames.
+pub struct MmsgRecv {
+    bufs: Box<[u8]>,
+    slot: usize,
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    cmsgs: Box<[u8]>,
+}
+
+// SAFETY: the raw pointers in msgs/iovs point into bufs/cmsgs, owned by the same value.
+unsafe impl Send for MmsgRecv {}
+
+impl std::fmt::Debug for MmsgRecv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmsgRecv").field("slots", &self.msgs.len()).field("slot", &self.slot).finish()
+    }
+}
+
+/// One frame `recvmmsg` delivered: bytes (vnet header first), its length on
+/// the wire, and the auxdata status/VLAN fields.
+#[derive(Debug, Clone, Copy)]
+pub struct MmsgFrame<'a> {
+    pub data: &'a [u8],
+    /// The frame's length (without the vnet header), when auxdata said.
+    pub wire_len: Option<u32>,
+    pub status: u32,
+    pub vlan_tci: u16,
+    pub vlan_tpid: u16,
+}
+
+impl MmsgRecv {
+    pub fn new(slots: usize, slot: usize) -> MmsgRecv {
+        let mut r = MmsgRecv {
+            bufs: vec![0u8; slots * slot].into_boxed_slice(),
+            slot,
+            // SAFETY: mmsghdr is plain old data; all-zero is valid.
+            msgs: (0..slots).map(|_| unsafe { zeroed() }).collect(),
+            iovs: (0..slots).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
+            cmsgs: vec![0u8; slots * CMSG_SPACE].into_boxed_slice(),
+        };
+        let base = r.bufs.as_mut_ptr();
+        let cbase = r.cmsgs.as_mut_ptr();
+        for i in 0..slots {
+            r.iovs[i] = libc::iovec { iov_base: base.wrapping_add(i * slot).cast(), iov_len: slot };
+        }
+        for i in 0..slots {
+            let iov = &mut r.iovs[i] as *mut libc::iovec;
+            let h = &mut r.msgs[i].msg_hdr;
+            h.msg_iov = iov;
+            h.msg_iovlen = 1;
+            h.msg_control = cbase.wrapping_add(i * CMSG_SPACE).cast();
+            h.msg_controllen = CMSG_SPACE;
+        }
+        r
+    }
+
+    /// Receives what is ready (non-blocking) and calls `f` for each frame.
+    /// Returns how many were received; 0 when none was ready.
+    pub fn recv<'a>(&'a mut self, fd: BorrowedFd<'_>, mut f: impl FnMut(MmsgFrame<'a>)) -> io::Result<usize> {
+        for m in self.msgs.iter_mut() {
+            m.msg_hdr.msg_controllen = CMSG_SPACE;
+            m.msg_hdr.msg_flags = 0;
+            m.msg_len = 0;
+        }
+        let n = self.msgs.len() as u32;
+        let msgs = self.msgs.as_mut_ptr();
+        // SAFETY: every mmsghdr points to an iovec and control buffer owned by self,
+        // sized as declared; the kernel writes at most those lengths.
+        let r = syscall!(unsafe { libc::recvmmsg(fd.as_raw_fd(), msgs, n, libc::MSG_DONTWAIT, std::ptr::null_mut()) });
+        let got = match r {
+            Ok(k) => k as usize,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let bufs: &'a [u8] = &self.bufs;
+        for (i, m) in self.msgs[..got].iter().enumerate() {
+            let len = (m.msg_len as usize).min(self.slot);
+            let data = &bufs[i * self.slot..i * self.slot + len];
+            let mut frame = MmsgFrame { data, wire_len: None, status: 0, vlan_tci: 0, vlan_tpid: 0 };
+            let h = &m.msg_hdr;
+            // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+            // well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them.
+            let mut c = unsafe { libc::CMSG_FIRSTHDR(h) };
+            while !c.is_null() {
+                // SAFETY: c points to a cmsghdr inside the control buffer (checked by the macros).
+                let (level, ty, clen) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+                // SAFETY: as above; the data of a cmsghdr follows it.
+                let data_len = clen.saturating_sub(unsafe { libc::CMSG_LEN(0) } as usize);
+                if level == libc::SOL_PACKET && ty == libc::PACKET_AUXDATA && data_len >= size_of::<TpacketAuxdata>() {
+                    // SAFETY: the cmsg carries a tpacket_auxdata (checked length); read unaligned.
+                    let aux: TpacketAuxdata = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
+                    frame.wire_len = Some(aux.tp_len);
+                    frame.status = aux.tp_status;
+                    frame.vlan_tci = aux.tp_vlan_tci;
+                    frame.vlan_tpid = aux.tp_vlan_tpid;
+                }
+                // SAFETY: h and c are the header and a cmsg within its buffer.
+                c = unsafe { libc::CMSG_NXTHDR(h, c) };
+            }
+            f(frame);
+        }
+        Ok(got)
+    }
+}
