@@ -142,8 +142,8 @@ pub struct AfPacketRx {
 }
 
 fn offloaded_tag(status: u32, tci: u16, tpid: u16) -> Option<(u16, u16)> {
-    (status & TP_STATUS_VLAN_VALID != 0)
-        .then(|| (if status & TP_STATUS_VLAN_TPID_VALID != 0 { tpid } else { 0x8100 }, tci))
+    let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 { tpid } else { 0x8100 };
+    (status & TP_STATUS_VLAN_VALID != 0).then_some((tpid, tci))
 }
 
 impl PortRx for AfPacketRx {

@@ -504,12 +504,15 @@ impl MmsgRecv {
             let mut c = unsafe { libc::CMSG_FIRSTHDR(h) };
             while !c.is_null() {
                 // SAFETY: c points to a cmsghdr inside the control buffer (checked by the macros).
-                let (level, ty, clen) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+                let hdr: libc::cmsghdr = unsafe { std::ptr::read_unaligned(c) };
+                let (level, ty, clen) = (hdr.cmsg_level, hdr.cmsg_type, hdr.cmsg_len);
                 // SAFETY: as above; the data of a cmsghdr follows it.
                 let data_len = clen.saturating_sub(unsafe { libc::CMSG_LEN(0) } as usize);
                 if level == libc::SOL_PACKET && ty == libc::PACKET_AUXDATA && data_len >= size_of::<TpacketAuxdata>() {
-                    // SAFETY: the cmsg carries a tpacket_auxdata (checked length); read unaligned.
-                    let aux: TpacketAuxdata = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
+                    // SAFETY: c is a cmsghdr within the control buffer; its data follows it.
+                    let p = unsafe { libc::CMSG_DATA(c) };
+                    // SAFETY: the cmsg carries a tpacket_auxdata (length checked above); read unaligned.
+                    let aux: TpacketAuxdata = unsafe { std::ptr::read_unaligned(p.cast()) };
                     frame.wire_len = Some(aux.tp_len);
                     frame.status = aux.tp_status;
                     frame.vlan_tci = aux.tp_vlan_tci;
