@@ -25,6 +25,8 @@ fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 
 fn switch() -> Arc<Switch> {
     let sw = Arc::new(Switch::new(FdbConfig::default()));
+    // Storm control would drop most of a replayed flood: measure forwarding.
+    sw.set_storm_limits(ub_datapath::StormLimits { broadcast_pps: 0, multicast_pps: 0, unknown_unicast_pps: 0 });
     for p in 0..PORTS {
         sw.add_port(&format!("m{p}"), PortKind::Mem, Box::new(SinkTx::default())).unwrap();
     }
