@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One sitting, one table: the Linux bridge, Open vSwitch's userspace datapath
+# (when ovs-vswitchd is installed) and userbridge (both receive paths) on
+# ../shared/lab-bench.sh's two-pod lab, back to back, with userbridge's ratios
+# to the bridge. Then, unless SCALE=0, the 128-pod scale check.
+#   bash benches/lab/compare.sh            (as root, from the repository)
+# Env: SECS (per test, default 5), SCALE=0 to skip the scale check.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LAB=${LAB_BENCH:-../shared/lab-bench.sh}
+[ -f "$LAB" ] || { echo "compare.sh: $LAB not found (set LAB_BENCH)"; exit 1; }
+cargo build --release --quiet
+BIN=target/release/userbridge
+out=$(mktemp -d)
+run() { echo "== $1" >&2; SECS=${SECS:-5} bash "$LAB" "${@:2}" > "$out/$1" 2>&1 || true; }
+run kbridge kbridge
+command -v ovs-vswitchd >/dev/null 2>&1 && run ovs ovs
+run ub-mmsg cmd "$BIN run --rx mmsg --port {P1} --port {P2} --socket /tmp/ub-compare.sock --log-level warn"
+run ub-ring cmd "$BIN run --rx ring --port {P1} --port {P2} --socket /tmp/ub-compare.sock --log-level warn"
+python3 - "$out" <<'PY'
+import os, re, sys
+d = sys.argv[1]
+def parse(path):
+    t = open(path).read()
+    g = lambda pat: (m.group(1) if (m := re.search(pat, t)) else None)
+    f = lambda v: float(v) if v not in (None, "FAIL", "inf") else None
+    return {
+        "ping avg ms": f(g(r"ping_rtt_min/avg/max/mdev_ms: [\d.]+/([\d.]+)/")),
+        "TCP Gbit/s": f(g(r"tcp_gbps: ([\d.]+|FAIL)")),
+        "64B sent Mpps": f(g(r"udp64_sent_mpps: ([\d.]+)")),
+        "64B delivered Mpps": f(g(r"udp64_delivered_mpps: ([\d.]+)")),
+        "CPU ns/frame": f(g(r"udp64_system_cpu_ns_per_delivered_frame: (\S+)")),
+        "rr p50 us": f(g(r"p50=([\d.]+|FAIL)")),
+        "rr p99 us": f(g(r"p99=([\d.]+|FAIL)")),
+    }
+modes = [m for m in ["kbridge", "ovs", "ub-mmsg", "ub-ring"] if os.path.exists(os.path.join(d, m))]
+res = {m: parse(os.path.join(d, m)) for m in modes}
+keys = list(res["kbridge"].keys())
+fmt = lambda v: "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
+print("| | " + " | ".join(modes) + " | ub-mmsg/bridge |")
+print("|---" * (len(modes) + 2) + "|")
+for k in keys:
+    b, u = res["kbridge"][k], res.get("ub-mmsg", {}).get(k)
+    ratio = "-" if not b or u is None else f"{u / b:.2f}x"
+    print(f"| {k} | " + " | ".join(fmt(res[m][k]) for m in modes) + f" | {ratio} |")
+sent, got = res["ub-mmsg"]["64B sent Mpps"], res["ub-mmsg"]["64B delivered Mpps"]
+if sent:
+    print(f"\nuserbridge (mmsg) delivered {100 * got / sent:.0f}% of the 64-byte frames trafgen sent.")
+PY
+rm -rf "$out"
+[ "${SCALE:-1}" = 0 ] && exit 0
+bash "$(dirname "$0")/scale.sh"
