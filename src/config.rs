@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use ub_datapath::{LoopDetect, StormLimits};
 use ub_fdb::FdbConfig;
-use ub_port::afpacket::RingConfig;
+use ub_port::afpacket::RxConfig;
 use ub_wire::Mac;
 
 /// A static FDB entry from the configuration.
@@ -28,7 +28,7 @@ pub struct Settings {
     pub fdb: FdbConfig,
     pub storm: StormLimits,
     pub loop_detect: LoopDetect,
-    pub ring: RingConfig,
+    pub ring: RxConfig,
     pub ports: Vec<String>,
     pub taps: Vec<String>,
     pub statics: Vec<StaticEntry>,
@@ -119,7 +119,7 @@ impl Settings {
             fdb: d,
             storm: StormLimits::default(),
             loop_detect: file.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
-            ring: RingConfig::default(),
+            ring: RxConfig::default(),
             ports: Vec::new(),
             taps: Vec::new(),
             statics: Vec::new(),
@@ -169,8 +169,8 @@ impl Settings {
             };
         }
         if let Some(r) = &file.ring {
-            let dflt = RingConfig::default();
-            s.ring = RingConfig {
+            let dflt = RxConfig::default();
+            s.ring = RxConfig {
                 mode: r.mode.map_or(dflt.mode, Into::into),
                 blocks: r.blocks.unwrap_or(dflt.blocks),
                 block_kib: r.block_kib.unwrap_or(dflt.block_kib),

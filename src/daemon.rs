@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use ub_datapath::{LoopDetect, PortKind, PortState, ReaderHandle, StormLimits, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
-use ub_port::afpacket::RingConfig;
+use ub_port::afpacket::RxConfig;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -125,7 +125,7 @@ impl RunArgs {
             }
             seen.push(name);
         }
-        let ring = RingConfig {
+        let ring = RxConfig {
             mode: self.rx.into(),
             block_kib: self.block_kib,
             blocks: self.ring_blocks,
@@ -174,7 +174,7 @@ type Opened = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::Port
 #[derive(Debug)]
 pub struct Daemon {
     pub sw: Arc<Switch>,
-    ring: RingConfig,
+    ring: RxConfig,
     readers: Mutex<HashMap<String, ReaderHandle>>,
     /// What the configuration asks for: re-attached when a link comes back.
     pub settings: Mutex<Settings>,

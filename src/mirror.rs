@@ -77,7 +77,7 @@ impl ub_datapath::MirrorSink for PcapSink {
             return;
         }
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        match self.queue.try_send((ts, ub_port::mem::materialize(f))) {
+        match self.queue.try_send((ts, f.to_wire_vec())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Relaxed);

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 use ub_netlink::NetNs;
-use ub_port::{PortTx, TxFrame};
 
 fn has(lines: &[String], pat: &str) -> bool {
     lines.iter().any(|l| l.contains(pat))
@@ -230,28 +229,11 @@ fn frames_too_big_for_the_egress_port_are_counted() {
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "small frames still pass");
 }
 
-/// Sends raw frames from inside a pod's namespace.
-fn inject(ns: &str, frames: &[Vec<u8>]) {
-    let ns = NetNs::open(ns).unwrap();
-    ns.run(|| {
-        let (_rx, tx, _) = ub_port::afpacket::open("eth0", Default::default()).unwrap();
-        let frames: Vec<TxFrame> = frames.iter().map(|f| TxFrame { data: f, vnet: None, insert_tag: None }).collect();
-        assert_eq!(tx.send_batch(&frames).sent, frames.len());
-    })
-    .unwrap();
-}
-
 #[test]
 fn hostile_frames_are_dropped_with_reasons_and_not_learned() {
     let lab = lab("bad", 3);
     let d = Daemon::start(&lab, &[]);
-    let frame = |dst: [u8; 6], src: [u8; 6]| {
-        let mut f = dst.to_vec();
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&[0x08, 0x00]);
-        f.resize(60, 0);
-        f
-    };
+    let frame = |dst, src| frame(dst, src, 60);
     let b = [0xff; 6];
     inject(
         &lab.pods[0].ns,

@@ -5,8 +5,6 @@ mod common;
 
 use common::*;
 use std::time::{Duration, Instant};
-use ub_netlink::NetNs;
-use ub_port::{PortTx, TxFrame};
 
 fn proc_status(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -15,28 +13,6 @@ fn proc_status(pid: u32, key: &str) -> u64 {
 
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
-fn inject(ns: &str, frames: &[Vec<u8>]) {
-    NetNs::open(ns)
-        .unwrap()
-        .run(|| {
-            let (_rx, tx, _) = ub_port::afpacket::open("eth0", Default::default()).unwrap();
-            let frames: Vec<TxFrame> =
-                frames.iter().map(|f| TxFrame { data: f, vnet: None, insert_tag: None }).collect();
-            for chunk in frames.chunks(ub_port::BATCH) {
-                assert_eq!(tx.send_batch(chunk).sent, chunk.len());
-            }
-        })
-        .unwrap();
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.resize(len, 0);
-    f
 }
 
 #[test]

@@ -203,3 +203,29 @@ impl Drop for Tcpdump {
         let _ = std::fs::remove_file(&self.out);
     }
 }
+
+/// Sends raw frames (as given, no vnet metadata) out of a pod's eth0, from
+/// inside its namespace: what a hostile pod with a raw socket can do.
+pub fn inject(ns: &str, frames: &[Vec<u8>]) {
+    use ub_port::{PortTx, TxFrame};
+    ub_netlink::NetNs::open(ns)
+        .unwrap()
+        .run(|| {
+            let (_rx, tx, _) = ub_port::afpacket::open("eth0", Default::default()).unwrap();
+            let frames: Vec<TxFrame> =
+                frames.iter().map(|f| TxFrame { data: f, vnet: None, insert_tag: None }).collect();
+            for chunk in frames.chunks(ub_port::BATCH) {
+                assert_eq!(tx.send_batch(chunk).sent, chunk.len());
+            }
+        })
+        .unwrap();
+}
+
+/// An IPv4-typed Ethernet frame of `len` bytes from `src` to `dst`.
+pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.resize(len.max(14), 0);
+    f
+}

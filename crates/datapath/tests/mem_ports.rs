@@ -182,7 +182,7 @@ struct Collect(std::sync::Mutex<Vec<Vec<u8>>>);
 
 impl ub_datapath::MirrorSink for Collect {
     fn offer(&self, f: &ub_port::TxFrame<'_>) {
-        self.0.lock().unwrap().push(mem::materialize(f));
+        self.0.lock().unwrap().push(f.to_wire_vec());
     }
 }
 

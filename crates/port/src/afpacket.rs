@@ -26,9 +26,10 @@ pub enum RxMode {
     Mmsg,
 }
 
-/// Ring geometry. A block must hold a whole 64 KiB GSO super-frame.
+/// How a port receives: the mode, and the ring geometry when it is a ring
+/// (a block must hold a whole 64 KiB GSO super-frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RingConfig {
+pub struct RxConfig {
     /// Ring or recvmmsg; the geometry below applies to the ring.
     pub mode: RxMode,
     /// Block size in KiB: a power of two, at least 128.
@@ -39,13 +40,13 @@ pub struct RingConfig {
     pub retire_ms: u32,
 }
 
-impl Default for RingConfig {
+impl Default for RxConfig {
     fn default() -> Self {
-        RingConfig { mode: RxMode::Mmsg, block_kib: 256, blocks: 8, retire_ms: 1 }
+        RxConfig { mode: RxMode::Mmsg, block_kib: 256, blocks: 8, retire_ms: 1 }
     }
 }
 
-impl RingConfig {
+impl RxConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !self.block_kib.is_power_of_two() || !(128..=4096).contains(&self.block_kib) {
             return Err(format!(
@@ -75,7 +76,7 @@ pub struct Opened {
 
 /// Opens `name` as a switch port. Refuses links that are enslaved to a
 /// master (a kernel bridge would loop frames with us).
-pub fn open(name: &str, ring: RingConfig) -> Result<(AfPacketRx, AfPacketTx, Opened), PortError> {
+pub fn open(name: &str, ring: RxConfig) -> Result<(AfPacketRx, AfPacketTx, Opened), PortError> {
     validate_ifname(name)?;
     ring.validate().map_err(|m| PortError::io("ring", name, io::Error::new(io::ErrorKind::InvalidInput, m)))?;
     let mut nl = Rtnl::open()?;

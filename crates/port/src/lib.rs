@@ -52,6 +52,21 @@ impl TxFrame<'_> {
     pub fn wire_len(&self) -> usize {
         self.data.len() + if self.insert_tag.is_some() { 4 } else { 0 }
     }
+
+    /// A copy of the frame as it goes on the wire (the tag spliced in).
+    pub fn to_wire_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.wire_len());
+        match self.insert_tag {
+            Some((tpid, tci)) if self.data.len() >= 12 => {
+                v.extend_from_slice(&self.data[..12]);
+                v.extend_from_slice(&tpid.to_be_bytes());
+                v.extend_from_slice(&tci.to_be_bytes());
+                v.extend_from_slice(&self.data[12..]);
+            }
+            _ => v.extend_from_slice(self.data),
+        }
+        v
+    }
 }
 
 /// Empties `v` and hands back its allocation for frames of another lifetime,

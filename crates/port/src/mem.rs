@@ -75,21 +75,6 @@ impl PortRx for MemRx {
     }
 }
 
-/// Builds the bytes a frame has on the wire (tag spliced in).
-pub fn materialize(f: &TxFrame<'_>) -> Vec<u8> {
-    let mut v = Vec::with_capacity(f.wire_len());
-    match f.insert_tag {
-        Some((tpid, tci)) if f.data.len() >= 12 => {
-            v.extend_from_slice(&f.data[..12]);
-            v.extend_from_slice(&tpid.to_be_bytes());
-            v.extend_from_slice(&tci.to_be_bytes());
-            v.extend_from_slice(&f.data[12..]);
-        }
-        _ => v.extend_from_slice(f.data),
-    }
-    v
-}
-
 /// Transmit half of an in-memory port.
 #[derive(Debug)]
 pub struct MemTx {
@@ -103,7 +88,7 @@ impl PortTx for MemTx {
         for f in frames {
             out.bytes += f.wire_len() as u64;
             out.sent += 1;
-            let _ = self.tx.send(materialize(f));
+            let _ = self.tx.send(f.to_wire_vec());
         }
         out
     }
