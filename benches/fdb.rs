@@ -33,6 +33,14 @@ fn run<M: FdbMap>(c: &mut Criterion, name: &str) {
             f.lookup(0, black_box(mac(n)), 1)
         })
     });
+    // As the datapath does it: one guard held across a batch of look-ups.
+    g.bench_function(BenchmarkId::new("lookup_hit_batch_guard", name), |b| {
+        let guard = f.guard();
+        b.iter(|| {
+            n = (n + 7) % MACS;
+            f.lookup_in(&guard, 0, black_box(mac(n)), 1)
+        })
+    });
     g.bench_function(BenchmarkId::new("lookup_miss", name), |b| b.iter(|| f.lookup(0, black_box(mac(MACS + 5)), 1)));
     g.bench_function(BenchmarkId::new("learn_refresh", name), |b| {
         b.iter(|| {

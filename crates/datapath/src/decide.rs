@@ -18,10 +18,16 @@ pub enum Decision {
 /// behind the ingress port is dropped (never reflected).
 #[inline]
 pub fn decide<M: FdbMap>(fdb: &Fdb<M>, ingress: PortId, c: &Classified, now: u64) -> Decision {
+    decide_in(fdb, &fdb.guard(), ingress, c, now)
+}
+
+/// [`decide`] under an FDB guard the caller holds across a batch.
+#[inline]
+pub fn decide_in<M: FdbMap>(fdb: &Fdb<M>, g: &M::Guard<'_>, ingress: PortId, c: &Classified, now: u64) -> Decision {
     if c.dst.is_multicast() {
         return Decision::Flood;
     }
-    match fdb.lookup(c.vid, c.dst, now) {
+    match fdb.lookup_in(g, c.vid, c.dst, now) {
         Some(p) if p == ingress => Decision::Drop(DropKind::SamePort),
         Some(p) => Decision::Unicast(p),
         None => Decision::Flood,

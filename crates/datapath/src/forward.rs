@@ -1,5 +1,5 @@
 use crate::counters::{DropKind, LocalCounts};
-use crate::decide::{Decision, decide};
+use crate::decide::{Decision, decide_in};
 use crate::switch::{MirrorTo, Port, PortState, Switch};
 use std::sync::Arc;
 use ub_fdb::PortId;
@@ -92,6 +92,8 @@ impl Forwarder {
         let blocked =
             ports.get(ingress as usize).and_then(Option::as_ref).is_some_and(|p| p.state() == PortState::Blocked);
         let guard_mac = sw.loop_guard.mac.0;
+        // One FDB guard for the whole batch, not one per look-up.
+        let g = sw.fdb.guard();
         for f in frames {
             local.rx_frames += 1;
             local.rx_bytes += f.wire_len as u64;
@@ -117,7 +119,7 @@ impl Forwarder {
                     continue;
                 }
             };
-            if sw.fdb.learn(c.vid, c.src, ingress, now) == ub_fdb::Learn::Flapping {
+            if sw.fdb.learn_in(&g, c.vid, c.src, ingress, now) == ub_fdb::Learn::Flapping {
                 // A copy that went round a loop: it was sent into the loop because
                 // its destination's entry points there, learned from another looped
                 // copy. Forget that entry; the station's next frame teaches it right.
@@ -131,7 +133,7 @@ impl Forwarder {
             if let Some(m) = &ingress_mirror {
                 mirror(m, tx, &ports, &mut out);
             }
-            let target = match decide(&sw.fdb, ingress, &c, now) {
+            let target = match decide_in(&sw.fdb, &g, ingress, &c, now) {
                 Decision::Drop(k) => {
                     local.drops[k as usize] += 1;
                     continue;

@@ -15,7 +15,7 @@ mod reader;
 mod switch;
 
 pub use counters::{CounterSnapshot, DropKind, PortCounters};
-pub use decide::{Decision, decide};
+pub use decide::{Decision, decide, decide_in};
 pub use forward::Forwarder;
 pub use loopguard::{LoopDetect, LoopGuard, PROBE_ETHERTYPE};
 pub use reader::{ReaderHandle, spawn_reader};

@@ -3,8 +3,18 @@ use crate::table::Entry;
 /// The concurrent map under the FDB. Implementations never let a guard
 /// escape a call, so no caller can hold a shard lock across calls.
 pub trait FdbMap: Send + Sync + Default + 'static {
+    /// Held across a batch of look-ups so each one need not set up its own
+    /// (papaya: an epoch guard; dashmap: nothing).
+    type Guard<'a>
+    where
+        Self: 'a;
+    fn guard(&self) -> Self::Guard<'_>;
+    /// Runs `f` on the entry for `k`, if any, under a held guard.
+    fn with_entry_in<R>(&self, g: &Self::Guard<'_>, k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R>;
     /// Runs `f` on the entry for `k`, if any.
-    fn with_entry<R>(&self, k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R>;
+    fn with_entry<R>(&self, k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
+        self.with_entry_in(&self.guard(), k, f)
+    }
     /// Inserts `e` if `k` is absent; returns false (and drops `e`) if present.
     fn insert_new(&self, k: u64, e: Entry) -> bool;
     /// Inserts or replaces; returns `f(old)` for the entry replaced.
@@ -29,8 +39,10 @@ type Hasher = foldhash::fast::RandomState;
 pub struct DashMapBackend(dashmap::DashMap<u64, Entry, Hasher>);
 
 impl FdbMap for DashMapBackend {
+    type Guard<'a> = ();
+    fn guard(&self) {}
     #[inline]
-    fn with_entry<R>(&self, k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
+    fn with_entry_in<R>(&self, _: &(), k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
         self.0.get(&k).map(|r| f(r.value()))
     }
     fn insert_new(&self, k: u64, e: Entry) -> bool {
@@ -66,9 +78,14 @@ impl FdbMap for DashMapBackend {
 pub struct PapayaBackend(papaya::HashMap<u64, Entry, Hasher>);
 
 impl FdbMap for PapayaBackend {
+    type Guard<'a> = papaya::LocalGuard<'a>;
     #[inline]
-    fn with_entry<R>(&self, k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
-        self.0.pin().get(&k).map(f)
+    fn guard(&self) -> papaya::LocalGuard<'_> {
+        self.0.guard()
+    }
+    #[inline]
+    fn with_entry_in<R>(&self, g: &papaya::LocalGuard<'_>, k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
+        self.0.get(&k, g).map(f)
     }
     fn insert_new(&self, k: u64, e: Entry) -> bool {
         self.0.pin().try_insert(k, e).is_ok()

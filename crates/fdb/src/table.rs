@@ -191,12 +191,24 @@ impl<M: FdbMap> Fdb<M> {
         self.per_port.get(port as usize).map_or(0, |c| c.load(Relaxed))
     }
 
+    /// A guard to hold across a batch of `lookup_in`/`learn_in` calls.
+    #[inline]
+    pub fn guard(&self) -> M::Guard<'_> {
+        self.map.guard()
+    }
+
     /// The port `mac` sits behind in `vid`, unless unknown or expired.
     #[inline]
     pub fn lookup(&self, vid: u16, mac: Mac, now: u64) -> Option<PortId> {
+        self.lookup_in(&self.guard(), vid, mac, now)
+    }
+
+    /// [`Fdb::lookup`] under a guard held by the caller.
+    #[inline]
+    pub fn lookup_in(&self, g: &M::Guard<'_>, vid: u16, mac: Mac, now: u64) -> Option<PortId> {
         let ageing = self.ageing_ms.load(Relaxed);
         self.map
-            .with_entry(key(vid, mac), |e| {
+            .with_entry_in(g, key(vid, mac), |e| {
                 (e.is_static || now.saturating_sub(e.last_seen()) < ageing).then(|| e.port())
             })
             .flatten()
@@ -228,9 +240,15 @@ impl<M: FdbMap> Fdb<M> {
     /// (`Mac::is_valid_source`); this is asserted in debug builds.
     #[inline]
     pub fn learn(&self, vid: u16, mac: Mac, port: PortId, now: u64) -> Learn {
+        self.learn_in(&self.guard(), vid, mac, port, now)
+    }
+
+    /// [`Fdb::learn`] under a guard held by the caller.
+    #[inline]
+    pub fn learn_in(&self, g: &M::Guard<'_>, vid: u16, mac: Mac, port: PortId, now: u64) -> Learn {
         debug_assert!(mac.is_valid_source());
         let k = key(vid, mac);
-        let known = self.map.with_entry(k, |e| {
+        let known = self.map.with_entry_in(g, k, |e| {
             if e.is_static {
                 return Learn::Static;
             }
