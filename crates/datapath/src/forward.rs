@@ -84,13 +84,10 @@ impl Forwarder {
         let limits = [limits.broadcast_pps, limits.multicast_pps, limits.unknown_unicast_pps];
         // One relaxed load per batch: with no mirror set, nothing more is paid.
         let mirroring = sw.mirrors.load(std::sync::atomic::Ordering::Relaxed) != 0;
-        let ingress_mirror = if mirroring {
-            ports.get(ingress as usize).and_then(Option::as_ref).and_then(|p| p.mirror.load_full())
-        } else {
-            None
-        };
-        let blocked =
-            ports.get(ingress as usize).and_then(Option::as_ref).is_some_and(|p| p.state() == PortState::Blocked);
+        // The ingress port, looked up once for the batch.
+        let me = ports.get(ingress as usize).and_then(Option::as_ref);
+        let ingress_mirror = if mirroring { me.and_then(|p| p.mirror.load_full()) } else { None };
+        let blocked = me.is_some_and(|p| p.state() == PortState::Blocked);
         let guard_mac = sw.loop_guard.mac.0;
         // One FDB guard for the whole batch, not one per look-up.
         let g = sw.fdb.guard();
@@ -170,7 +167,7 @@ impl Forwarder {
                 flush(port, batch);
             }
         }
-        if let Some(Some(p)) = ports.get(ingress as usize) {
+        if let Some(p) = me {
             local.publish(&p.counters);
         }
         self.out = recycle_all(out);
