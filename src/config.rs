@@ -29,9 +29,19 @@ pub struct Settings {
     pub storm: StormLimits,
     pub loop_detect: LoopDetect,
     pub ring: RxConfig,
+    pub threads: ThreadConfig,
     pub ports: Vec<String>,
     pub taps: Vec<String>,
     pub statics: Vec<StaticEntry>,
+}
+
+/// Where reader threads run (the count per port is `RxConfig::fanout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadConfig {
+    /// Pin reader i of every port to CPU i.
+    pub pin: bool,
+    /// Nice value of the reader threads.
+    pub nice: Option<i32>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -49,6 +59,7 @@ struct File {
     fdb: Option<FdbSection>,
     storm: Option<StormSection>,
     ring: Option<RingSection>,
+    threads: Option<ThreadsSection>,
     #[serde(default, rename = "static")]
     statics: Vec<Spanned<StaticSection>>,
 }
@@ -76,6 +87,14 @@ struct RingSection {
     blocks: Option<usize>,
     block_kib: Option<usize>,
     retire_ms: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ThreadsSection {
+    readers_per_port: Option<usize>,
+    pin: Option<bool>,
+    nice: Option<Spanned<i32>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -120,6 +139,7 @@ impl Settings {
             storm: StormLimits::default(),
             loop_detect: file.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
             ring: RxConfig::default(),
+            threads: ThreadConfig::default(),
             ports: Vec::new(),
             taps: Vec::new(),
             statics: Vec::new(),
@@ -168,6 +188,16 @@ impl Settings {
                 unknown_unicast_pps: st.unknown_unicast_pps.unwrap_or(dflt.unknown_unicast_pps),
             };
         }
+        if let Some(t) = &file.threads {
+            s.ring.fanout = t.readers_per_port.unwrap_or(1);
+            s.threads.pin = t.pin.unwrap_or(false);
+            if let Some(n) = &t.nice {
+                match *n.get_ref() {
+                    v @ -20..=19 => s.threads.nice = Some(v),
+                    v => err(n.span(), format!("nice = {v}: use -20 to 19")),
+                }
+            }
+        }
         if let Some(r) = &file.ring {
             let dflt = RxConfig::default();
             s.ring = RxConfig {
@@ -175,10 +205,11 @@ impl Settings {
                 blocks: r.blocks.unwrap_or(dflt.blocks),
                 block_kib: r.block_kib.unwrap_or(dflt.block_kib),
                 retire_ms: r.retire_ms.unwrap_or(dflt.retire_ms),
+                fanout: s.ring.fanout,
             };
-            if let Err(m) = s.ring.validate() {
-                errs.push(format!("{origin}: [ring]: {m}"));
-            }
+        }
+        if let Err(m) = s.ring.validate() {
+            errs.push(format!("{origin}: [ring] or [threads]: {m}"));
         }
         let mut names: Vec<String> = Vec::new();
         for (list, is_tap) in [(&file.ports, false), (&file.taps, true)] {
@@ -237,6 +268,11 @@ max_per_port = 100
 [ring]
 blocks = 4
 
+[threads]
+readers_per_port = 2
+pin = true
+nice = -5
+
 [storm]
 broadcast_pps = 500
 unknown_unicast_pps = 0
@@ -261,6 +297,8 @@ vlan = 7
         assert_eq!(s.storm, StormLimits { broadcast_pps: 500, multicast_pps: 10_000, unknown_unicast_pps: 0 });
         assert_eq!(s.ring.blocks, 4);
         assert_eq!(s.ring.block_kib, 256);
+        assert_eq!(s.ring.fanout, 2);
+        assert_eq!(s.threads, ThreadConfig { pin: true, nice: Some(-5) });
         assert_eq!(
             s.statics,
             vec![StaticEntry { mac: "02:00:00:00:00:09".parse().unwrap(), port: "veth2".into(), vlan: 7 }]
@@ -282,6 +320,10 @@ vlan = 7
         assert!(e[0].starts_with("c.toml:2:") && e[0].contains("not a unicast"), "{e:?}");
         let e = Settings::parse("ports = [\"a\"]\nmetrics = \"nope\"\n", "c.toml").unwrap_err();
         assert!(e[0].starts_with("c.toml:2: metrics"), "{e:?}");
+        let e = Settings::parse("ports = [\"a\"]\n[threads]\nnice = 20\n", "c.toml").unwrap_err();
+        assert_eq!(e, vec!["c.toml:3: nice = 20: use -20 to 19"]);
+        let e = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = 0\n", "c.toml").unwrap_err();
+        assert!(e[0].contains("readers per port: use 1 to 64"), "{e:?}");
         let e = Settings::parse("", "c.toml").unwrap_err();
         assert!(e[0].contains("no ports"), "{e:?}");
         let e = Settings::parse("ports = [\"a\"\n", "c.toml").unwrap_err();

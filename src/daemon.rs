@@ -2,7 +2,7 @@
 //! link watcher, the control socket and the metrics endpoint; apply runtime
 //! changes (control requests, SIGHUP); stop cleanly on SIGINT/SIGTERM.
 
-use crate::config::{Settings, StaticEntry};
+use crate::config::{Settings, StaticEntry, ThreadConfig};
 use crate::{control, links, metrics, mirror};
 use clap::Args;
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use ub_datapath::{LoopDetect, PortKind, PortState, ReaderHandle, StormLimits, Switch, spawn_reader};
+use ub_datapath::{LoopDetect, Placement, PortKind, PortState, ReaderHandle, StormLimits, Switch, spawn_reader_at};
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RxConfig;
 
@@ -18,7 +18,7 @@ use ub_port::afpacket::RxConfig;
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect"])]
+        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect", "readers", "pin_readers", "reader_nice"])]
     pub config: Option<PathBuf>,
     /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
     #[arg(long = "port", value_name = "IF")]
@@ -55,6 +55,18 @@ pub struct RunArgs {
     /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
+    /// Reader threads per AF_PACKET port, in a PACKET_FANOUT group by CPU:
+    /// reader i takes the frames that arrived on CPU i (mod N). Set it to the
+    /// number of CPUs to forward each sender's frames on the sender's core.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=ub_port::afpacket::MAX_FANOUT as i64))]
+    pub readers: u16,
+    /// Pin reader i of every port to CPU i (of the CPUs this process may use).
+    #[arg(long)]
+    pub pin_readers: bool,
+    /// Nice value of the reader threads (-20..=19; below 0 needs CAP_SYS_NICE):
+    /// a busy sender on the same core no longer starves the reader.
+    #[arg(long, value_name = "NICE", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub reader_nice: Option<i32>,
     /// Storm control: most broadcast, multicast and unknown-unicast frames per
     /// second each port may flood (each class); 0 turns it off.
     #[arg(long, default_value_t = 10_000, value_name = "PPS")]
@@ -130,6 +142,7 @@ impl RunArgs {
             block_kib: self.block_kib,
             blocks: self.ring_blocks,
             retire_ms: self.retire_ms,
+            fanout: usize::from(self.readers),
         };
         ring.validate()?;
         Ok(Settings {
@@ -150,6 +163,7 @@ impl RunArgs {
                 unknown_unicast_pps: self.storm_pps,
             },
             ring,
+            threads: ThreadConfig { pin: self.pin_readers, nice: self.reader_nice },
             ports: self.ports.clone(),
             taps: self.taps.clone(),
             statics: Vec::new(),
@@ -166,16 +180,18 @@ pub struct LinkCounters {
     pub reattached: AtomicU64,
 }
 
-/// A port opened but not yet forwarding: its name, backend, two halves, and
-/// whether its link is up.
-type Opened = (String, PortKind, Box<dyn ub_port::PortRx>, Box<dyn ub_port::PortTx>, bool);
+/// A port opened but not yet forwarding: its name, backend, receive halves
+/// (one per reader), transmit half, and whether its link is up.
+type Opened = (String, PortKind, Vec<Box<dyn ub_port::PortRx>>, Box<dyn ub_port::PortTx>, bool);
 
 /// The running switch and everything that changes it at run time.
 #[derive(Debug)]
 pub struct Daemon {
     pub sw: Arc<Switch>,
     ring: RxConfig,
-    readers: Mutex<HashMap<String, ReaderHandle>>,
+    threads: ThreadConfig,
+    /// The reader threads of each port (several with --readers).
+    readers: Mutex<HashMap<String, Vec<ReaderHandle>>>,
     /// What the configuration asks for: re-attached when a link comes back.
     pub settings: Mutex<Settings>,
     config_path: Option<PathBuf>,
@@ -192,6 +208,7 @@ impl Daemon {
         Arc::new(Daemon {
             sw,
             ring: settings.ring,
+            threads: settings.threads,
             readers: Mutex::new(HashMap::new()),
             settings: Mutex::new(settings),
             config_path,
@@ -213,14 +230,15 @@ impl Daemon {
             let (rx, tx, actual) = ub_port::tap::open(name).map_err(|e| e.to_string())?;
             // A new TAP is down until whoever uses it brings it up (`ip link set
             // NAME up`); the link watcher then marks the port up.
-            (actual, PortKind::Tap, Box::new(rx), Box::new(tx), false)
+            (actual, PortKind::Tap, vec![Box::new(rx)], Box::new(tx), false)
         } else {
             let (rx, tx, info) = ub_port::afpacket::open(name, self.ring).map_err(|e| e.to_string())?;
             let up = info.admin_up && info.oper_up;
             if !up {
                 tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
             }
-            (name.to_string(), PortKind::AfPacket, Box::new(rx), Box::new(tx), up)
+            let rx = rx.into_iter().map(|r| Box::new(r) as Box<dyn ub_port::PortRx>).collect();
+            (name.to_string(), PortKind::AfPacket, rx, Box::new(tx), up)
         };
         if let Some(p) = gone {
             readers.remove(name);
@@ -231,18 +249,26 @@ impl Daemon {
         if !up && let Some(p) = self.sw.port(id) {
             p.set_state(PortState::Down);
         }
-        let reader = spawn_reader(self.sw.clone(), id, rx);
-        match reader {
-            Ok(r) => {
-                readers.insert(actual, r);
-                tracing::info!(port = %name, id, tap, "port attached");
-                Ok(())
-            }
-            Err(e) => {
-                self.sw.remove_port(id);
-                Err(format!("starting the reader of {name}: {e}"))
+        let many = rx.len() > 1;
+        let mut started = Vec::with_capacity(rx.len());
+        for (i, rx) in rx.into_iter().enumerate() {
+            let at = Placement {
+                cpu: self.threads.pin.then(|| allowed_cpu(i)).flatten(),
+                nice: self.threads.nice,
+                index: many.then_some(i),
+            };
+            match spawn_reader_at(self.sw.clone(), id, rx, at) {
+                Ok(r) => started.push(r),
+                Err(e) => {
+                    drop(started);
+                    self.sw.remove_port(id);
+                    return Err(format!("starting a reader of {name}: {e}"));
+                }
             }
         }
+        readers.insert(actual, started);
+        tracing::info!(port = %name, id, tap, "port attached");
+        Ok(())
     }
 
     /// Detaches port `name`: its reader is stopped and joined, its FDB
@@ -251,7 +277,7 @@ impl Daemon {
         let port =
             self.sw.port_by_name(name).ok_or_else(|| format!("no port named '{name}' (see `userbridge port list`)"))?;
         let reader = self.readers.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        if let Some(r) = reader {
+        for r in reader.into_iter().flatten() {
             r.stop();
         }
         self.sw.remove_port(port.id);
@@ -355,7 +381,7 @@ impl Daemon {
 
     fn stop_all(&self) {
         let readers: Vec<ReaderHandle> =
-            self.readers.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, r)| r).collect();
+            self.readers.lock().unwrap_or_else(|e| e.into_inner()).drain().flat_map(|(_, r)| r).collect();
         for r in readers {
             r.stop();
         }
@@ -513,4 +539,11 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     drop(links);
     d.stop_all();
     Ok(())
+}
+
+/// The `i`-th CPU this process may run on (wrapping), for pinning reader `i`.
+fn allowed_cpu(i: usize) -> Option<usize> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
+    (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
 }

@@ -90,7 +90,9 @@ pub fn demo(name: &str, pods: usize) -> Result<(), String> {
             for port in lab.ports() {
                 let (rx, tx, _) = ub_port::afpacket::open(&port, Default::default()).map_err(|e| e.to_string())?;
                 let id = sw.add_port(&port, PortKind::AfPacket, Box::new(tx)).map_err(|e| e.to_string())?;
-                v.push(spawn_reader(sw.clone(), id, Box::new(rx)).map_err(|e| e.to_string())?);
+                for rx in rx {
+                    v.push(spawn_reader(sw.clone(), id, Box::new(rx)).map_err(|e| e.to_string())?);
+                }
             }
             Ok(v)
         })

@@ -13,17 +13,26 @@ fn has(lines: &[String], pat: &str) -> bool {
 
 #[test]
 fn three_pods_flood_arp_then_unicast_icmp() {
-    flood_case("mmsg");
+    flood_case(&[]);
 }
 
 #[test]
 fn three_pods_flood_arp_then_unicast_icmp_with_the_ring() {
-    flood_case("ring");
+    flood_case(&["--rx", "ring"]);
 }
 
-fn flood_case(rx: &str) {
+/// A reader per CPU (PACKET_FANOUT by CPU), pinned and niced: the lab
+/// benchmark's configuration (docs/benchmarks.md).
+const PER_CPU: &[&str] = &["--readers", "2", "--pin-readers", "--reader-nice", "-5"];
+
+#[test]
+fn three_pods_flood_arp_then_unicast_icmp_with_a_reader_per_cpu() {
+    flood_case(PER_CPU);
+}
+
+fn flood_case(args: &[&str]) {
     let lab = lab("flood", 3);
-    let d = Daemon::start(&lab, &["--rx", rx]);
+    let d = Daemon::start(&lab, args);
     let dump2 = Tcpdump::start(&lab.pods[1].ns, "arp or icmp");
     let dump3 = Tcpdump::start(&lab.pods[2].ns, "arp or icmp");
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
@@ -52,19 +61,24 @@ fn flood_case(rx: &str) {
 
 #[test]
 fn counters_match_the_pods_own_counters_exactly() {
-    counters_case("mmsg");
+    counters_case(&[]);
 }
 
 #[test]
 fn counters_match_the_pods_own_counters_exactly_with_the_ring() {
-    counters_case("ring");
+    counters_case(&["--rx", "ring"]);
 }
 
-fn counters_case(rx: &str) {
+#[test]
+fn counters_match_the_pods_own_counters_exactly_with_a_reader_per_cpu() {
+    counters_case(PER_CPU);
+}
+
+fn counters_case(args: &[&str]) {
     // With PACKET_IGNORE_OUTGOING a port never re-reads what the switch sent
     // on it, so its RX count is exactly what the pod transmitted.
     let lab = lab("count", 3);
-    let d = Daemon::start(&lab, &["--rx", rx]);
+    let d = Daemon::start(&lab, args);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 5));
     std::thread::sleep(Duration::from_millis(200));
     let st = d.query(&["stats"]);
@@ -80,17 +94,22 @@ fn counters_case(rx: &str) {
 
 #[test]
 fn tcp_with_default_offloads_crosses_the_switch_fast() {
-    tcp_case("mmsg");
+    tcp_case(&[]);
 }
 
 #[test]
 fn tcp_with_default_offloads_crosses_the_switch_fast_with_the_ring() {
-    tcp_case("ring");
+    tcp_case(&["--rx", "ring"]);
 }
 
-fn tcp_case(rx: &str) {
+#[test]
+fn tcp_with_default_offloads_crosses_the_switch_fast_with_a_reader_per_cpu() {
+    tcp_case(PER_CPU);
+}
+
+fn tcp_case(args: &[&str]) {
     let lab = lab("tcp", 2);
-    let _d = Daemon::start(&lab, &["--rx", rx]);
+    let _d = Daemon::start(&lab, args);
     // Default offloads: the pods' kernels send 64 KB TSO super-frames with partial checksums.
     let k = ns_ok(&lab.pods[0].ns, &["ethtool", "-k", "eth0"]);
     assert!(k.contains("tcp-segmentation-offload: on"), "{k}");
@@ -274,6 +293,12 @@ fn user_errors_are_one_line_with_the_fix() {
     assert!(e.contains("not a valid interface name"), "{e}");
     let e = run_err(&["run", "--netns", "no-such-ns-xyz", "--port", "ubp1", "--socket", &sock]);
     assert!(e.contains("no-such-ns-xyz"), "{e}");
+    // Out-of-range numbers are refused by the argument parser, naming the flag.
+    for (flag, bad) in [("--readers", "0"), ("--readers", "65"), ("--reader-nice", "-21")] {
+        let o = std::process::Command::new(BIN).args(["run", "--port", "ubp1", flag, bad]).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.lines().next().is_some_and(|l| l.contains(flag)), "{flag} {bad}: {e}");
+    }
     let e = run_err(&["run", "--socket", &sock]);
     assert!(e.contains("--port"), "{e}");
     let e = run_err(&["fdb", "show", "--socket", "/tmp/nobody-listens-here.sock"]);

@@ -12,7 +12,7 @@ impl Capture {
     /// Opens a capture on `ifname` in the calling thread's namespace.
     pub fn open(ifname: &str) -> Result<Capture, String> {
         let (rx, _tx, _) = ub_port::afpacket::open(ifname, Default::default()).map_err(|e| e.to_string())?;
-        Ok(Capture(rx))
+        Ok(Capture(rx.into_iter().next().ok_or("no receive half")?))
     }
 
     /// Every frame received so far, in arrival order.

@@ -18,6 +18,6 @@ pub use counters::{CounterSnapshot, DropKind, PortCounters};
 pub use decide::{Decision, decide, decide_in};
 pub use forward::Forwarder;
 pub use loopguard::{LoopDetect, LoopGuard, PROBE_ETHERTYPE};
-pub use reader::{ReaderHandle, spawn_reader};
+pub use reader::{Placement, ReaderHandle, spawn_reader, spawn_reader_at};
 pub use switch::{MirrorSink, MirrorTo, Port, PortKind, PortSnapshot, PortState, StormLimits, Switch, SwitchError};
 pub use ub_fdb::PortId;

@@ -49,8 +49,42 @@ impl Drop for ReaderHandle {
     }
 }
 
+/// Where and how eagerly a reader thread runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Pin the thread to this CPU (with PACKET_FANOUT by CPU, reader `i` of a
+    /// port gets the frames that arrived on CPU `i`).
+    pub cpu: Option<usize>,
+    /// Scheduling priority (nice, -20..=19) of the thread.
+    pub nice: Option<i32>,
+    /// Index of the reader among its port's readers, for the thread name.
+    pub index: Option<usize>,
+}
+
+impl Placement {
+    /// Applies the placement to the calling thread.
+    fn apply(&self) -> io::Result<()> {
+        if let Some(cpu) = self.cpu {
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            rustix::thread::sched_setaffinity(None, &set)?;
+        }
+        if let Some(nice) = self.nice {
+            // On Linux a thread id names one thread for setpriority.
+            rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)?;
+        }
+        Ok(())
+    }
+}
+
 /// Starts the reader thread of port `id`.
 pub fn spawn_reader(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>) -> io::Result<ReaderHandle> {
+    spawn_reader_at(sw, id, rx, Placement::default())
+}
+
+/// Starts a reader thread of port `id` placed as `at` says; a placement the
+/// system refuses (no such CPU, no privilege) is a warning, not a failure.
+pub fn spawn_reader_at(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>, at: Placement) -> io::Result<ReaderHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     if let Some(fd) = rx.wait_fd() {
@@ -59,9 +93,18 @@ pub fn spawn_reader(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>) -> io::Res
     }
     let stop = Arc::new(AtomicBool::new(false));
     let name = sw.port(id).map_or_else(|| format!("port{id}"), |p| p.name.clone());
-    let thread = std::thread::Builder::new().name(format!("rx-{name}")).spawn({
+    let thread_name = match at.index {
+        Some(i) => format!("rx-{name}/{i}"),
+        None => format!("rx-{name}"),
+    };
+    let thread = std::thread::Builder::new().name(thread_name).spawn({
         let stop = stop.clone();
-        move || run(sw, id, rx, poll, stop, name)
+        move || {
+            if let Err(e) = at.apply() {
+                tracing::warn!(port = %name, cpu = ?at.cpu, nice = ?at.nice, error = %e, "reader placement refused; running unplaced");
+            }
+            run(sw, id, rx, poll, stop, name)
+        }
     })?;
     Ok(ReaderHandle { id, stop, waker, thread: Some(thread) })
 }

@@ -38,13 +38,19 @@ pub struct RxConfig {
     pub blocks: usize,
     /// Longest a partly filled block waits before user space sees it, ms.
     pub retire_ms: u32,
+    /// Receive halves (and reader threads) per port, in a PACKET_FANOUT
+    /// group by CPU; 1 means a plain socket.
+    pub fanout: usize,
 }
 
 impl Default for RxConfig {
     fn default() -> Self {
-        RxConfig { mode: RxMode::Mmsg, block_kib: 256, blocks: 8, retire_ms: 1 }
+        RxConfig { mode: RxMode::Mmsg, block_kib: 256, blocks: 8, retire_ms: 1, fanout: 1 }
     }
 }
+
+/// Most receive halves one port may have.
+pub const MAX_FANOUT: usize = 64;
 
 impl RxConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -59,6 +65,9 @@ impl RxConfig {
         }
         if !(1..=1000).contains(&self.retire_ms) {
             return Err(format!("block retire timeout {} ms: use 1 to 1000", self.retire_ms));
+        }
+        if !(1..=MAX_FANOUT).contains(&self.fanout) {
+            return Err(format!("{} readers per port: use 1 to {MAX_FANOUT}", self.fanout));
         }
         Ok(())
     }
@@ -76,7 +85,12 @@ pub struct Opened {
 
 /// Opens `name` as a switch port. Refuses links that are enslaved to a
 /// master (a kernel bridge would loop frames with us).
-pub fn open(name: &str, ring: RxConfig) -> Result<(AfPacketRx, AfPacketTx, Opened), PortError> {
+///
+/// With `ring.fanout` > 1 the port has that many receive halves, joined in a
+/// PACKET_FANOUT group in CPU mode: a frame goes to the half of the CPU whose
+/// softirq received it, so one reader per CPU keeps a sender's frames on its
+/// own core, as the kernel bridge does.
+pub fn open(name: &str, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacketTx, Opened), PortError> {
     validate_ifname(name)?;
     ring.validate().map_err(|m| PortError::io("ring", name, io::Error::new(io::ErrorKind::InvalidInput, m)))?;
     let mut nl = Rtnl::open()?;
@@ -89,15 +103,35 @@ pub fn open(name: &str, ring: RxConfig) -> Result<(AfPacketRx, AfPacketTx, Opene
         return Err(PortError::NotEthernet { name: name.to_string(), kind: "loopback".into() });
     }
     let e = |what| move |err| PortError::io(what, name, err);
+    let (fd, rx) = rx_socket(name, link.index, &ring)?;
+    // Room for a few GSO super-frames in flight; FORCE needs CAP_NET_ADMIN.
+    if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
+        let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+    }
+    sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
+    let fd = Arc::new(fd);
+    let mut readers = vec![AfPacketRx { fd: fd.clone(), rx, name: name.to_string(), ifindex: link.index }];
+    if ring.fanout > 1 {
+        let group = sys::join_fanout_cpu(fd.as_fd(), 0).map_err(e("creating a PACKET_FANOUT group"))?;
+        for _ in 1..ring.fanout {
+            let (fd, rx) = rx_socket(name, link.index, &ring)?;
+            sys::join_fanout_cpu(fd.as_fd(), group).map_err(e("joining the PACKET_FANOUT group"))?;
+            readers.push(AfPacketRx { fd: Arc::new(fd), rx, name: name.to_string(), ifindex: link.index });
+        }
+    }
+    let opened =
+        Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
+    Ok((readers, AfPacketTx { fd, mtu: link.mtu }, opened))
+}
+
+/// A packet socket bound to `ifindex` that receives the way `ring` says.
+fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPath), PortError> {
+    let e = |what| move |err| PortError::io(what, name, err);
     let fd = sys::packet_socket().map_err(e("creating a packet socket"))?;
     sys::set_packet_version_v3(fd.as_fd()).map_err(e("selecting TPACKET_V3"))?;
     sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1).map_err(e("enabling PACKET_VNET_HDR"))?;
     sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
         .map_err(e("enabling PACKET_IGNORE_OUTGOING"))?;
-    // Room for a few GSO super-frames in flight; FORCE needs CAP_NET_ADMIN.
-    if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
-        let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
-    }
     let rx = match ring.mode {
         RxMode::Ring => RxPath::Ring {
             ring: Ring::new(fd.as_fd(), ring.block_kib * 1024, ring.blocks, ring.retire_ms)
@@ -108,20 +142,21 @@ pub fn open(name: &str, ring: RxConfig) -> Result<(AfPacketRx, AfPacketTx, Opene
         RxMode::Mmsg => {
             sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
                 .map_err(e("enabling PACKET_AUXDATA"))?;
+            // The queue a burst waits in while the reader is off the CPU; the
+            // default (~200 KiB) holds only a few hundred small frames.
+            if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, MMSG_RCVBUF).is_err() {
+                let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, MMSG_RCVBUF);
+            }
             RxPath::Mmsg(sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550))
         }
     };
-    sys::bind_packet(fd.as_fd(), link.index).map_err(e("binding the packet socket"))?;
-    sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
-    let fd = Arc::new(fd);
-    let opened =
-        Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
-    Ok((
-        AfPacketRx { fd: fd.clone(), rx, name: name.to_string(), ifindex: link.index },
-        AfPacketTx { fd, mtu: link.mtu },
-        opened,
-    ))
+    sys::bind_packet(fd.as_fd(), ifindex).map_err(e("binding the packet socket"))?;
+    Ok((fd, rx))
 }
+
+/// Receive queue of a `recvmmsg` socket, bytes (the kernel charges an skb's
+/// truesize, about 1 KiB for a small frame).
+const MMSG_RCVBUF: i32 = 8 << 20;
 
 /// Frames per `recvmmsg` (each slot holds a vnet header and a 64 KiB frame;
 /// pages are touched only as frames need them).

@@ -114,6 +114,26 @@ pub fn add_promisc(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mr)
 }
 
+/// PACKET_FANOUT mode: a frame goes to the socket of the CPU it arrived on.
+const PACKET_FANOUT_CPU: u32 = 2;
+/// PACKET_FANOUT flag: the kernel picks a group id no one else uses.
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+
+/// Joins `fd` (bound to its interface) to fanout group `group` in CPU mode;
+/// `group` 0 asks the kernel for a new unique id, which is returned.
+pub fn join_fanout_cpu(fd: BorrowedFd<'_>, group: u16) -> io::Result<u16> {
+    let flags = if group == 0 { PACKET_FANOUT_FLAG_UNIQUEID } else { 0 };
+    let arg: u32 = u32::from(group) | ((PACKET_FANOUT_CPU | flags) << 16);
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
+    let mut v: u32 = 0;
+    let mut len = size_of::<u32>() as libc::socklen_t;
+    // SAFETY: v and len are live and sized as getsockopt expects.
+    syscall!(unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT, (&mut v as *mut u32).cast(), &mut len)
+    })?;
+    Ok((v & 0xffff) as u16)
+}
+
 /// A TPACKET_V3 RX ring mapped into memory.
 #[derive(Debug)]
 pub struct Ring {
