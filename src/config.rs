@@ -35,13 +35,27 @@ pub struct Settings {
     pub statics: Vec<StaticEntry>,
 }
 
+/// `readers_per_port`: "auto" or a count.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum ReadersValue {
+    Count(i64),
+    Word(String),
+}
+
 /// Where reader threads run (the count per port is `RxConfig::fanout`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThreadConfig {
     /// Pin reader i of every port to CPU i.
     pub pin: bool,
     /// Nice value of the reader threads.
     pub nice: Option<i32>,
+}
+
+impl Default for ThreadConfig {
+    fn default() -> Self {
+        ThreadConfig { pin: true, nice: Some(crate::daemon::DEFAULT_READER_NICE) }
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -92,7 +106,7 @@ struct RingSection {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct ThreadsSection {
-    readers_per_port: Option<usize>,
+    readers_per_port: Option<Spanned<ReadersValue>>,
     pin: Option<bool>,
     nice: Option<Spanned<i32>>,
 }
@@ -138,7 +152,7 @@ impl Settings {
             fdb: d,
             storm: StormLimits::default(),
             loop_detect: file.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
-            ring: RxConfig::default(),
+            ring: RxConfig { fanout: crate::daemon::Readers::Auto.count(), ..RxConfig::default() },
             threads: ThreadConfig::default(),
             ports: Vec::new(),
             taps: Vec::new(),
@@ -189,8 +203,17 @@ impl Settings {
             };
         }
         if let Some(t) = &file.threads {
-            s.ring.fanout = t.readers_per_port.unwrap_or(1);
-            s.threads.pin = t.pin.unwrap_or(false);
+            if let Some(r) = &t.readers_per_port {
+                let text = match r.get_ref() {
+                    ReadersValue::Count(n) => n.to_string(),
+                    ReadersValue::Word(w) => w.clone(),
+                };
+                match crate::daemon::parse_readers(&text) {
+                    Ok(v) => s.ring.fanout = v.count(),
+                    Err(m) => err(r.span(), format!("readers_per_port = {text}: {m}")),
+                }
+            }
+            s.threads.pin = t.pin.unwrap_or(true);
             if let Some(n) = &t.nice {
                 match *n.get_ref() {
                     v @ -20..=19 => s.threads.nice = Some(v),
@@ -323,7 +346,12 @@ vlan = 7
         let e = Settings::parse("ports = [\"a\"]\n[threads]\nnice = 20\n", "c.toml").unwrap_err();
         assert_eq!(e, vec!["c.toml:3: nice = 20: use -20 to 19"]);
         let e = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = 0\n", "c.toml").unwrap_err();
-        assert!(e[0].contains("readers per port: use 1 to 64"), "{e:?}");
+        assert_eq!(e, vec!["c.toml:3: readers_per_port = 0: '0' is not `auto` or a count from 1 to 64"]);
+        let e = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = \"many\"\n", "c.toml").unwrap_err();
+        assert!(e[0].starts_with("c.toml:3: readers_per_port = many"), "{e:?}");
+        let s = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = \"auto\"\n", "c.toml").unwrap();
+        assert_eq!(s.ring.fanout, crate::daemon::Readers::Auto.count());
+        assert!(s.ring.fanout >= 1);
         let e = Settings::parse("", "c.toml").unwrap_err();
         assert!(e[0].contains("no ports"), "{e:?}");
         let e = Settings::parse("ports = [\"a\"\n", "c.toml").unwrap_err();

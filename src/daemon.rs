@@ -18,7 +18,7 @@ use ub_port::afpacket::RxConfig;
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect", "readers", "pin_readers", "reader_nice"])]
+        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect", "readers", "no_pin", "reader_nice"])]
     pub config: Option<PathBuf>,
     /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
     #[arg(long = "port", value_name = "IF")]
@@ -55,18 +55,22 @@ pub struct RunArgs {
     /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
-    /// Reader threads per AF_PACKET port, in a PACKET_FANOUT group by CPU:
-    /// reader i takes the frames that arrived on CPU i (mod N). Set it to the
-    /// number of CPUs to forward each sender's frames on the sender's core.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=ub_port::afpacket::MAX_FANOUT as i64))]
-    pub readers: u16,
-    /// Pin reader i of every port to CPU i (of the CPUs this process may use).
+    /// Reader threads per AF_PACKET port (`auto`: one per CPU this process may
+    /// use), in a PACKET_FANOUT group by CPU: reader i takes the frames that
+    /// arrived on CPU i, so each sender's frames are forwarded on its own core.
+    #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
+    pub readers: Readers,
+    /// Leave the readers unpinned (by default, with several readers per port,
+    /// reader i runs only on CPU i).
     #[arg(long)]
-    pub pin_readers: bool,
-    /// Nice value of the reader threads (-20..=19; below 0 needs CAP_SYS_NICE):
-    /// a busy sender on the same core no longer starves the reader.
-    #[arg(long, value_name = "NICE", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
-    pub reader_nice: Option<i32>,
+    pub no_pin: bool,
+    /// Nice value of the reader threads, -20..=19: below a busy sender's 0, a
+    /// reader sharing its core is not starved by it. Needs CAP_SYS_NICE (or
+    /// the process already that nice); refused, the readers run at the
+    /// process's own priority.
+    #[arg(long, value_name = "NICE", default_value_t = DEFAULT_READER_NICE, allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub reader_nice: i32,
     /// Storm control: most broadcast, multicast and unknown-unicast frames per
     /// second each port may flood (each class); 0 turns it off.
     #[arg(long, default_value_t = 10_000, value_name = "PPS")]
@@ -81,6 +85,38 @@ pub struct RunArgs {
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+/// The readers' default nice value (docs/benchmarks.md: a reader at 0 on a
+/// core with a busy sender gets half of it and loses most frames).
+pub const DEFAULT_READER_NICE: i32 = -10;
+
+/// `--readers`: a count, or one per CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    Auto,
+    Count(u16),
+}
+
+impl Readers {
+    /// How many readers a port gets.
+    pub fn count(self) -> usize {
+        match self {
+            Readers::Count(n) => usize::from(n),
+            Readers::Auto => allowed_cpus().len().clamp(1, ub_port::afpacket::MAX_FANOUT),
+        }
+    }
+}
+
+/// Parses `--readers` and `readers_per_port`: `auto` or 1..=64.
+pub fn parse_readers(s: &str) -> Result<Readers, String> {
+    if s == "auto" {
+        return Ok(Readers::Auto);
+    }
+    match s.parse::<u16>() {
+        Ok(n) if (1..=ub_port::afpacket::MAX_FANOUT as u16).contains(&n) => Ok(Readers::Count(n)),
+        _ => Err(format!("'{s}' is not `auto` or a count from 1 to {}", ub_port::afpacket::MAX_FANOUT)),
+    }
 }
 
 /// `--rx`, see `ub_port::afpacket::RxMode`.
@@ -142,7 +178,7 @@ impl RunArgs {
             block_kib: self.block_kib,
             blocks: self.ring_blocks,
             retire_ms: self.retire_ms,
-            fanout: usize::from(self.readers),
+            fanout: self.readers.count(),
         };
         ring.validate()?;
         Ok(Settings {
@@ -163,7 +199,7 @@ impl RunArgs {
                 unknown_unicast_pps: self.storm_pps,
             },
             ring,
-            threads: ThreadConfig { pin: self.pin_readers, nice: self.reader_nice },
+            threads: ThreadConfig { pin: !self.no_pin, nice: Some(self.reader_nice) },
             ports: self.ports.clone(),
             taps: self.taps.clone(),
             statics: Vec::new(),
@@ -253,7 +289,8 @@ impl Daemon {
         let mut started = Vec::with_capacity(rx.len());
         for (i, rx) in rx.into_iter().enumerate() {
             let at = Placement {
-                cpu: self.threads.pin.then(|| allowed_cpu(i)).flatten(),
+                // One reader per port stays unpinned: pinned, every port's reader would share a CPU.
+                cpu: (self.threads.pin && many).then(|| allowed_cpu(i)).flatten(),
                 nice: self.threads.nice,
                 index: many.then_some(i),
             };
@@ -541,9 +578,15 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect())
+        .unwrap_or_default()
+}
+
 /// The `i`-th CPU this process may run on (wrapping), for pinning reader `i`.
 fn allowed_cpu(i: usize) -> Option<usize> {
-    let set = rustix::thread::sched_getaffinity(None).ok()?;
-    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
+    let cpus = allowed_cpus();
     (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
 }

@@ -15,7 +15,7 @@ use ub_port::{Health, PortRx, RxFrame, recycle_rx};
 const RX: Token = Token(0);
 const WAKE: Token = Token(1);
 /// How often an idle or down port is looked at (kernel drops, link state).
-const HOUSEKEEPING: Duration = Duration::from_millis(500);
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// A running reader thread; `stop` ends it and waits for it.
 #[derive(Debug)]
@@ -70,8 +70,13 @@ impl Placement {
             rustix::thread::sched_setaffinity(None, &set)?;
         }
         if let Some(nice) = self.nice {
-            // On Linux a thread id names one thread for setpriority.
-            rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)?;
+            // On Linux a thread id names one thread for get/setpriority. Asking for
+            // the nice value the thread already has (inherited from a unit's Nice=)
+            // would still need CAP_SYS_NICE, so it is not asked for.
+            let tid = Some(rustix::thread::gettid());
+            if rustix::process::getpriority_process(tid)? > nice {
+                rustix::process::setpriority_process(tid, nice)?;
+            }
         }
         Ok(())
     }
@@ -101,7 +106,14 @@ pub fn spawn_reader_at(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>, at: Pla
         let stop = stop.clone();
         move || {
             if let Err(e) = at.apply() {
-                tracing::warn!(port = %name, cpu = ?at.cpu, nice = ?at.nice, error = %e, "reader placement refused; running unplaced");
+                // Once per process: the same refusal would repeat for every reader.
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(port = %name, cpu = ?at.cpu, nice = ?at.nice, error = %e,
+                        "reader placement refused (CPU pinning or nice needs CAP_SYS_NICE below the process's nice); readers run unplaced");
+                } else {
+                    tracing::debug!(port = %name, error = %e, "reader placement refused");
+                }
             }
             run(sw, id, rx, poll, stop, name)
         }
