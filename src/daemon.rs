@@ -373,11 +373,22 @@ impl Daemon {
                 Err(e) => done.push(format!("static {}: {e}", st.mac)),
             }
         }
-        if new.socket != old.socket || new.metrics != old.metrics || new.netns != old.netns || new.ring != old.ring {
-            done.push("socket, metrics, netns and ring settings change only at restart".into());
+        if new.socket != old.socket
+            || new.metrics != old.metrics
+            || new.netns != old.netns
+            || new.ring != old.ring
+            || new.threads != old.threads
+        {
+            done.push("socket, metrics, netns, [ring] and [threads] settings change only at restart".into());
         }
-        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) =
-            Settings { socket: old.socket, metrics: old.metrics, netns: old.netns, ring: old.ring, ..new };
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Settings {
+            socket: old.socket,
+            metrics: old.metrics,
+            netns: old.netns,
+            ring: old.ring,
+            threads: old.threads,
+            ..new
+        };
         done
     }
 
