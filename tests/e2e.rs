@@ -319,3 +319,59 @@ fn user_errors_are_one_line_with_the_fix() {
     assert_eq!(d.request("{\"cmd\":\"self_destruct\"}")["ok"], false);
     assert!(d.alive());
 }
+
+/// CPUs in a kernel list such as "0-3,6".
+fn cpu_list(s: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => v.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()),
+            None => v.push(part.parse().unwrap()),
+        }
+    }
+    v
+}
+
+fn status_field(path: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key} not in {path}")).trim().to_string()
+}
+
+#[test]
+fn a_reader_per_cpu_pinned_niced_and_each_forwarding() {
+    let lab = lab("percpu", 2);
+    let d = Daemon::start(&lab, &[]);
+    let pid = d.child.id();
+    let cpus = cpu_list(&status_field(&format!("/proc/{pid}/status"), "Cpus_allowed_list:"));
+    assert!(!cpus.is_empty() && cpus.len() <= 64, "{cpus:?}");
+    // The readers of ubp1: one per CPU, reader i on CPU i, at nice -10.
+    let mut readers = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap().trim().to_string();
+        if comm == "rx-ubp1" || comm.starts_with("rx-ubp1/") {
+            let allowed = cpu_list(&status_field(dir.join("status").to_str().unwrap(), "Cpus_allowed_list:"));
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // Field 19 of stat is nice; fields after the ")" closing comm are 3.. .
+            let nice: i32 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(16).unwrap().parse().unwrap();
+            readers.push((comm, allowed, nice));
+        }
+    }
+    readers.sort();
+    assert_eq!(readers.len(), cpus.len(), "{readers:?}");
+    for (i, (comm, allowed, nice)) in readers.iter().enumerate() {
+        assert_eq!(*nice, -10, "{comm}");
+        if cpus.len() > 1 {
+            assert_eq!(comm, &format!("rx-ubp1/{i}"));
+            assert_eq!(allowed, &vec![cpus[i]], "{comm} is pinned to its CPU");
+        }
+    }
+    // Frames sent on each CPU reach that CPU's reader, and each reader forwards.
+    for c in &cpus {
+        let o = ns_exec(
+            &lab.pods[0].ns,
+            &["taskset", "-c", &c.to_string(), "ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", "10.0.0.2"],
+        );
+        assert!(o.status.success(), "ping sent on CPU {c}: {}", String::from_utf8_lossy(&o.stdout));
+    }
+}
