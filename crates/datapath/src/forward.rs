@@ -2,6 +2,8 @@ use crate::counters::{DropKind, LocalCounts};
 use crate::decide::{Decision, decide_in};
 use crate::switch::{MirrorTo, Port, PortState, Switch};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use ub_fdb::PortId;
 use ub_port::{BATCH, RxFrame, TxFrame, recycle_tx};
 use ub_wire::{ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, VLAN_HLEN, classify};
@@ -14,35 +16,37 @@ pub struct Forwarder {
     ingress: PortId,
     out: Vec<Vec<TxFrame<'static>>>,
     local: LocalCounts,
-    /// Storm control for this ingress port: broadcast, multicast, unknown unicast.
-    storm: [TokenBucket; 3],
 }
 
-/// A token bucket counted in thousandths of a frame, refilled from the
-/// batch clock (ms). Owned by one reader: no atomics.
-#[derive(Debug, Default, Clone, Copy)]
-struct TokenBucket {
-    milli: u64,
-    last_ms: u64,
-}
+/// Storm control for one class of one port, shared by all the port's
+/// readers (with a reader per CPU, per-reader buckets would multiply the
+/// limit): GCRA, the token bucket as one atomic "theoretical arrival time"
+/// in µs. Touched only by flooded frames, never by known unicast.
+#[derive(Debug, Default)]
+pub struct StormGate(AtomicU64);
 
-impl TokenBucket {
-    /// Takes one frame's token; false if the class is over `pps`. 0 = no limit.
+impl StormGate {
+    /// Takes one frame's pass at `now_ms`; false if the class is over `pps`
+    /// (0 = no limit). A tenth of a second's worth of burst, at least 10 frames.
     #[inline]
-    fn take(&mut self, pps: u32, now: u64) -> bool {
+    pub fn take(&self, pps: u32, now_ms: u64) -> bool {
         if pps == 0 {
             return true;
         }
-        // A tenth of a second's worth of burst, at least 10 frames.
-        let cap = (pps as u64 / 10).max(10) * 1000;
-        let elapsed = now.saturating_sub(self.last_ms);
-        self.milli = self.milli.saturating_add(elapsed.saturating_mul(pps as u64)).min(cap);
-        self.last_ms = now;
-        if self.milli >= 1000 {
-            self.milli -= 1000;
-            true
-        } else {
-            false
+        let t = now_ms.saturating_mul(1000);
+        let interval = (1_000_000 / pps as u64).max(1);
+        let burst = (pps as u64 / 10).max(10);
+        let limit = t.saturating_add(burst * interval);
+        let mut tat = self.0.load(Relaxed);
+        loop {
+            let next = tat.max(t) + interval;
+            if next > limit {
+                return false;
+            }
+            match self.0.compare_exchange_weak(tat, next, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => tat = now,
+            }
         }
     }
 }
@@ -65,9 +69,7 @@ fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
 
 impl Forwarder {
     pub fn new(ingress: PortId) -> Forwarder {
-        // Buckets start full (capped at the first take).
-        let full = TokenBucket { milli: u64::MAX, last_ms: 0 };
-        Forwarder { ingress, out: Vec::new(), local: LocalCounts::default(), storm: [full; 3] }
+        Forwarder { ingress, out: Vec::new(), local: LocalCounts::default() }
     }
 
     /// Learns, decides and sends one batch of frames received on the ingress port.
@@ -79,7 +81,6 @@ impl Forwarder {
         }
         let ingress = self.ingress;
         let local = &mut self.local;
-        let storm = &mut self.storm;
         let limits = sw.storm_limits();
         let limits = [limits.broadcast_pps, limits.multicast_pps, limits.unknown_unicast_pps];
         // One relaxed load per batch: with no mirror set, nothing more is paid.
@@ -147,7 +148,8 @@ impl Forwarder {
                 } else {
                     (2, DropKind::StormUnknown)
                 };
-                if !storm[class].take(limits[class], now) {
+                // The ingress port is in the table unless it is being removed.
+                if me.is_some_and(|p| !p.storm[class].take(limits[class], now)) {
                     local.drops[reason as usize] += 1;
                     continue;
                 }
@@ -220,4 +222,40 @@ fn flush(port: &Port, batch: &mut Vec<TxFrame<'_>>) {
     port.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
     port.counters.drop_n(DropKind::TxError, o.failed as u64);
     batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StormGate;
+
+    #[test]
+    fn storm_gate_allows_a_tenth_of_a_second_then_the_rate() {
+        let g = StormGate::default();
+        // 1000 pps: a burst of 100 at once, then one per ms.
+        assert_eq!((0..150).filter(|_| g.take(1000, 5_000)).count(), 100);
+        assert!(!g.take(1000, 5_000));
+        assert_eq!((0..50).filter(|_| g.take(1000, 5_010)).count(), 10);
+        // 10 pps: at least 10 frames of burst, then one per 100 ms.
+        let g = StormGate::default();
+        assert_eq!((0..20).filter(|_| g.take(10, 1_000)).count(), 10);
+        assert!(!g.take(10, 1_099));
+        assert!(g.take(10, 1_100));
+        // 0 = no limit.
+        assert!((0..1000).all(|_| g.take(0, 0)));
+    }
+
+    #[test]
+    fn storm_gate_is_one_limit_for_several_readers() {
+        let g = std::sync::Arc::new(StormGate::default());
+        let taken: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    let g = g.clone();
+                    s.spawn(move || (0..1000).filter(|_| g.take(1000, 7_000)).count())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 100, "four readers share one burst of 100");
+    }
 }

@@ -55,6 +55,8 @@ pub struct Port {
     state: AtomicU8,
     /// Copies of what this port receives and sends go here too.
     pub(crate) mirror: ArcSwapOption<MirrorTo>,
+    /// Storm control of what this port floods: broadcast, multicast, unknown unicast.
+    pub(crate) storm: [crate::forward::StormGate; 3],
 }
 
 impl std::fmt::Debug for Port {
@@ -232,6 +234,7 @@ impl Switch {
             counters: PortCounters::default(),
             state: AtomicU8::new(PortState::Up as u8),
             mirror: ArcSwapOption::empty(),
+            storm: Default::default(),
         }));
         self.ports.store(Arc::new(t));
         Ok(id as PortId)
