@@ -269,6 +269,10 @@ impl Daemon {
             (actual, PortKind::Tap, vec![Box::new(rx)], Box::new(tx), false)
         } else {
             let (rx, tx, info) = ub_port::afpacket::open(name, self.ring).map_err(|e| e.to_string())?;
+            if rx.len() < self.ring.fanout {
+                tracing::warn!(port = %name, readers = rx.len(), asked = self.ring.fanout,
+                    "this kernel cannot make a PACKET_FANOUT group ignore outgoing frames (Linux 6.2+): one reader per port");
+            }
             let up = info.admin_up && info.oper_up;
             if !up {
                 tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");

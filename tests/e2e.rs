@@ -375,3 +375,23 @@ fn a_reader_per_cpu_pinned_niced_and_each_forwarding() {
         assert!(o.status.success(), "ping sent on CPU {c}: {}", String::from_utf8_lossy(&o.stdout));
     }
 }
+
+#[test]
+fn frames_the_host_sends_on_a_port_are_not_forwarded() {
+    // The port's own sockets must ignore outgoing frames, also in a fanout
+    // group (PACKET_FANOUT_FLAG_IGNORE_OUTGOING): what the switch namespace's
+    // own stack sends out of ubp1 goes to pod 1 only, never to pod 2.
+    let lab = lab("outgoing", 2);
+    let d = Daemon::start(&lab, &[]);
+    let sw = lab.switch_ns();
+    ns_ok(&sw, &["ip", "addr", "add", "10.0.0.254/24", "dev", "ubp1"]);
+    let dump1 = Tcpdump::start(&lab.pods[0].ns, "arp");
+    let dump2 = Tcpdump::start(&lab.pods[1].ns, "arp");
+    // ARP requests for an absent address leave the host through ubp1.
+    let _ = ns_exec(&sw, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "ubp1", "10.0.0.99"]);
+    let (seen1, seen2) = (dump1.finish(), dump2.finish());
+    assert!(has(&seen1, "who-has 10.0.0.99 tell 10.0.0.254"), "pod1: {seen1:#?}");
+    assert!(!has(&seen2, "10.0.0.254"), "the host's own frames were switched: {seen2:#?}");
+    let st = d.query(&["stats"]);
+    assert_eq!(Daemon::port(&st, "ubp1")["counters"]["rx_frames"], 0, "{st:#}");
+}

@@ -111,17 +111,23 @@ pub fn open(name: &str, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacketTx, 
     sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
     let fd = Arc::new(fd);
     let mut readers = vec![AfPacketRx { fd: fd.clone(), rx, name: name.to_string(), ifindex: link.index }];
+    let tx = AfPacketTx { fd: fd.clone(), mtu: link.mtu };
+    let opened =
+        Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
     if ring.fanout > 1 {
-        let group = sys::join_fanout_cpu(fd.as_fd(), 0).map_err(e("creating a PACKET_FANOUT group"))?;
+        let group = match sys::join_fanout_cpu(fd.as_fd(), 0) {
+            Ok(g) => g,
+            // Before Linux 6.2 a group cannot ignore outgoing frames: one reader, not a wrong switch.
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => return Ok((readers, tx, opened)),
+            Err(err) => return Err(e("creating a PACKET_FANOUT group")(err)),
+        };
         for _ in 1..ring.fanout {
             let (fd, rx) = rx_socket(name, link.index, &ring)?;
             sys::join_fanout_cpu(fd.as_fd(), group).map_err(e("joining the PACKET_FANOUT group"))?;
             readers.push(AfPacketRx { fd: Arc::new(fd), rx, name: name.to_string(), ifindex: link.index });
         }
     }
-    let opened =
-        Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
-    Ok((readers, AfPacketTx { fd, mtu: link.mtu }, opened))
+    Ok((readers, tx, opened))
 }
 
 /// A packet socket bound to `ifindex` that receives the way `ring` says.

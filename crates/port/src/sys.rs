@@ -118,11 +118,17 @@ pub fn add_promisc(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
 const PACKET_FANOUT_CPU: u32 = 2;
 /// PACKET_FANOUT flag: the kernel picks a group id no one else uses.
 const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+/// PACKET_FANOUT flag (Linux 6.2): the group ignores outgoing frames. A
+/// group has its own packet hook, so its members' PACKET_IGNORE_OUTGOING no
+/// longer applies; without this flag the group would receive what the host
+/// sends on the interface.
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 
-/// Joins `fd` (bound to its interface) to fanout group `group` in CPU mode;
-/// `group` 0 asks the kernel for a new unique id, which is returned.
+/// Joins `fd` (bound to its interface) to fanout group `group` in CPU mode,
+/// ignoring outgoing frames; `group` 0 asks the kernel for a new unique id,
+/// which is returned. EINVAL on kernels before 6.2.
 pub fn join_fanout_cpu(fd: BorrowedFd<'_>, group: u16) -> io::Result<u16> {
-    let flags = if group == 0 { PACKET_FANOUT_FLAG_UNIQUEID } else { 0 };
+    let flags = PACKET_FANOUT_FLAG_IGNORE_OUTGOING | if group == 0 { PACKET_FANOUT_FLAG_UNIQUEID } else { 0 };
     let arg: u32 = u32::from(group) | ((PACKET_FANOUT_CPU | flags) << 16);
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
     let mut v: u32 = 0;
