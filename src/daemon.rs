@@ -1,4 +1,4 @@
-//! `userbridge run`: open the ports, start a reader per port, the ager, the
+//! `userbridge run`: open the ports, start the readers of each port (one per CPU by default), the ager, the
 //! link watcher, the control socket and the metrics endpoint; apply runtime
 //! changes (control requests, SIGHUP); stop cleanly on SIGINT/SIGTERM.
 
