@@ -289,12 +289,13 @@ impl Daemon {
         if !up && let Some(p) = self.sw.port(id) {
             p.set_state(PortState::Down);
         }
-        let many = rx.len() > 1;
+        let n = rx.len();
+        let many = n > 1;
         let mut started = Vec::with_capacity(rx.len());
         for (i, rx) in rx.into_iter().enumerate() {
             let at = Placement {
                 // One reader per port stays unpinned: pinned, every port's reader would share a CPU.
-                cpu: (self.threads.pin && many).then(|| allowed_cpu(i)).flatten(),
+                cpu: (self.threads.pin && many).then(|| reader_cpu(i, n)).flatten(),
                 nice: self.threads.nice,
                 index: many.then_some(i),
             };
@@ -600,8 +601,32 @@ fn allowed_cpus() -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// The `i`-th CPU this process may run on (wrapping), for pinning reader `i`.
-fn allowed_cpu(i: usize) -> Option<usize> {
-    let cpus = allowed_cpus();
-    (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
+/// The CPU for reader `i` of `n`: PACKET_FANOUT by CPU hands the frames that
+/// arrived on CPU c to reader c mod n, so reader i goes to an allowed CPU
+/// with that residue (CPU i when all CPUs are allowed), else the i-th one.
+fn reader_cpu(i: usize, n: usize) -> Option<usize> {
+    reader_cpu_in(&allowed_cpus(), i, n)
+}
+
+fn reader_cpu_in(cpus: &[usize], i: usize, n: usize) -> Option<usize> {
+    cpus.iter().copied().find(|c| c % n == i).or_else(|| cpus.get(i % cpus.len().max(1)).copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reader_cpu_in;
+
+    #[test]
+    fn readers_are_pinned_where_fanout_sends_their_frames() {
+        // All of 0-3 allowed, four readers: reader i on CPU i.
+        assert_eq!((0..4).map(|i| reader_cpu_in(&[0, 1, 2, 3], i, 4)).collect::<Vec<_>>(), [0, 1, 2, 3].map(Some));
+        // taskset -c 2-7: six readers, reader i on the CPU c with c mod 6 == i.
+        let cpus = [2, 3, 4, 5, 6, 7];
+        let got: Vec<_> = (0..6).map(|i| reader_cpu_in(&cpus, i, 6).unwrap()).collect();
+        assert_eq!(got, [6, 7, 2, 3, 4, 5]);
+        // --readers 2 over CPUs 4 and 6 (both even): reader 0 on 4, reader 1 on the second CPU.
+        assert_eq!(reader_cpu_in(&[4, 6], 0, 2), Some(4));
+        assert_eq!(reader_cpu_in(&[4, 6], 1, 2), Some(6));
+        assert_eq!(reader_cpu_in(&[], 0, 2), None);
+    }
 }
