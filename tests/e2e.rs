@@ -348,7 +348,9 @@ fn a_reader_per_cpu_pinned_niced_and_each_forwarding() {
     let mut readers = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap().trim().to_string();
+        // Short-lived threads (a control connection's) may end while we look.
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else { continue };
+        let comm = comm.trim().to_string();
         if comm == "rx-ubp1" || comm.starts_with("rx-ubp1/") {
             let allowed = cpu_list(&status_field(dir.join("status").to_str().unwrap(), "Cpus_allowed_list:"));
             let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
