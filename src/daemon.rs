@@ -56,11 +56,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
     /// Reader threads per AF_PACKET port (`auto`: one per CPU this process may
-    /// use), in a PACKET_FANOUT group by CPU: reader i takes the frames that
-    /// arrived on CPU i, so each sender's frames are forwarded on its own core.
+    /// use, at most 8), in a PACKET_FANOUT group by CPU: reader i takes the
+    /// frames that arrived on CPU i (mod N), so each sender's frames are
+    /// forwarded on its own core.
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
     pub readers: Readers,
-    /// Leave the readers unpinned (by default, with several readers per port,
+    /// Leave the readers unpinned (by default, with one reader per allowed CPU,
     /// reader i runs only on CPU i).
     #[arg(long)]
     pub no_pin: bool,
@@ -91,6 +92,11 @@ pub struct RunArgs {
 /// core with a busy sender gets half of it and loses most frames).
 pub const DEFAULT_READER_NICE: i32 = -10;
 
+/// `--readers auto` gives a port one reader per CPU up to this many: on a
+/// large node, ports × CPUs threads (each with its receive buffers) would
+/// cost more than they bring.
+pub const AUTO_READERS_MAX: usize = 8;
+
 /// `--readers`: a count, or one per CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readers {
@@ -103,7 +109,7 @@ impl Readers {
     pub fn count(self) -> usize {
         match self {
             Readers::Count(n) => usize::from(n),
-            Readers::Auto => allowed_cpus().len().clamp(1, ub_port::afpacket::MAX_FANOUT),
+            Readers::Auto => allowed_cpus().len().clamp(1, AUTO_READERS_MAX),
         }
     }
 }
@@ -294,8 +300,10 @@ impl Daemon {
         let mut started = Vec::with_capacity(rx.len());
         for (i, rx) in rx.into_iter().enumerate() {
             let at = Placement {
-                // One reader per port stays unpinned: pinned, every port's reader would share a CPU.
-                cpu: (self.threads.pin && many).then(|| reader_cpu(i, n)).flatten(),
+                // Pinned only when each reader has a CPU's frames of its own (one reader per
+                // allowed CPU); otherwise a pinned reader would wait for a busy CPU while
+                // others idle, and a single reader per port would put every port on one CPU.
+                cpu: (self.threads.pin && many && n == allowed_cpus().len()).then(|| reader_cpu(i, n)).flatten(),
                 nice: self.threads.nice,
                 index: many.then_some(i),
             };
