@@ -153,7 +153,7 @@ fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPa
             if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, MMSG_RCVBUF).is_err() {
                 let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, MMSG_RCVBUF);
             }
-            RxPath::Mmsg(sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550))
+            RxPath::Mmsg(sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?)
         }
     };
     sys::bind_packet(fd.as_fd(), ifindex).map_err(e("binding the packet socket"))?;

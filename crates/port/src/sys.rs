@@ -445,9 +445,50 @@ struct TpacketAuxdata {
 /// Room for one auxdata control message.
 const CMSG_SPACE: usize = 64;
 
+/// Anonymous memory straight from mmap: zero pages until written, given
+/// back to the kernel on drop. The allocator would hand a freed receive
+/// buffer to the next one and zero all of it, making every page resident
+/// (ports added and removed grew the daemon by megabytes).
+struct AnonMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl AnonMap {
+    fn new(len: usize) -> io::Result<AnonMap> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(AnonMap { ptr: p.cast(), len })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is mapped readable for as long as self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for AnonMap {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len describe the mapping made in new(); no borrow outlives self.
+        unsafe { libc::munmap(self.ptr.cast(), self.len.max(1)) };
+    }
+}
+
 /// Buffers and headers for one `recvmmsg` of up to `slots` frames.
 pub struct MmsgRecv {
-    bufs: Box<[u8]>,
+    bufs: AnonMap,
     slot: usize,
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
@@ -476,16 +517,16 @@ pub struct MmsgFrame<'a> {
 }
 
 impl MmsgRecv {
-    pub fn new(slots: usize, slot: usize) -> MmsgRecv {
+    pub fn new(slots: usize, slot: usize) -> io::Result<MmsgRecv> {
         let mut r = MmsgRecv {
-            bufs: vec![0u8; slots * slot].into_boxed_slice(),
+            bufs: AnonMap::new(slots * slot)?,
             slot,
             // SAFETY: mmsghdr is plain old data; all-zero is valid.
             msgs: (0..slots).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..slots).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             cmsgs: vec![0u8; slots * CMSG_SPACE].into_boxed_slice(),
         };
-        let base = r.bufs.as_mut_ptr();
+        let base = r.bufs.ptr;
         let cbase = r.cmsgs.as_mut_ptr();
         for i in 0..slots {
             r.iovs[i] = libc::iovec { iov_base: base.wrapping_add(i * slot).cast(), iov_len: slot };
@@ -498,7 +539,7 @@ impl MmsgRecv {
             h.msg_control = cbase.wrapping_add(i * CMSG_SPACE).cast();
             h.msg_controllen = CMSG_SPACE;
         }
-        r
+        Ok(r)
     }
 
     /// Receives what is ready (non-blocking) and calls `f` for each frame.
@@ -519,7 +560,7 @@ impl MmsgRecv {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
-        let bufs: &'a [u8] = &self.bufs;
+        let bufs: &'a [u8] = self.bufs.as_slice();
         for (i, m) in self.msgs[..got].iter().enumerate() {
             let len = (m.msg_len as usize).min(self.slot);
             let data = &bufs[i * self.slot..i * self.slot + len];
