@@ -1,6 +1,7 @@
-//! `userbridge run`: open the ports, start the readers of each port (one per CPU by default), the ager, the
-//! link watcher, the control socket and the metrics endpoint; apply runtime
-//! changes (control requests, SIGHUP); stop cleanly on SIGINT/SIGTERM.
+//! `userbridge run`: open the ports, start the readers of each port (one per
+//! CPU by default), the ager, the link watcher, the control socket and the
+//! metrics endpoint; apply runtime changes (control requests, SIGHUP); stop
+//! cleanly on SIGINT/SIGTERM.
 
 use crate::config::{Settings, StaticEntry, ThreadConfig};
 use crate::{control, links, metrics, mirror};
