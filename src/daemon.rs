@@ -298,13 +298,15 @@ impl Daemon {
         }
         let n = rx.len();
         let many = n > 1;
-        let mut started = Vec::with_capacity(rx.len());
+        // Pinned only when each reader has a CPU's frames of its own (one reader per
+        // allowed CPU); otherwise a pinned reader would wait for a busy CPU while
+        // others idle, and a single reader per port would put every port on one CPU.
+        let cpus = allowed_cpus();
+        let pin = self.threads.pin && many && n == cpus.len();
+        let mut started = Vec::with_capacity(n);
         for (i, rx) in rx.into_iter().enumerate() {
             let at = Placement {
-                // Pinned only when each reader has a CPU's frames of its own (one reader per
-                // allowed CPU); otherwise a pinned reader would wait for a busy CPU while
-                // others idle, and a single reader per port would put every port on one CPU.
-                cpu: (self.threads.pin && many && n == allowed_cpus().len()).then(|| reader_cpu(i, n)).flatten(),
+                cpu: pin.then(|| reader_cpu_in(&cpus, i, n)).flatten(),
                 nice: self.threads.nice,
                 index: many.then_some(i),
             };
@@ -610,13 +612,10 @@ fn allowed_cpus() -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// The CPU for reader `i` of `n`: PACKET_FANOUT by CPU hands the frames that
-/// arrived on CPU c to reader c mod n, so reader i goes to an allowed CPU
-/// with that residue (CPU i when all CPUs are allowed), else the i-th one.
-fn reader_cpu(i: usize, n: usize) -> Option<usize> {
-    reader_cpu_in(&allowed_cpus(), i, n)
-}
-
+/// The CPU for reader `i` of `n`, among the allowed `cpus`: PACKET_FANOUT by
+/// CPU hands the frames that arrived on CPU c to reader c mod n, so reader i
+/// goes to an allowed CPU with that residue (CPU i when all CPUs are
+/// allowed), else the i-th one.
 fn reader_cpu_in(cpus: &[usize], i: usize, n: usize) -> Option<usize> {
     cpus.iter().copied().find(|c| c % n == i).or_else(|| cpus.get(i % cpus.len().max(1)).copied())
 }
