@@ -104,10 +104,8 @@ pub fn open(name: &str, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacketTx, 
     }
     let e = |what| move |err| PortError::io(what, name, err);
     let (fd, rx) = rx_socket(name, link.index, &ring)?;
-    // Room for a few GSO super-frames in flight; FORCE needs CAP_NET_ADMIN.
-    if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
-        let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
-    }
+    // Room for a few GSO super-frames in flight.
+    set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, 4 << 20);
     sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
     let fd = Arc::new(fd);
     let mut readers = vec![AfPacketRx { fd: fd.clone(), rx, name: name.to_string(), ifindex: link.index }];
@@ -150,14 +148,21 @@ fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPa
                 .map_err(e("enabling PACKET_AUXDATA"))?;
             // The queue a burst waits in while the reader is off the CPU; the
             // default (~200 KiB) holds only a few hundred small frames.
-            if sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, MMSG_RCVBUF).is_err() {
-                let _ = sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, MMSG_RCVBUF);
-            }
+            set_buffer(fd.as_fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, MMSG_RCVBUF);
             RxPath::Mmsg(sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?)
         }
     };
     sys::bind_packet(fd.as_fd(), ifindex).map_err(e("binding the packet socket"))?;
     Ok((fd, rx))
+}
+
+/// Sets a socket buffer to `bytes`: with `force` (beyond the sysctl limit,
+/// needs CAP_NET_ADMIN), else with `plain` (capped by the limit); a refusal
+/// leaves the default, which still works.
+fn set_buffer(fd: BorrowedFd<'_>, force: libc::c_int, plain: libc::c_int, bytes: i32) {
+    if sys::set_int_opt(fd, libc::SOL_SOCKET, force, bytes).is_err() {
+        let _ = sys::set_int_opt(fd, libc::SOL_SOCKET, plain, bytes);
+    }
 }
 
 /// Receive queue of a `recvmmsg` socket, bytes (the kernel charges an skb's
