@@ -48,6 +48,15 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, val: 
     .map(drop)
 }
 
+/// Reads option `opt` into `val`, a plain-old-data value the kernel fills
+/// (at most its size).
+fn getsockopt<T: Copy>(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, val: &mut T) -> io::Result<()> {
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: val points to a live, writable T and len is its size; the kernel writes
+    // at most len bytes. T is Copy plain old data at every caller (integers, C structs).
+    syscall!(unsafe { libc::getsockopt(fd.as_raw_fd(), level, opt, (val as *mut T).cast(), &mut len) }).map(drop)
+}
+
 pub fn set_int_opt(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
     setsockopt(fd, level, opt, &val)
 }
@@ -59,17 +68,7 @@ pub fn set_packet_version_v3(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Reads and clears the socket's pending error (SO_ERROR).
 pub fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: v and len are live and sized as getsockopt expects.
-    syscall!(unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    })?;
+    getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut v)?;
     Ok((v != 0).then(|| io::Error::from_raw_os_error(v)))
 }
 
@@ -77,17 +76,7 @@ pub fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
 pub fn packet_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: tpacket_stats_v3 is plain old data; all-zero is valid.
     let mut st: libc::tpacket_stats_v3 = unsafe { zeroed() };
-    let mut len = size_of_val(&st) as libc::socklen_t;
-    // SAFETY: st and len are live and sized as getsockopt expects.
-    syscall!(unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_STATISTICS,
-            (&mut st as *mut libc::tpacket_stats_v3).cast(),
-            &mut len,
-        )
-    })?;
+    getsockopt(fd, libc::SOL_PACKET, libc::PACKET_STATISTICS, &mut st)?;
     Ok(st.tp_drops)
 }
 
@@ -132,11 +121,7 @@ pub fn join_fanout_cpu(fd: BorrowedFd<'_>, group: u16) -> io::Result<u16> {
     let arg: u32 = u32::from(group) | ((PACKET_FANOUT_CPU | flags) << 16);
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
     let mut v: u32 = 0;
-    let mut len = size_of::<u32>() as libc::socklen_t;
-    // SAFETY: v and len are live and sized as getsockopt expects.
-    syscall!(unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT, (&mut v as *mut u32).cast(), &mut len)
-    })?;
+    getsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &mut v)?;
     Ok((v & 0xffff) as u16)
 }
 
