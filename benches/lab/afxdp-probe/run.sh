@@ -4,7 +4,8 @@
 # repository. Not part of the test suite. See README.md.
 set -euo pipefail
 cd "$(dirname "$0")"
-for p in libxdp-dev libbpf-dev clang; do dpkg -s $p >/dev/null 2>&1 || apt-get install -y -q $p >/dev/null; done
+missing=(); for p in libxdp-dev libbpf-dev clang; do dpkg -s $p >/dev/null 2>&1 || missing+=($p); done
+if [ ${#missing[@]} -gt 0 ]; then apt-get update -qq; apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; fi
 clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c steer.bpf.c -o /tmp/afxdp-steer.o
 gcc -O2 -Wall -o /tmp/afxdp-probe afxdp-probe.c -lxdp -lbpf -lpthread
 LAB=$(realpath ${LAB_BENCH:-../../../../shared/lab-bench.sh})
