@@ -381,7 +381,10 @@ impl<M: FdbMap> Fdb<M> {
     }
 
     /// Removes the learned entries not refreshed within the ageing time.
-    /// Returns how many went.
+    /// Returns how many went. The walk also finishes any resize the map left
+    /// in progress (papaya resizes incrementally, on writes; until it is done
+    /// a look-up may search two tables), so the daemon's periodic ageing pass
+    /// keeps look-ups on one table.
     pub fn age(&self, now: u64) -> usize {
         let ageing = self.ageing_ms();
         let expired = |e: &Entry| !e.is_static && now.saturating_sub(e.last_seen()) >= ageing;
