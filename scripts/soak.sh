@@ -21,6 +21,11 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -n "${DPID:-}" ] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+  # What those loops had started inside the pods (the iperf3 server, a
+  # client or trafgen mid-run) would keep its namespace alive, unnamed.
+  for ns in $(ip netns list | awk -v p="$NAME-" 'index($1, p) == 1 {print $1}'); do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  done
   ip netns del "$NAME-c" 2>/dev/null || true
   "$BIN" lab down --name "$NAME" >/dev/null 2>&1 || true
   rm -f /tmp/$NAME.trafgen

@@ -113,14 +113,8 @@ fn tcp_case(args: &[&str]) {
     // Default offloads: the pods' kernels send 64 KB TSO super-frames with partial checksums.
     let k = ns_ok(&lab.pods[0].ns, &["ethtool", "-k", "eth0"]);
     assert!(k.contains("tcp-segmentation-offload: on"), "{k}");
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.pods[1].ns, "iperf3", "-s", "-1", "-B", "10.0.0.2"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let _server = Iperf3Server::start(&lab.pods[1].ns, "10.0.0.2");
     let out = ns_ok(&lab.pods[0].ns, &["timeout", "30", "iperf3", "-c", "10.0.0.2", "-t", "3", "-J"]);
-    let _ = server.wait();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let gbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9;
     eprintln!("iperf3 TCP through userbridge: {gbps:.2} Gbit/s");

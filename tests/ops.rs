@@ -42,12 +42,7 @@ fn removing_a_port_under_load_leaves_another_pairs_tcp_connection_alone() {
     let lab = lab("del", 4);
     let d = Daemon::start(&lab, &[]);
     assert!(ping(&lab.pods[2].ns, "10.0.0.4", 1));
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.pods[1].ns, "iperf3", "-s", "-1", "-B", "10.0.0.2"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let _server = Iperf3Server::start(&lab.pods[1].ns, "10.0.0.2");
     let client = std::process::Command::new("ip")
         .args(["netns", "exec", &lab.pods[0].ns, "timeout", "30", "iperf3", "-c", "10.0.0.2", "-t", "4", "-J"])
         .stdout(std::process::Stdio::piped())
@@ -58,7 +53,6 @@ fn removing_a_port_under_load_leaves_another_pairs_tcp_connection_alone() {
     d.query(&["port", "del", "ubp3"]);
     d.query(&["port", "del", "ubp4"]);
     let out = client.wait_with_output().unwrap();
-    let _ = server.wait();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.get("error").is_none(), "iperf3 failed: {}", v["error"]);
     let intervals = v["intervals"].as_array().unwrap();

@@ -156,6 +156,31 @@ impl Drop for Daemon {
     }
 }
 
+/// An iperf3 server for one client (`-1`) inside a pod, bound to `addr`.
+/// `ip netns exec` becomes iperf3 itself, so killing the child on drop stops
+/// the server: a test that fails before its client connects leaves nothing
+/// holding the pod's namespace.
+pub struct Iperf3Server(Child);
+
+impl Iperf3Server {
+    pub fn start(ns: &str, addr: &str) -> Iperf3Server {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "iperf3", "-s", "-1", "-B", addr])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        std::thread::sleep(Duration::from_millis(500));
+        Iperf3Server(child)
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// tcpdump on `eth0` inside a pod, printing link-level headers; stopped on `finish`/drop.
 pub struct Tcpdump {
     child: Child,
