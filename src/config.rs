@@ -213,7 +213,7 @@ impl Settings {
                     Err(m) => err(r.span(), format!("readers_per_port = {text}: {m}")),
                 }
             }
-            s.threads.pin = t.pin.unwrap_or(true);
+            s.threads.pin = t.pin.unwrap_or(s.threads.pin);
             if let Some(n) = &t.nice {
                 match *n.get_ref() {
                     v @ -20..=19 => s.threads.nice = Some(v),
