@@ -22,6 +22,10 @@ const MAGIC: &[u8; 8] = b"UBPROBE1";
 const PROBE_AFTER_FLAP_MS: u64 = 30_000;
 /// A blocked port is unblocked when no probe has come back on it for this long.
 const UNBLOCK_AFTER_MS: u64 = 3_500;
+/// The loop's ports are flushed again this long after the block: frames the
+/// loop still had in flight then (socket queues, other readers' batches)
+/// arrive after the first flush and teach their sources the loop's port.
+const REFLUSH_AFTER_MS: u64 = 500;
 
 /// When to send probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -49,6 +53,8 @@ pub struct LoopGuard {
     pub unblocked: AtomicU64,
     /// When a probe last came back, per port id (ms), to unblock.
     last_seen: Box<[AtomicU64]>,
+    /// When to flush a loop port's entries once more, per port id (ms; 0: not due).
+    reflush_at: Box<[AtomicU64]>,
 }
 
 impl LoopGuard {
@@ -67,6 +73,7 @@ impl LoopGuard {
             blocked: AtomicU64::new(0),
             unblocked: AtomicU64::new(0),
             last_seen: (0..ub_fdb::MAX_PORTS).map(|_| AtomicU64::new(0)).collect(),
+            reflush_at: (0..ub_fdb::MAX_PORTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -121,15 +128,23 @@ impl Switch {
         {
             p.set_blocked(true);
             g.blocked.fetch_add(1, Relaxed);
-            // What was learned through the loop is suspect, stations pinned
-            // meanwhile may be pinned wrong: start those afresh.
-            self.fdb.flush_port(victim, false);
+            // What was learned through the loop, on either of its ports, is
+            // suspect (a station's looped copies teach it the port that stays
+            // up too), stations pinned meanwhile may be pinned wrong: start
+            // those afresh, as a spanning tree flushes on a topology change.
+            for port in [on, from] {
+                self.fdb.flush_port(port, false);
+                if let Some(t) = g.reflush_at.get(port as usize) {
+                    t.store(now + REFLUSH_AFTER_MS, Relaxed);
+                }
+            }
             self.fdb.clear_flap_pins();
         }
     }
 
-    /// Housekeeping, about once a second: send probes when the mode says so,
-    /// and unblock ports whose loop has gone.
+    /// Housekeeping, about once a second: flush a blocked loop's ports once
+    /// more when due, send probes when the mode says so, and unblock ports
+    /// whose loop has gone.
     pub fn loop_tick(&self, now: u64) {
         let g = &self.loop_guard;
         let flaps = self.fdb.stats.flaps.load(Relaxed);
@@ -142,6 +157,11 @@ impl Switch {
             LoopDetect::OnFlap => now < g.probe_until.load(Relaxed),
         };
         for p in self.ports().iter().flatten() {
+            let due = &g.reflush_at[p.id as usize];
+            let t = due.load(Relaxed);
+            if t != 0 && now >= t && due.compare_exchange(t, 0, Relaxed, Relaxed).is_ok() {
+                self.fdb.flush_port(p.id, false);
+            }
             let st = p.state();
             if st == PortState::Blocked
                 && now.saturating_sub(g.last_seen[p.id as usize].load(Relaxed)) > UNBLOCK_AFTER_MS

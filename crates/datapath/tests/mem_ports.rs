@@ -254,3 +254,33 @@ fn a_flapping_source_is_pinned_and_its_looped_copies_dropped() {
     let out = r.exchange(2, frame(mac(1), mac(3), 60));
     assert_eq!((out[0].len(), out[1].len()), (1, 0));
 }
+
+#[test]
+fn a_found_loop_flushes_both_its_ports_then_once_more_after_the_frames_in_flight() {
+    let r = rig(3, 1500);
+    let (sw, fdb) = (&r.sw, &r.sw.fdb);
+    // mac(1) lives on port 0; a looped copy of its frame came in on port 1,
+    // one end of a loop between ports 1 and 2.
+    r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
+    r.exchange(1, frame(Mac::BROADCAST, mac(1), 60));
+    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), Some(1));
+    // The probe sent out of port 1 comes back in on port 2: port 2 is blocked,
+    // and what either end of the loop learned is forgotten.
+    sw.loop_guard.set_mode(ub_datapath::LoopDetect::Always);
+    sw.loop_tick(sw.now_ms());
+    let probe = r.peers[1].take_sent().pop().expect("a probe out of port 1");
+    r.peers.iter().for_each(|p| drop(p.take_sent()));
+    r.exchange(2, probe);
+    assert_eq!(sw.port(2).unwrap().state(), ub_datapath::PortState::Blocked);
+    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), None, "the looped copy's entry was flushed");
+    // A copy the loop still had in flight arrives after the block and teaches
+    // port 1 again; the next tick after the frames have drained forgets it.
+    r.exchange(1, frame(Mac::BROADCAST, mac(1), 60));
+    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), Some(1));
+    sw.loop_tick(sw.now_ms() + 1_000);
+    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), None, "flushed once more after the block");
+    // Its own next frame puts it back home, and nothing flushes it again.
+    r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
+    sw.loop_tick(sw.now_ms() + 2_000);
+    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), Some(0));
+}
