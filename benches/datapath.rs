@@ -2,7 +2,7 @@
 //! 4 ports, 1k learned MACs, known unicast (and a flood case for contrast).
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
-use ub_datapath::{Forwarder, PortKind, Switch};
+use ub_datapath::{Backend, Forwarder, Switch};
 use ub_fdb::FdbConfig;
 use ub_port::mem::{ReplayRx, SinkTx};
 use ub_port::{BATCH, PortRx, RxFrame, recycle_rx};
@@ -28,11 +28,11 @@ fn switch() -> Arc<Switch> {
     // Storm control would drop most of a replayed flood: measure forwarding.
     sw.set_storm_limits(ub_datapath::StormLimits { broadcast_pps: 0, multicast_pps: 0, unknown_unicast_pps: 0 });
     for p in 0..PORTS {
-        sw.add_port(&format!("m{p}"), PortKind::Mem, Box::new(SinkTx::default())).unwrap();
+        sw.add_port(&format!("m{p}"), Backend::Mem, Box::new(SinkTx::default())).unwrap();
     }
     // 1k stations spread over ports 1..3; the bench injects on port 0.
     for n in 0..MACS {
-        sw.fdb.learn(0, ub_wire::Mac(mac(n)), (1 + n % 3) as u16, 0);
+        sw.fdb.learn(0, ub_wire::Mac(mac(n)), u16::try_from(1 + n % 3).unwrap(), 0);
     }
     // The daemon's ager walks the table within a second, which finishes any
     // resize papaya left in progress; a bench that skipped it would measure

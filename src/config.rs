@@ -1,6 +1,7 @@
-//! What the daemon runs with: from `run`'s flags or a TOML file
-//! (`run --config FILE`), validated with errors that name the line.
+//! What the daemon runs with: from `run`'s flags ([`RunArgs`]) or a TOML
+//! file (`run --config FILE`), validated with errors that name the line.
 
+use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,223 @@ use toml::Spanned;
 use ub_datapath::{LoopDetect, StormLimits};
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::RxConfig;
+use ub_port::{Backend, Origin, PortSpec};
 use ub_wire::Mac;
+
+/// A configuration that does not validate: one line per problem,
+/// `FILE:LINE: what is wrong` where a line is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
+        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect", "readers", "no_pin", "reader_nice"])]
+    pub config: Option<PathBuf>,
+    /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
+    #[arg(long = "port", value_name = "IF")]
+    pub ports: Vec<String>,
+    /// Create a TAP interface NAME and attach it. Repeat for more.
+    #[arg(long = "tap", value_name = "NAME")]
+    pub taps: Vec<String>,
+    /// Control socket path.
+    #[arg(long, default_value = crate::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Seconds an idle learned entry lives (the Linux bridge's default is 300).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ageing_secs: u64,
+    /// Most learned entries in the table.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub fdb_max: u64,
+    /// Most learned entries behind one port.
+    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fdb_max_per_port: u32,
+    /// Enter this network namespace (as in `ip netns exec NAME`) before attaching.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// How ports receive: `mmsg` (recvmmsg with PACKET_AUXDATA, woken per
+    /// arrival: lowest latency) or `ring` (TPACKET_V3 ring, batches; a partly
+    /// filled block waits up to --retire-ms).
+    #[arg(long, value_enum, default_value_t = RxArg::Mmsg)]
+    pub rx: RxArg,
+    /// RX ring (--rx ring): blocks per port.
+    #[arg(long, default_value_t = 8)]
+    pub ring_blocks: usize,
+    /// RX ring (--rx ring): block size in KiB (power of two, >= 128: a block holds a 64 KiB GSO frame).
+    #[arg(long, default_value_t = 256)]
+    pub block_kib: usize,
+    /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
+    #[arg(long, default_value_t = 1)]
+    pub retire_ms: u32,
+    /// Reader threads per AF_PACKET port (`auto`: one per CPU this process may
+    /// use, at most 8), in a PACKET_FANOUT group by CPU: reader i takes the
+    /// frames that arrived on CPU i (mod N), so each sender's frames are
+    /// forwarded on its own core.
+    #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
+    pub readers: Readers,
+    /// Leave the readers unpinned (by default, with one reader per allowed CPU,
+    /// reader i runs only on CPU i).
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Nice value of the reader threads, -20..=19: below a busy sender's 0, a
+    /// reader sharing its core is not starved by it. Needs CAP_SYS_NICE (or
+    /// the process already that nice); refused, the readers run at the
+    /// process's own priority.
+    #[arg(long, value_name = "NICE", default_value_t = DEFAULT_READER_NICE, allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub reader_nice: i32,
+    /// Storm control: most broadcast, multicast and unknown-unicast frames per
+    /// second each port may flood (each class); 0 turns it off.
+    #[arg(long, default_value_t = 10_000, value_name = "PPS")]
+    pub storm_pps: u32,
+    /// Loop detection by probe frames: `on-flap` (default) probes only while
+    /// stations flap between ports, `always` every second, `off` never.
+    #[arg(long, value_enum, default_value_t = LoopMode::OnFlap)]
+    pub loop_detect: LoopMode,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9435).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// The readers' default nice value (docs/benchmarks.md: a reader at 0 on a
+/// core with a busy sender gets half of it and loses most frames).
+pub const DEFAULT_READER_NICE: i32 = -10;
+
+/// `--readers auto` gives a port one reader per CPU up to this many: on a
+/// large node, ports × CPUs threads (each with its receive buffers) would
+/// cost more than they bring.
+pub const AUTO_READERS_MAX: usize = 8;
+
+/// `--readers`: a count, or one per CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    Auto,
+    Count(u16),
+}
+
+impl Readers {
+    /// How many readers a port gets.
+    pub fn count(self) -> usize {
+        match self {
+            Readers::Count(n) => usize::from(n),
+            Readers::Auto => allowed_cpus().len().clamp(1, AUTO_READERS_MAX),
+        }
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect())
+        .unwrap_or_default()
+}
+
+/// Parses `--readers` and `readers_per_port`: `auto` or 1..=64.
+pub fn parse_readers(s: &str) -> Result<Readers, String> {
+    if s == "auto" {
+        return Ok(Readers::Auto);
+    }
+    match s.parse::<u16>() {
+        Ok(n) if (1..=ub_port::afpacket::MAX_FANOUT).contains(&usize::from(n)) => Ok(Readers::Count(n)),
+        _ => Err(format!("'{s}' is not `auto` or a count from 1 to {}", ub_port::afpacket::MAX_FANOUT)),
+    }
+}
+
+/// `--rx`, see `ub_port::afpacket::RxMode`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxArg {
+    Ring,
+    Mmsg,
+}
+
+impl From<RxArg> for ub_port::afpacket::RxMode {
+    fn from(m: RxArg) -> Self {
+        match m {
+            RxArg::Ring => ub_port::afpacket::RxMode::Ring,
+            RxArg::Mmsg => ub_port::afpacket::RxMode::Mmsg,
+        }
+    }
+}
+
+/// `--loop-detect`, see `ub_datapath::LoopDetect`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoopMode {
+    Off,
+    OnFlap,
+    Always,
+}
+
+impl From<LoopMode> for LoopDetect {
+    fn from(m: LoopMode) -> LoopDetect {
+        match m {
+            LoopMode::Off => LoopDetect::Off,
+            LoopMode::OnFlap => LoopDetect::OnFlap,
+            LoopMode::Always => LoopDetect::Always,
+        }
+    }
+}
+
+impl RunArgs {
+    /// The settings these flags (or the file they name) ask for.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let one = |m: String| ConfigError(vec![m]);
+        if let Some(path) = &self.config {
+            let mut s = Settings::load(path)?;
+            s.log_level.clone_from(&self.log_level);
+            return Ok(s);
+        }
+        if self.ports.is_empty() && self.taps.is_empty() {
+            return Err(one("no ports: give at least one --port IF or --tap NAME (or --config FILE)".into()));
+        }
+        let mut ports: Vec<PortSpec> = Vec::new();
+        let given =
+            self.ports.iter().map(|n| (n, Backend::Afpacket)).chain(self.taps.iter().map(|n| (n, Backend::Tap)));
+        for (name, backend) in given {
+            ub_port::validate_ifname(name).map_err(|e| one(e.to_string()))?;
+            if ports.iter().any(|p| &p.name == name) {
+                return Err(one(format!("'{name}' is given twice")));
+            }
+            ports.push(PortSpec::new(name, backend, Origin::Config));
+        }
+        let ring = RxConfig {
+            mode: self.rx.into(),
+            block_kib: self.block_kib,
+            blocks: self.ring_blocks,
+            retire_ms: self.retire_ms,
+            fanout: self.readers.count(),
+        };
+        ring.validate().map_err(one)?;
+        Ok(Settings {
+            socket: self.socket.clone(),
+            netns: self.netns.clone(),
+            metrics: self.metrics,
+            log_level: self.log_level.clone(),
+            fdb: FdbConfig {
+                ageing_ms: self.ageing_secs * 1000,
+                max_entries: usize::try_from(self.fdb_max).unwrap_or(usize::MAX),
+                max_per_port: self.fdb_max_per_port,
+                ..FdbConfig::default()
+            },
+            loop_detect: self.loop_detect.into(),
+            storm: StormLimits {
+                broadcast_pps: self.storm_pps,
+                multicast_pps: self.storm_pps,
+                unknown_unicast_pps: self.storm_pps,
+            },
+            ring,
+            threads: ThreadConfig { pin: !self.no_pin, nice: Some(self.reader_nice) },
+            ports,
+            statics: Vec::new(),
+        })
+    }
+}
 
 /// A static FDB entry from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +247,17 @@ pub struct Settings {
     pub loop_detect: LoopDetect,
     pub ring: RxConfig,
     pub threads: ThreadConfig,
-    pub ports: Vec<String>,
-    pub taps: Vec<String>,
+    /// The ports the configuration owns (origin `config`): AF_PACKET ports
+    /// (`ports`, `--port`), then TAPs (`taps`, `--tap`).
+    pub ports: Vec<PortSpec>,
     pub statics: Vec<StaticEntry>,
+}
+
+impl Settings {
+    /// The names of the configured ports of `backend`.
+    pub fn names(&self, backend: Backend) -> Vec<&str> {
+        self.ports.iter().filter(|p| p.backend == backend).map(|p| p.name.as_str()).collect()
+    }
 }
 
 /// `readers_per_port`: "auto" or a count.
@@ -54,7 +279,7 @@ pub struct ThreadConfig {
 
 impl Default for ThreadConfig {
     fn default() -> Self {
-        ThreadConfig { pin: true, nice: Some(crate::daemon::DEFAULT_READER_NICE) }
+        ThreadConfig { pin: true, nice: Some(DEFAULT_READER_NICE) }
     }
 }
 
@@ -65,7 +290,7 @@ struct File {
     netns: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
-    loop_detect: Option<crate::daemon::LoopMode>,
+    loop_detect: Option<LoopMode>,
     #[serde(default)]
     ports: Vec<Spanned<String>>,
     #[serde(default)]
@@ -97,7 +322,7 @@ struct StormSection {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RingSection {
-    mode: Option<crate::daemon::RxArg>,
+    mode: Option<RxArg>,
     blocks: Option<usize>,
     block_kib: Option<usize>,
     retire_ms: Option<u32>,
@@ -128,16 +353,17 @@ fn line_of(text: &str, at: usize) -> usize {
 impl Settings {
     /// Reads and validates a configuration file. Errors are
     /// `FILE:LINE: what is wrong`, one per problem.
-    pub fn load(path: &Path) -> Result<Settings, Vec<String>> {
-        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(vec![format!("{}: cannot read: {e}", path.display())]))?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses configuration `text`; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Settings, Vec<String>> {
+    pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigError> {
         let file: File = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |s| line_of(text, s.start));
-            vec![format!("{origin}:{line}: {}", e.message().trim())]
+            ConfigError(vec![format!("{origin}:{line}: {}", e.message().trim())])
         })?;
         let mut errs = Vec::new();
         let mut err = |span: std::ops::Range<usize>, msg: String| {
@@ -152,10 +378,9 @@ impl Settings {
             fdb: d,
             storm: StormLimits::default(),
             loop_detect: file.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
-            ring: RxConfig { fanout: crate::daemon::Readers::Auto.count(), ..RxConfig::default() },
+            ring: RxConfig { fanout: Readers::Auto.count(), ..RxConfig::default() },
             threads: ThreadConfig::default(),
             ports: Vec::new(),
-            taps: Vec::new(),
             statics: Vec::new(),
         };
         if let Some(m) = &file.metrics {
@@ -183,7 +408,7 @@ impl Settings {
             }
             if let Some(m) = &f.max_entries {
                 match *m.get_ref() {
-                    1..=16_777_216 => s.fdb.max_entries = *m.get_ref() as usize,
+                    v @ 1..=16_777_216 => s.fdb.max_entries = usize::try_from(v).unwrap_or(usize::MAX),
                     v => err(m.span(), format!("max_entries = {v}: use 1 to 16777216")),
                 }
             }
@@ -208,7 +433,7 @@ impl Settings {
                     ReadersValue::Count(n) => n.to_string(),
                     ReadersValue::Word(w) => w.clone(),
                 };
-                match crate::daemon::parse_readers(&text) {
+                match parse_readers(&text) {
                     Ok(v) => s.ring.fanout = v.count(),
                     Err(m) => err(r.span(), format!("readers_per_port = {text}: {m}")),
                 }
@@ -235,7 +460,7 @@ impl Settings {
             errs.push(format!("{origin}: [ring] or [threads]: {m}"));
         }
         let mut names: Vec<String> = Vec::new();
-        for (list, is_tap) in [(&file.ports, false), (&file.taps, true)] {
+        for (list, backend) in [(&file.ports, Backend::Afpacket), (&file.taps, Backend::Tap)] {
             for p in list.iter() {
                 let name = p.get_ref();
                 if let Err(e) = ub_port::validate_ifname(name) {
@@ -244,7 +469,7 @@ impl Settings {
                     errs.push(format!("{origin}:{}: '{name}' is listed twice", line_of(text, p.span().start)));
                 } else {
                     names.push(name.clone());
-                    if is_tap { s.taps.push(name.clone()) } else { s.ports.push(name.clone()) }
+                    s.ports.push(PortSpec::new(name, backend, Origin::Config));
                 }
             }
         }
@@ -265,10 +490,10 @@ impl Settings {
                 Err(e) => errs.push(format!("{origin}:{line}: {e}")),
             }
         }
-        if s.ports.is_empty() && s.taps.is_empty() {
+        if s.ports.is_empty() {
             errs.push(format!("{origin}: no ports: add ports = [\"IF\", ...] or taps = [\"NAME\"]"));
         }
-        if errs.is_empty() { Ok(s) } else { Err(errs) }
+        if errs.is_empty() { Ok(s) } else { Err(ConfigError(errs)) }
     }
 }
 
@@ -311,8 +536,9 @@ vlan = 7
         let s = Settings::parse(GOOD, "t.toml").unwrap();
         assert_eq!(s.socket, PathBuf::from("/run/userbridge/node.sock"));
         assert_eq!(s.metrics, Some("127.0.0.1:9435".parse().unwrap()));
-        assert_eq!(s.ports, vec!["veth1", "veth2"]);
-        assert_eq!(s.taps, vec!["tap0"]);
+        assert_eq!(s.names(Backend::Afpacket), vec!["veth1", "veth2"]);
+        assert_eq!(s.names(Backend::Tap), vec!["tap0"]);
+        assert!(s.ports.iter().all(|p| p.origin == Origin::Config));
         assert_eq!(
             s.fdb,
             FdbConfig { ageing_ms: 60_000, max_entries: 1000, max_per_port: 100, ..FdbConfig::default() }
@@ -330,31 +556,32 @@ vlan = 7
 
     #[test]
     fn errors_name_the_line() {
-        let e = Settings::parse("ports = [\"a\"]\n\n[fdb]\nageing_secs = 0\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\"]\n\n[fdb]\nageing_secs = 0\n", "c.toml").unwrap_err().0;
         assert_eq!(e, vec!["c.toml:4: ageing_secs = 0: use 1 to 1000000"]);
-        let e = Settings::parse("ports = [\"ok\",\n  \"bad/name\"]\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"ok\",\n  \"bad/name\"]\n", "c.toml").unwrap_err().0;
         assert!(e[0].starts_with("c.toml:2: 'bad/name' is not a valid interface name"), "{e:?}");
-        let e = Settings::parse("ports = [\"a\"]\nfrobnicate = 1\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\"]\nfrobnicate = 1\n", "c.toml").unwrap_err().0;
         assert!(e[0].starts_with("c.toml:2: unknown field `frobnicate`"), "{e:?}");
-        let e = Settings::parse("ports = [\"a\", \"a\"]\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\", \"a\"]\n", "c.toml").unwrap_err().0;
         assert!(e[0].contains("listed twice"), "{e:?}");
         let e = Settings::parse("ports = [\"a\"]\n[[static]]\nmac = \"ff:ff:ff:ff:ff:ff\"\nport = \"a\"\n", "c.toml")
-            .unwrap_err();
+            .unwrap_err()
+            .0;
         assert!(e[0].starts_with("c.toml:2:") && e[0].contains("not a unicast"), "{e:?}");
-        let e = Settings::parse("ports = [\"a\"]\nmetrics = \"nope\"\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\"]\nmetrics = \"nope\"\n", "c.toml").unwrap_err().0;
         assert!(e[0].starts_with("c.toml:2: metrics"), "{e:?}");
-        let e = Settings::parse("ports = [\"a\"]\n[threads]\nnice = 20\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\"]\n[threads]\nnice = 20\n", "c.toml").unwrap_err().0;
         assert_eq!(e, vec!["c.toml:3: nice = 20: use -20 to 19"]);
-        let e = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = 0\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = 0\n", "c.toml").unwrap_err().0;
         assert_eq!(e, vec!["c.toml:3: readers_per_port = 0: '0' is not `auto` or a count from 1 to 64"]);
-        let e = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = \"many\"\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = \"many\"\n", "c.toml").unwrap_err().0;
         assert!(e[0].starts_with("c.toml:3: readers_per_port = many"), "{e:?}");
         let s = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = \"auto\"\n", "c.toml").unwrap();
-        assert_eq!(s.ring.fanout, crate::daemon::Readers::Auto.count());
+        assert_eq!(s.ring.fanout, Readers::Auto.count());
         assert!(s.ring.fanout >= 1);
-        let e = Settings::parse("", "c.toml").unwrap_err();
+        let e = Settings::parse("", "c.toml").unwrap_err().0;
         assert!(e[0].contains("no ports"), "{e:?}");
-        let e = Settings::parse("ports = [\"a\"\n", "c.toml").unwrap_err();
+        let e = Settings::parse("ports = [\"a\"\n", "c.toml").unwrap_err().0;
         assert!(e[0].starts_with("c.toml:"), "{e:?}");
     }
 }

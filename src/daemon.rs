@@ -2,216 +2,61 @@
 //! CPU by default), the ager, the link watcher, the control socket and the
 //! metrics endpoint; apply runtime changes (control requests, SIGHUP); stop
 //! cleanly on SIGINT/SIGTERM.
+//!
+//! Every port is described by a [`PortSpec`] and opened by the one factory
+//! in `ub_port::open`. Its origin says who owns it: a reload reconciles only
+//! the ports that came from the configuration; ports added at run time
+//! belong to whoever added them and no reload touches them.
 
-use crate::config::{Settings, StaticEntry, ThreadConfig};
+use crate::config::{ConfigError, RunArgs, Settings, StaticEntry, ThreadConfig, allowed_cpus};
 use crate::{control, links, metrics, mirror};
-use clap::Args;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use ub_datapath::{LoopDetect, Placement, PortKind, PortState, ReaderHandle, StormLimits, Switch, spawn_reader_at};
-use ub_fdb::FdbConfig;
-use ub_port::afpacket::RxConfig;
+use ub_datapath::{Placement, PortId, PortState, ReaderHandle, Restart, Switch, SwitchError, spawn_reader_at};
+use ub_port::{Claim, OpenOptions, Origin, PortError, PortSpec};
+use ub_wire::Mac;
 
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect", "readers", "no_pin", "reader_nice"])]
-    pub config: Option<PathBuf>,
-    /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
-    #[arg(long = "port", value_name = "IF")]
-    pub ports: Vec<String>,
-    /// Create a TAP interface NAME and attach it. Repeat for more.
-    #[arg(long = "tap", value_name = "NAME")]
-    pub taps: Vec<String>,
-    /// Control socket path.
-    #[arg(long, default_value = crate::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
-    /// Seconds an idle learned entry lives (the Linux bridge's default is 300).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub ageing_secs: u64,
-    /// Most learned entries in the table.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
-    pub fdb_max: u64,
-    /// Most learned entries behind one port.
-    #[arg(long, default_value_t = 8_192, value_parser = clap::value_parser!(u32).range(1..))]
-    pub fdb_max_per_port: u32,
-    /// Enter this network namespace (as in `ip netns exec NAME`) before attaching.
-    #[arg(long, value_name = "NAME")]
-    pub netns: Option<String>,
-    /// How ports receive: `mmsg` (recvmmsg with PACKET_AUXDATA, woken per
-    /// arrival: lowest latency) or `ring` (TPACKET_V3 ring, batches; a partly
-    /// filled block waits up to --retire-ms).
-    #[arg(long, value_enum, default_value_t = RxArg::Mmsg)]
-    pub rx: RxArg,
-    /// RX ring (--rx ring): blocks per port.
-    #[arg(long, default_value_t = 8)]
-    pub ring_blocks: usize,
-    /// RX ring (--rx ring): block size in KiB (power of two, >= 128: a block holds a 64 KiB GSO frame).
-    #[arg(long, default_value_t = 256)]
-    pub block_kib: usize,
-    /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
-    #[arg(long, default_value_t = 1)]
-    pub retire_ms: u32,
-    /// Reader threads per AF_PACKET port (`auto`: one per CPU this process may
-    /// use, at most 8), in a PACKET_FANOUT group by CPU: reader i takes the
-    /// frames that arrived on CPU i (mod N), so each sender's frames are
-    /// forwarded on its own core.
-    #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
-    pub readers: Readers,
-    /// Leave the readers unpinned (by default, with one reader per allowed CPU,
-    /// reader i runs only on CPU i).
-    #[arg(long)]
-    pub no_pin: bool,
-    /// Nice value of the reader threads, -20..=19: below a busy sender's 0, a
-    /// reader sharing its core is not starved by it. Needs CAP_SYS_NICE (or
-    /// the process already that nice); refused, the readers run at the
-    /// process's own priority.
-    #[arg(long, value_name = "NICE", default_value_t = DEFAULT_READER_NICE, allow_negative_numbers = true,
-        value_parser = clap::value_parser!(i32).range(-20..=19))]
-    pub reader_nice: i32,
-    /// Storm control: most broadcast, multicast and unknown-unicast frames per
-    /// second each port may flood (each class); 0 turns it off.
-    #[arg(long, default_value_t = 10_000, value_name = "PPS")]
-    pub storm_pps: u32,
-    /// Loop detection by probe frames: `on-flap` (default) probes only while
-    /// stations flap between ports, `always` every second, `off` never.
-    #[arg(long, value_enum, default_value_t = LoopMode::OnFlap)]
-    pub loop_detect: LoopMode,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9435).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<std::net::SocketAddr>,
-    /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
-}
-
-/// The readers' default nice value (docs/benchmarks.md: a reader at 0 on a
-/// core with a busy sender gets half of it and loses most frames).
-pub const DEFAULT_READER_NICE: i32 = -10;
-
-/// `--readers auto` gives a port one reader per CPU up to this many: on a
-/// large node, ports × CPUs threads (each with its receive buffers) would
-/// cost more than they bring.
-pub const AUTO_READERS_MAX: usize = 8;
-
-/// `--readers`: a count, or one per CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readers {
-    Auto,
-    Count(u16),
-}
-
-impl Readers {
-    /// How many readers a port gets.
-    pub fn count(self) -> usize {
-        match self {
-            Readers::Count(n) => usize::from(n),
-            Readers::Auto => allowed_cpus().len().clamp(1, AUTO_READERS_MAX),
-        }
-    }
-}
-
-/// Parses `--readers` and `readers_per_port`: `auto` or 1..=64.
-pub fn parse_readers(s: &str) -> Result<Readers, String> {
-    if s == "auto" {
-        return Ok(Readers::Auto);
-    }
-    match s.parse::<u16>() {
-        Ok(n) if (1..=ub_port::afpacket::MAX_FANOUT as u16).contains(&n) => Ok(Readers::Count(n)),
-        _ => Err(format!("'{s}' is not `auto` or a count from 1 to {}", ub_port::afpacket::MAX_FANOUT)),
-    }
-}
-
-/// `--rx`, see `ub_port::afpacket::RxMode`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RxArg {
-    Ring,
-    Mmsg,
-}
-
-impl From<RxArg> for ub_port::afpacket::RxMode {
-    fn from(m: RxArg) -> Self {
-        match m {
-            RxArg::Ring => ub_port::afpacket::RxMode::Ring,
-            RxArg::Mmsg => ub_port::afpacket::RxMode::Mmsg,
-        }
-    }
-}
-
-/// `--loop-detect`, see `ub_datapath::LoopDetect`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LoopMode {
-    Off,
-    OnFlap,
-    Always,
-}
-
-impl From<LoopMode> for LoopDetect {
-    fn from(m: LoopMode) -> LoopDetect {
-        match m {
-            LoopMode::Off => LoopDetect::Off,
-            LoopMode::OnFlap => LoopDetect::OnFlap,
-            LoopMode::Always => LoopDetect::Always,
-        }
-    }
-}
-
-impl RunArgs {
-    fn settings(&self) -> Result<Settings, String> {
-        if let Some(path) = &self.config {
-            let mut s = Settings::load(path).map_err(|e| e.join("; "))?;
-            s.log_level.clone_from(&self.log_level);
-            return Ok(s);
-        }
-        if self.ports.is_empty() && self.taps.is_empty() {
-            return Err("no ports: give at least one --port IF or --tap NAME (or --config FILE)".into());
-        }
-        let mut seen: Vec<&String> = Vec::new();
-        for name in self.ports.iter().chain(&self.taps) {
-            ub_port::validate_ifname(name).map_err(|e| e.to_string())?;
-            if seen.contains(&name) {
-                return Err(format!("'{name}' is given twice"));
-            }
-            seen.push(name);
-        }
-        let ring = RxConfig {
-            mode: self.rx.into(),
-            block_kib: self.block_kib,
-            blocks: self.ring_blocks,
-            retire_ms: self.retire_ms,
-            fanout: self.readers.count(),
-        };
-        ring.validate()?;
-        Ok(Settings {
-            socket: self.socket.clone(),
-            netns: self.netns.clone(),
-            metrics: self.metrics,
-            log_level: self.log_level.clone(),
-            fdb: FdbConfig {
-                ageing_ms: self.ageing_secs * 1000,
-                max_entries: self.fdb_max as usize,
-                max_per_port: self.fdb_max_per_port,
-                ..FdbConfig::default()
-            },
-            loop_detect: self.loop_detect.into(),
-            storm: StormLimits {
-                broadcast_pps: self.storm_pps,
-                multicast_pps: self.storm_pps,
-                unknown_unicast_pps: self.storm_pps,
-            },
-            ring,
-            threads: ThreadConfig { pin: !self.no_pin, nice: Some(self.reader_nice) },
-            ports: self.ports.clone(),
-            taps: self.taps.clone(),
-            statics: Vec::new(),
-        })
-    }
+/// What can go wrong running the daemon or changing it. Each message names
+/// the thing and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    #[error("no port named '{0}' (see `userbridge port list`)")]
+    NoSuchPort(String),
+    #[error("port '{0}' is already attached")]
+    AlreadyAttached(String),
+    #[error("port '{0}': {1}")]
+    BadPolicy(String, String),
+    #[error("starting a reader of {port}: {source}")]
+    Reader { port: String, source: std::io::Error },
+    #[error("static entry {mac}: {why}")]
+    Static { mac: Mac, why: String },
+    #[error(
+        "missing capability {name} (needed for {why}): run as root, or grant it (e.g. systemd AmbientCapabilities={name})"
+    )]
+    Capability { name: &'static str, why: &'static str },
+    #[error("log level '{0}': {1}")]
+    LogLevel(String, String),
+    #[error("{0} (list namespaces with `ip netns`)")]
+    Netns(ub_netlink::Error),
+    #[error(transparent)]
+    Control(#[from] control::ServerError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("link notifications: {0}")]
+    Links(ub_netlink::Error),
 }
 
 /// Link events the daemon has followed.
@@ -223,23 +68,53 @@ pub struct LinkCounters {
     pub reattached: AtomicU64,
 }
 
-/// A port opened but not yet forwarding: its name, backend, receive halves
-/// (one per reader), transmit half, and whether its link is up.
-type Opened = (String, PortKind, Vec<Box<dyn ub_port::PortRx>>, Box<dyn ub_port::PortTx>, bool);
+impl LinkCounters {
+    /// The counters by name: the one list `stats` and `/metrics` show.
+    pub fn events(&self) -> [(&'static str, u64); 4] {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [("down", ld(&self.down)), ("up", ld(&self.up)), ("gone", ld(&self.gone)), ("reattached", ld(&self.reattached))]
+    }
+}
+
+/// What the daemon itself has done (beyond the switch).
+#[derive(Debug, Default)]
+pub struct DaemonCounters {
+    pub reloads: AtomicU64,
+    pub reload_errors: AtomicU64,
+    /// Panics of the daemon's own threads, each restarted.
+    pub thread_panics: AtomicU64,
+}
+
+/// A port the daemon has attached: its spec, its readers, and the claim
+/// that keeps any other userbridge off its interface.
+#[derive(Debug)]
+struct Attached {
+    spec: PortSpec,
+    id: PortId,
+    readers: Vec<ReaderHandle>,
+    _claim: Claim,
+}
 
 /// The running switch and everything that changes it at run time.
 #[derive(Debug)]
 pub struct Daemon {
     pub sw: Arc<Switch>,
-    ring: RxConfig,
+    open: OpenOptions,
     threads: ThreadConfig,
-    /// The reader threads of each port (several with --readers).
-    readers: Mutex<HashMap<String, Vec<ReaderHandle>>>,
-    /// What the configuration asks for: re-attached when a link comes back.
-    pub settings: Mutex<Settings>,
+    restart: Restart,
+    /// Every attached port by name, `gone` ones included (a configured port
+    /// whose interface comes back is re-attached from its spec).
+    ports: Mutex<BTreeMap<String, Attached>>,
+    /// What the configuration asks for (its ports are the `config` ones).
+    settings: Mutex<Settings>,
     config_path: Option<PathBuf>,
     pub links: LinkCounters,
-    pub mirrors: Mutex<HashMap<String, Arc<mirror::PcapSink>>>,
+    pub counters: DaemonCounters,
+    pub mirrors: Mutex<HashMap<String, mirror::PcapMirror>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Daemon {
@@ -248,119 +123,170 @@ impl Daemon {
         let sw = Arc::new(Switch::new(settings.fdb));
         sw.set_storm_limits(settings.storm);
         sw.loop_guard.set_mode(settings.loop_detect);
+        let open = OpenOptions {
+            rx: settings.ring,
+            holder: format!("pid {}, socket {}", std::process::id(), settings.socket.display()),
+            ..OpenOptions::default()
+        };
         Arc::new(Daemon {
             sw,
-            ring: settings.ring,
+            open,
             threads: settings.threads,
-            readers: Mutex::new(HashMap::new()),
+            restart: Restart::default(),
+            ports: Mutex::new(BTreeMap::new()),
             settings: Mutex::new(settings),
             config_path,
             links: LinkCounters::default(),
+            counters: DaemonCounters::default(),
             mirrors: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Attaches `name` as an AF_PACKET port (or creates TAP `name`).
-    pub fn attach(&self, name: &str, tap: bool) -> Result<(), String> {
-        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        let gone = match self.sw.port_by_name(name) {
-            Some(p) if p.state() != PortState::Gone => return Err(format!("port '{name}' is already attached")),
-            other => other,
+    /// The configuration the daemon runs with now.
+    pub fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    /// Records a new ageing time, so a reload compares against it.
+    pub fn set_ageing_setting(&self, ms: u64) {
+        lock(&self.settings).fdb.ageing_ms = ms;
+    }
+
+    /// The spec of port `name`, if attached.
+    pub fn spec(&self, name: &str) -> Option<PortSpec> {
+        lock(&self.ports).get(name).map(|a| a.spec.clone())
+    }
+
+    /// Every attached port's spec, by port id.
+    pub fn specs(&self) -> BTreeMap<PortId, PortSpec> {
+        lock(&self.ports).values().map(|a| (a.id, a.spec.clone())).collect()
+    }
+
+    /// Opens the port `spec` describes and starts forwarding on it. A port of
+    /// that name that is `gone` is replaced; any other is refused.
+    pub fn attach(&self, spec: PortSpec) -> Result<PortId, DaemonError> {
+        let mut ports = lock(&self.ports);
+        let gone = match ports.get(&spec.name) {
+            Some(a) if self.sw.port(a.id).is_some_and(|p| p.state() != PortState::Gone) => {
+                return Err(DaemonError::AlreadyAttached(spec.name.clone()));
+            }
+            Some(a) => Some(a.id),
+            None => None,
         };
+        let policy = Arc::new(
+            ub_datapath::Policy::compile(spec.policy.clone())
+                .map_err(|e| DaemonError::BadPolicy(spec.name.clone(), e))?,
+        );
         // Open first: if that fails, a `gone` port stays in the table, to be
         // re-attached on the interface's next appearance.
-        let opened: Opened = if tap {
-            let (rx, tx, actual) = ub_port::tap::open(name).map_err(|e| e.to_string())?;
-            // A new TAP is down until whoever uses it brings it up (`ip link set
-            // NAME up`); the link watcher then marks the port up.
-            (actual, PortKind::Tap, vec![Box::new(rx)], Box::new(tx), false)
-        } else {
-            let (rx, tx, info) = ub_port::afpacket::open(name, self.ring).map_err(|e| e.to_string())?;
-            if rx.len() < self.ring.fanout {
-                tracing::warn!(port = %name, readers = rx.len(), asked = self.ring.fanout,
-                    "this kernel cannot make a PACKET_FANOUT group ignore outgoing frames (Linux 6.2+): one reader per port");
-            }
-            let up = info.admin_up && info.oper_up;
-            if !up {
-                tracing::warn!(port = %name, "link is down; the port forwards once it is up (`ip link set {name} up`, and its peer)");
-            }
-            let rx = rx.into_iter().map(|r| Box::new(r) as Box<dyn ub_port::PortRx>).collect();
-            (name.to_string(), PortKind::AfPacket, rx, Box::new(tx), up)
-        };
-        if let Some(p) = gone {
-            readers.remove(name);
-            self.sw.remove_port(p.id);
+        let opened = ub_port::open(&spec, &self.open)?;
+        if opened.backend == ub_port::Backend::Afpacket && opened.rx.len() < self.open.rx.fanout {
+            tracing::warn!(port = %spec.name, readers = opened.rx.len(), asked = self.open.rx.fanout,
+                "this kernel cannot make a PACKET_FANOUT group ignore outgoing frames (Linux 6.2+): one reader per port");
         }
-        let (actual, kind, rx, tx, up) = opened;
-        let id = self.sw.add_port(&actual, kind, tx).map_err(|e| e.to_string())?;
-        if !up && let Some(p) = self.sw.port(id) {
-            p.set_state(PortState::Down);
+        if let Some(old) = gone {
+            if let Some(a) = ports.remove(&spec.name) {
+                drop(a.readers);
+            }
+            self.sw.remove_port(old);
         }
-        let n = rx.len();
+        let id = self.sw.add_port_with(&opened.name, opened.backend, opened.tx, policy)?;
+        if !opened.up {
+            if opened.backend == ub_port::Backend::Afpacket {
+                tracing::warn!(port = %spec.name, "link is down; the port forwards once it is up (`ip link set {} up`, and its peer)", spec.name);
+            }
+            if let Some(p) = self.sw.port(id) {
+                p.set_state(PortState::Down);
+            }
+        }
+        let n = opened.rx.len();
         let many = n > 1;
         // Pinned only when each reader has a CPU's frames of its own (one reader per
         // allowed CPU); otherwise a pinned reader would wait for a busy CPU while
         // others idle, and a single reader per port would put every port on one CPU.
         let cpus = allowed_cpus();
         let pin = self.threads.pin && many && n == cpus.len();
-        let mut started = Vec::with_capacity(n);
-        for (i, rx) in rx.into_iter().enumerate() {
+        let mut readers = Vec::with_capacity(n);
+        for (i, rx) in opened.rx.into_iter().enumerate() {
             let at = Placement {
                 cpu: pin.then(|| reader_cpu_in(&cpus, i, n)).flatten(),
                 nice: self.threads.nice,
                 index: many.then_some(i),
             };
-            match spawn_reader_at(self.sw.clone(), id, rx, at) {
-                Ok(r) => started.push(r),
-                Err(e) => {
-                    drop(started);
+            match spawn_reader_at(self.sw.clone(), id, rx, at, self.restart) {
+                Ok(r) => readers.push(r),
+                Err(source) => {
+                    drop(readers);
                     self.sw.remove_port(id);
-                    return Err(format!("starting a reader of {name}: {e}"));
+                    return Err(DaemonError::Reader { port: spec.name.clone(), source });
                 }
             }
         }
-        readers.insert(actual, started);
-        tracing::info!(port = %name, id, tap, "port attached");
-        Ok(())
+        tracing::info!(port = %opened.name, id, backend = opened.backend.as_str(), origin = ?spec.origin, "port attached");
+        let name = opened.name.clone();
+        let spec = PortSpec { name: opened.name, ..spec };
+        ports.insert(name, Attached { spec, id, readers, _claim: opened.claim });
+        Ok(id)
     }
 
-    /// Detaches port `name`: its reader is stopped and joined, its FDB
-    /// entries flushed, mirrors from and to it ended. Other ports forward on.
-    pub fn detach(&self, name: &str) -> Result<(), String> {
-        let port =
-            self.sw.port_by_name(name).ok_or_else(|| format!("no port named '{name}' (see `userbridge port list`)"))?;
-        let reader = self.readers.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        for r in reader.into_iter().flatten() {
+    /// Detaches port `name`: its readers are stopped and joined, its FDB
+    /// entries flushed, mirrors from and to it ended, its claim released.
+    /// Other ports forward on. Returns its spec.
+    pub fn detach(&self, name: &str) -> Result<PortSpec, DaemonError> {
+        let a = lock(&self.ports).remove(name).ok_or_else(|| DaemonError::NoSuchPort(name.to_string()))?;
+        for r in a.readers {
             r.stop();
         }
-        self.sw.remove_port(port.id);
-        self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.sw.remove_port(a.id);
+        lock(&self.mirrors).remove(name);
         tracing::info!(port = %name, "port detached");
+        Ok(a.spec)
+    }
+
+    /// Gives port `name` a new policy, atomically (a batch sees the old or the new).
+    pub fn set_policy(&self, name: &str, policy: ub_port::PortPolicy) -> Result<(), DaemonError> {
+        let mut ports = lock(&self.ports);
+        let a = ports.get_mut(name).ok_or_else(|| DaemonError::NoSuchPort(name.to_string()))?;
+        self.sw
+            .set_policy(a.id, policy.clone())
+            .map_err(|e| DaemonError::BadPolicy(name.to_string(), e.to_string()))?;
+        a.spec.policy = policy;
         Ok(())
     }
 
-    fn add_static(&self, st: &StaticEntry) -> Result<(), String> {
-        let port = self.sw.port_by_name(&st.port).ok_or_else(|| format!("no port named '{}'", st.port))?;
-        self.sw.fdb.add_static(st.vlan, st.mac, port.id).map_err(|e| format!("{e:?}"))
+    pub fn add_static(&self, st: &StaticEntry) -> Result<(), DaemonError> {
+        let port = self.sw.port_by_name(&st.port).ok_or_else(|| DaemonError::NoSuchPort(st.port.clone()))?;
+        self.sw
+            .fdb
+            .add_static(st.vlan, st.mac, port.id)
+            .map_err(|r| DaemonError::Static { mac: st.mac, why: format!("{r:?}") })
     }
 
-    /// Brings the switch to `new`: attaches added ports, detaches removed
-    /// ones (unchanged ports are not touched), applies FDB settings and
-    /// statics. Returns what it did, one line each.
+    /// Brings the switch to `new`: attaches the configured ports added,
+    /// detaches the configured ports removed (unchanged ports are not
+    /// touched; ports added at run time are never touched), applies FDB
+    /// settings and statics. Returns what it did, one line each.
     pub fn apply(&self, new: Settings) -> Vec<String> {
         let mut done = Vec::new();
-        let old = self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (list, tap) in [(&new.ports, false), (&new.taps, true)] {
-            for name in list.iter().filter(|n| !old.ports.contains(n) && !old.taps.contains(n)) {
-                match self.attach(name, tap) {
-                    Ok(()) => done.push(format!("added {name}")),
-                    Err(e) => done.push(format!("could not add {name}: {e}")),
-                }
+        let old = self.settings();
+        let owned: Vec<String> = lock(&self.ports)
+            .values()
+            .filter(|a| a.spec.origin == Origin::Config)
+            .map(|a| a.spec.name.clone())
+            .collect();
+        for spec in new.ports.iter().filter(|p| !owned.contains(&p.name)) {
+            if self.spec(&spec.name).is_some_and(|s| s.origin == Origin::Runtime) {
+                done.push(format!("{} is attached at run time: left to whoever added it", spec.name));
+                continue;
+            }
+            match self.attach(spec.clone()) {
+                Ok(_) => done.push(format!("added {}", spec.name)),
+                Err(e) => done.push(format!("could not add {}: {e}", spec.name)),
             }
         }
-        for name in old.ports.iter().chain(&old.taps).filter(|n| !new.ports.contains(n) && !new.taps.contains(n)) {
+        for name in owned.iter().filter(|n| !new.ports.iter().any(|p| &p.name == *n)) {
             match self.detach(name) {
-                Ok(()) => done.push(format!("removed {name}")),
+                Ok(_) => done.push(format!("removed {name}")),
                 Err(e) => done.push(format!("could not remove {name}: {e}")),
             }
         }
@@ -370,7 +296,7 @@ impl Daemon {
         }
         if new.loop_detect != old.loop_detect {
             self.sw.loop_guard.set_mode(new.loop_detect);
-            done.push(format!("loop detection {:?}", new.loop_detect));
+            done.push(format!("loop detection {}", new.loop_detect.as_str()));
         }
         if new.storm != old.storm {
             self.sw.set_storm_limits(new.storm);
@@ -397,7 +323,7 @@ impl Daemon {
         {
             done.push("socket, metrics, netns, [ring] and [threads] settings change only at restart".into());
         }
-        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Settings {
+        *lock(&self.settings) = Settings {
             socket: old.socket,
             metrics: old.metrics,
             netns: old.netns,
@@ -412,29 +338,37 @@ impl Daemon {
     pub fn reload(&self) {
         let Some(path) = &self.config_path else {
             tracing::warn!("SIGHUP ignored: the daemon was not started with --config");
+            self.counters.reload_errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
         match Settings::load(path) {
             Ok(new) => {
                 let done = self.apply(new);
+                self.counters.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(config = %path.display(), changes = ?done, "configuration reloaded");
             }
-            Err(errs) => tracing::error!(config = %path.display(), errors = ?errs, "configuration not reloaded"),
+            Err(errs) => {
+                self.counters.reload_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(config = %path.display(), errors = %errs, "configuration not reloaded");
+            }
         }
     }
 
     /// Re-attaches a configured port whose interface has come back: only a
-    /// port that is still in the table as `gone` (a port detached on purpose
-    /// is not in the table and stays detached).
+    /// port still known as `gone` (a port detached on purpose is forgotten
+    /// and stays detached; a run-time port's owner re-adds it).
     pub fn reattach_if_wanted(&self, name: &str) {
-        let wanted = {
-            let s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
-            s.ports.iter().any(|p| p == name)
+        let spec = {
+            let ports = lock(&self.ports);
+            ports
+                .get(name)
+                .filter(|a| a.spec.origin == Origin::Config)
+                .filter(|a| self.sw.port(a.id).is_some_and(|p| p.state() == PortState::Gone))
+                .map(|a| a.spec.clone())
         };
-        let gone = self.sw.port_by_name(name).is_some_and(|p| p.state() == PortState::Gone);
-        if wanted && gone {
-            match self.attach(name, false) {
-                Ok(()) => {
+        if let Some(spec) = spec {
+            match self.attach(spec) {
+                Ok(_) => {
                     self.links.reattached.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(port = %name, "interface is back; port re-attached");
                 }
@@ -444,10 +378,11 @@ impl Daemon {
     }
 
     fn stop_all(&self) {
-        let readers: Vec<ReaderHandle> =
-            self.readers.lock().unwrap_or_else(|e| e.into_inner()).drain().flat_map(|(_, r)| r).collect();
-        for r in readers {
-            r.stop();
+        let ports = std::mem::take(&mut *lock(&self.ports));
+        for (_, a) in ports {
+            for r in a.readers {
+                r.stop();
+            }
         }
     }
 }
@@ -487,9 +422,33 @@ impl FdbEventLog {
     }
 }
 
+/// Runs `body` on a thread named `name`, again after a panic (logged and
+/// counted in `panics`, with a back-off of 100 ms doubling to 5 s), until
+/// it returns. The daemon's own threads (ager, link watcher, control
+/// socket, metrics) run this way: none of them may die silently, and none
+/// of their panics may stop the datapath (docs/architecture.md).
+pub fn spawn_supervised(
+    name: &'static str,
+    panics: Arc<Daemon>,
+    body: impl Fn() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut backoff = Duration::from_millis(100);
+            while std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body)).is_err() {
+                panics.counters.thread_panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(thread = name, backoff_ms = backoff.as_millis(), "thread panicked; restarting it");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        })
+        .map_err(|e| DaemonError::Thread(name, e))
+}
+
 /// Capabilities the daemon needs, with why; checked before anything is opened
 /// so a missing one is named instead of surfacing as EPERM on some socket.
-fn check_capabilities(s: &Settings) -> Result<(), String> {
+fn check_capabilities(s: &Settings) -> Result<(), DaemonError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let Some(eff) =
         status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
@@ -503,20 +462,18 @@ fn check_capabilities(s: &Settings) -> Result<(), String> {
     }
     for (bit, name, why) in need {
         if eff & (1 << bit) == 0 {
-            return Err(format!(
-                "missing capability {name} (needed for {why}): run as root, or grant it (e.g. systemd AmbientCapabilities={name})"
-            ));
+            return Err(DaemonError::Capability { name, why });
         }
     }
     Ok(())
 }
 
-pub fn run(a: RunArgs) -> Result<(), String> {
+pub fn run(a: RunArgs) -> Result<(), DaemonError> {
     let settings = a.settings()?;
     check_capabilities(&settings)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.log_level))
-        .map_err(|e| format!("log level '{}': {e}", settings.log_level))?;
+        .map_err(|e| DaemonError::LogLevel(settings.log_level.clone(), e.to_string()))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 
@@ -524,9 +481,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let metrics_listener = settings.metrics.map(metrics::Server::bind).transpose()?;
     if let Some(ns) = &settings.netns {
         // Before any thread exists: every thread started later inherits it.
-        ub_netlink::NetNs::open(ns)
-            .and_then(|n| n.enter())
-            .map_err(|e| format!("{e} (list namespaces with `ip netns`)"))?;
+        ub_netlink::NetNs::open(ns).and_then(|n| n.enter()).map_err(DaemonError::Netns)?;
     }
     // A second daemon on the same socket stops here, before it touches any interface.
     control::Server::check_free(&settings.socket)?;
@@ -534,16 +489,13 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let d = Daemon::new(settings.clone(), a.config.clone());
     // Every port opens, or the start fails with the reason.
     let result = (|| {
-        for name in &settings.ports {
-            d.attach(name, false)?;
-        }
-        for name in &settings.taps {
-            d.attach(name, true)?;
+        for spec in &settings.ports {
+            d.attach(spec.clone())?;
         }
         for st in &settings.statics {
-            d.add_static(st).map_err(|e| format!("static {}: {e}", st.mac))?;
+            d.add_static(st)?;
         }
-        Ok::<_, String>(())
+        Ok::<_, DaemonError>(())
     })();
     if let Err(e) = result {
         d.stop_all();
@@ -556,38 +508,34 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let server = control::Server::start(&settings.socket, d.clone())?;
 
     // Dropping `ager_stop` wakes and ends the ager.
-    let (ager_stop, ager_rx) = std::sync::mpsc::channel::<()>();
-    let ager = std::thread::Builder::new()
-        .name("ager".into())
-        .spawn({
-            let sw = d.sw.clone();
-            let mut events = FdbEventLog::default();
-            move || {
-                // A pass every 100 ms to 1 s: a tenth of the ageing time, within those
-                // bounds; the loop guard's tick about once a second.
-                let mut last_tick = 0u64;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    ager_rx.recv_timeout(Duration::from_millis((sw.fdb.ageing_ms() / 10).clamp(100, 1000)))
-                {
-                    let now = sw.now_ms();
-                    if now.saturating_sub(last_tick) >= 1000 {
-                        sw.loop_tick(now);
-                        last_tick = now;
-                    }
-                    let n = sw.fdb.age(sw.now_ms());
-                    if n > 0 {
-                        tracing::debug!(aged = n, "fdb entries aged out");
-                    }
-                    events.log_changes(&sw);
+    let (ager_stop, ager_rx) = crossbeam_channel::bounded::<()>(0);
+    let ager = spawn_supervised("ager", d.clone(), {
+        let sw = d.sw.clone();
+        let events = Mutex::new(FdbEventLog::default());
+        let last_tick = AtomicU64::new(0);
+        move || {
+            // A pass every 100 ms to 1 s: a tenth of the ageing time, within those
+            // bounds; the loop guard's tick about once a second.
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                ager_rx.recv_timeout(Duration::from_millis((sw.fdb.ageing_ms() / 10).clamp(100, 1000)))
+            {
+                let now = sw.now_ms();
+                if now.saturating_sub(last_tick.load(Ordering::Relaxed)) >= 1000 {
+                    sw.loop_tick(now);
+                    last_tick.store(now, Ordering::Relaxed);
                 }
+                let n = sw.fdb.age(sw.now_ms());
+                if n > 0 {
+                    tracing::debug!(aged = n, "fdb entries aged out");
+                }
+                lock(&events).log_changes(&sw);
             }
-        })
-        .map_err(|e| format!("starting the ager: {e}"))?;
+        }
+    })?;
 
     tracing::info!(socket = %settings.socket.display(), ports = d.sw.ports().iter().flatten().count(), "userbridge running");
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
     for sig in signals.forever() {
         if sig == SIGHUP {
             d.reload();
@@ -603,13 +551,6 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     drop(links);
     d.stop_all();
     Ok(())
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    rustix::thread::sched_getaffinity(None)
-        .map(|set| (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect())
-        .unwrap_or_default()
 }
 
 /// The CPU for reader `i` of `n`, among the allowed `cpus`: PACKET_FANOUT by

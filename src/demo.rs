@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
-use ub_datapath::{PortKind, Switch, spawn_reader};
+use ub_datapath::{Backend, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
 use ub_lab::Lab;
 use ub_netlink::NetNs;
@@ -11,7 +11,31 @@ use ub_wire::{ArpOp, ArpPacket, ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetFrame};
 
 mod sock;
 
-pub fn lab_up(name: &str, pods: usize) -> Result<(), String> {
+/// A lab command failed: the lab's own one-line message (it names the
+/// namespace or interface and the fix).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LabError(String);
+
+impl From<String> for LabError {
+    fn from(s: String) -> LabError {
+        LabError(s)
+    }
+}
+
+impl From<&str> for LabError {
+    fn from(s: &str) -> LabError {
+        LabError(s.to_string())
+    }
+}
+
+impl From<ub_netlink::Error> for LabError {
+    fn from(e: ub_netlink::Error) -> LabError {
+        LabError(e.to_string())
+    }
+}
+
+pub fn lab_up(name: &str, pods: usize) -> Result<(), LabError> {
     let lab = Lab::create(name, pods)?;
     let sw = lab.switch_ns();
     println!("lab '{name}': switch namespace {sw}, {pods} pods");
@@ -27,10 +51,10 @@ pub fn lab_up(name: &str, pods: usize) -> Result<(), String> {
     Ok(())
 }
 
-pub fn lab_down(name: &str) -> Result<(), String> {
+pub fn lab_down(name: &str) -> Result<(), LabError> {
     let n = Lab::destroy(name)?;
     if n == 0 {
-        return Err(format!("no lab named '{name}' (no namespace {name}-sw or {name}-pN)"));
+        return Err(format!("no lab named '{name}' (no namespace {name}-sw or {name}-pN)").into());
     }
     println!("removed {n} namespaces of lab '{name}'");
     Ok(())
@@ -66,7 +90,7 @@ fn describe(f: &[u8]) -> String {
     format!("{} > {} ({kind}): {what}", eth.src(), eth.dst())
 }
 
-pub fn demo(name: &str, pods: usize) -> Result<(), String> {
+pub fn demo(name: &str, pods: usize) -> Result<(), LabError> {
     if pods < 2 {
         return Err("the demo needs --pods 2 or more".into());
     }
@@ -89,7 +113,7 @@ pub fn demo(name: &str, pods: usize) -> Result<(), String> {
             let mut v = Vec::new();
             for port in lab.ports() {
                 let (rx, tx, _) = ub_port::afpacket::open(&port, Default::default()).map_err(|e| e.to_string())?;
-                let id = sw.add_port(&port, PortKind::AfPacket, Box::new(tx)).map_err(|e| e.to_string())?;
+                let id = sw.add_port(&port, Backend::Afpacket, Box::new(tx)).map_err(|e| e.to_string())?;
                 for rx in rx {
                     v.push(spawn_reader(sw.clone(), id, Box::new(rx)).map_err(|e| e.to_string())?);
                 }

@@ -5,12 +5,12 @@
 //! when an interface of that name comes back and the configuration lists
 //! it, the port is re-attached.
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, DaemonError, spawn_supervised};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use ub_datapath::PortState;
 use ub_netlink::{LinkEvent, LinkWatcher};
+use ub_port::PortState;
 
 pub struct Watcher {
     stop: Arc<AtomicBool>,
@@ -18,26 +18,24 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn start(d: Arc<Daemon>) -> Result<Watcher, String> {
-        let mut w = LinkWatcher::open(Duration::from_millis(250)).map_err(|e| e.to_string())?;
+    pub fn start(d: Arc<Daemon>) -> Result<Watcher, DaemonError> {
+        let w = std::sync::Mutex::new(LinkWatcher::open(Duration::from_millis(250)).map_err(DaemonError::Links)?);
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("links".into())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    while !stop.load(Ordering::Acquire) {
-                        match w.wait() {
-                            Ok(events) => events.into_iter().for_each(|ev| handle(&d, ev)),
-                            Err(e) => {
-                                tracing::error!(error = %e, "link notifications failed; link states are no longer followed");
-                                return;
-                            }
+        let thread = spawn_supervised("links", d.clone(), {
+            let stop = stop.clone();
+            move || {
+                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                while !stop.load(Ordering::Acquire) {
+                    match w.wait() {
+                        Ok(events) => events.into_iter().for_each(|ev| handle(&d, ev)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "link notifications failed; link states are no longer followed");
+                            return;
                         }
                     }
                 }
-            })
-            .map_err(|e| format!("starting the link watcher: {e}"))?;
+            }
+        })?;
         Ok(Watcher { stop, thread: Some(thread) })
     }
 }

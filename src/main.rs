@@ -2,10 +2,26 @@
 //! the daemon and its pieces live in the library (src/lib.rs).
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use userbridge::{DEFAULT_SOCKET, config, control, daemon, demo, output};
+use ub_proto::{Call, ClientError};
+use userbridge::output::Show;
+use userbridge::{DEFAULT_SOCKET, config, daemon, demo};
+
+/// Why a command failed: printed as one line, `userbridge: ...`.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Lab(#[from] demo::LabError),
+    #[error("{0}")]
+    Usage(&'static str),
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,7 +53,7 @@ struct ClientOpts {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the switch in the foreground until SIGINT or SIGTERM (SIGHUP re-reads --config).
-    Run(daemon::RunArgs),
+    Run(config::RunArgs),
     /// Check a configuration file and exit: `ok`, or one line per problem with its line number.
     CheckConfig { file: PathBuf },
     /// The forwarding table: show, add or delete static entries, flush.
@@ -109,8 +125,12 @@ enum FdbCmd {
 
 #[derive(Subcommand, Debug)]
 enum PortCmd {
-    /// List ports with their state, MTU and learned entries.
-    List,
+    /// List ports with their state, MTU, learned entries and owner.
+    List {
+        /// Only this port.
+        #[arg(long, value_name = "IF")]
+        port: Option<String>,
+    },
     /// Attach interface IF (or create and attach TAP NAME) to the running switch.
     Add {
         /// Interface to attach.
@@ -176,73 +196,89 @@ enum LabCmd {
     },
 }
 
-fn absolute(p: PathBuf) -> Result<String, String> {
-    let p = if p.is_absolute() { p } else { std::env::current_dir().map_err(|e| e.to_string())?.join(p) };
-    p.to_str().map(str::to_string).ok_or_else(|| format!("{} is not UTF-8", p.display()))
+fn absolute(p: PathBuf) -> Result<String, CliError> {
+    let p = if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map_err(|e| CliError::Config(format!("the current directory: {e}")))?.join(p)
+    };
+    p.to_str().map(str::to_string).ok_or(CliError::Usage("the pcap path is not UTF-8"))
+}
+
+/// Sends `req` to the daemon and prints its reply: text, or JSON with -j.
+fn ask<C: Call>(c: &ClientOpts, req: C) -> Result<(), CliError>
+where
+    C::Reply: Show,
+{
+    let reply = ub_proto::call(&c.socket, req)?;
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+    } else {
+        print!("{}", reply.show());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
+    use ub_proto::*;
     let cli = Cli::parse();
-    let req = |c: &ClientOpts, r: serde_json::Value, show: fn(&serde_json::Value) -> String| {
-        control::client(&c.socket, r, c.json, show)
-    };
-    let res = match cli.cmd {
-        Cmd::Run(args) => daemon::run(args),
+    let res: Result<(), CliError> = match cli.cmd {
+        Cmd::Run(args) => daemon::run(args).map_err(Into::into),
         Cmd::CheckConfig { file } => match config::Settings::load(&file) {
             Ok(s) => {
                 println!(
                     "{}: ok ({} ports, {} taps, {} static entries)",
                     file.display(),
-                    s.ports.len(),
-                    s.taps.len(),
+                    s.names(ub_port::Backend::Afpacket).len(),
+                    s.names(ub_port::Backend::Tap).len(),
                     s.statics.len()
                 );
                 Ok(())
             }
-            Err(errs) => {
-                for e in &errs[..errs.len() - 1] {
+            Err(config::ConfigError(errs)) => {
+                for e in &errs[..errs.len().saturating_sub(1)] {
                     eprintln!("userbridge: {e}");
                 }
-                Err(errs.last().cloned().unwrap_or_default())
+                Err(CliError::Config(errs.last().cloned().unwrap_or_default()))
             }
         },
         Cmd::Fdb { cmd, client: c } => match cmd {
-            FdbCmd::Show => req(&c, json!({"cmd": "fdb_show"}), output::fdb),
-            FdbCmd::Add { mac, port, vlan } => {
-                req(&c, json!({"cmd": "fdb_add", "mac": mac, "port": port, "vlan": vlan}), output::done)
-            }
-            FdbCmd::Del { mac, vlan } => req(&c, json!({"cmd": "fdb_del", "mac": mac, "vlan": vlan}), output::done),
-            FdbCmd::Flush { port } => req(&c, json!({"cmd": "fdb_flush", "port": port}), output::done),
+            FdbCmd::Show => ask(&c, FdbShow {}),
+            FdbCmd::Add { mac, port, vlan } => match mac.parse() {
+                Ok(mac) => ask(&c, FdbAdd { mac, port, vlan }),
+                Err(e) => Err(CliError::Config(format!("{e}"))),
+            },
+            FdbCmd::Del { mac, vlan } => match mac.parse() {
+                Ok(mac) => ask(&c, FdbDel { mac, vlan }),
+                Err(e) => Err(CliError::Config(format!("{e}"))),
+            },
+            FdbCmd::Flush { port } => ask(&c, FdbFlush { port }),
         },
-        Cmd::Stats { port, client: c } => req(&c, json!({"cmd": "stats", "port": port}), output::stats),
+        Cmd::Stats { port, client: c } => ask(&c, Stats { port }),
         Cmd::Port { cmd, client: c } => match cmd {
-            PortCmd::List => req(&c, json!({"cmd": "port_list"}), output::ports),
-            PortCmd::Add { name: Some(n), tap: None } => req(&c, json!({"cmd": "port_add", "name": n}), output::done),
-            PortCmd::Add { tap: Some(n), .. } => {
-                req(&c, json!({"cmd": "port_add", "name": n, "tap": true}), output::done)
-            }
-            PortCmd::Add { .. } => Err("port add needs IF or --tap NAME".into()),
-            PortCmd::Del { name } => req(&c, json!({"cmd": "port_del", "name": name}), output::done),
+            PortCmd::List { port } => ask(&c, PortList { port }),
+            PortCmd::Add { name: Some(n), tap: None } => ask(&c, PortAdd::afpacket(&n)),
+            PortCmd::Add { tap: Some(n), .. } => ask(&c, PortAdd { tap: true, ..PortAdd::afpacket(&n) }),
+            PortCmd::Add { .. } => Err(CliError::Usage("port add needs IF or --tap NAME")),
+            PortCmd::Del { name } => ask(&c, PortDel { name }),
         },
-        Cmd::Set { cmd: SetCmd::Ageing { secs }, client: c } => {
-            req(&c, json!({"cmd": "set_ageing", "secs": secs}), output::done)
-        }
+        Cmd::Set { cmd: SetCmd::Ageing { secs }, client: c } => ask(&c, SetAgeing { secs }),
         Cmd::Mirror { cmd, client: c } => match cmd {
             MirrorCmd::Add { from, to: Some(to), .. } => {
-                req(&c, json!({"cmd": "mirror_add", "from": from, "to": to}), output::done)
+                ask(&c, MirrorAdd { from, to: Some(to), pcap: None, max_bytes: None })
             }
-            MirrorCmd::Add { from, pcap: Some(p), max_mib, .. } => absolute(p).and_then(|p| {
-                req(&c, json!({"cmd": "mirror_add", "from": from, "pcap": p, "max_bytes": max_mib << 20}), output::done)
-            }),
-            MirrorCmd::Add { .. } => Err("mirror add needs --to IF or --pcap FILE".into()),
-            MirrorCmd::Del { from } => req(&c, json!({"cmd": "mirror_del", "from": from}), output::done),
-            MirrorCmd::List => req(&c, json!({"cmd": "mirror_list"}), output::mirrors),
+            MirrorCmd::Add { from, pcap: Some(p), max_mib, .. } => absolute(p)
+                .and_then(|p| ask(&c, MirrorAdd { from, to: None, pcap: Some(p), max_bytes: Some(max_mib << 20) })),
+            MirrorCmd::Add { .. } => Err(CliError::Usage("mirror add needs --to IF or --pcap FILE")),
+            MirrorCmd::Del { from } => ask(&c, MirrorDel { from }),
+            MirrorCmd::List => ask(&c, MirrorList {}),
         },
         Cmd::Lab { cmd } => match cmd {
             LabCmd::Up { pods, name } => demo::lab_up(&name, pods),
             LabCmd::Down { name } => demo::lab_down(&name),
             LabCmd::Demo { pods, name } => demo::demo(&name, pods),
-        },
+        }
+        .map_err(Into::into),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

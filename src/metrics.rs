@@ -1,7 +1,7 @@
 //! `--metrics ADDR`: Prometheus text exposition at `GET /metrics`, built at
 //! scrape time from the same snapshots `stats` shows, off the hot path.
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, DaemonError, spawn_supervised};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,8 +29,10 @@ struct EventLabel {
     event: String,
 }
 
-/// Renders every metric in the text format.
+/// Renders every metric in the text format, from the same snapshot `stats`
+/// shows (`Daemon::status`).
 pub fn render(d: &Daemon) -> String {
+    let st = d.status();
     let mut reg = Registry::with_prefix("userbridge");
     let port_counter = |reg: &mut Registry, name: &str, help: &str| {
         let f = Family::<PortLabel, Counter>::default();
@@ -42,13 +44,15 @@ pub fn render(d: &Daemon) -> String {
     let tx_frames = port_counter(&mut reg, "port_tx_frames", "Frames sent out of the port");
     let tx_bytes = port_counter(&mut reg, "port_tx_bytes", "Bytes sent out of the port");
     let flooded = port_counter(&mut reg, "port_flooded", "Frames received on the port and flooded");
+    let panics =
+        port_counter(&mut reg, "port_reader_panics", "Panics of the port's readers (each restarted, until failed)");
     let drops = Family::<DropLabel, Counter>::default();
     reg.register("port_drops", "Frames dropped, by port and reason", drops.clone());
     let up = Family::<PortLabel, Gauge>::default();
     reg.register("port_up", "1 if the port forwards, 0 if its link is down or gone", up.clone());
     let learned = Family::<PortLabel, Gauge>::default();
     reg.register("port_fdb_learned", "Learned FDB entries behind the port", learned.clone());
-    for p in d.sw.snapshot() {
+    for p in &st.ports {
         let l = PortLabel { port: p.name.clone() };
         let c = &p.counters;
         rx_frames.get_or_create(&l).inc_by(c.rx_frames);
@@ -56,52 +60,62 @@ pub fn render(d: &Daemon) -> String {
         tx_frames.get_or_create(&l).inc_by(c.tx_frames);
         tx_bytes.get_or_create(&l).inc_by(c.tx_bytes);
         flooded.get_or_create(&l).inc_by(c.flooded);
+        panics.get_or_create(&l).inc_by(c.reader_panics);
         for (reason, n) in &c.drops {
-            drops.get_or_create(&DropLabel { port: p.name.clone(), reason: reason.to_string() }).inc_by(*n);
+            drops.get_or_create(&DropLabel { port: p.name.clone(), reason: reason.clone() }).inc_by(*n);
         }
-        up.get_or_create(&l).set((p.state == ub_datapath::PortState::Up) as i64);
-        learned.get_or_create(&l).set(p.fdb_learned as i64);
+        up.get_or_create(&l).set(i64::from(p.state == ub_port::PortState::Up));
+        learned.get_or_create(&l).set(i64::from(p.fdb_learned));
     }
-    let f = &d.sw.fdb;
-    let entries = Gauge::<i64>::default();
-    entries.set(f.len() as i64);
-    reg.register("fdb_entries", "FDB entries, static and learned", entries);
-    let ageing = Gauge::<i64>::default();
-    ageing.set((f.ageing_ms() / 1000) as i64);
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    reg.register("fdb_entries", "FDB entries, static and learned", gauge(st.fdb.entries));
+    let ageing = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    ageing.set(st.fdb.ageing_secs);
     reg.register("fdb_ageing_seconds", "FDB ageing time", ageing);
-    let events = Family::<EventLabel, Counter>::default();
-    reg.register(
+    let events = |reg: &mut Registry, name: &str, help: &str, pairs: &std::collections::BTreeMap<String, u64>| {
+        let f = Family::<EventLabel, Counter>::default();
+        reg.register(name, help, f.clone());
+        for (e, v) in pairs {
+            f.get_or_create(&EventLabel { event: e.clone() }).inc_by(*v);
+        }
+    };
+    events(
+        &mut reg,
         "fdb_events",
         "FDB events: learned, moved, aged, refused, flushed, flaps, flap_refused",
-        events.clone(),
+        &st.fdb.events,
     );
-    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    for (e, v) in [
-        ("learned", ld(&f.stats.learned)),
-        ("moved", ld(&f.stats.moved)),
-        ("aged", ld(&f.stats.aged)),
-        ("refused", ld(&f.stats.refused)),
-        ("flushed", ld(&f.stats.flushed)),
-        ("flaps", ld(&f.stats.flaps)),
-        ("flap_refused", ld(&f.stats.flap_refused)),
-    ] {
-        events.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
-    }
-    let links = Family::<EventLabel, Counter>::default();
-    reg.register("link_events", "Link events followed: down, up, gone, reattached", links.clone());
-    let c = &d.links;
-    for (e, v) in [("down", ld(&c.down)), ("up", ld(&c.up)), ("gone", ld(&c.gone)), ("reattached", ld(&c.reattached))] {
-        links.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
-    }
-    let loops = Family::<EventLabel, Counter>::default();
-    reg.register("loop_events", "Loop guard: loops detected, ports blocked and unblocked", loops.clone());
-    let g = &d.sw.loop_guard;
-    for (e, v) in [("detected", ld(&g.detected)), ("blocked", ld(&g.blocked)), ("unblocked", ld(&g.unblocked))] {
-        loops.get_or_create(&EventLabel { event: e.into() }).inc_by(v);
-    }
+    events(&mut reg, "link_events", "Link events followed: down, up, gone, reattached", &st.links);
+    events(&mut reg, "loop_events", "Loop guard: loops detected, ports blocked and unblocked", &st.loops.events);
+    let daemon = [
+        ("reloads".to_string(), st.daemon.reloads),
+        ("reload_errors".to_string(), st.daemon.reload_errors),
+        ("thread_panics".to_string(), st.daemon.thread_panics),
+    ]
+    .into_iter()
+    .collect();
+    events(
+        &mut reg,
+        "daemon_events",
+        "The daemon: configuration reloads and refusals, its own threads' panics",
+        &daemon,
+    );
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
     out
+}
+
+/// Serving metrics failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot serve metrics on {addr}: {source} (choose another --metrics address)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("metrics listener: {0}")]
+    Listener(std::io::Error),
 }
 
 /// The HTTP listener.
@@ -114,31 +128,27 @@ pub struct Server {
 impl Server {
     /// Binds `addr` in the calling thread's network namespace: call it before
     /// `--netns` is entered, so metrics are served where the daemon was started.
-    pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-        TcpListener::bind(addr)
-            .map_err(|e| format!("cannot serve metrics on {addr}: {e} (choose another --metrics address)"))
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+        TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })
     }
 
-    pub fn start(l: TcpListener, d: Arc<Daemon>) -> Result<Server, String> {
-        let addr = l.local_addr().map_err(|e| format!("metrics listener: {e}"))?;
+    pub fn start(l: TcpListener, d: Arc<Daemon>) -> Result<Server, DaemonError> {
+        let addr = l.local_addr().map_err(MetricsError::Listener)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    for conn in l.incoming() {
-                        if stop.load(Ordering::Acquire) {
-                            break;
-                        }
-                        // One scrape at a time: a slow scraper delays only scrapers.
-                        if let Ok(c) = conn {
-                            serve(&d, c);
-                        }
+        let thread = spawn_supervised("metrics", d.clone(), {
+            let stop = stop.clone();
+            move || {
+                for conn in l.incoming() {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    // One scrape at a time: a slow scraper delays only scrapers.
+                    if let Ok(c) = conn {
+                        serve(&d, c);
                     }
                 }
-            })
-            .map_err(|e| format!("starting the metrics thread: {e}"))?;
+            }
+        })?;
         tracing::info!(%addr, "serving metrics at /metrics");
         Ok(Server { stop, addr, thread: Some(thread) })
     }

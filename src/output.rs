@@ -1,108 +1,142 @@
-//! Text output in the style of iproute2.
+//! Text output of the client commands, in the style of iproute2 (`-j` prints
+//! the reply itself as JSON instead).
 
-use serde_json::Value;
 use std::fmt::Write;
+use ub_proto::*;
+
+/// What a client command prints: text for people, the reply for machines.
+pub trait Show {
+    fn show(&self) -> String;
+}
 
 /// `MAC dev PORT vlan N [static|age S]`, like `bridge fdb show`.
-pub fn fdb(entries: &Value) -> String {
-    let mut s = String::new();
-    for e in entries.as_array().into_iter().flatten() {
-        let port = e["port"].as_str().unwrap_or("?");
-        let _ = write!(s, "{} dev {} vlan {}", e["mac"].as_str().unwrap_or("?"), port, e["vlan"]);
-        if e["state"] == "static" {
-            s.push_str(" static\n");
-        } else {
-            let _ = writeln!(s, " age {:.1}s", e["age_secs"].as_f64().unwrap_or(0.0));
+impl Show for Vec<FdbEntry> {
+    fn show(&self) -> String {
+        let mut s = String::new();
+        for e in self {
+            let _ = write!(s, "{} dev {} vlan {}", e.mac, e.port.as_deref().unwrap_or("?"), e.vlan);
+            match e.state {
+                EntryState::Static => s.push_str(" static\n"),
+                EntryState::Learned => _ = writeln!(s, " age {:.1}s", e.age_secs),
+            }
         }
+        s
     }
-    s
 }
 
-pub fn ports(result: &Value) -> String {
-    let mut s = String::new();
-    for p in result["ports"].as_array().into_iter().flatten() {
+/// `ID: NAME <STATE> kind K mtu N fdb N [origin] [container …]`, one per port.
+impl Show for Vec<PortStatus> {
+    fn show(&self) -> String {
+        let mut s = String::new();
+        for p in self {
+            let _ = write!(
+                s,
+                "{}: {} <{}> kind {} mtu {} fdb {}",
+                p.id,
+                p.name,
+                format!("{:?}", p.state).to_uppercase(),
+                p.kind.as_str(),
+                p.mtu,
+                p.fdb_learned
+            );
+            if p.origin == ub_port::Origin::Config {
+                s.push_str(" config");
+            }
+            let m = &p.meta;
+            if let Some(c) = &m.container_id {
+                let _ = write!(s, " container {}", &c[..c.len().min(12)]);
+            }
+            if let Some(i) = &m.ifname {
+                let _ = write!(s, " ifname {i}");
+            }
+            if let Some(n) = &m.network {
+                let _ = write!(s, " network {n}");
+            }
+            if let Some(e) = &m.endpoint {
+                let _ = write!(s, " endpoint {}", &e[..e.len().min(12)]);
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn pairs(m: &std::collections::BTreeMap<String, u64>, skip_zero: bool) -> String {
+    let v: Vec<String> = m.iter().filter(|(_, n)| !skip_zero || **n != 0).map(|(k, n)| format!("{k} {n}")).collect();
+    if v.is_empty() { "none".into() } else { v.join(" ") }
+}
+
+impl Show for Status {
+    fn show(&self) -> String {
+        let mut s = self.ports.show();
+        for p in &self.ports {
+            let c = &p.counters;
+            let _ = writeln!(s, "{}:", p.name);
+            let _ = writeln!(s, "    RX: frames {} bytes {} flooded {}", c.rx_frames, c.rx_bytes, c.flooded);
+            let _ = writeln!(s, "    TX: frames {} bytes {}", c.tx_frames, c.tx_bytes);
+            let _ = writeln!(s, "    drops: {}", pairs(&c.drops, true));
+            if c.reader_panics != 0 {
+                let _ = writeln!(s, "    reader panics: {}", c.reader_panics);
+            }
+        }
+        let _ = writeln!(s, "links: {}", pairs(&self.links, false));
+        let _ = writeln!(s, "loops: detect {} {}", self.loops.mode, pairs(&self.loops.events, false));
+        let f = &self.fdb;
         let _ = writeln!(
             s,
-            "{}: {} <{}> kind {} mtu {} fdb {}",
-            p["id"],
-            p["name"].as_str().unwrap_or("?"),
-            p["state"].as_str().unwrap_or("?").to_uppercase(),
-            p["kind"].as_str().unwrap_or("?"),
-            p["mtu"],
-            p["fdb_learned"]
+            "fdb: entries {} learned {} ageing {}s events: {}",
+            f.entries,
+            f.learned,
+            f.ageing_secs,
+            pairs(&f.events, false)
         );
+        let d = &self.daemon;
+        let _ = writeln!(
+            s,
+            "daemon: pid {} reloads {} reload_errors {} thread_panics {}",
+            d.pid, d.reloads, d.reload_errors, d.thread_panics
+        );
+        s
     }
-    s
 }
 
-pub fn stats(result: &Value) -> String {
-    let mut s = ports(result);
-    for p in result["ports"].as_array().into_iter().flatten() {
-        let c = &p["counters"];
-        let _ = writeln!(s, "{}:", p["name"].as_str().unwrap_or("?"));
-        let _ = writeln!(s, "    RX: frames {} bytes {} flooded {}", c["rx_frames"], c["rx_bytes"], c["flooded"]);
-        let _ = writeln!(s, "    TX: frames {} bytes {}", c["tx_frames"], c["tx_bytes"]);
-        let drops: Vec<String> = c["drops"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, v)| v.as_u64() != Some(0))
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(s, "    drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
-    }
-    let f = &result["fdb"];
-    let e = &f["events"];
-    let l = &result["links"];
-    let _ = writeln!(s, "links: down {} up {} gone {} reattached {}", l["down"], l["up"], l["gone"], l["reattached"]);
-    let lp = &result["loops"];
-    let _ = writeln!(
-        s,
-        "loops: detect {} found {} blocked {} unblocked {}",
-        lp["mode"], lp["detected"], lp["blocked"], lp["unblocked"]
-    );
-    let _ = writeln!(
-        s,
-        "fdb: entries {} learned {} ageing {}s events: learned {} moved {} aged {} refused {} flushed {} flaps {}",
-        f["entries"],
-        f["learned"],
-        f["ageing_secs"],
-        e["learned"],
-        e["moved"],
-        e["aged"],
-        e["refused"],
-        e["flushed"],
-        e["flaps"]
-    );
-    s
-}
-
-/// A change the daemon made: `key value` pairs on one line.
-pub fn done(result: &Value) -> String {
-    let mut s = String::new();
-    for (k, v) in result.as_object().into_iter().flatten() {
-        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-        let _ = write!(s, "{}{k} {v}", if s.is_empty() { "" } else { " " });
-    }
-    s.push('\n');
-    s
-}
-
-pub fn mirrors(list: &Value) -> String {
-    let mut s = String::new();
-    for m in list.as_array().into_iter().flatten() {
-        let from = m["from"].as_str().unwrap_or("?");
-        match (m["to"].as_str(), m["pcap"].as_str()) {
-            (Some(to), _) => _ = writeln!(s, "{from} -> port {to}"),
-            (_, Some(p)) => {
-                _ = writeln!(
-                    s,
-                    "{from} -> pcap {p} written {} bytes {} of {} dropped {}",
-                    m["written"], m["bytes"], m["max_bytes"], m["dropped"]
-                )
+impl Show for Vec<MirrorInfo> {
+    fn show(&self) -> String {
+        let mut s = String::new();
+        for m in self {
+            match (&m.to, &m.file) {
+                (Some(to), _) => _ = writeln!(s, "{} -> port {to}", m.from),
+                (_, Some(f)) => {
+                    _ = writeln!(
+                        s,
+                        "{} -> pcap {} written {} bytes {} of {} dropped {}",
+                        m.from, f.pcap, f.written, f.bytes, f.max_bytes, f.dropped
+                    )
+                }
+                _ => _ = writeln!(s, "{} -> ?", m.from),
             }
-            _ => _ = writeln!(s, "{from} -> ?"),
         }
+        s
     }
-    s
 }
+
+/// A change the daemon made: its fields on one line, `key value`.
+macro_rules! show_done {
+    ($($t:ty),*) => {$(
+        impl Show for $t {
+            fn show(&self) -> String {
+                let mut s = String::new();
+                if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(self) {
+                    for (k, v) in m {
+                        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                        let _ = write!(s, "{}{k} {v}", if s.is_empty() { "" } else { " " });
+                    }
+                }
+                s.push('\n');
+                s
+            }
+        }
+    )*};
+}
+
+show_done!(FdbAdded, FdbRemoved, Flushed, PortAdded, PortRemoved, Ageing, Mirroring, MirrorStopped);

@@ -36,7 +36,9 @@ fn flood_case(args: &[&str]) {
     let dump2 = Tcpdump::start(&lab.pods[1].ns, "arp or icmp");
     let dump3 = Tcpdump::start(&lab.pods[2].ns, "arp or icmp");
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
-    let (seen2, seen3) = (dump2.finish(), dump3.finish());
+    // A marker after the pings: once each tcpdump has it, it has everything before it.
+    let m = mark(&lab.pods[0].ns);
+    let (seen2, seen3) = (dump2.finish_after(&m), dump3.finish_after(&m));
     assert!(has(&seen2, "Request who-has 10.0.0.2 tell 10.0.0.1"), "pod2: {seen2:#?}");
     assert!(has(&seen2, "ICMP echo request"), "pod2: {seen2:#?}");
     // Pod 3 sees the flooded ARP request, and none of the unicast ICMP.
@@ -80,7 +82,9 @@ fn counters_case(args: &[&str]) {
     let lab = lab("count", 3);
     let d = Daemon::start(&lab, args);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 5));
-    std::thread::sleep(Duration::from_millis(200));
+    // Exactly equal, once nothing is in flight (a port that also counted
+    // its own output would never settle).
+    d.settled(&lab);
     let st = d.query(&["stats"]);
     let rx = |p: usize| Daemon::port(&st, &lab.pods[p].port)["counters"]["rx_frames"].as_u64().unwrap();
     let tx = |p: usize| Daemon::port(&st, &lab.pods[p].port)["counters"]["tx_frames"].as_u64().unwrap();
@@ -145,7 +149,7 @@ fn deleting_a_pod_under_traffic_leaves_the_others_served() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the flood to run", Duration::from_secs(5), || d.counter("ubp1", "rx_frames") > 100);
     NetNs::delete(&lab.pods[2].ns).unwrap();
     let _ = flood.wait();
     assert!(d.alive(), "daemon died when a port vanished");
@@ -164,22 +168,15 @@ fn a_port_whose_link_is_down_resumes_when_it_comes_up() {
     ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "down"]);
     let d = Daemon::start(&lab, &[]);
     assert_eq!(Daemon::port(&d.query(&["port", "list"]), "ubp2")["state"], "down");
+    let state = |want: &str| Daemon::port(&d.query(&["port", "list"]), "ubp2")["state"] == want;
     ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "up"]);
-    let t = std::time::Instant::now();
-    while Daemon::port(&d.query(&["port", "list"]), "ubp2")["state"] != "up" {
-        assert!(t.elapsed() < Duration::from_secs(5), "ubp2 never came back up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("ubp2 to come back up", Duration::from_secs(5), || state("up"));
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2));
     // Down again while running: reported, and back once more.
     ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "down"]);
-    let t = std::time::Instant::now();
-    while Daemon::port(&d.query(&["port", "list"]), "ubp2")["state"] != "down" {
-        assert!(t.elapsed() < Duration::from_secs(5), "ubp2 going down was not noticed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("ubp2 going down to be noticed", Duration::from_secs(5), || state("down"));
     ns_ok(&lab.pods[1].ns, &["ip", "link", "set", "eth0", "up"]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("ubp2 to come back up again", Duration::from_secs(5), || state("up"));
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2));
 }
 
@@ -211,7 +208,7 @@ fn vlan_case(rx: &str) {
     inject(&lab.pods[1].ns, &[tagged([0xff; 6], b, 10)]); // pod 2 announces itself in VLAN 10
     let dump = Tcpdump::start(&lab.pods[1].ns, "vlan 10");
     inject(&lab.pods[0].ns, &[tagged(b, a, 10), tagged(b, a, 10)]);
-    let seen = dump.finish();
+    let seen = dump.finish_after(&mark(&lab.pods[0].ns));
     assert_eq!(seen.iter().filter(|l| l.contains("vlan 10, p 3") && l.contains("0x88b5")).count(), 2, "{seen:#?}");
     let fdb = d.query(&["fdb", "show"]);
     let in_vlan = |mac: [u8; 6], port: &str| {
@@ -221,9 +218,10 @@ fn vlan_case(rx: &str) {
             .any(|e| e["vlan"] == 10 && e["mac"] == ub_wire::Mac(mac).to_string() && e["port"] == port)
     };
     assert!(in_vlan(a, "ubp1") && in_vlan(b, "ubp2"), "{fdb:#}");
-    // Pod 2 was known in VLAN 10, so that was unicast, not flooded.
+    // Pod 2 was known in VLAN 10, so that was unicast, not flooded: pod 1's
+    // one flood is the marker.
     let st = d.query(&["stats"]);
-    assert_eq!(Daemon::port(&st, "ubp1")["counters"]["flooded"], 0);
+    assert_eq!(Daemon::port(&st, "ubp1")["counters"]["flooded"], 1);
 }
 
 #[test]
@@ -257,7 +255,7 @@ fn hostile_frames_are_dropped_with_reasons_and_not_learned() {
             frame([0x01, 0x80, 0xc2, 0, 0, 0], [2, 0, 0, 0, 9, 9]), // STP group: never forwarded
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the four frames to be counted", Duration::from_secs(5), || d.counter("ubp1", "rx_frames") == 4);
     let st = d.query(&["stats"]);
     let drops = &Daemon::port(&st, "ubp1")["counters"]["drops"];
     assert_eq!(drops["invalid_src"], 3, "{drops}");
@@ -390,9 +388,14 @@ fn frames_the_host_sends_on_a_port_are_not_forwarded() {
     let dump2 = Tcpdump::start(&lab.pods[1].ns, "arp");
     // ARP requests for an absent address leave the host through ubp1.
     let _ = ns_exec(&sw, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "ubp1", "10.0.0.99"]);
-    let (seen1, seen2) = (dump1.finish(), dump2.finish());
+    let seen1 = dump1.finish_when("the host's ARP request", |l| has(l, "who-has 10.0.0.99 tell 10.0.0.254"));
+    // Pod 1's marker, after the host's frames: once pod 2 has it, anything
+    // switched from ubp1 before it would be in pod 2's capture too.
+    let seen2 = dump2.finish_after(&mark(&lab.pods[0].ns));
     assert!(has(&seen1, "who-has 10.0.0.99 tell 10.0.0.254"), "pod1: {seen1:#?}");
     assert!(!has(&seen2, "10.0.0.254"), "the host's own frames were switched: {seen2:#?}");
-    let st = d.query(&["stats"]);
-    assert_eq!(Daemon::port(&st, "ubp1")["counters"]["rx_frames"], 0, "{st:#}");
+    // Counted just after it was sent on: a frame of the host's read by the
+    // switch would have been read before it.
+    wait_until("the marker to be counted", Duration::from_secs(5), || d.counter("ubp1", "rx_frames") >= 1);
+    assert_eq!(d.counter("ubp1", "rx_frames"), 1, "ubp1 received only pod 1's marker");
 }

@@ -23,17 +23,16 @@ fn spoofing_and_self_addressed_frames() {
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
     // Source equal to destination: learned on its port, then dropped as same-port.
     inject(&lab.pods[2].ns, &[frame(c, c, 60)]);
-    std::thread::sleep(Duration::from_millis(200));
-    let st = d.query(&["stats"]);
-    assert_eq!(Daemon::port(&st, "ubp3")["counters"]["drops"]["same_port"], 1);
+    wait_until("ubp3's frame to be counted", Duration::from_secs(5), || d.counter("ubp3", "rx_frames") == 1);
+    assert_eq!(d.counter("ubp3", "same_port"), 1);
     // Pod 3 claims pod 2's MAC: like a bridge, the station moves, and it is counted.
     inject(&lab.pods[2].ns, &[frame([0xff; 6], b, 60)]);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("ubp3's second frame", Duration::from_secs(5), || d.counter("ubp3", "rx_frames") == 2);
     assert_eq!(d.query(&["stats"])["fdb"]["events"]["moved"], 1);
     // A static entry is what protects a station: then the spoof moves nothing.
     d.query(&["fdb", "add", &ub_wire::Mac(b).to_string(), "ubp2"]);
     inject(&lab.pods[2].ns, &[frame([0xff; 6], b, 60), frame(a, b, 60)]);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("ubp3's spoofs", Duration::from_secs(5), || d.counter("ubp3", "rx_frames") == 4);
     let fdb = d.query(&["fdb", "show"]);
     let e = fdb.as_array().unwrap().iter().find(|e| e["mac"] == ub_wire::Mac(b).to_string()).unwrap();
     assert_eq!((e["port"].as_str(), e["state"].as_str()), (Some("ubp2"), Some("static")));
@@ -76,7 +75,7 @@ fn a_million_random_source_macs_cannot_evict_or_see_the_others() {
     assert!(attack.wait().unwrap().success(), "trafgen failed");
     assert!(ok, "pods 2 and 3 lost each other during the flood");
     assert!(ping(&lab.pods[1].ns, "10.0.0.3", 2));
-    let seen = dump.finish();
+    let seen = dump.finish_after(&mark(&lab.pods[1].ns));
     assert!(!seen.iter().any(|l| l.contains("10.0.0.2") || l.contains("10.0.0.3")), "the attacker saw: {seen:#?}");
     let st = d.query(&["stats"]);
     let p1 = &Daemon::port(&st, "ubp1")["counters"];
@@ -88,10 +87,14 @@ fn a_million_random_source_macs_cannot_evict_or_see_the_others() {
     );
     assert_eq!(Daemon::port(&st, "ubp1")["fdb_learned"], 1000, "the attacker's port is at its cap");
     assert!(st["fdb"]["events"]["refused"].as_u64().unwrap() > 10_000);
-    // The others' entries are still there, on their ports.
+    // The others' entries are still there, on their ports (ubp2 also
+    // learned the marker's source).
+    let fdb = d.query(&["fdb", "show"]);
     for p in &lab.pods[1..] {
-        assert_eq!(Daemon::port(&st, &p.port)["fdb_learned"], 1, "{} lost its entry", p.port);
+        let on = fdb.as_array().unwrap().iter().any(|e| e["mac"] == p.mac.to_string() && e["port"] == p.port.as_str());
+        assert!(on, "{} lost its entry: {fdb:#}", p.port);
     }
+    assert_eq!(Daemon::port(&st, "ubp3")["fdb_learned"], 1);
     assert!(p1["drops"]["storm_unknown"].as_u64().unwrap() > 0, "storm control did not limit the flood");
     let rss1 = proc_status(pid, "VmRSS:");
     eprintln!("RSS {rss0} kB -> {rss1} kB");
@@ -120,11 +123,9 @@ fn a_loop_between_two_ports_does_not_take_the_switch_down() {
     while !ping(&lab.pods[0].ns, "10.0.0.2", 1) {
         assert!(t.elapsed() < Duration::from_secs(10), "pods never reached each other through the loop");
     }
-    let t = Instant::now();
-    while d.query(&["stats"])["loops"]["blocked"] == 0 {
-        assert!(t.elapsed() < Duration::from_secs(5), "the loop guard did not find the loop");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the loop guard to find the loop", Duration::from_secs(5), || {
+        d.query(&["stats"])["loops"]["events"]["blocked"] != 0
+    });
     let states: Vec<String> = ["loopa", "loopb"]
         .iter()
         .map(|p| Daemon::port(&d.query(&["port", "list"]), p)["state"].as_str().unwrap().to_string())
@@ -151,17 +152,15 @@ fn a_loop_between_two_ports_does_not_take_the_switch_down() {
             ["storm_broadcast", "flapping", "loop_blocked"].iter().map(|k| drops[k].as_u64().unwrap()).sum::<u64>()
         })
         .sum();
-    eprintln!("loop: storm/flap/blocked drops {dropped}, fdb {}, loops {}", st["fdb"]["events"], st["loops"]);
+    eprintln!("loop: storm/flap/blocked drops {dropped}, fdb {}, loops {}", st["fdb"]["events"], st["loops"]["events"]);
     assert!(dropped > 0, "nothing stopped the loop");
     let ev = &st["fdb"]["events"];
     assert!(ev["moved"].as_u64().unwrap() + ev["flaps"].as_u64().unwrap() > 0, "moves not counted: {ev}");
     // Break the loop: the blocked port is unblocked once its probes stop coming back.
     ns_ok(&sw, &["ip", "link", "set", "loopa", "down"]);
-    let t = Instant::now();
-    while Daemon::port(&d.query(&["port", "list"]), "loopb")["state"] == "blocked" {
-        assert!(t.elapsed() < Duration::from_secs(10), "loopb stayed blocked after the loop was broken");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("loopb to be unblocked after the loop was broken", Duration::from_secs(10), || {
+        Daemon::port(&d.query(&["port", "list"]), "loopb")["state"] != "blocked"
+    });
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3));
 }
 
@@ -187,22 +186,22 @@ fn churn_leaks_no_fd_thread_namespace_or_memory() {
         } else {
             // Deleted under the daemon's feet instead: the port goes away by itself.
             lab.remove_last_pod().unwrap();
-            let t = Instant::now();
-            while d.query(&["port", "list"])["ports"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == pod.port && p["state"] != "gone")
-            {
-                assert!(t.elapsed() < Duration::from_secs(5));
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_until("the deleted pod's port to go", Duration::from_secs(5), || {
+                Daemon::port(&d.query(&["port", "list"]), &pod.port)["state"] == "gone"
+            });
             d.query(&["port", "del", &pod.port]);
         }
     };
     round(&mut lab);
-    // Control-client threads end just after their reply: let them go before sampling.
-    let settle = || std::thread::sleep(Duration::from_millis(300));
+    // Control-client threads end just after their reply: sample once none is left.
+    let settle = || {
+        wait_until("control clients to end", Duration::from_secs(5), || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .flatten()
+                .all(|t| std::fs::read_to_string(t.path().join("comm")).map_or(true, |c| c.trim() != "control-client"))
+        })
+    };
     settle();
     let (fd0, th0, rss0) = (fds(pid), proc_status(pid, "Threads:"), proc_status(pid, "VmRSS:"));
     let t = Instant::now();
@@ -269,11 +268,9 @@ fn runs_with_only_net_raw_and_net_admin_and_names_a_missing_one() {
         .spawn()
         .unwrap();
     let d = Daemon { child, socket: sock.clone().into() };
-    let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "daemon with two capabilities did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the daemon with two capabilities to start", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
     assert_eq!(proc_status(d.child.id(), "CapEff:"), 3000, "effective capabilities (hex 0x3000 = NET_ADMIN|NET_RAW)");
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2));
     // Requests naming paths or interfaces are validated.

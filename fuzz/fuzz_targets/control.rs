@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
     if line.contains("port_add") || line.contains("pcap") {
         return;
     }
-    let (reply, _close) = userbridge::control::handle(daemon(), line);
-    assert!(reply.get("ok").and_then(|v| v.as_bool()).is_some(), "reply without ok: {reply}");
+    let (reply, close) = userbridge::control::handle(daemon(), line);
+    // A refusal always says why; a malformed line is always refused.
+    assert!(reply.ok || reply.error.is_some(), "refusal without a reason: {reply:?}");
+    assert!(!close || !reply.ok, "a connection closed on an accepted request: {reply:?}");
 });

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use ub_datapath::{Forwarder, PortKind, Switch};
+use ub_datapath::{Backend, Forwarder, Switch};
 use ub_fdb::FdbConfig;
 use ub_port::{PortTx, RxFrame, SendOutcome, TxFrame};
 
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let sw = Switch::new(FdbConfig { max_per_port: 8, max_entries: 16, ..FdbConfig::default() });
     let log = Arc::new(Mutex::new(Vec::new()));
     for p in 0..4u16 {
-        sw.add_port(&format!("m{p}"), PortKind::Mem, Box::new(Tap(p, log.clone(), AtomicU64::new(0)))).unwrap();
+        sw.add_port(&format!("m{p}"), Backend::Mem, Box::new(Tap(p, log.clone(), AtomicU64::new(0)))).unwrap();
     }
     let mut fwd: Vec<Forwarder> = (0..4).map(Forwarder::new).collect();
     // Input: [ingress, len, bytes...] repeated; time advances 1 ms per frame.

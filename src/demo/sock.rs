@@ -36,7 +36,7 @@ fn checksum(b: &[u8]) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 /// Sends one ICMP echo request to `dst` and waits for the reply.

@@ -13,6 +13,16 @@ pub use ub_lab::Lab;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_userbridge");
 
+/// Waits until `f` holds, polling, for at most `limit`; fails the test with
+/// `what` otherwise. Tests wait for conditions, never for a fixed time.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A lab name unique to this process and test.
 pub fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -127,8 +137,11 @@ impl Daemon {
         serde_json::from_str(&r).unwrap()
     }
 
+    /// Port `name` in a `stats` reply or a `port list` reply.
     pub fn port<'a>(stats: &'a Value, name: &str) -> &'a Value {
-        stats["ports"]
+        stats
+            .get("ports")
+            .unwrap_or(stats)
             .as_array()
             .unwrap()
             .iter()
@@ -138,6 +151,30 @@ impl Daemon {
 
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// A counter of port `name` (`rx_frames`, `tx_frames`, ... or a drop reason).
+    pub fn counter(&self, name: &str, key: &str) -> u64 {
+        let st = self.query(&["stats", "--port", name]);
+        let c = &Self::port(&st, name)["counters"];
+        c.get(key)
+            .or_else(|| c["drops"].get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("no counter {key}: {c}"))
+    }
+
+    /// Waits until every port's counters agree with its pod's own interface
+    /// counters (the port's RX is what the pod sent, its TX what the pod
+    /// received): nothing is in flight any more.
+    pub fn settled(&self, lab: &Lab) {
+        wait_until("the ports' counters to match the pods'", Duration::from_secs(10), || {
+            let st = self.query(&["stats"]);
+            lab.pods.iter().all(|p| {
+                let c = &Self::port(&st, &p.port)["counters"];
+                c["rx_frames"].as_u64() == Some(if_stat(&p.ns, "eth0", "tx_packets"))
+                    && c["tx_frames"].as_u64() == Some(if_stat(&p.ns, "eth0", "rx_packets"))
+            })
+        });
     }
 }
 
@@ -163,14 +200,18 @@ impl Drop for Daemon {
 pub struct Iperf3Server(Child);
 
 impl Iperf3Server {
+    /// Starts the server and waits until it listens.
     pub fn start(ns: &str, addr: &str) -> Iperf3Server {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "iperf3", "-s", "-1", "-B", addr])
             .stdout(Stdio::null())
             .spawn()
             .expect("iperf3 server");
-        std::thread::sleep(Duration::from_millis(500));
-        Iperf3Server(child)
+        let server = Iperf3Server(child);
+        wait_until("iperf3 to listen", Duration::from_secs(10), || {
+            ns_ok(ns, &["ss", "-Htln", "sport", "=", ":5201"]).contains("5201")
+        });
+        server
     }
 }
 
@@ -185,12 +226,39 @@ impl Drop for Iperf3Server {
 pub struct Tcpdump {
     child: Child,
     out: PathBuf,
+    ns: String,
+}
+
+/// A broadcast frame sent after a test's traffic: a tcpdump that has seen
+/// it has seen everything that reached its pod before it.
+pub struct Marker {
+    tag: String,
+}
+
+/// The EtherType of marker frames (IEEE 802 local experimental 2).
+pub const MARKER_ETHERTYPE: u16 = 0x88b6;
+
+/// Sends a marker from pod namespace `ns` (a unique source MAC, broadcast,
+/// EtherType 0x88b6): it floods to every other pod.
+pub fn mark(ns: &str) -> Marker {
+    static N: AtomicUsize = AtomicUsize::new(1);
+    let n = u16::try_from(N.fetch_add(1, Ordering::Relaxed) % 0xffff).unwrap();
+    let [hi, lo] = n.to_be_bytes();
+    let src = [0x02, 0x99, 0x00, 0x00, hi, lo];
+    let mut f = frame([0xff; 6], src, 60);
+    f[12..14].copy_from_slice(&MARKER_ETHERTYPE.to_be_bytes());
+    inject(ns, &[f]);
+    Marker { tag: format!("{} > ff:ff:ff:ff:ff:ff", ub_wire::Mac(src)) }
 }
 
 impl Tcpdump {
+    /// tcpdump on the pod's eth0, inbound only, `filter` or a marker.
     pub fn start(ns: &str, filter: &str) -> Tcpdump {
         let out = PathBuf::from(format!("/tmp/{ns}.tcpdump"));
         let file = std::fs::File::create(&out).unwrap();
+        // The marker's clause first: `vlan` in a filter shifts the offsets of
+        // every clause after it.
+        let filter = format!("ether proto {MARKER_ETHERTYPE:#06x} or ({filter})");
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "tcpdump", "-i", "eth0", "-nn", "-e", "-l", "-Q", "in"])
             .args(filter.split_whitespace())
@@ -209,15 +277,28 @@ impl Tcpdump {
             }
         }
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Tcpdump { child, out }
+        Tcpdump { child, out, ns: ns.to_string() }
     }
 
-    /// Stops tcpdump and returns the lines it printed.
-    pub fn finish(mut self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(300));
+    /// The lines tcpdump has printed so far (it prints line-buffered, -l).
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    /// Waits (at most 10 s) until what tcpdump printed satisfies `f`, then
+    /// stops it and returns the lines.
+    pub fn finish_when(mut self, what: &str, f: impl Fn(&[String]) -> bool) -> Vec<String> {
+        wait_until(&format!("tcpdump in {} to show {what}", self.ns), Duration::from_secs(10), || f(&self.lines()));
         let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
-        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(str::to_string).collect()
+        self.lines()
+    }
+
+    /// Stops tcpdump once it has captured `marker` (see [`mark`]): every
+    /// frame that reached this pod before the marker is in the lines.
+    pub fn finish_after(self, marker: &Marker) -> Vec<String> {
+        let tag = marker.tag.clone();
+        self.finish_when(&format!("the marker from {tag}"), move |l| l.iter().any(|l| l.contains(&tag)))
     }
 }
 

@@ -1,8 +1,8 @@
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Why a frame was not forwarded (or not to one port). Counted per port.
+/// Why a frame was not forwarded (or not to one port). Counted per port;
+/// [`DropKind::as_str`] is the one place reasons are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropKind {
     /// Shorter than an Ethernet header (ingress).
@@ -36,10 +36,14 @@ pub enum DropKind {
     StormUnknown,
     /// The port is blocked as part of a loop (ingress and egress).
     LoopBlocked,
+    /// From a locked port, and not from one of its own stations (ingress).
+    Locked,
+    /// Known unicast from an isolated port to another isolated port (ingress).
+    Isolated,
 }
 
 impl DropKind {
-    pub const ALL: [DropKind; 15] = [
+    pub const ALL: [DropKind; 17] = [
         DropKind::Runt,
         DropKind::TruncatedVlan,
         DropKind::InvalidSrc,
@@ -55,6 +59,8 @@ impl DropKind {
         DropKind::StormMulticast,
         DropKind::StormUnknown,
         DropKind::LoopBlocked,
+        DropKind::Locked,
+        DropKind::Isolated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +80,8 @@ impl DropKind {
             DropKind::StormMulticast => "storm_multicast",
             DropKind::StormUnknown => "storm_unknown",
             DropKind::LoopBlocked => "loop_blocked",
+            DropKind::Locked => "locked",
+            DropKind::Isolated => "isolated",
         }
     }
 }
@@ -98,6 +106,8 @@ pub struct PortCounters {
     pub tx_bytes: AtomicU64,
     /// Frames received here that were flooded (broadcast, multicast, unknown unicast).
     pub flooded: AtomicU64,
+    /// Times one of the port's readers panicked.
+    pub reader_panics: AtomicU64,
     drops: [AtomicU64; DropKind::ALL.len()],
 }
 
@@ -120,25 +130,27 @@ impl PortCounters {
             tx_frames: self.tx_frames.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
             flooded: self.flooded.load(Relaxed),
+            reader_panics: self.reader_panics.load(Relaxed),
             drops: DropKind::ALL.iter().map(|&k| (k.as_str(), self.drops(k))).collect(),
         }
     }
 }
 
 /// A copy of a port's counters.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub rx_frames: u64,
     pub rx_bytes: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
     pub flooded: u64,
+    pub reader_panics: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
 /// Per-batch counts for the ingress port, added to the shared atomics once.
-#[derive(Debug, Default)]
-pub(crate) struct LocalCounts {
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LocalCounts {
     pub rx_frames: u64,
     pub rx_bytes: u64,
     pub flooded: u64,
@@ -146,6 +158,16 @@ pub(crate) struct LocalCounts {
 }
 
 impl LocalCounts {
+    /// Frames of this batch dropped for `k`.
+    pub fn dropped(&self, k: DropKind) -> u64 {
+        self.drops[k as usize]
+    }
+
+    #[inline]
+    pub(crate) fn drop(&mut self, k: DropKind) {
+        self.drops[k as usize] += 1;
+    }
+
     pub fn publish(&mut self, c: &PortCounters) {
         c.rx_frames.fetch_add(self.rx_frames, Relaxed);
         c.rx_bytes.fetch_add(self.rx_bytes, Relaxed);

@@ -15,20 +15,28 @@ pub enum Decision {
 
 /// The forwarding decision of a learning bridge: broadcast, multicast and
 /// unknown unicast flood; known unicast goes to its port; a destination
-/// behind the ingress port is dropped (never reflected).
+/// behind the ingress port is dropped (never reflected) unless the port has
+/// hairpin on.
 #[inline]
-pub fn decide<M: FdbMap>(fdb: &Fdb<M>, ingress: PortId, c: &Classified, now: u64) -> Decision {
-    decide_in(fdb, &fdb.guard(), ingress, c, now)
+pub fn decide<M: FdbMap>(fdb: &Fdb<M>, ingress: PortId, hairpin: bool, c: &Classified, now: u64) -> Decision {
+    decide_in(fdb, &fdb.guard(), ingress, hairpin, c, now)
 }
 
 /// [`decide`] under an FDB guard the caller holds across a batch.
 #[inline]
-pub fn decide_in<M: FdbMap>(fdb: &Fdb<M>, g: &M::Guard<'_>, ingress: PortId, c: &Classified, now: u64) -> Decision {
+pub fn decide_in<M: FdbMap>(
+    fdb: &Fdb<M>,
+    g: &M::Guard<'_>,
+    ingress: PortId,
+    hairpin: bool,
+    c: &Classified,
+    now: u64,
+) -> Decision {
     if c.dst.is_multicast() {
         return Decision::Flood;
     }
     match fdb.lookup_in(g, c.vid, c.dst, now) {
-        Some(p) if p == ingress => Decision::Drop(DropKind::SamePort),
+        Some(p) if p == ingress && !hairpin => Decision::Drop(DropKind::SamePort),
         Some(p) => Decision::Unicast(p),
         None => Decision::Flood,
     }
@@ -47,16 +55,18 @@ mod tests {
     fn bridge_rules() {
         let fdb = DefaultFdb::new(FdbConfig::default());
         let c = |dst, vid| Classified { dst, src: A, vid };
-        assert_eq!(decide(&fdb, 0, &c(B, 0), 0), Decision::Flood);
-        assert_eq!(decide(&fdb, 0, &c(Mac::BROADCAST, 0), 0), Decision::Flood);
-        assert_eq!(decide(&fdb, 0, &c(Mac([0x33, 0x33, 0, 0, 0, 1]), 0), 0), Decision::Flood);
+        assert_eq!(decide(&fdb, 0, false, &c(B, 0), 0), Decision::Flood);
+        assert_eq!(decide(&fdb, 0, false, &c(Mac::BROADCAST, 0), 0), Decision::Flood);
+        assert_eq!(decide(&fdb, 0, false, &c(Mac([0x33, 0x33, 0, 0, 0, 1]), 0), 0), Decision::Flood);
         fdb.learn(0, B, 1, 0);
-        assert_eq!(decide(&fdb, 0, &c(B, 0), 0), Decision::Unicast(1));
-        assert_eq!(decide(&fdb, 1, &c(B, 0), 0), Decision::Drop(DropKind::SamePort));
+        assert_eq!(decide(&fdb, 0, false, &c(B, 0), 0), Decision::Unicast(1));
+        assert_eq!(decide(&fdb, 1, false, &c(B, 0), 0), Decision::Drop(DropKind::SamePort));
+        // Hairpin: back out of the port it came in on.
+        assert_eq!(decide(&fdb, 1, true, &c(B, 0), 0), Decision::Unicast(1));
         // Another VLAN does not know B.
-        assert_eq!(decide(&fdb, 0, &c(B, 5), 0), Decision::Flood);
+        assert_eq!(decide(&fdb, 0, false, &c(B, 5), 0), Decision::Flood);
         // Expired: flood again.
-        assert_eq!(decide(&fdb, 0, &c(B, 0), 300_000), Decision::Flood);
+        assert_eq!(decide(&fdb, 0, false, &c(B, 0), 300_000), Decision::Flood);
     }
 }
 
@@ -84,7 +94,7 @@ mod props {
             }
             let dst = Mac([if group { 1 } else { 2 }, 0, 0, 0, 0, dst]);
             let c = Classified { dst, src: Mac([2, 0, 0, 0, 1, 1]), vid };
-            match decide(&fdb, ingress, &c, 1) {
+            match decide(&fdb, ingress, false, &c, 1) {
                 Decision::Unicast(p) => {
                     prop_assert_ne!(p, ingress);
                     prop_assert!(!group);

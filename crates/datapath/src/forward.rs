@@ -1,58 +1,89 @@
+//! The per-batch forwarding path, in two stages (as quinn-proto keeps its
+//! state machine apart from sockets, and OVS's dpif-netdev batches per
+//! output port before it sends):
+//!
+//! 1. [`Forwarder::stage`], pure: for a batch of received frames and an
+//!    injected `now`, classify each frame, apply the ingress port's policy,
+//!    learn its source, decide where it goes, apply each egress port's
+//!    policy, state and MTU, and storm control; the result is a [`Staged`]:
+//!    a batch per egress port plus [`Event`]s and counts. It sends nothing
+//!    and writes no counter a user sees; it changes only the FDB and the
+//!    storm buckets, which are state, not I/O.
+//! 2. [`Forwarder::flush`]: one `send_batch` per egress port, copies handed
+//!    to mirror sinks, counters published, events acted on (a loop probe
+//!    that came back blocks a port).
+//!
+//! Tests drive `stage` alone, single-threaded, with their own clock.
+
 use crate::counters::{DropKind, LocalCounts};
 use crate::decide::{Decision, decide_in};
-use crate::switch::{MirrorTo, Port, PortState, Switch};
+use crate::policy::{self, Excluded};
+use crate::port::{MirrorSink, MirrorTo, PortTable, Slot};
+use crate::storm::FloodClass;
+use crate::switch::Switch;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use ub_fdb::PortId;
-use ub_port::{BATCH, RxFrame, TxFrame, recycle_tx};
-use ub_wire::{ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, VLAN_HLEN, classify};
+use ub_fdb::{Learn, PortId};
+use ub_port::{BATCH, PortState, RxFrame, TxFrame, recycle_tx};
+use ub_wire::{ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, Mac, VLAN_HLEN, classify};
 
-/// The per-reader forwarding state: one reusable TX batch per egress port.
-/// `forward` is the whole per-frame path; it allocates only when the port
-/// table grows.
+/// Something the stage saw that is not a frame to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A new station was learned on the ingress port.
+    Learned { vid: u16, mac: Mac },
+    /// A station moved to the ingress port from another.
+    Moved { vid: u16, mac: Mac, from: PortId },
+    /// A station pinned elsewhere for flapping sent from here: most likely a
+    /// copy that went round a loop; dropped.
+    Flapping { vid: u16, mac: Mac },
+    /// A source was not learned: its port or the table is at its limit.
+    LearnRefused { vid: u16, mac: Mac },
+    /// Our own loop probe, sent from port `from`, came back in here.
+    ProbeReturned { from: PortId },
+}
+
+/// What the stage decided for one batch.
+#[derive(Debug)]
+pub struct Staged<'a> {
+    /// Frames to send, per egress port id.
+    pub out: Vec<Vec<TxFrame<'a>>>,
+    /// Copies for mirror sinks (pcap writers).
+    pub sinks: Vec<(Arc<dyn MirrorSink>, TxFrame<'a>)>,
+    pub events: Vec<Event>,
+    /// The ingress port's counts for the batch.
+    pub local: LocalCounts,
+    /// Frames not sent to an egress port, and why (counted on that port).
+    pub egress_drops: Vec<(PortId, DropKind)>,
+}
+
+impl<'a> Staged<'a> {
+    /// The frames staged for port `id`.
+    pub fn to(&self, id: PortId) -> &[TxFrame<'a>] {
+        self.out.get(usize::from(id)).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The per-reader forwarding state: the stage's buffers, kept across
+/// batches so the per-frame path does not allocate (it does when the port
+/// table grows, or when an egress batch outgrows any before it).
 #[derive(Debug)]
 pub struct Forwarder {
     ingress: PortId,
     out: Vec<Vec<TxFrame<'static>>>,
-    local: LocalCounts,
+    sinks: Vec<(Arc<dyn MirrorSink>, TxFrame<'static>)>,
+    events: Vec<Event>,
+    egress_drops: Vec<(PortId, DropKind)>,
 }
 
-/// Storm control for one class of one port, shared by all the port's
-/// readers (with a reader per CPU, per-reader buckets would multiply the
-/// limit): GCRA, the token bucket as one atomic "theoretical arrival time"
-/// in µs. Touched only by flooded frames, never by known unicast.
-#[derive(Debug, Default)]
-pub struct StormGate(AtomicU64);
-
-impl StormGate {
-    /// Takes one frame's pass at `now_ms`; false if the class is over `pps`
-    /// (0 = no limit). A tenth of a second's worth of burst, at least 10 frames.
-    #[inline]
-    pub fn take(&self, pps: u32, now_ms: u64) -> bool {
-        if pps == 0 {
-            return true;
-        }
-        let t = now_ms.saturating_mul(1000);
-        let interval = (1_000_000 / pps as u64).max(1);
-        let burst = (pps as u64 / 10).max(10);
-        let limit = t.saturating_add(burst * interval);
-        let mut tat = self.0.load(Relaxed);
-        loop {
-            let next = tat.max(t) + interval;
-            if next > limit {
-                return false;
-            }
-            match self.0.compare_exchange_weak(tat, next, Relaxed, Relaxed) {
-                Ok(_) => return true,
-                Err(now) => tat = now,
-            }
-        }
-    }
-}
-
-fn recycle_all<'b>(v: Vec<Vec<TxFrame<'_>>>) -> Vec<Vec<TxFrame<'b>>> {
+fn recycle_out<'b>(v: Vec<Vec<TxFrame<'_>>>) -> Vec<Vec<TxFrame<'b>>> {
     v.into_iter().map(recycle_tx).collect()
+}
+
+/// [`ub_port::recycle_tx`] for the mirror copies.
+fn recycle_sinks<'b>(mut v: Vec<(Arc<dyn MirrorSink>, TxFrame<'_>)>) -> Vec<(Arc<dyn MirrorSink>, TxFrame<'b>)> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 /// Whether `f` fits the egress MTU, counting the tag it carries or gets.
@@ -60,7 +91,7 @@ fn recycle_all<'b>(v: Vec<Vec<TxFrame<'_>>>) -> Vec<Vec<TxFrame<'b>>> {
 fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
     if let Some(v) = f.vnet.filter(|v| v.is_gso()) {
         // The receiver segments a GSO super-frame into gso_size payloads.
-        return v.gso_size as u32 <= mtu;
+        return u32::from(v.gso_size) <= mtu;
     }
     let et = u16::from_be_bytes([f.data[12], f.data[13]]);
     let tagged = f.insert_tag.is_some() || et == ETHERTYPE_8021Q || et == ETHERTYPE_8021AD;
@@ -69,193 +100,203 @@ fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
 
 impl Forwarder {
     pub fn new(ingress: PortId) -> Forwarder {
-        Forwarder { ingress, out: Vec::new(), local: LocalCounts::default() }
+        Forwarder { ingress, out: Vec::new(), sinks: Vec::new(), events: Vec::new(), egress_drops: Vec::new() }
     }
 
-    /// Learns, decides and sends one batch of frames received on the ingress port.
-    pub fn forward<'a>(&mut self, sw: &Switch, frames: &[RxFrame<'a>], now: u64) {
+    pub fn ingress(&self) -> PortId {
+        self.ingress
+    }
+
+    /// Stages and flushes one batch received on the ingress port.
+    pub fn forward(&mut self, sw: &Switch, frames: &[RxFrame<'_>], now: u64) {
         let ports = sw.ports();
-        let mut out: Vec<Vec<TxFrame<'a>>> = recycle_all(std::mem::take(&mut self.out));
-        if out.len() < ports.len() {
-            out.resize_with(ports.len(), || Vec::with_capacity(BATCH));
+        let staged = self.stage(sw, &ports, frames, now);
+        self.flush(sw, &ports, staged, now);
+    }
+
+    /// The pure stage (see the module's doc): where each frame of the batch
+    /// goes, against the port table snapshot `ports`, at time `now`.
+    #[inline]
+    pub fn stage<'a>(&mut self, sw: &Switch, ports: &PortTable, frames: &[RxFrame<'a>], now: u64) -> Staged<'a> {
+        let mut st = Staged {
+            out: recycle_out(std::mem::take(&mut self.out)),
+            sinks: recycle_sinks(std::mem::take(&mut self.sinks)),
+            events: std::mem::take(&mut self.events),
+            local: LocalCounts::default(),
+            egress_drops: std::mem::take(&mut self.egress_drops),
+        };
+        if st.out.len() < ports.len() {
+            st.out.resize_with(ports.len(), || Vec::with_capacity(BATCH));
         }
         let ingress = self.ingress;
-        let local = &mut self.local;
+        // A port being removed: its readers are about to stop.
+        let Some(me) = ports.get(usize::from(ingress)).and_then(Option::as_ref) else { return st };
+        let pol = &*me.policy;
+        let my_flags = me.flags;
         let limits = sw.storm_limits();
-        let limits = [limits.broadcast_pps, limits.multicast_pps, limits.unknown_unicast_pps];
         // One relaxed load per batch: with no mirror set, nothing more is paid.
-        let mirroring = sw.mirrors.load(std::sync::atomic::Ordering::Relaxed) != 0;
-        // The ingress port, looked up once for the batch.
-        let me = ports.get(ingress as usize).and_then(Option::as_ref);
-        let ingress_mirror = if mirroring { me.and_then(|p| p.mirror.load_full()) } else { None };
-        let blocked = me.is_some_and(|p| p.state() == PortState::Blocked);
+        let mirroring = sw.mirrors.load(Relaxed) != 0;
+        let mirrors = mirroring.then_some(ports);
+        let ingress_mirror = if mirroring { me.mirror.load_full() } else { None };
+        let blocked = me.state() == PortState::Blocked;
         let guard_mac = sw.loop_guard.mac.0;
         // One FDB guard for the whole batch, not one per look-up.
         let g = sw.fdb.guard();
         for f in frames {
-            local.rx_frames += 1;
-            local.rx_bytes += f.wire_len as u64;
+            st.local.rx_frames += 1;
+            st.local.rx_bytes += u64::from(f.wire_len);
             // Our own loop probe, back: never learned or forwarded.
             if f.data.len() >= 12 && f.data[6..12] == guard_mac {
                 if let Some(from) = sw.loop_guard.origin(f.data) {
-                    sw.loop_found(ingress, from, now);
+                    st.events.push(Event::ProbeReturned { from });
                 }
                 continue;
             }
             if blocked {
-                local.drops[DropKind::LoopBlocked as usize] += 1;
+                st.local.drop(DropKind::LoopBlocked);
                 continue;
             }
             if f.wire_len as usize > f.data.len() {
-                local.drops[DropKind::Truncated as usize] += 1;
+                st.local.drop(DropKind::Truncated);
                 continue;
             }
             let c = match classify(f.data, f.offloaded_tag.map(|(_, tci)| tci)) {
                 Ok(c) => c,
                 Err(r) => {
-                    local.drops[DropKind::from(r) as usize] += 1;
+                    st.local.drop(DropKind::from(r));
                     continue;
                 }
             };
-            if sw.fdb.learn_in(&g, c.vid, c.src, ingress, now) == ub_fdb::Learn::Flapping {
-                // A copy that went round a loop: it was sent into the loop because
-                // its destination's entry points there, learned from another looped
-                // copy. Forget that entry; the station's next frame teaches it right.
-                local.drops[DropKind::Flapping as usize] += 1;
-                if !c.dst.is_multicast() {
-                    sw.fdb.remove_learned(c.vid, c.dst);
-                }
+            if !pol.admits_source(c.src) {
+                st.local.drop(DropKind::Locked);
                 continue;
+            }
+            if pol.learning() {
+                match sw.fdb.learn_in(&g, c.vid, c.src, ingress, now) {
+                    Learn::Flapping => {
+                        // A copy that went round a loop: it was sent into the loop because
+                        // its destination's entry points there, learned from another looped
+                        // copy. Forget that entry; the station's next frame teaches it right.
+                        st.local.drop(DropKind::Flapping);
+                        st.events.push(Event::Flapping { vid: c.vid, mac: c.src });
+                        if !c.dst.is_multicast() {
+                            sw.fdb.remove_learned(c.vid, c.dst);
+                        }
+                        continue;
+                    }
+                    Learn::Learned => st.events.push(Event::Learned { vid: c.vid, mac: c.src }),
+                    Learn::Moved { from } => st.events.push(Event::Moved { vid: c.vid, mac: c.src, from }),
+                    Learn::Refused(_) => st.events.push(Event::LearnRefused { vid: c.vid, mac: c.src }),
+                    Learn::Refreshed | Learn::Static => {}
+                }
             }
             let tx = TxFrame { data: f.data, vnet: f.vnet, insert_tag: f.offloaded_tag };
             if let Some(m) = &ingress_mirror {
-                mirror(m, tx, &ports, &mut out);
+                mirror(m, tx, ports, &mut st);
             }
-            let target = match decide_in(&sw.fdb, &g, ingress, &c, now) {
+            match decide_in(&sw.fdb, &g, ingress, pol.hairpin(), &c, now) {
                 Decision::Drop(k) => {
-                    local.drops[k as usize] += 1;
+                    st.local.drop(k);
                     continue;
                 }
-                // An entry for a port being removed: flood like an unknown address.
-                Decision::Unicast(p) => ports.get(p as usize).and_then(Option::as_ref),
-                Decision::Flood => None,
-            };
-            if target.is_none() {
-                let (class, reason) = if c.dst.is_broadcast() {
-                    (0, DropKind::StormBroadcast)
-                } else if c.dst.is_multicast() {
-                    (1, DropKind::StormMulticast)
-                } else {
-                    (2, DropKind::StormUnknown)
-                };
-                // The ingress port is in the table unless it is being removed.
-                if me.is_some_and(|p| !p.storm[class].take(limits[class], now)) {
-                    local.drops[reason as usize] += 1;
-                    continue;
-                }
-            }
-            match target {
-                Some(port) => push(port, tx, &mut out, mirroring.then_some(&**ports)),
-                None => {
-                    local.flooded += 1;
-                    for port in ports.iter().flatten().filter(|p| p.id != ingress) {
-                        push(port, tx, &mut out, mirroring.then_some(&**ports));
+                Decision::Unicast(p) => {
+                    // An entry for a port being removed: flood like an unknown address.
+                    if let Some(to) = ports.get(usize::from(p)).and_then(Option::as_ref) {
+                        match policy::egress(ingress, my_flags, p, to.flags, None) {
+                            Ok(()) => push(to, tx, &mut st, mirrors),
+                            Err(Excluded::Isolated) => st.local.drop(DropKind::Isolated),
+                            Err(_) => st.local.drop(DropKind::SamePort),
+                        }
+                        continue;
                     }
                 }
+                Decision::Flood => {}
+            }
+            let class = FloodClass::of(c.dst);
+            if !me.storm.take(class, &limits, now) {
+                st.local.drop(class.storm_drop());
+                continue;
+            }
+            st.local.flooded += 1;
+            for to in ports.iter().flatten() {
+                if policy::egress(ingress, my_flags, to.id, to.flags, Some(class)).is_ok() {
+                    push(to, tx, &mut st, mirrors);
+                }
             }
         }
-        for (batch, port) in out.iter_mut().zip(ports.iter()) {
-            if let (false, Some(port)) = (batch.is_empty(), port) {
-                flush(port, batch);
+        st
+    }
+
+    /// The I/O stage: sends what `stage` decided, one `send_batch` per egress
+    /// port, hands copies to mirror sinks, publishes the counts and acts on
+    /// the events. `ports` must be the snapshot the batch was staged with.
+    #[inline]
+    pub fn flush(&mut self, sw: &Switch, ports: &PortTable, mut st: Staged<'_>, now: u64) {
+        for (batch, slot) in st.out.iter_mut().zip(ports.iter()) {
+            if let (false, Some(port)) = (batch.is_empty(), slot) {
+                let o = port.tx.send_batch(batch);
+                port.counters.tx_frames.fetch_add(o.sent as u64, Relaxed);
+                port.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
+                port.counters.drop_n(DropKind::TxError, o.failed as u64);
             }
         }
-        if let Some(p) = me {
-            local.publish(&p.counters);
+        for (sink, f) in &st.sinks {
+            sink.offer(f);
         }
-        self.out = recycle_all(out);
+        for &(id, k) in &st.egress_drops {
+            if let Some(Some(p)) = ports.get(usize::from(id)) {
+                p.counters.drop_n(k, 1);
+            }
+        }
+        if let Some(Some(me)) = ports.get(usize::from(self.ingress)) {
+            st.local.publish(&me.counters);
+        }
+        for e in &st.events {
+            if let Event::ProbeReturned { from } = *e {
+                sw.loop_guard.probe_returned(ports, &sw.fdb, self.ingress, from, now);
+            }
+        }
+        st.events.clear();
+        st.egress_drops.clear();
+        self.out = recycle_out(st.out);
+        self.sinks = recycle_sinks(st.sinks);
+        self.events = st.events;
+        self.egress_drops = st.egress_drops;
     }
 }
 
-/// Queues `tx` for `port`. With `mirrors` (the port table, when any mirror
-/// is set), a copy also goes to the port's mirror target.
+/// Stages `tx` for port `to`, unless its state or MTU says no (counted on
+/// it). With `mirrors` (the port table, when any mirror is set), a copy also
+/// goes to the port's mirror target.
 #[inline]
-fn push<'a>(port: &Port, tx: TxFrame<'a>, out: &mut [Vec<TxFrame<'a>>], mirrors: Option<&[Option<Arc<Port>>]>) {
+fn push<'a>(to: &Slot, tx: TxFrame<'a>, st: &mut Staged<'a>, mirrors: Option<&PortTable>) {
+    let state = to.state();
     if let Some(ports) = mirrors
-        && let Some(m) = port.mirror.load_full()
-        && port.state() == PortState::Up
+        && state == PortState::Up
+        && let Some(m) = to.mirror.load_full()
     {
-        mirror(&m, tx, ports, out);
+        mirror(&m, tx, ports, st);
     }
-    match port.state() {
+    match state {
         PortState::Up => {}
-        PortState::Blocked => return port.counters.drop_n(DropKind::LoopBlocked, 1),
-        _ => return port.counters.drop_n(DropKind::PortDown, 1),
+        PortState::Blocked => return st.egress_drops.push((to.id, DropKind::LoopBlocked)),
+        _ => return st.egress_drops.push((to.id, DropKind::PortDown)),
     }
-    if !fits(&tx, port.tx.mtu()) {
-        port.counters.drop_n(DropKind::TooBig, 1);
-        return;
+    if !fits(&tx, to.tx.mtu()) {
+        return st.egress_drops.push((to.id, DropKind::TooBig));
     }
-    let batch = &mut out[port.id as usize];
-    batch.push(tx);
-    if batch.len() == BATCH {
-        flush(port, batch);
-    }
+    st.out[usize::from(to.id)].push(tx);
 }
 
 /// Copies a frame to a mirror target (a port's own mirror is not followed
 /// again: no chains, no loops).
-fn mirror<'a>(m: &MirrorTo, tx: TxFrame<'a>, ports: &[Option<Arc<Port>>], out: &mut [Vec<TxFrame<'a>>]) {
+fn mirror<'a>(m: &MirrorTo, tx: TxFrame<'a>, ports: &PortTable, st: &mut Staged<'a>) {
     match m {
         MirrorTo::Port(id) => {
-            if let Some(Some(p)) = ports.get(*id as usize) {
-                push(p, tx, out, None);
+            if let Some(Some(p)) = ports.get(usize::from(*id)) {
+                push(p, tx, st, None);
             }
         }
-        MirrorTo::Sink(s) => s.offer(&tx),
-    }
-}
-
-fn flush(port: &Port, batch: &mut Vec<TxFrame<'_>>) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let o = port.tx.send_batch(batch);
-    port.counters.tx_frames.fetch_add(o.sent as u64, Relaxed);
-    port.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
-    port.counters.drop_n(DropKind::TxError, o.failed as u64);
-    batch.clear();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StormGate;
-
-    #[test]
-    fn storm_gate_allows_a_tenth_of_a_second_then_the_rate() {
-        let g = StormGate::default();
-        // 1000 pps: a burst of 100 at once, then one per ms.
-        assert_eq!((0..150).filter(|_| g.take(1000, 5_000)).count(), 100);
-        assert!(!g.take(1000, 5_000));
-        assert_eq!((0..50).filter(|_| g.take(1000, 5_010)).count(), 10);
-        // 10 pps: at least 10 frames of burst, then one per 100 ms.
-        let g = StormGate::default();
-        assert_eq!((0..20).filter(|_| g.take(10, 1_000)).count(), 10);
-        assert!(!g.take(10, 1_099));
-        assert!(g.take(10, 1_100));
-        // 0 = no limit.
-        assert!((0..1000).all(|_| g.take(0, 0)));
-    }
-
-    #[test]
-    fn storm_gate_is_one_limit_for_several_readers() {
-        let g = std::sync::Arc::new(StormGate::default());
-        let taken: usize = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..4)
-                .map(|_| {
-                    let g = g.clone();
-                    s.spawn(move || (0..1000).filter(|_| g.take(1000, 7_000)).count())
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(taken, 100, "four readers share one burst of 100");
+        MirrorTo::Sink(s) => st.sinks.push((s.clone(), tx)),
     }
 }

@@ -1,23 +1,33 @@
-//! The datapath: one reader thread per port pulls a batch of frames, learns
-//! their sources, decides where each goes ([`decide`]) and hands per-egress
-//! batches to the egress ports' batched writers (one syscall per batch).
+//! The datapath: reader threads pull a batch of frames from their port and
+//! run it through the forwarding path ([`Forwarder`]): a pure stage that
+//! classifies, applies policies, learns and decides ([`Forwarder::stage`]),
+//! then a flush that hands each egress port its batch in one syscall.
 //!
 //! The hot path does not allocate (batches are reused), does not log per
-//! frame, and takes no lock: the port table is an RCU-style `ArcSwap`
-//! snapshot, the FDB's common case is a read, counters are atomics added once
-//! per batch.
+//! frame, and takes no lock: the port table (ports and their policies) is an
+//! RCU-style `ArcSwap` snapshot loaded once per batch, the FDB's common case
+//! is a read, counters are atomics added once per batch. A port has one
+//! reader per CPU by default, each supervised: a panic is counted and the
+//! reader restarted.
 
 mod counters;
 mod decide;
 mod forward;
 mod loopguard;
+mod policy;
+mod port;
 mod reader;
+mod storm;
 mod switch;
 
-pub use counters::{CounterSnapshot, DropKind, PortCounters};
+pub use counters::{CounterSnapshot, DropKind, LocalCounts, PortCounters};
 pub use decide::{Decision, decide, decide_in};
-pub use forward::Forwarder;
-pub use loopguard::{LoopDetect, LoopGuard, PROBE_ETHERTYPE};
-pub use reader::{Placement, ReaderHandle, spawn_reader, spawn_reader_at};
-pub use switch::{MirrorSink, MirrorTo, Port, PortKind, PortSnapshot, PortState, StormLimits, Switch, SwitchError};
+pub use forward::{Event, Forwarder, Staged};
+pub use loopguard::{LoopDetect, LoopGuard};
+pub use policy::{Excluded, Flags, Policy, egress};
+pub use port::{MirrorSink, MirrorTo, Port, PortSnapshot, PortTable, Slot};
+pub use reader::{Placement, ReaderHandle, Restart, spawn_reader, spawn_reader_at};
+pub use storm::{FloodClass, StormGate, StormLimits};
+pub use switch::{Switch, SwitchError, SwitchStats};
 pub use ub_fdb::PortId;
+pub use ub_port::{Backend, PortState};

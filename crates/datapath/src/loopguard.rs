@@ -9,15 +9,12 @@
 //! station flapping between ports, the symptom of a loop, and runs for 30 s
 //! after the last flap. `Always` probes every second; `Off` never does.
 
-use crate::switch::{PortState, Switch};
+use crate::port::PortTable;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
-use ub_fdb::PortId;
-use ub_port::TxFrame;
-use ub_wire::Mac;
+use ub_fdb::{DefaultFdb, PortId};
+use ub_port::{PortState, TxFrame};
+use ub_wire::{LoopProbe, Mac, probe_frame};
 
-/// EtherType of probe frames: IEEE 802 local experimental.
-pub const PROBE_ETHERTYPE: u16 = 0x88b5;
-const MAGIC: &[u8; 8] = b"UBPROBE1";
 /// Probing goes on this long after the last flap (mode `OnFlap`).
 const PROBE_AFTER_FLAP_MS: u64 = 30_000;
 /// A blocked port is unblocked when no probe has come back on it for this long.
@@ -28,12 +25,22 @@ const UNBLOCK_AFTER_MS: u64 = 3_500;
 const REFLUSH_AFTER_MS: u64 = 500;
 
 /// When to send probes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoopDetect {
     Off = 0,
     OnFlap = 1,
     Always = 2,
+}
+
+impl LoopDetect {
+    /// As `--loop-detect` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopDetect::Off => "off",
+            LoopDetect::OnFlap => "on-flap",
+            LoopDetect::Always => "always",
+        }
+    }
 }
 
 /// The loop guard's state, shared by the readers (which see probes come
@@ -89,98 +96,86 @@ impl LoopGuard {
         self.mode.store(m as u8, Relaxed)
     }
 
-    /// The probe sent out of `port`.
-    fn probe(&self, port: PortId) -> [u8; 64] {
-        let mut f = [0u8; 64];
-        f[..6].copy_from_slice(&[0xff; 6]);
-        f[6..12].copy_from_slice(&self.mac.0);
-        f[12..14].copy_from_slice(&PROBE_ETHERTYPE.to_be_bytes());
-        f[14..22].copy_from_slice(MAGIC);
-        f[22..30].copy_from_slice(&self.nonce.to_be_bytes());
-        f[30..32].copy_from_slice(&port.to_be_bytes());
-        f
-    }
-
-    /// The port a frame with our source address was probing from, if it is
-    /// one of our probes.
+    /// The port a frame from our own address was probing from, if it is
+    /// one of our probes (and not another daemon's).
     #[inline]
     pub(crate) fn origin(&self, frame: &[u8]) -> Option<PortId> {
-        let ok = frame.len() >= 32
-            && frame[14..22] == *MAGIC
-            && frame[22..30] == self.nonce.to_be_bytes()
-            && frame[12..14] == PROBE_ETHERTYPE.to_be_bytes();
-        ok.then(|| u16::from_be_bytes([frame[30], frame[31]]))
+        LoopProbe::new_checked(frame).ok().filter(|p| p.nonce() == self.nonce && p.src() == self.mac).map(|p| p.port())
     }
-}
 
-impl Switch {
+    /// Loops detected, ports blocked, ports unblocked: the counters by name.
+    pub fn events(&self) -> [(&'static str, u64); 3] {
+        [
+            ("detected", self.detected.load(Relaxed)),
+            ("blocked", self.blocked.load(Relaxed)),
+            ("unblocked", self.unblocked.load(Relaxed)),
+        ]
+    }
+
     /// A probe sent from port `from` came back in on port `on`: block the
     /// higher-numbered of the two (one end of each loop stays in service).
-    pub(crate) fn loop_found(&self, on: PortId, from: PortId, now: u64) {
-        let g = &self.loop_guard;
-        g.detected.fetch_add(1, Relaxed);
+    pub(crate) fn probe_returned(&self, ports: &PortTable, fdb: &DefaultFdb, on: PortId, from: PortId, now: u64) {
+        self.detected.fetch_add(1, Relaxed);
         let victim = on.max(from);
-        if let Some(seen) = g.last_seen.get(victim as usize) {
+        if let Some(seen) = self.last_seen.get(usize::from(victim)) {
             seen.store(now, Relaxed);
         }
-        if let Some(p) = self.port(victim)
-            && p.state() == PortState::Up
+        if let Some(Some(p)) = ports.get(usize::from(victim))
+            && p.set_blocked(true)
         {
-            p.set_blocked(true);
-            g.blocked.fetch_add(1, Relaxed);
+            self.blocked.fetch_add(1, Relaxed);
             // What was learned through the loop, on either of its ports, is
             // suspect (a station's looped copies teach it the port that stays
             // up too), stations pinned meanwhile may be pinned wrong: start
             // those afresh, as a spanning tree flushes on a topology change.
             for port in [on, from] {
-                self.fdb.flush_port(port, false);
-                if let Some(t) = g.reflush_at.get(port as usize) {
+                fdb.flush_port(port, false);
+                if let Some(t) = self.reflush_at.get(usize::from(port)) {
                     t.store(now + REFLUSH_AFTER_MS, Relaxed);
                 }
             }
-            self.fdb.clear_flap_pins();
+            fdb.clear_flap_pins();
         }
     }
 
     /// Housekeeping, about once a second: flush a blocked loop's ports once
     /// more when due, send probes when the mode says so, and unblock ports
     /// whose loop has gone.
-    pub fn loop_tick(&self, now: u64) {
-        let g = &self.loop_guard;
-        let flaps = self.fdb.stats.flaps.load(Relaxed);
-        if g.seen_flaps.swap(flaps, Relaxed) != flaps {
-            g.probe_until.store(now + PROBE_AFTER_FLAP_MS, Relaxed);
+    pub fn tick(&self, ports: &PortTable, fdb: &DefaultFdb, now: u64) {
+        let flaps = fdb.stats.flaps.load(Relaxed);
+        if self.seen_flaps.swap(flaps, Relaxed) != flaps {
+            self.probe_until.store(now + PROBE_AFTER_FLAP_MS, Relaxed);
         }
-        let probing = match g.mode() {
+        let probing = match self.mode() {
             LoopDetect::Off => false,
             LoopDetect::Always => true,
-            LoopDetect::OnFlap => now < g.probe_until.load(Relaxed),
+            LoopDetect::OnFlap => now < self.probe_until.load(Relaxed),
         };
-        for p in self.ports().iter().flatten() {
-            let due = &g.reflush_at[p.id as usize];
+        for p in ports.iter().flatten() {
+            let due = &self.reflush_at[usize::from(p.id)];
             let t = due.load(Relaxed);
             if t != 0 && now >= t && due.compare_exchange(t, 0, Relaxed, Relaxed).is_ok() {
-                self.fdb.flush_port(p.id, false);
+                fdb.flush_port(p.id, false);
             }
             let st = p.state();
             if st == PortState::Blocked
-                && now.saturating_sub(g.last_seen[p.id as usize].load(Relaxed)) > UNBLOCK_AFTER_MS
+                && now.saturating_sub(self.last_seen[usize::from(p.id)].load(Relaxed)) > UNBLOCK_AFTER_MS
+                && p.set_blocked(false)
             {
-                p.set_blocked(false);
-                g.unblocked.fetch_add(1, Relaxed);
+                self.unblocked.fetch_add(1, Relaxed);
             }
             if probing && matches!(st, PortState::Up | PortState::Blocked) {
-                let f = g.probe(p.id);
+                let f = probe_frame(self.mac, self.nonce, p.id);
                 let o = p.tx.send_batch(&[TxFrame { data: &f, vnet: None, insert_tag: None }]);
                 p.counters.tx_frames.fetch_add(o.sent as u64, Relaxed);
                 p.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
             }
         }
-        if g.mode() == LoopDetect::OnFlap && probing {
+        if self.mode() == LoopDetect::OnFlap && probing {
             // Keep probing while something is blocked, so it can be unblocked.
-            let any_blocked = self.ports().iter().flatten().any(|p| p.state() == PortState::Blocked);
+            let any_blocked = ports.iter().flatten().any(|p| p.state() == PortState::Blocked);
             if any_blocked {
-                g.probe_until.store(now + PROBE_AFTER_FLAP_MS, Relaxed);
+                self.probe_until.store(now + PROBE_AFTER_FLAP_MS, Relaxed);
             }
         }
     }

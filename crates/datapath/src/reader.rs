@@ -1,6 +1,6 @@
 use crate::counters::DropKind;
 use crate::forward::Forwarder;
-use crate::switch::{PortState, Switch};
+use crate::switch::Switch;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ub_fdb::PortId;
-use ub_port::{Health, PortRx, RxFrame, recycle_rx};
+use ub_port::{Health, PortRx, PortState, RxFrame, recycle_rx};
 
 const RX: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -82,14 +82,39 @@ impl Placement {
     }
 }
 
+/// How a reader that panics is restarted: after `backoff` (doubling, at
+/// most 5 s), at most `max_restarts` times within `window`; one more panic
+/// in that window and the port is marked `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    pub max_restarts: usize,
+    pub window: Duration,
+    pub backoff: Duration,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart { max_restarts: 5, window: Duration::from_secs(60), backoff: Duration::from_millis(100) }
+    }
+}
+
 /// Starts the reader thread of port `id`.
 pub fn spawn_reader(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>) -> io::Result<ReaderHandle> {
-    spawn_reader_at(sw, id, rx, Placement::default())
+    spawn_reader_at(sw, id, rx, Placement::default(), Restart::default())
 }
 
 /// Starts a reader thread of port `id` placed as `at` says; a placement the
 /// system refuses (no such CPU, no privilege) is a warning, not a failure.
-pub fn spawn_reader_at(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>, at: Placement) -> io::Result<ReaderHandle> {
+/// The thread supervises itself: a panic in the per-batch path is logged
+/// with the port's name, counted (`reader_panics`), and the loop restarts
+/// as `restart` says, so a reader never dies silently with its port "up".
+pub fn spawn_reader_at(
+    sw: Arc<Switch>,
+    id: PortId,
+    rx: Box<dyn PortRx>,
+    at: Placement,
+    restart: Restart,
+) -> io::Result<ReaderHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     if let Some(fd) = rx.wait_fd() {
@@ -102,7 +127,7 @@ pub fn spawn_reader_at(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>, at: Pla
         Some(i) => format!("rx-{name}/{i}"),
         None => format!("rx-{name}"),
     };
-    let thread = std::thread::Builder::new().name(thread_name).spawn({
+    let thread = std::thread::Builder::new().name(thread_name.clone()).spawn({
         let stop = stop.clone();
         move || {
             if let Err(e) = at.apply() {
@@ -115,13 +140,69 @@ pub fn spawn_reader_at(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>, at: Pla
                     tracing::debug!(port = %name, error = %e, "reader placement refused");
                 }
             }
-            run(sw, id, rx, poll, stop, name)
+            supervise(&sw, id, rx, poll, &stop, &name, &thread_name, restart)
         }
     })?;
     Ok(ReaderHandle { id, stop, waker, thread: Some(thread) })
 }
 
-fn run(sw: Arc<Switch>, id: PortId, mut rx: Box<dyn PortRx>, mut poll: Poll, stop: Arc<AtomicBool>, name: String) {
+/// What a panic said, for the log.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Runs the reader loop, restarting it after a panic (see [`Restart`]).
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    sw: &Switch,
+    id: PortId,
+    mut rx: Box<dyn PortRx>,
+    mut poll: Poll,
+    stop: &AtomicBool,
+    name: &str,
+    thread: &str,
+    restart: Restart,
+) {
+    let mut panics: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    let mut backoff = restart.backoff;
+    loop {
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(sw, id, &mut *rx, &mut poll, stop, name)));
+        let Err(payload) = run else { return };
+        if let Some(p) = sw.port(id) {
+            p.counters.reader_panics.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        while panics.front().is_some_and(|t| now.duration_since(*t) > restart.window) {
+            panics.pop_front();
+        }
+        if panics.len() >= restart.max_restarts {
+            tracing::error!(port = %name, thread, panic = panic_message(&*payload), restarts = panics.len(),
+                "reader panicked again; the port is marked failed (re-add it with `userbridge port del` and `port add`)");
+            if let Some(p) = sw.port(id) {
+                p.set_failed();
+            }
+            return;
+        }
+        panics.push_back(now);
+        tracing::error!(port = %name, thread, panic = panic_message(&*payload), backoff_ms = backoff.as_millis(),
+            "reader panicked; restarting it");
+        // Wait out the back-off, but not past a stop.
+        let until = now + backoff;
+        while Instant::now() < until {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn run(sw: &Switch, id: PortId, rx: &mut dyn PortRx, poll: &mut Poll, stop: &AtomicBool, name: &str) {
     let mut fwd = Forwarder::new(id);
     let mut events = Events::with_capacity(8);
     let mut store: Vec<RxFrame<'static>> = Vec::with_capacity(ub_port::BATCH);
@@ -140,7 +221,7 @@ fn run(sw: Arc<Switch>, id: PortId, mut rx: Box<dyn PortRx>, mut poll: Poll, sto
         let res = rx.recv_batch(&mut frames);
         let got = !frames.is_empty();
         if got {
-            fwd.forward(&sw, &frames, sw.now_ms());
+            fwd.forward(sw, &frames, sw.now_ms());
         }
         store = recycle_rx(frames);
         let mut check = false;

@@ -1,146 +1,44 @@
-use crate::counters::{CounterSnapshot, PortCounters};
-use arc_swap::{ArcSwap, ArcSwapOption, Guard};
-use serde::Serialize;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
+//! The shared state of one switch: the FDB, the port table (with each
+//! port's policy), the loop guard and the storm limits. Readers load the
+//! table once per batch and never take a lock; control-plane changes are
+//! serialised by a mutex readers never see, and replace the table whole.
+
+use crate::loopguard::LoopGuard;
+use crate::policy::Policy;
+use crate::port::{MirrorTo, Port, PortSnapshot, PortTable, Slot};
+use crate::storm::StormLimits;
+use arc_swap::{ArcSwap, Guard};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ub_fdb::{DefaultFdb, FdbConfig, MAX_PORTS, PortId};
-use ub_port::PortTx;
+use ub_port::{Backend, PortPolicy, PortState, PortTx};
 
-/// Which backend a port uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PortKind {
-    AfPacket,
-    Tap,
-    Mem,
-}
-
-/// A port's link state as the datapath sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PortState {
-    Up = 0,
-    /// Link down: frames to it are dropped (`port_down`); it resumes on up.
-    Down = 1,
-    /// Interface deleted: its reader has stopped and its FDB entries are flushed.
-    Gone = 2,
-    /// Part of a loop (our own probe came back on it): it forwards nothing
-    /// until the loop is gone (see `loopguard`).
-    Blocked = 3,
-}
-
-/// Where a mirrored port's frames are copied.
-#[derive(Debug, Clone)]
-pub enum MirrorTo {
-    /// Sent out of another port as well.
-    Port(PortId),
-    /// Handed to a sink (a pcap writer) off the hot path.
-    Sink(Arc<dyn MirrorSink>),
-}
-
-/// Takes copies of mirrored frames. `offer` is called on the hot path: it
-/// must not block (copy and queue, or drop and count).
-pub trait MirrorSink: Send + Sync + std::fmt::Debug {
-    fn offer(&self, frame: &ub_port::TxFrame<'_>);
-}
-
-/// One switch port: its transmit half, counters and state.
-pub struct Port {
-    pub id: PortId,
-    pub name: String,
-    pub kind: PortKind,
-    pub tx: Box<dyn ub_port::PortTx>,
-    pub counters: PortCounters,
-    state: AtomicU8,
-    /// Copies of what this port receives and sends go here too.
-    pub(crate) mirror: ArcSwapOption<MirrorTo>,
-    /// Storm control of what this port floods: broadcast, multicast, unknown unicast.
-    pub(crate) storm: [crate::forward::StormGate; 3],
-}
-
-impl std::fmt::Debug for Port {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Port").field("id", &self.id).field("name", &self.name).field("kind", &self.kind).finish()
-    }
-}
-
-impl Port {
-    #[inline]
-    pub fn state(&self) -> PortState {
-        match self.state.load(Relaxed) {
-            0 => PortState::Up,
-            1 => PortState::Down,
-            3 => PortState::Blocked,
-            _ => PortState::Gone,
-        }
-    }
-    /// Sets the link-derived state. A blocked port stays blocked when its link
-    /// is up (only the loop guard unblocks it); down and gone always apply.
-    pub fn set_state(&self, s: PortState) {
-        if s == PortState::Up && self.state() == PortState::Blocked {
-            return;
-        }
-        self.state.store(s as u8, Relaxed)
-    }
-
-    pub(crate) fn set_blocked(&self, blocked: bool) {
-        let (from, to) =
-            if blocked { (PortState::Up, PortState::Blocked) } else { (PortState::Blocked, PortState::Up) };
-        let _ = self.state.compare_exchange(from as u8, to as u8, Relaxed, Relaxed);
-    }
-}
-
-/// A port as `port list` and `stats` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PortSnapshot {
-    pub id: PortId,
-    pub name: String,
-    pub kind: PortKind,
-    pub state: PortState,
-    pub mtu: u32,
-    pub fdb_learned: u32,
-    pub counters: CounterSnapshot,
-}
-
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SwitchError {
+    #[error("port '{0}' is already attached (each interface may be given once)")]
     DuplicatePort(String),
+    #[error("too many ports (at most {MAX_PORTS})")]
     TooManyPorts,
+    #[error("no port with id {0}")]
+    NoSuchPort(PortId),
+    #[error("{0}")]
+    BadPolicy(String),
 }
 
-impl std::fmt::Display for SwitchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SwitchError::DuplicatePort(n) => {
-                write!(f, "port '{n}' is already attached (each interface may be given once)")
-            }
-            SwitchError::TooManyPorts => write!(f, "too many ports (at most {MAX_PORTS})"),
-        }
-    }
+/// The switch-wide counts and settings `stats` shows, read at one moment.
+#[derive(Debug, Clone)]
+pub struct SwitchStats {
+    pub ports: Vec<PortSnapshot>,
+    pub fdb_entries: usize,
+    pub fdb_learned: usize,
+    pub ageing_ms: u64,
+    pub fdb_events: [(&'static str, u64); 7],
+    pub storm: StormLimits,
+    pub loop_events: [(&'static str, u64); 3],
 }
 
-impl std::error::Error for SwitchError {}
-
-type PortTable = Vec<Option<Arc<Port>>>;
-
-/// Storm control: the most frames per second each port may flood, per class;
-/// 0 means no limit. Each port's reader keeps its own token buckets (burst:
-/// a tenth of a second's worth), so enforcing this takes no shared state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct StormLimits {
-    pub broadcast_pps: u32,
-    pub multicast_pps: u32,
-    pub unknown_unicast_pps: u32,
-}
-
-impl Default for StormLimits {
-    fn default() -> Self {
-        StormLimits { broadcast_pps: 10_000, multicast_pps: 10_000, unknown_unicast_pps: 10_000 }
-    }
-}
-
-/// The shared state of one switch: the FDB and the port table.
+/// The shared state of one switch.
 #[derive(Debug)]
 pub struct Switch {
     pub fdb: DefaultFdb,
@@ -148,7 +46,7 @@ pub struct Switch {
     /// Serialises control-plane changes to the table; readers never take it.
     writer: Mutex<()>,
     /// Loop detection by probe frames.
-    pub loop_guard: crate::loopguard::LoopGuard,
+    pub loop_guard: LoopGuard,
     /// Ports with a mirror set: when 0 the datapath skips mirroring entirely.
     pub(crate) mirrors: AtomicUsize,
     /// Storm limits, packed (broadcast, multicast, unknown unicast) for a
@@ -159,20 +57,18 @@ pub struct Switch {
 
 impl Switch {
     pub fn new(fdb: FdbConfig) -> Switch {
+        let d = StormLimits::default();
         Switch {
             fdb: DefaultFdb::new(fdb),
             ports: ArcSwap::from_pointee(Vec::new()),
             writer: Mutex::new(()),
-            loop_guard: crate::loopguard::LoopGuard::new(),
+            loop_guard: LoopGuard::new(),
             mirrors: AtomicUsize::new(0),
-            storm: {
-                let d = StormLimits::default();
-                [
-                    AtomicU32::new(d.broadcast_pps),
-                    AtomicU32::new(d.multicast_pps),
-                    AtomicU32::new(d.unknown_unicast_pps),
-                ]
-            },
+            storm: [
+                AtomicU32::new(d.broadcast_pps),
+                AtomicU32::new(d.multicast_pps),
+                AtomicU32::new(d.unknown_unicast_pps),
+            ],
             epoch: Instant::now(),
         }
     }
@@ -195,7 +91,7 @@ impl Switch {
     /// Milliseconds since the switch started: the datapath's clock.
     #[inline]
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The current port table (a snapshot: cheap, lock-free).
@@ -205,42 +101,66 @@ impl Switch {
     }
 
     pub fn port(&self, id: PortId) -> Option<Arc<Port>> {
-        self.ports.load().get(id as usize).cloned().flatten()
+        self.ports.load().get(usize::from(id)).cloned().flatten().map(|s| s.port)
     }
 
     pub fn port_by_name(&self, name: &str) -> Option<Arc<Port>> {
-        self.ports.load().iter().flatten().find(|p| p.name == name).cloned()
+        self.ports.load().iter().flatten().find(|p| p.name == name).map(|s| s.port.clone())
     }
 
-    /// Adds a port and returns its id (the lowest free one).
-    pub fn add_port(&self, name: &str, kind: PortKind, tx: Box<dyn PortTx>) -> Result<PortId, SwitchError> {
+    /// The policy port `id` runs with.
+    pub fn policy(&self, id: PortId) -> Option<Arc<Policy>> {
+        self.ports.load().get(usize::from(id)).cloned().flatten().map(|s| s.policy)
+    }
+
+    fn change(&self, f: impl FnOnce(&mut PortTable) -> Result<PortId, SwitchError>) -> Result<PortId, SwitchError> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut t: PortTable = (**self.ports.load()).clone();
-        if t.iter().flatten().any(|p| p.name == name) {
-            return Err(SwitchError::DuplicatePort(name.to_string()));
-        }
-        let id = t.iter().position(Option::is_none).unwrap_or(t.len());
-        if id >= MAX_PORTS {
-            return Err(SwitchError::TooManyPorts);
-        }
-        if id == t.len() {
-            t.push(None);
-        }
-        t[id] = Some(Arc::new(Port {
-            id: id as PortId,
-            name: name.to_string(),
-            kind,
-            tx,
-            counters: PortCounters::default(),
-            state: AtomicU8::new(PortState::Up as u8),
-            mirror: ArcSwapOption::empty(),
-            storm: Default::default(),
-        }));
+        let id = f(&mut t)?;
         self.ports.store(Arc::new(t));
-        Ok(id as PortId)
+        Ok(id)
     }
 
-    /// Marks a port gone (its reader has stopped) and flushes its entries.
+    /// Adds a port with the default policy and returns its id (the lowest free one).
+    pub fn add_port(&self, name: &str, kind: Backend, tx: Box<dyn PortTx>) -> Result<PortId, SwitchError> {
+        self.add_port_with(name, kind, tx, Arc::new(Policy::default()))
+    }
+
+    /// Adds a port with `policy`.
+    pub fn add_port_with(
+        &self,
+        name: &str,
+        kind: Backend,
+        tx: Box<dyn PortTx>,
+        policy: Arc<Policy>,
+    ) -> Result<PortId, SwitchError> {
+        self.change(|t| {
+            if t.iter().flatten().any(|p| p.name == name) {
+                return Err(SwitchError::DuplicatePort(name.to_string()));
+            }
+            let idx = t.iter().position(Option::is_none).unwrap_or(t.len());
+            let id = PortId::try_from(idx).ok().filter(|_| idx < MAX_PORTS).ok_or(SwitchError::TooManyPorts)?;
+            if idx == t.len() {
+                t.push(None);
+            }
+            t[idx] = Some(Slot::new(Arc::new(Port::new(id, name, kind, tx)), policy));
+            Ok(id)
+        })
+    }
+
+    /// Gives port `id` a new policy, effective at each reader's next batch
+    /// (all of it at once: a batch sees the old policy or the new one).
+    pub fn set_policy(&self, id: PortId, spec: PortPolicy) -> Result<(), SwitchError> {
+        let policy = Arc::new(Policy::compile(spec).map_err(SwitchError::BadPolicy)?);
+        self.change(|t| {
+            let slot = t.get_mut(usize::from(id)).and_then(Option::as_mut).ok_or(SwitchError::NoSuchPort(id))?;
+            *slot = Slot::new(slot.port.clone(), policy);
+            Ok(id)
+        })
+        .map(drop)
+    }
+
+    /// Marks a port gone (its readers have stopped) and flushes its entries.
     pub fn port_gone(&self, id: PortId) {
         if let Some(p) = self.port(id) {
             p.set_state(PortState::Gone);
@@ -268,8 +188,8 @@ impl Switch {
         self.ports.load().iter().flatten().filter_map(|p| p.mirror.load_full().map(|m| (p.id, m))).collect()
     }
 
-    /// Removes a port from the table and flushes its FDB entries. Mirrors
-    /// from it, and to it, end.
+    /// Removes a port from the table and flushes its FDB entries, statics
+    /// included. Mirrors from it, and to it, end.
     pub fn remove_port(&self, id: PortId) -> Option<Arc<Port>> {
         let old = self.port(id)?;
         old.set_state(PortState::Gone);
@@ -279,12 +199,10 @@ impl Switch {
                 self.set_mirror(from, None);
             }
         }
-        {
-            let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let mut t: PortTable = (**self.ports.load()).clone();
-            t[id as usize] = None;
-            self.ports.store(Arc::new(t));
-        }
+        let _ = self.change(|t| {
+            t[usize::from(id)] = None;
+            Ok(id)
+        });
         self.fdb.flush_port(id, true);
         Some(old)
     }
@@ -301,8 +219,27 @@ impl Switch {
                 state: p.state(),
                 mtu: p.tx.mtu(),
                 fdb_learned: self.fdb.port_learned(p.id),
+                policy: p.policy.clone(),
                 counters: p.counters.snapshot(),
             })
             .collect()
+    }
+
+    /// Everything `stats` and `/metrics` show of the switch, read once.
+    pub fn stats(&self) -> SwitchStats {
+        SwitchStats {
+            ports: self.snapshot(),
+            fdb_entries: self.fdb.len(),
+            fdb_learned: self.fdb.learned_len(),
+            ageing_ms: self.fdb.ageing_ms(),
+            fdb_events: self.fdb.stats.events(),
+            storm: self.storm_limits(),
+            loop_events: self.loop_guard.events(),
+        }
+    }
+
+    /// Housekeeping of the loop guard, about once a second (see [`LoopGuard::tick`]).
+    pub fn loop_tick(&self, now: u64) {
+        self.loop_guard.tick(&self.ports(), &self.fdb, now);
     }
 }

@@ -1,32 +1,38 @@
-//! The whole datapath on in-memory ports: no kernel, no namespaces.
+//! The whole datapath on in-memory ports: no kernel, no namespaces. The
+//! forwarding path runs single-threaded on the test's own clock (`now`);
+//! only the reader tests start threads, and they wait on conditions with a
+//! deadline, never a fixed sleep.
 
 use std::sync::Arc;
-use std::time::Duration;
-use ub_datapath::{DropKind, PortKind, ReaderHandle, Switch, spawn_reader};
+use std::time::{Duration, Instant};
+use ub_datapath::{
+    Backend, DropKind, Event, Forwarder, LoopDetect, MirrorTo, PortState, Restart, StormLimits, Switch, spawn_reader,
+    spawn_reader_at,
+};
 use ub_fdb::FdbConfig;
 use ub_port::mem::{self, MemPeer};
+use ub_port::{BATCH, PortPolicy, RxFrame};
 use ub_wire::Mac;
 
-const T: Duration = Duration::from_millis(500);
-const QUIET: Duration = Duration::from_millis(100);
-
+/// Ports with a test at the far end, forwarded by hand at the test's time.
 struct Rig {
-    sw: Arc<Switch>,
+    sw: Switch,
     peers: Vec<MemPeer>,
-    _readers: Vec<ReaderHandle>,
+    fwd: Vec<Forwarder>,
+    now: u64,
 }
 
 fn rig(n: usize, mtu: u32) -> Rig {
-    let sw = Arc::new(Switch::new(FdbConfig::default()));
+    let sw = Switch::new(FdbConfig::default());
     let mut peers = Vec::new();
-    let mut readers = Vec::new();
+    let mut fwd = Vec::new();
     for i in 0..n {
-        let (rx, tx, peer) = mem::port(mtu);
-        let id = sw.add_port(&format!("m{i}"), PortKind::Mem, Box::new(tx)).unwrap();
-        readers.push(spawn_reader(sw.clone(), id, Box::new(rx)).unwrap());
+        let (_rx, tx, peer) = mem::port(mtu);
+        let id = sw.add_port(&format!("m{i}"), Backend::Mem, Box::new(tx)).unwrap();
+        fwd.push(Forwarder::new(id));
         peers.push(peer);
     }
-    Rig { sw, peers, _readers: readers }
+    Rig { sw, peers, fwd, now: 1_000 }
 }
 
 fn mac(n: u8) -> Mac {
@@ -41,38 +47,53 @@ fn frame(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
     f
 }
 
+fn rx(frames: &[Vec<u8>]) -> Vec<RxFrame<'_>> {
+    frames
+        .iter()
+        .map(|d| RxFrame { data: d, vnet: None, offloaded_tag: None, wire_len: u32::try_from(d.len()).unwrap() })
+        .collect()
+}
+
 impl Rig {
-    /// Injects on port `i` and returns, per port, the frames it sent.
-    fn exchange(&self, i: usize, f: Vec<u8>) -> Vec<Vec<Vec<u8>>> {
-        self.peers[i].inject(f);
-        std::thread::sleep(QUIET);
+    /// `frames` arrive on port `i` as one batch (or several of `BATCH`);
+    /// returns, per port, what it sent.
+    fn send(&mut self, i: usize, frames: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
+        for chunk in frames.chunks(BATCH) {
+            self.fwd[i].forward(&self.sw, &rx(chunk), self.now);
+        }
         self.peers.iter().map(|p| p.take_sent()).collect()
     }
-    fn drops(&self, port: usize, k: DropKind) -> u64 {
-        self.sw.port(port as u16).unwrap().counters.drops(k)
+    fn exchange(&mut self, i: usize, f: Vec<u8>) -> Vec<Vec<Vec<u8>>> {
+        self.send(i, vec![f])
     }
+    fn drops(&self, port: u16, k: DropKind) -> u64 {
+        self.sw.port(port).unwrap().counters.drops(k)
+    }
+    fn policy(&self, port: u16, f: impl FnOnce(&mut PortPolicy)) {
+        let mut p = self.sw.policy(port).unwrap().spec.clone();
+        f(&mut p);
+        self.sw.set_policy(port, p).unwrap();
+    }
+}
+
+fn counts(out: &[Vec<Vec<u8>>]) -> Vec<usize> {
+    out.iter().map(Vec::len).collect()
 }
 
 #[test]
 fn flood_then_learn_then_unicast_never_reflect() {
-    let r = rig(3, 1500);
+    let mut r = rig(3, 1500);
     // Unknown destination from port 0: flooded to 1 and 2, not back to 0.
     let f = frame(mac(2), mac(1), 60);
     let out = r.exchange(0, f.clone());
-    assert_eq!(out[0].len(), 0);
-    assert_eq!(out[1], vec![f.clone()]);
-    assert_eq!(out[2], vec![f]);
+    assert_eq!(out, vec![vec![], vec![f.clone()], vec![f]]);
     // The reply from port 1 is unicast to port 0 only: mac(1) was learned.
     let reply = frame(mac(1), mac(2), 60);
-    let out = r.exchange(1, reply.clone());
-    assert_eq!((out[0].len(), out[1].len(), out[2].len()), (1, 0, 0));
-    assert_eq!(out[0][0], reply);
+    assert_eq!(r.exchange(1, reply.clone()), vec![vec![reply], vec![], vec![]]);
     // And now mac(2) is known too: unicast back to port 1.
-    let out = r.exchange(0, frame(mac(2), mac(1), 60));
-    assert_eq!((out[0].len(), out[1].len(), out[2].len()), (0, 1, 0));
+    assert_eq!(counts(&r.exchange(0, frame(mac(2), mac(1), 60))), [0, 1, 0]);
     // A destination behind the ingress port is dropped, not reflected.
-    let out = r.exchange(1, frame(mac(2), mac(9), 60));
-    assert!(out.iter().all(Vec::is_empty));
+    assert_eq!(counts(&r.exchange(1, frame(mac(2), mac(9), 60))), [0, 0, 0]);
     assert_eq!(r.drops(1, DropKind::SamePort), 1);
     let c = r.sw.port(0).unwrap().counters.snapshot();
     assert_eq!((c.rx_frames, c.tx_frames, c.flooded), (2, 1, 1));
@@ -81,49 +102,64 @@ fn flood_then_learn_then_unicast_never_reflect() {
 
 #[test]
 fn broadcast_floods_everywhere_but_ingress() {
-    let r = rig(4, 1500);
-    let out = r.exchange(2, frame(Mac::BROADCAST, mac(3), 42));
-    assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 0, 1]);
+    let mut r = rig(4, 1500);
+    assert_eq!(counts(&r.exchange(2, frame(Mac::BROADCAST, mac(3), 42))), [1, 1, 0, 1]);
 }
 
 #[test]
-fn bad_frames_are_counted_with_reasons_and_never_learned() {
-    let r = rig(2, 1500);
-    for len in 0..14 {
-        r.peers[0].inject(vec![0x02; len]);
-    }
+fn the_stage_reports_where_each_frame_goes_and_what_it_learned() {
+    let r = rig(3, 1500);
+    let mut fwd = Forwarder::new(0);
+    let frames = [frame(mac(2), mac(1), 60), frame(Mac::BROADCAST, mac(1), 60)];
+    let ports = r.sw.ports();
+    let st = fwd.stage(&r.sw, &ports, &rx(&frames), 5);
+    // Nothing was sent: the stage only decides.
+    assert!(r.peers.iter().all(|p| p.take_sent().is_empty()));
+    assert_eq!((st.to(0).len(), st.to(1).len(), st.to(2).len()), (0, 2, 2));
+    assert_eq!(st.events, vec![Event::Learned { vid: 0, mac: mac(1) }]);
+    assert_eq!((st.local.rx_frames, st.local.flooded), (2, 2));
+    fwd.flush(&r.sw, &ports, st, 5);
+    assert_eq!(r.peers[1].take_sent().len(), 2);
+    // A station seen on another port moves, and says so.
+    let frames = [frame(Mac::BROADCAST, mac(1), 60)];
+    let st = Forwarder::new(2).stage(&r.sw, &ports, &rx(&frames), 6);
+    assert_eq!(st.events, vec![Event::Moved { vid: 0, mac: mac(1), from: 0 }]);
+}
+
+#[test]
+fn bad_frames_are_counted_with_reasons_and_never_learned_or_forwarded() {
+    let mut r = rig(2, 1500);
+    let mut hostile: Vec<Vec<u8>> = (0..14).map(|len| vec![0x02; len]).collect();
     let mut vlan_cut = frame(mac(2), mac(1), 14);
     vlan_cut[12..14].copy_from_slice(&[0x81, 0x00]);
     vlan_cut.push(0);
-    r.peers[0].inject(vlan_cut);
-    r.peers[0].inject(frame(mac(2), Mac::BROADCAST, 60));
-    r.peers[0].inject(frame(mac(2), Mac::ZERO, 60));
-    r.peers[0].inject(frame(mac(2), Mac([1, 0, 0x5e, 0, 0, 1]), 60));
-    r.peers[0].inject(frame(Mac([1, 0x80, 0xc2, 0, 0, 0]), mac(1), 60));
-    std::thread::sleep(QUIET);
-    assert!(r.peers[1].take_sent().iter().all(|f| f[6..12] == mac(1).0), "only the STP frame's source may pass");
+    hostile.push(vlan_cut);
+    hostile.push(frame(mac(2), Mac::BROADCAST, 60));
+    hostile.push(frame(mac(2), Mac::ZERO, 60));
+    hostile.push(frame(mac(2), Mac([1, 0, 0x5e, 0, 0, 1]), 60));
+    hostile.push(frame(Mac([1, 0x80, 0xc2, 0, 0, 0]), mac(1), 60));
+    let out = r.send(0, hostile);
+    assert_eq!(counts(&out), [0, 0], "not one of them may pass: {out:?}");
     assert_eq!(r.drops(0, DropKind::Runt), 14);
     assert_eq!(r.drops(0, DropKind::TruncatedVlan), 1);
     assert_eq!(r.drops(0, DropKind::InvalidSrc), 3);
     assert_eq!(r.drops(0, DropKind::LinkLocal), 1);
     assert_eq!(r.sw.fdb.learned_len(), 0);
     // The switch still forwards afterwards.
-    assert_eq!(r.exchange(0, frame(mac(2), mac(1), 60))[1].len(), 1);
+    assert_eq!(counts(&r.exchange(0, frame(mac(2), mac(1), 60))), [0, 1]);
 }
 
 #[test]
 fn too_big_for_egress_is_dropped_and_counted_there() {
-    let r = rig(2, 1500);
-    let out = r.exchange(0, frame(mac(2), mac(1), 1514));
-    assert_eq!(out[1].len(), 1);
-    let out = r.exchange(0, frame(mac(2), mac(1), 1515));
-    assert_eq!(out[1].len(), 0);
+    let mut r = rig(2, 1500);
+    assert_eq!(counts(&r.exchange(0, frame(mac(2), mac(1), 1514))), [0, 1]);
+    assert_eq!(counts(&r.exchange(0, frame(mac(2), mac(1), 1515))), [0, 0]);
     assert_eq!(r.drops(1, DropKind::TooBig), 1);
 }
 
 #[test]
 fn vlans_are_separate_learning_domains_and_tags_survive() {
-    let r = rig(3, 1500);
+    let mut r = rig(3, 1500);
     let tagged = |dst: Mac, src: Mac, vid: u16| {
         let mut f = dst.0.to_vec();
         f.extend_from_slice(&src.0);
@@ -135,46 +171,38 @@ fn vlans_are_separate_learning_domains_and_tags_survive() {
     };
     r.exchange(1, tagged(mac(1), mac(2), 10));
     // mac(2) is known in VLAN 10 only: VLAN 20 floods.
-    let out = r.exchange(0, tagged(mac(2), mac(1), 20));
-    assert_eq!((out[1].len(), out[2].len()), (1, 1));
+    assert_eq!(counts(&r.exchange(0, tagged(mac(2), mac(1), 20))), [0, 1, 1]);
     let f = tagged(mac(2), mac(1), 10);
-    let out = r.exchange(0, f.clone());
-    assert_eq!(out[1], vec![f]);
-    assert_eq!(out[2].len(), 0);
-    let entries = r.sw.fdb.entries(r.sw.now_ms());
+    assert_eq!(r.exchange(0, f.clone()), vec![vec![], vec![f], vec![]]);
+    let entries = r.sw.fdb.entries(r.now);
     assert!(entries.iter().any(|e| e.vid == 10 && e.mac == mac(2) && e.port == 1));
 }
 
 #[test]
 fn removed_port_is_flushed_and_others_keep_forwarding() {
-    let r = rig(3, 1500);
+    let mut r = rig(3, 1500);
     r.exchange(2, frame(Mac::BROADCAST, mac(3), 60));
     assert_eq!(r.sw.fdb.port_learned(2), 1);
     r.sw.remove_port(2);
     assert_eq!(r.sw.fdb.port_learned(2), 0);
     // Unknown again: floods, but only to the remaining port.
-    let out = r.exchange(0, frame(mac(3), mac(1), 60));
-    assert_eq!((out[1].len(), out[2].len()), (1, 0));
+    assert_eq!(counts(&r.exchange(0, frame(mac(3), mac(1), 60))), [0, 1, 0]);
 }
 
 #[test]
 fn bursts_larger_than_a_batch_all_arrive_in_order() {
-    let r = rig(2, 1500);
+    let mut r = rig(2, 1500);
     r.exchange(1, frame(Mac::BROADCAST, mac(2), 60));
-    let n = 1000u32;
-    for k in 0..n {
-        let mut f = frame(mac(2), mac(1), 64);
-        f[20..24].copy_from_slice(&k.to_be_bytes());
-        r.peers[0].inject(f);
-    }
-    let mut got = Vec::new();
-    while let Some(f) = r.peers[1].recv_sent(T) {
-        got.push(u32::from_be_bytes(f[20..24].try_into().unwrap()));
-        if got.len() == n as usize {
-            break;
-        }
-    }
-    assert_eq!(got, (0..n).collect::<Vec<_>>());
+    let burst: Vec<Vec<u8>> = (0..1000u32)
+        .map(|k| {
+            let mut f = frame(mac(2), mac(1), 64);
+            f[20..24].copy_from_slice(&k.to_be_bytes());
+            f
+        })
+        .collect();
+    let out = r.send(0, burst);
+    let got: Vec<u32> = out[1].iter().map(|f| u32::from_be_bytes(f[20..24].try_into().unwrap())).collect();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
 }
 
 #[derive(Debug, Default)]
@@ -188,10 +216,10 @@ impl ub_datapath::MirrorSink for Collect {
 
 #[test]
 fn mirror_copies_both_directions_to_a_port_or_a_sink() {
-    let r = rig(4, 1500);
+    let mut r = rig(4, 1500);
     r.exchange(1, frame(Mac::BROADCAST, mac(2), 60));
     // Mirror port 0 to port 3: what 0 receives and what it sends.
-    r.sw.set_mirror(0, Some(ub_datapath::MirrorTo::Port(3)));
+    r.sw.set_mirror(0, Some(MirrorTo::Port(3)));
     let to_b = frame(mac(2), mac(1), 60);
     let out = r.exchange(0, to_b.clone());
     assert_eq!(out[3], vec![to_b.clone()], "received on 0, mirrored to 3");
@@ -200,8 +228,8 @@ fn mirror_copies_both_directions_to_a_port_or_a_sink() {
     assert_eq!(out[0], vec![to_a.clone()]);
     assert_eq!(out[3], vec![to_a.clone()], "sent on 0, mirrored to 3");
     // A sink instead; then off.
-    let sink = std::sync::Arc::new(Collect::default());
-    r.sw.set_mirror(0, Some(ub_datapath::MirrorTo::Sink(sink.clone())));
+    let sink = Arc::new(Collect::default());
+    r.sw.set_mirror(0, Some(MirrorTo::Sink(sink.clone())));
     let out = r.exchange(0, to_b.clone());
     assert!(out[3].is_empty());
     assert_eq!(*sink.0.lock().unwrap(), vec![to_b.clone()]);
@@ -213,74 +241,207 @@ fn mirror_copies_both_directions_to_a_port_or_a_sink() {
 
 #[test]
 fn storm_control_limits_floods_per_class_but_not_known_unicast() {
-    let r = rig(2, 1500);
-    r.sw.set_storm_limits(ub_datapath::StormLimits { broadcast_pps: 100, multicast_pps: 0, unknown_unicast_pps: 100 });
-    for _ in 0..1000 {
-        r.peers[0].inject(frame(Mac::BROADCAST, mac(1), 60));
-    }
-    for _ in 0..500 {
-        r.peers[0].inject(frame(Mac([0x01, 0, 0x5e, 0, 0, 1]), mac(1), 60));
-    }
-    std::thread::sleep(QUIET * 3);
-    let passed = r.peers[1].take_sent();
-    let bcast = passed.iter().filter(|f| f[..6] == [0xff; 6]).count();
-    let mcast = passed.len() - bcast;
-    // Burst of 10, plus 100/s for the few hundred ms this takes.
-    assert!((10..100).contains(&bcast), "{bcast} broadcasts passed");
-    assert_eq!(mcast, 500, "multicast has no limit here");
-    assert_eq!(r.drops(0, DropKind::StormBroadcast), 1000 - bcast as u64);
+    let mut r = rig(2, 1500);
+    r.sw.set_storm_limits(StormLimits { broadcast_pps: 100, multicast_pps: 0, unknown_unicast_pps: 100 });
+    // 1000 broadcasts at one instant: the burst (a tenth of a second's worth,
+    // at least 10) passes, the rest is dropped.
+    let out = r.send(0, vec![frame(Mac::BROADCAST, mac(1), 60); 1000]);
+    assert_eq!(out[1].len(), 10);
+    assert_eq!(r.drops(0, DropKind::StormBroadcast), 990);
+    // 100 ms later, 10 more.
+    r.now += 100;
+    assert_eq!(r.send(0, vec![frame(Mac::BROADCAST, mac(1), 60); 50])[1].len(), 10);
+    // Multicast has no limit here.
+    assert_eq!(r.send(0, vec![frame(Mac([0x01, 0, 0x5e, 0, 0, 1]), mac(1), 60); 500])[1].len(), 500);
     // Known unicast is never limited.
     r.exchange(1, frame(Mac::BROADCAST, mac(2), 60));
-    for _ in 0..1000 {
-        r.peers[0].inject(frame(mac(2), mac(1), 60));
-    }
-    std::thread::sleep(QUIET * 3);
-    assert_eq!(r.peers[1].take_sent().len(), 1000);
+    assert_eq!(r.send(0, vec![frame(mac(2), mac(1), 60); 1000])[1].len(), 1000);
 }
 
 #[test]
 fn a_flapping_source_is_pinned_and_its_looped_copies_dropped() {
-    let r = rig(3, 1500);
+    let mut r = rig(3, 1500);
     r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
-    // mac(1) seen alternately on ports 1 and 0, as when a loop returns its frames.
+    // mac(1) seen alternately on ports 1 and 0 within a second, as when a loop returns its frames.
     for k in 0..6 {
+        r.now += 10;
         r.exchange(1 - (k % 2), frame(Mac::BROADCAST, mac(1), 60));
     }
     let fdb = &r.sw.fdb;
     assert_eq!(fdb.stats.flaps.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(fdb.lookup(0, mac(1), r.sw.now_ms()), Some(0), "pinned where it was before flapping");
-    assert!(r.drops(1, DropKind::Flapping) >= 1);
+    assert_eq!(fdb.lookup(0, mac(1), r.now), Some(0), "pinned where it was before flapping");
+    // The 4th move (on port 0) pins it; the copy after it on port 1 is refused too.
+    assert_eq!((r.drops(0, DropKind::Flapping), r.drops(1, DropKind::Flapping)), (1, 1));
     // Traffic to it goes to port 0 only.
-    let out = r.exchange(2, frame(mac(1), mac(3), 60));
-    assert_eq!((out[0].len(), out[1].len()), (1, 0));
+    assert_eq!(counts(&r.exchange(2, frame(mac(1), mac(3), 60))), [1, 0, 0]);
 }
 
 #[test]
 fn a_found_loop_flushes_both_its_ports_then_once_more_after_the_frames_in_flight() {
-    let r = rig(3, 1500);
-    let (sw, fdb) = (&r.sw, &r.sw.fdb);
+    let mut r = rig(3, 1500);
     // mac(1) lives on port 0; a looped copy of its frame came in on port 1,
     // one end of a loop between ports 1 and 2.
     r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
     r.exchange(1, frame(Mac::BROADCAST, mac(1), 60));
-    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), Some(1));
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), r.now), Some(1));
     // The probe sent out of port 1 comes back in on port 2: port 2 is blocked,
     // and what either end of the loop learned is forgotten.
-    sw.loop_guard.set_mode(ub_datapath::LoopDetect::Always);
-    sw.loop_tick(sw.now_ms());
+    r.sw.loop_guard.set_mode(LoopDetect::Always);
+    r.sw.loop_tick(r.now);
     let probe = r.peers[1].take_sent().pop().expect("a probe out of port 1");
     r.peers.iter().for_each(|p| drop(p.take_sent()));
     r.exchange(2, probe);
-    assert_eq!(sw.port(2).unwrap().state(), ub_datapath::PortState::Blocked);
-    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), None, "the looped copy's entry was flushed");
+    assert_eq!(r.sw.port(2).unwrap().state(), PortState::Blocked);
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), r.now), None, "the looped copy's entry was flushed");
     // A copy the loop still had in flight arrives after the block and teaches
     // port 1 again; the next tick after the frames have drained forgets it.
     r.exchange(1, frame(Mac::BROADCAST, mac(1), 60));
-    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), Some(1));
-    sw.loop_tick(sw.now_ms() + 1_000);
-    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), None, "flushed once more after the block");
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), r.now), Some(1));
+    r.sw.loop_tick(r.now + 1_000);
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), r.now), None, "flushed once more after the block");
     // Its own next frame puts it back home, and nothing flushes it again.
     r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
-    sw.loop_tick(sw.now_ms() + 2_000);
-    assert_eq!(fdb.lookup(0, mac(1), sw.now_ms()), Some(0));
+    r.sw.loop_tick(r.now + 2_000);
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), r.now), Some(0));
+}
+
+// ---- per-port policies (docs/policies.md), each as the kernel bridge applies it ----
+
+#[test]
+fn learning_off_forwards_but_learns_nothing() {
+    let mut r = rig(3, 1500);
+    r.policy(0, |p| p.learning = false);
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(1), 60))), [0, 1, 1]);
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), r.now), None);
+    // So replies to it flood.
+    assert_eq!(counts(&r.exchange(1, frame(mac(1), mac(2), 60))), [1, 0, 1]);
+}
+
+#[test]
+fn flood_flags_filter_floods_by_class_but_never_known_unicast() {
+    let mut r = rig(3, 1500);
+    r.policy(2, |p| {
+        p.flood = false;
+        p.mcast_flood = false;
+    });
+    assert_eq!(counts(&r.exchange(0, frame(mac(9), mac(1), 60))), [0, 1, 0], "unknown unicast");
+    assert_eq!(counts(&r.exchange(0, frame(Mac([1, 0, 0x5e, 0, 0, 1]), mac(1), 60))), [0, 1, 0], "multicast");
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(1), 60))), [0, 1, 1], "broadcast still floods");
+    r.exchange(2, frame(Mac::BROADCAST, mac(3), 60));
+    assert_eq!(counts(&r.exchange(0, frame(mac(3), mac(1), 60))), [0, 0, 1], "known unicast is delivered");
+    r.policy(2, |p| p.bcast_flood = false);
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(1), 60))), [0, 1, 0]);
+}
+
+#[test]
+fn isolated_ports_reach_only_non_isolated_ones() {
+    let mut r = rig(3, 1500);
+    r.policy(0, |p| p.isolated = true);
+    r.policy(1, |p| p.isolated = true);
+    // A broadcast from isolated 0 reaches only non-isolated 2.
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(1), 60))), [0, 0, 1]);
+    assert_eq!(counts(&r.exchange(1, frame(Mac::BROADCAST, mac(2), 60))), [0, 0, 1]);
+    // Known unicast between the isolated pair is dropped and counted.
+    assert_eq!(counts(&r.exchange(0, frame(mac(2), mac(1), 60))), [0, 0, 0]);
+    assert_eq!(r.drops(0, DropKind::Isolated), 1);
+    // The non-isolated port reaches both, and both reach it.
+    assert_eq!(counts(&r.exchange(2, frame(Mac::BROADCAST, mac(3), 60))), [1, 1, 0]);
+    assert_eq!(counts(&r.exchange(0, frame(mac(3), mac(1), 60))), [0, 0, 1]);
+}
+
+#[test]
+fn hairpin_sends_back_out_of_the_ingress_port() {
+    let mut r = rig(2, 1500);
+    r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
+    r.exchange(0, frame(Mac::BROADCAST, mac(5), 60));
+    assert_eq!(counts(&r.exchange(0, frame(mac(5), mac(1), 60))), [0, 0]);
+    r.policy(0, |p| p.hairpin = true);
+    assert_eq!(counts(&r.exchange(0, frame(mac(5), mac(1), 60))), [1, 0], "unicast back to its port");
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(1), 60))), [1, 1], "floods too, as the kernel's");
+}
+
+#[test]
+fn a_locked_port_lets_only_its_own_stations_send() {
+    let mut r = rig(2, 1500);
+    r.policy(0, |p| {
+        p.locked = true;
+        p.macs = vec![mac(1)];
+    });
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(7), 60))), [0, 0]);
+    assert_eq!(r.drops(0, DropKind::Locked), 1);
+    assert_eq!(r.sw.fdb.lookup(0, mac(7), r.now), None, "a refused source is never learned");
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(1), 60))), [0, 1]);
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), r.now), Some(0));
+}
+
+#[test]
+fn a_policy_change_applies_at_the_next_batch_and_a_bad_one_changes_nothing() {
+    let r = rig(2, 1500);
+    let before = r.sw.policy(0).unwrap();
+    let bad = PortPolicy { locked: true, ..PortPolicy::default() };
+    assert!(r.sw.set_policy(0, bad).unwrap_err().to_string().contains("MAC"));
+    assert!(Arc::ptr_eq(&before, &r.sw.policy(0).unwrap()), "a refused policy leaves the old one");
+}
+
+// ---- reader threads ----
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_reader_thread_forwards_bursts_in_order() {
+    let sw = Arc::new(Switch::new(FdbConfig::default()));
+    let (rx0, tx0, p0) = mem::port(1500);
+    let (_rx1, tx1, p1) = mem::port(1500);
+    let a = sw.add_port("m0", Backend::Mem, Box::new(tx0)).unwrap();
+    sw.add_port("m1", Backend::Mem, Box::new(tx1)).unwrap();
+    let _reader = spawn_reader(sw.clone(), a, Box::new(rx0)).unwrap();
+    for k in 0..1000u32 {
+        let mut f = frame(mac(2), mac(1), 64);
+        f[20..24].copy_from_slice(&k.to_be_bytes());
+        p0.inject(f);
+    }
+    let mut got = Vec::new();
+    while got.len() < 1000 {
+        let f = p1.recv_sent(Duration::from_secs(5)).expect("frames stopped arriving");
+        got.push(u32::from_be_bytes(f[20..24].try_into().unwrap()));
+    }
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_panicking_reader_is_counted_restarted_and_at_last_failed() {
+    let sw = Arc::new(Switch::new(FdbConfig::default()));
+    let (rx0, tx0, p0) = mem::port(1500);
+    let (_rx1, tx1, p1) = mem::port(1500);
+    let a = sw.add_port("m0", Backend::Mem, Box::new(tx0)).unwrap();
+    sw.add_port("m1", Backend::Mem, Box::new(tx1)).unwrap();
+    let restart = Restart { max_restarts: 2, window: Duration::from_secs(60), backoff: Duration::from_millis(10) };
+    let _reader = spawn_reader_at(sw.clone(), a, Box::new(rx0), Default::default(), restart).unwrap();
+    let port = sw.port(a).unwrap();
+    let forwards = || {
+        p0.inject(frame(mac(2), mac(1), 60));
+        p1.recv_sent(Duration::from_secs(5)).is_some()
+    };
+    assert!(forwards());
+    // A panic: counted, and the reader forwards again after its back-off.
+    p0.inject_panic();
+    wait_until("the panic to be counted", || port.counters.snapshot().reader_panics == 1);
+    assert!(forwards(), "the restarted reader forwards");
+    assert_eq!(port.state(), PortState::Up);
+    p0.inject_panic();
+    wait_until("the second panic", || port.counters.snapshot().reader_panics == 2);
+    assert!(forwards());
+    // The third within the window is one more than allowed: the port fails.
+    p0.inject_panic();
+    wait_until("the port to be marked failed", || port.state() == PortState::Failed);
+    assert_eq!(port.counters.snapshot().reader_panics, 3);
+    // A failed port stays failed when its link reports up.
+    port.set_state(PortState::Up);
+    assert_eq!(port.state(), PortState::Failed);
 }

@@ -121,6 +121,22 @@ pub struct FdbStats {
     pub last_flap: AtomicU64,
 }
 
+impl FdbStats {
+    /// Every event counter by name: the one list `stats` and `/metrics` show.
+    pub fn events(&self) -> [(&'static str, u64); 7] {
+        let ld = |a: &AtomicU64| a.load(Relaxed);
+        [
+            ("learned", ld(&self.learned)),
+            ("moved", ld(&self.moved)),
+            ("aged", ld(&self.aged)),
+            ("refused", ld(&self.refused)),
+            ("flushed", ld(&self.flushed)),
+            ("flaps", ld(&self.flaps)),
+            ("flap_refused", ld(&self.flap_refused)),
+        ]
+    }
+}
+
 /// A copy of one entry for display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryView {
@@ -559,7 +575,7 @@ mod tests {
         assert_eq!(f.learn(0, mac(5000), 11, 0), Learn::Refused(Refused::TableFull));
         assert_eq!(f.port_learned(11), 0);
         assert_eq!(f.learned_len(), 100);
-        assert_eq!(f.learn(0, mac(5000), MAX_PORTS as PortId, 0), Learn::Refused(Refused::BadPort));
+        assert_eq!(f.learn(0, mac(5000), PortId::try_from(MAX_PORTS).unwrap(), 0), Learn::Refused(Refused::BadPort));
     });
 
     both!(flush_by_port, |f: Fdb<_>| {

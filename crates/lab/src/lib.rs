@@ -114,11 +114,12 @@ impl Lab {
     fn make_pod(&self, i: usize) -> Result<Pod> {
         let name = self.name.clone();
         let sw = ctx(NetNs::open(&self.switch_ns()))?;
+        let host = u8::try_from(i).ok().filter(|&h| usize::from(h) <= MAX_PODS).ok_or_else(|| format!("no pod {i}"))?;
         let pod = Pod {
             index: i,
             ns: format!("{name}-p{i}"),
-            ip: Ipv4Addr::new(10, 0, 0, i as u8),
-            mac: Mac([0x02, 0x00, 0x00, 0x00, (i >> 8) as u8, i as u8]),
+            ip: Ipv4Addr::new(10, 0, 0, host),
+            mac: Mac([0x02, 0x00, 0x00, 0x00, 0x00, host]),
             port: format!("ubp{i}"),
         };
         let ns = ctx(NetNs::create(&pod.ns))?;

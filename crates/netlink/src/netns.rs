@@ -34,6 +34,13 @@ impl NetNs {
         Self::validate_name(name).map_err(|m| Error::io(m, std::io::ErrorKind::InvalidInput.into()))?;
         let path = Self::path_of(name);
         fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| Error::io(format!("creating {NETNS_RUN_DIR}"), e))?;
+        // As iproute2 does: /run/netns a shared mount point of its own, so that
+        // namespaces made here and by `ip netns` all stay visible to both.
+        if sys::make_rshared(NETNS_RUN_DIR).is_err() {
+            sys::rbind_self(NETNS_RUN_DIR)
+                .and_then(|()| sys::make_rshared(NETNS_RUN_DIR))
+                .map_err(|e| Error::io(format!("making {NETNS_RUN_DIR} a shared mount point"), e))?;
+        }
         fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -32,6 +32,28 @@ pub fn bind_mount(src: &str, dst: &str) -> io::Result<()> {
     cvt(unsafe { libc::mount(s.as_ptr(), d.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) }).map(drop)
 }
 
+/// `mount --make-rshared path`: mounts made below it propagate to every
+/// mount namespace that shares it (as iproute2 makes /run/netns).
+pub fn make_rshared(path: &str) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: p is NUL-terminated and outlives the call; source, fstype and data may be null here.
+    cvt(unsafe {
+        libc::mount(std::ptr::null(), p.as_ptr(), std::ptr::null(), libc::MS_SHARED | libc::MS_REC, std::ptr::null())
+    })
+    .map(drop)
+}
+
+/// `mount --rbind path path`: makes `path` a mount point of its own,
+/// carrying the mounts below it.
+pub fn rbind_self(path: &str) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: p is NUL-terminated and outlives the call; fstype and data may be null for MS_BIND.
+    cvt(unsafe {
+        libc::mount(p.as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
+    })
+    .map(drop)
+}
+
 /// `umount -l path`.
 pub fn umount_detach(path: &str) -> io::Result<()> {
     let p = cstr(path)?;
@@ -41,7 +63,10 @@ pub fn umount_detach(path: &str) -> io::Result<()> {
 
 /// Sets SO_RCVTIMEO so a blocking receive returns (EAGAIN) after `t`.
 pub fn set_recv_timeout(fd: BorrowedFd<'_>, t: std::time::Duration) -> io::Result<()> {
-    let tv = libc::timeval { tv_sec: t.as_secs() as libc::time_t, tv_usec: t.subsec_micros() as libc::suseconds_t };
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(t.subsec_micros()),
+    };
     // SAFETY: tv is a live timeval and the length matches it.
     cvt(unsafe {
         libc::setsockopt(
@@ -49,8 +74,14 @@ pub fn set_recv_timeout(fd: BorrowedFd<'_>, t: std::time::Duration) -> io::Resul
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            socklen_of::<libc::timeval>(),
         )
     })
     .map(drop)
+}
+
+/// The size of C struct `T`, as the socket calls take it.
+#[allow(clippy::cast_possible_truncation, reason = "a C struct's size is far below 4 GiB")]
+const fn socklen_of<T>() -> libc::socklen_t {
+    std::mem::size_of::<T>() as libc::socklen_t
 }

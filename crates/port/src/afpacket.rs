@@ -11,7 +11,7 @@ use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFr
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use ub_netlink::Rtnl;
+use ub_netlink::{Link, Rtnl};
 
 /// How a port receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,8 +91,13 @@ pub struct Opened {
 /// softirq received it, so one reader per CPU keeps a sender's frames on its
 /// own core, as the kernel bridge does.
 pub fn open(name: &str, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacketTx, Opened), PortError> {
+    open_link(&lookup(name)?, ring)
+}
+
+/// Finds link `name` and checks a switch may attach to it: it exists, has
+/// no master, and is not loopback.
+pub fn lookup(name: &str) -> Result<Link, PortError> {
     validate_ifname(name)?;
-    ring.validate().map_err(|m| PortError::io("ring", name, io::Error::new(io::ErrorKind::InvalidInput, m)))?;
     let mut nl = Rtnl::open()?;
     let link = nl.link_by_name(name)?.ok_or_else(|| PortError::NoSuchInterface(name.to_string()))?;
     if let Some(m) = link.master {
@@ -102,6 +107,13 @@ pub fn open(name: &str, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacketTx, 
     if link.index == 1 || link.name == "lo" {
         return Err(PortError::NotEthernet { name: name.to_string(), kind: "loopback".into() });
     }
+    Ok(link)
+}
+
+/// Opens a link [`lookup`] accepted.
+pub fn open_link(link: &Link, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacketTx, Opened), PortError> {
+    let name = link.name.as_str();
+    ring.validate().map_err(|m| PortError::io("ring", name, io::Error::new(io::ErrorKind::InvalidInput, m)))?;
     let e = |what| move |err| PortError::io(what, name, err);
     let (fd, rx) = rx_socket(name, link.index, &ring)?;
     // Room for a few GSO super-frames in flight.
@@ -223,7 +235,7 @@ impl PortRx for AfPacketRx {
                             data,
                             vnet: Some(VnetHdr::from_bytes(v)),
                             offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
-                            wire_len: f.wire_len.unwrap_or(data.len() as u32),
+                            wire_len: f.wire_len.unwrap_or(u32::try_from(data.len()).unwrap_or(u32::MAX)),
                         });
                     }
                 })?;

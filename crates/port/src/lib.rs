@@ -1,21 +1,31 @@
-//! Port backends behind one pair of traits.
+//! Port backends behind one pair of traits, and the one factory that opens
+//! them from a [`PortSpec`].
 //!
-//! A port is split in two: [`PortRx`], owned by the port's reader thread, and
-//! [`PortTx`], shared by every reader that forwards to the port. Frames are
-//! borrowed, not copied: an AF_PACKET RX frame is a slice of the mmap'ed
-//! ring, and a TX frame sent to another AF_PACKET port goes from that slice
-//! straight into `sendmmsg`.
+//! A port is split in two: [`PortRx`], owned by one reader thread (a port
+//! has one per reader), and [`PortTx`], shared by every reader that forwards
+//! to the port. Frames are borrowed, not copied: an RX frame is a slice of
+//! the receive buffers (`recvmmsg`'s slots, or the mmap'ed ring with `--rx
+//! ring`), and a TX frame sent to another AF_PACKET port goes from that
+//! slice straight into `sendmmsg`.
 //!
 //! Backends: [`afpacket`] (veth and any Ethernet link), [`tap`]
 //! (`/dev/net/tun`), [`mem`] (no kernel at all: unit tests and benches).
+//! [`open`] turns a [`PortSpec`] into an open port and claims its interface
+//! exclusively ([`claim`]).
 
 pub mod afpacket;
+pub mod claim;
 pub mod mem;
+mod spec;
 mod sys;
 pub mod tap;
 mod vnet;
 
+pub use claim::{CLAIM_DIR, Claim};
+pub use spec::{Backend, DEFAULT_VLANS, Origin, PortMeta, PortPolicy, PortSpec, PortState, VlanEntry};
 pub use vnet::VnetHdr;
+
+use std::path::PathBuf;
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -147,6 +157,12 @@ pub enum PortError {
     HasMaster { name: String, master: String },
     #[error("interface '{name}' is a {kind}, not an Ethernet port userbridge can attach to")]
     NotEthernet { name: String, kind: String },
+    #[error(
+        "interface '{name}' is already a port of another userbridge ({holder}): detach it there (`userbridge port del {name}`) or stop that daemon"
+    )]
+    Claimed { name: String, holder: String },
+    #[error("a {backend} port cannot be opened here: {why}")]
+    Unsupported { backend: &'static str, why: &'static str },
     #[error("{what} on '{name}': {source}{hint}")]
     Io { what: &'static str, name: String, source: io::Error, hint: &'static str },
     #[error("{0}")]
@@ -189,4 +205,98 @@ pub fn validate_ifname(name: &str) -> Result<(), PortError> {
         && name != ".."
         && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
     if ok { Ok(()) } else { Err(PortError::BadName(name.to_string())) }
+}
+
+/// How [`open`] opens ports.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// How AF_PACKET ports receive, and how many readers each gets.
+    pub rx: afpacket::RxConfig,
+    /// Where claims are taken ([`CLAIM_DIR`] unless a test says otherwise).
+    pub claim_dir: PathBuf,
+    /// Who is claiming, as a refused second claimant is told.
+    pub holder: String,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            rx: afpacket::RxConfig::default(),
+            claim_dir: CLAIM_DIR.into(),
+            holder: format!("pid {}", std::process::id()),
+        }
+    }
+}
+
+/// A port opened from its spec, not yet forwarding.
+#[derive(Debug)]
+pub struct OpenedPort {
+    /// The interface's name (the kernel's, for a TAP).
+    pub name: String,
+    pub backend: Backend,
+    /// One receive half per reader thread.
+    pub rx: Vec<Box<dyn PortRx>>,
+    pub tx: Box<dyn PortTx>,
+    /// The link is up (administratively and operationally).
+    pub up: bool,
+    pub ifindex: u32,
+    pub mac: Option<[u8; 6]>,
+    /// Held for the port's life: dropping it lets another daemon claim the interface.
+    pub claim: Claim,
+}
+
+impl std::fmt::Debug for dyn PortRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PortRx")
+    }
+}
+
+impl std::fmt::Debug for dyn PortTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PortTx")
+    }
+}
+
+/// Opens the port `spec` describes and claims its interface: an AF_PACKET
+/// port on an existing link (refused if it has a master or another
+/// userbridge holds it), or a new TAP.
+pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
+    validate_ifname(&spec.name)?;
+    match spec.backend {
+        Backend::Afpacket => {
+            let link = afpacket::lookup(&spec.name)?;
+            let claim = Claim::take(&o.claim_dir, &link.name, link.index, &o.holder)?;
+            let (rx, tx, info) = afpacket::open_link(&link, o.rx)?;
+            Ok(OpenedPort {
+                name: link.name,
+                backend: Backend::Afpacket,
+                rx: rx.into_iter().map(|r| Box::new(r) as Box<dyn PortRx>).collect(),
+                tx: Box::new(tx),
+                up: info.admin_up && info.oper_up,
+                ifindex: info.ifindex,
+                mac: info.mac,
+                claim,
+            })
+        }
+        Backend::Tap => {
+            let (rx, tx, t) = tap::open(&spec.name)?;
+            let claim = Claim::take(&o.claim_dir, &t.name, t.ifindex, &o.holder)?;
+            Ok(OpenedPort {
+                name: t.name,
+                backend: Backend::Tap,
+                rx: rx.into_iter().map(|r| Box::new(r) as Box<dyn PortRx>).collect(),
+                tx: Box::new(tx),
+                // A new TAP is down until whoever uses it brings it up.
+                up: false,
+                ifindex: t.ifindex,
+                mac: t.mac,
+                claim,
+            })
+        }
+        Backend::Host => Err(PortError::Unsupported {
+            backend: "host",
+            why: "the daemon opens its host port itself (run --host-port)",
+        }),
+        Backend::Mem => Err(PortError::Unsupported { backend: "mem", why: "in-memory ports are made by tests" }),
+    }
 }

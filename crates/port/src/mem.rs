@@ -8,6 +8,15 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// What a test puts on an in-memory port's wire.
+#[derive(Debug)]
+enum Msg {
+    Frame(Vec<u8>),
+    /// Makes the reader's `recv_batch` panic: how tests check that a
+    /// reader's panic is caught, counted and survived.
+    Panic,
+}
+
 /// A port whose far end is a test: frames injected with [`MemPeer::inject`]
 /// are received by the switch; frames the switch sends are collected.
 pub fn port(mtu: u32) -> (MemRx, MemTx, MemPeer) {
@@ -23,14 +32,18 @@ pub fn port(mtu: u32) -> (MemRx, MemTx, MemPeer) {
 /// The test's end of an in-memory port.
 #[derive(Debug, Clone)]
 pub struct MemPeer {
-    inject: Sender<Vec<u8>>,
+    inject: Sender<Msg>,
     sent: Receiver<Vec<u8>>,
 }
 
 impl MemPeer {
     /// Delivers a frame to the switch as if it arrived on the wire.
     pub fn inject(&self, frame: Vec<u8>) {
-        let _ = self.inject.send(frame);
+        let _ = self.inject.send(Msg::Frame(frame));
+    }
+    /// Makes the reader that next receives on this port panic (a test hook).
+    pub fn inject_panic(&self) {
+        let _ = self.inject.send(Msg::Panic);
     }
     /// Frames the switch has sent out of this port so far.
     pub fn take_sent(&self) -> Vec<Vec<u8>> {
@@ -45,7 +58,7 @@ impl MemPeer {
 /// Receive half of an in-memory port.
 #[derive(Debug)]
 pub struct MemRx {
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<Msg>,
     held: Vec<Vec<u8>>,
 }
 
@@ -54,18 +67,25 @@ impl PortRx for MemRx {
         out.clear();
         self.held.clear();
         match self.rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(f) => self.held.push(f),
+            Ok(Msg::Frame(f)) => self.held.push(f),
+            Ok(Msg::Panic) => panic!("injected by the test"),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Ok(()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "in-memory peer gone"));
             }
         }
-        self.held.extend(self.rx.try_iter().take(BATCH - 1));
+        while self.held.len() < BATCH {
+            match self.rx.try_recv() {
+                Ok(Msg::Frame(f)) => self.held.push(f),
+                Ok(Msg::Panic) => panic!("injected by the test"),
+                Err(_) => break,
+            }
+        }
         out.extend(self.held.iter().map(|d| RxFrame {
             data: d,
             vnet: None,
             offloaded_tag: None,
-            wire_len: d.len() as u32,
+            wire_len: u32::try_from(d.len()).unwrap_or(u32::MAX),
         }));
         Ok(())
     }
@@ -118,7 +138,12 @@ impl PortRx for ReplayRx {
         let n = self.frames.len();
         for k in 0..BATCH {
             let d = &self.frames[(self.pos + k) % n];
-            out.push(RxFrame { data: d, vnet: None, offloaded_tag: None, wire_len: d.len() as u32 });
+            out.push(RxFrame {
+                data: d,
+                vnet: None,
+                offloaded_tag: None,
+                wire_len: u32::try_from(d.len()).unwrap_or(u32::MAX),
+            });
         }
         self.pos = (self.pos + BATCH) % n;
         Ok(())

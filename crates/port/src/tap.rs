@@ -12,9 +12,20 @@ const TAP_BATCH: usize = 16;
 /// A vnet header plus the largest GSO super-frame.
 const SLOT: usize = VnetHdr::LEN + 65_550;
 
-/// Creates (or attaches to a persistent) TAP interface `name`.
-/// Returns the halves and the name the kernel gave the interface.
-pub fn open(name: &str) -> Result<(TapRx, TapTx, String), PortError> {
+/// What was found out about a TAP interface when it was opened.
+#[derive(Debug, Clone)]
+pub struct TapInfo {
+    /// The name the kernel gave it.
+    pub name: String,
+    pub ifindex: u32,
+    pub mtu: u32,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Creates (or attaches to a persistent) TAP interface `name`, with one queue.
+/// Returns its receive half (in a vector, as every backend's), its transmit
+/// half and what the kernel made of it.
+pub fn open(name: &str) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
     validate_ifname(name)?;
     let (fd, actual) = sys::tun_open_tap(name).map_err(|e| {
         let e = if e.raw_os_error() == Some(libc::ENOENT) {
@@ -26,19 +37,16 @@ pub fn open(name: &str) -> Result<(TapRx, TapTx, String), PortError> {
     })?;
     let mut nl = ub_netlink::Rtnl::open()?;
     let link = nl.link_by_name(&actual)?.ok_or_else(|| PortError::NoSuchInterface(actual.clone()))?;
-    let mtu = link.mtu;
+    let info = TapInfo { name: actual, ifindex: link.index, mtu: link.mtu, mac: link.mac };
     let fd = Arc::new(fd);
-    Ok((
-        TapRx {
-            fd: fd.clone(),
-            slots: vec![0u8; SLOT * TAP_BATCH].into_boxed_slice(),
-            lens: [0; TAP_BATCH],
-            ifindex: link.index,
-            name: actual.clone(),
-        },
-        TapTx { fd, mtu },
-        actual,
-    ))
+    let rx = TapRx {
+        fd: fd.clone(),
+        slots: vec![0u8; SLOT * TAP_BATCH].into_boxed_slice(),
+        lens: [0; TAP_BATCH],
+        ifindex: info.ifindex,
+        name: info.name.clone(),
+    };
+    Ok((vec![rx], TapTx { fd, mtu: info.mtu }, info))
 }
 
 /// Receive half: up to [`TAP_BATCH`] reads per call into fixed slots.
@@ -70,7 +78,12 @@ impl PortRx for TapRx {
             }
             let vnet = VnetHdr::from_bytes(slot[..VnetHdr::LEN].try_into().expect("10 bytes"));
             let data = &slot[VnetHdr::LEN..len];
-            out.push(RxFrame { data, vnet: Some(vnet), offloaded_tag: None, wire_len: data.len() as u32 });
+            out.push(RxFrame {
+                data,
+                vnet: Some(vnet),
+                offloaded_tag: None,
+                wire_len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+            });
         }
         Ok(())
     }

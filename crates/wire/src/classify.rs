@@ -1,6 +1,7 @@
 use crate::{EthernetFrame, Mac, WireError};
 
-/// Why a frame was refused before any forwarding decision.
+/// Why a frame was refused before any forwarding decision (the datapath
+/// counts it under its `DropKind`, which names it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Shorter than the 14-byte Ethernet header.
@@ -11,17 +12,6 @@ pub enum DropReason {
     InvalidSource,
     /// Destination in 01:80:c2:00:00:0X, which bridges never forward.
     LinkLocal,
-}
-
-impl DropReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Runt => "runt",
-            DropReason::TruncatedVlan => "truncated_vlan",
-            DropReason::InvalidSource => "invalid_src",
-            DropReason::LinkLocal => "link_local",
-        }
-    }
 }
 
 /// What the forwarding decision needs from a frame.

@@ -2,7 +2,14 @@ use core::fmt;
 use core::str::FromStr;
 
 /// A 48-bit IEEE 802 MAC address.
+///
+/// Aligned to 8 bytes (two bytes of padding): byte-aligned, the compiler
+/// spilled a frame's destination to the stack in pieces and read it back
+/// with a wider load spanning them to build the FDB key, a store-forwarding
+/// stall that cost the datapath a quarter of its unicast rate once the
+/// forwarding stage grew (docs/benchmarks.md, issue #14).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(align(8))]
 pub struct Mac(pub [u8; 6]);
 
 impl Mac {
@@ -99,6 +106,22 @@ impl FromStr for Mac {
             return Err(err());
         }
         Ok(Mac(out))
+    }
+}
+
+/// Serialized as its text form, `"02:00:00:00:00:01"`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,0 +1,109 @@
+//! One switch per interface. A second userbridge attached to a port another
+//! one already serves would send every flood twice (the kernel bridge
+//! refuses an interface that already has a master). A [`Claim`] is an
+//! exclusive `flock` on a file named after the interface's network namespace
+//! and ifindex, held for as long as the port is open; the kernel drops it
+//! when the holder exits, however it exits, so no claim outlives its daemon.
+
+use crate::PortError;
+use rustix::fs::{FlockOperation, flock};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where claims live unless told otherwise: shared by every daemon on the
+/// machine, whatever its socket or state directory.
+pub const CLAIM_DIR: &str = "/run/userbridge/claims";
+
+/// An exclusive claim on one interface; released on drop.
+#[derive(Debug)]
+pub struct Claim {
+    file: File,
+    path: PathBuf,
+}
+
+/// The calling thread's network namespace, as the inode of its nsfs file.
+pub fn current_netns() -> std::io::Result<u64> {
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
+impl Claim {
+    /// Claims interface `ifindex` (called `name`) of the calling thread's
+    /// namespace for `holder` (who we are, shown to whoever is refused).
+    pub fn take(dir: &Path, name: &str, ifindex: u32, holder: &str) -> Result<Claim, PortError> {
+        let io = |what, e| PortError::io(what, name, e);
+        let ns = current_netns().map_err(|e| io("reading the network namespace", e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io("creating the claim directory", e))?;
+        let path = dir.join(format!("{ns}-{ifindex}.lock"));
+        // Bounded: each retry means another daemon released this very claim
+        // between our open and our lock.
+        for _ in 0..16 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| io("opening the port's claim file", e))?;
+            if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                if e == rustix::io::Errno::WOULDBLOCK {
+                    let mut held_by = String::new();
+                    let _ = file.read_to_string(&mut held_by);
+                    let held_by = held_by.trim();
+                    return Err(PortError::Claimed {
+                        name: name.to_string(),
+                        holder: if held_by.is_empty() { "another userbridge".into() } else { held_by.to_string() },
+                    });
+                }
+                return Err(io("locking the port's claim file", e.into()));
+            }
+            // A releasing holder unlinks the file while it still holds the lock:
+            // ours is only a claim if the path still names the file we locked.
+            let same = std::fs::metadata(&path).is_ok_and(|m| m.ino() == file.metadata().map_or(0, |f| f.ino()));
+            if !same {
+                continue;
+            }
+            file.set_len(0).map_err(|e| io("writing the port's claim file", e))?;
+            let _ = file.rewind();
+            file.write_all(format!("{holder}\n").as_bytes()).map_err(|e| io("writing the port's claim file", e))?;
+            return Ok(Claim { file, path });
+        }
+        Err(io("claiming the port", std::io::Error::other("its claim file kept changing")))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Unlinked while still locked (see `take`), then the lock goes with the fd.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = &self.file;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_claim_is_refused_with_the_holder_and_a_released_one_is_free() {
+        let dir = std::env::temp_dir().join(format!("ub-claim-test-{}", std::process::id()));
+        let a = Claim::take(&dir, "veth1", 7, "pid 1, socket /a.sock").unwrap();
+        let e = Claim::take(&dir, "veth1", 7, "pid 2").unwrap_err().to_string();
+        assert!(e.contains("'veth1'") && e.contains("pid 1, socket /a.sock"), "{e}");
+        // Another interface is another claim.
+        let b = Claim::take(&dir, "veth2", 8, "pid 2").unwrap();
+        drop(a);
+        let c = Claim::take(&dir, "veth1", 7, "pid 3").unwrap();
+        assert_eq!(std::fs::read_to_string(c.path()).unwrap(), "pid 3\n");
+        drop((b, c));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "released claims leave no file");
+        let _ = std::fs::remove_dir(&dir);
+    }
+}

@@ -1,0 +1,219 @@
+//! The control protocol: the one contract between the daemon, the CLI and
+//! the CNI plugin. Newline-delimited JSON on a Unix socket, documented in
+//! docs/control.md.
+//!
+//! Every request is a struct with its typed reply ([`Call::Reply`]); the list
+//! below makes the [`Request`] enum that goes on the wire (`{"cmd":
+//! "fdb_add", ...}`), and the [`Serve`] trait the daemon implements with one
+//! method per request. A [`Client`] sends any request and gets its typed
+//! reply back. Nothing else speaks to the daemon.
+
+mod client;
+mod types;
+
+pub use client::{Client, ClientError, call};
+pub use types::*;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A request: a struct that knows the type of its reply.
+pub trait Call: Serialize + Into<Request> {
+    type Reply: Serialize + DeserializeOwned;
+}
+
+/// One reply line: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response<T = serde_json::Value> {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok<T: Serialize>(result: &T) -> Response {
+        match serde_json::to_value(result) {
+            Ok(v) => Response { ok: true, result: Some(v), error: None },
+            Err(e) => Response::err(format!("cannot encode the reply: {e}")),
+        }
+    }
+
+    pub fn err(msg: impl std::fmt::Display) -> Response {
+        Response { ok: false, result: None, error: Some(msg.to_string()) }
+    }
+
+    /// The reply as one line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_else(|_| r#"{"ok":false,"error":"unencodable"}"#.into());
+        s.push('\n');
+        s
+    }
+}
+
+/// Why a line is not a request. [`Parse::Malformed`] closes the connection
+/// (not JSON, not an object, no or an unknown `cmd`); [`Parse::BadArgs`] is a
+/// known command with bad arguments: an error reply, and the connection stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse {
+    Malformed(String),
+    BadArgs(String),
+}
+
+impl Request {
+    /// Parses one request line.
+    pub fn parse(line: &str) -> Result<Request, Parse> {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| Parse::Malformed(format!("malformed request: {e}")))?;
+        let Some(obj) = v.as_object() else {
+            return Err(Parse::Malformed("malformed request: expected a JSON object like {\"cmd\":\"stats\"}".into()));
+        };
+        match obj.get("cmd").and_then(|c| c.as_str()) {
+            None => return Err(Parse::Malformed("malformed request: no \"cmd\" string".into())),
+            Some(c) if !Request::NAMES.contains(&c) => {
+                return Err(Parse::Malformed(format!("unknown command '{c}' (known: {})", Request::NAMES.join(", "))));
+            }
+            Some(_) => {}
+        }
+        let cmd = obj["cmd"].as_str().unwrap_or_default().to_string();
+        serde_json::from_value(v).map_err(|e| Parse::BadArgs(format!("bad {cmd} request: {e}")))
+    }
+}
+
+macro_rules! protocol {
+    ($( $(#[$doc:meta])* $name:ident => $variant:ident($req:ident) -> $reply:ty; )*) => {
+        /// Every request the daemon answers; `cmd` on the wire is the snake_case name.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "cmd", rename_all = "snake_case")]
+        pub enum Request {
+            $( $(#[$doc])* $variant($req), )*
+        }
+
+        impl Request {
+            /// The `cmd` of every request.
+            pub const NAMES: &[&str] = &[$( stringify!($name) ),*];
+
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Request::$variant(_) => stringify!($name), )*
+                }
+            }
+
+            /// Answers the request with `s`'s handler for it.
+            pub fn serve<S: Serve + ?Sized>(self, s: &S) -> Response {
+                match self {
+                    $( Request::$variant(r) => match s.$name(r) {
+                        Ok(reply) => Response::ok(&reply),
+                        Err(e) => Response::err(e),
+                    }, )*
+                }
+            }
+        }
+
+        /// What answers requests: one method per request, named by its `cmd`.
+        pub trait Serve {
+            type Error: std::fmt::Display;
+            $( $(#[$doc])* fn $name(&self, req: $req) -> Result<$reply, Self::Error>; )*
+        }
+
+        $(
+            impl Call for $req {
+                type Reply = $reply;
+            }
+            impl From<$req> for Request {
+                fn from(r: $req) -> Request {
+                    Request::$variant(r)
+                }
+            }
+        )*
+    };
+}
+
+protocol! {
+    /// Every FDB entry.
+    fdb_show => FdbShow(FdbShow) -> Vec<FdbEntry>;
+    /// A static entry: `mac` is behind `port` (never ages or moves).
+    fdb_add => FdbAdd(FdbAdd) -> FdbAdded;
+    /// Removes the entry for `mac` in `vlan`.
+    fdb_del => FdbDel(FdbDel) -> FdbRemoved;
+    /// Forgets learned entries, all or those behind `port`.
+    fdb_flush => FdbFlush(FdbFlush) -> Flushed;
+    /// Everything: ports, FDB, link events, storm limits, loop guard, the daemon.
+    stats => Stats(Stats) -> Status;
+    /// The ports.
+    port_list => PortList(PortList) -> Vec<PortStatus>;
+    /// Attaches a port at run time.
+    port_add => PortAdd(PortAdd) -> PortAdded;
+    /// Detaches a port.
+    port_del => PortDel(PortDel) -> PortRemoved;
+    /// New ageing time.
+    set_ageing => SetAgeing(SetAgeing) -> Ageing;
+    /// Mirrors a port to another port or a pcap file.
+    mirror_add => MirrorAdd(MirrorAdd) -> Mirroring;
+    /// Stops mirroring a port.
+    mirror_del => MirrorDel(MirrorDel) -> MirrorStopped;
+    /// The mirrors.
+    mirror_list => MirrorList(MirrorList) -> Vec<MirrorInfo>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_wire_tags() {
+        // The `cmd` serde writes for each request is the name the table lists.
+        let reqs: Vec<Request> = vec![
+            FdbShow {}.into(),
+            FdbAdd { mac: "02:00:00:00:00:01".parse().unwrap(), port: "p".into(), vlan: 0 }.into(),
+            FdbDel { mac: "02:00:00:00:00:01".parse().unwrap(), vlan: 0 }.into(),
+            FdbFlush { port: None }.into(),
+            Stats { port: None }.into(),
+            PortList { port: None }.into(),
+            PortAdd::afpacket("p").into(),
+            PortDel { name: "p".into() }.into(),
+            SetAgeing { secs: 5 }.into(),
+            MirrorAdd { from: "a".into(), to: Some("b".into()), pcap: None, max_bytes: None }.into(),
+            MirrorDel { from: "a".into() }.into(),
+            MirrorList {}.into(),
+        ];
+        assert_eq!(reqs.len(), Request::NAMES.len());
+        for r in reqs {
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["cmd"], r.name());
+            assert_eq!(Request::parse(&v.to_string()), Ok(r));
+        }
+    }
+
+    #[test]
+    fn the_wire_format_of_docs_control_md_still_parses() {
+        let r = Request::parse(r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09","port":"ubp2"}"#).unwrap();
+        assert_eq!(r, FdbAdd { mac: "02:00:00:00:00:09".parse().unwrap(), port: "ubp2".into(), vlan: 0 }.into());
+        let r = Request::parse(r#"{"cmd":"port_add","name":"tap0","tap":true}"#).unwrap();
+        let Request::PortAdd(p) = r else { panic!() };
+        assert_eq!(p.backend(), ub_port::Backend::Tap);
+        let r = Request::parse(r#"{"cmd":"fdb_flush","port":null}"#).unwrap();
+        assert_eq!(r, FdbFlush { port: None }.into());
+        assert_eq!(Request::parse(r#"{"cmd":"stats"}"#).unwrap(), Stats { port: None }.into());
+    }
+
+    #[test]
+    fn malformed_lines_and_bad_arguments_are_told_apart() {
+        for bad in ["nope", "[1]", r#"{"x":1}"#, r#"{"cmd":"reboot"}"#, r#"{"cmd":5}"#] {
+            assert!(matches!(Request::parse(bad), Err(Parse::Malformed(_))), "{bad}");
+        }
+        for (bad, says) in [
+            (r#"{"cmd":"port_del"}"#, "name"),
+            (r#"{"cmd":"fdb_add","mac":"zz","port":"a"}"#, "'zz' is not a MAC address"),
+            (r#"{"cmd":"fdb_del","mac":"02:00:00:00:00:01","vlan":4095}"#, "0-4094"),
+            (r#"{"cmd":"set_ageing","secs":0}"#, "1 to 1000000"),
+            (r#"{"cmd":"stats","prot":"a"}"#, "prot"),
+        ] {
+            match Request::parse(bad) {
+                Err(Parse::BadArgs(m)) => assert!(m.contains(says), "{bad}: {m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The requests and their replies, as they go on the wire.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use ub_port::{Backend, Origin, PortMeta, PortPolicy, PortState};
+use ub_wire::Mac;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A VLAN id for the FDB: 0 (untagged) to 4094; absent or null is 0.
+fn fdb_vid<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        None => Ok(0),
+        Some(v) => u16::try_from(v)
+            .ok()
+            .filter(|v| *v <= 4094)
+            .ok_or_else(|| serde::de::Error::custom(format!("\"vlan\" {v} must be 0-4094"))),
+    }
+}
+
+/// Ageing time in seconds: 1 to 1000000.
+fn ageing_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if (1..=1_000_000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("\"secs\" {v} must be 1 to 1000000")))
+    }
+}
+
+// ---- requests ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbShow {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbAdd {
+    pub mac: Mac,
+    pub port: String,
+    #[serde(default, deserialize_with = "fdb_vid")]
+    pub vlan: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbDel {
+    pub mac: Mac,
+    #[serde(default, deserialize_with = "fdb_vid")]
+    pub vlan: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbFlush {
+    /// Only the entries behind this port.
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    /// Only this port.
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortList {
+    /// Only this port.
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+/// Attaches a port. The old form `{"name": N, "tap": true}` still works;
+/// `backend`, `policy` and `meta` say more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortAdd {
+    pub name: String,
+    /// Shorthand for `"backend": "tap"`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tap: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PortPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<PortMeta>,
+}
+
+impl PortAdd {
+    /// An AF_PACKET port with the default policy.
+    pub fn afpacket(name: &str) -> PortAdd {
+        PortAdd { name: name.into(), tap: false, backend: None, policy: None, meta: None }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend.unwrap_or(if self.tap { Backend::Tap } else { Backend::Afpacket })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortDel {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAgeing {
+    #[serde(deserialize_with = "ageing_secs")]
+    pub secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorAdd {
+    pub from: String,
+    /// Another port...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// ...or a pcap file (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcap: Option<String>,
+    /// The pcap file's size cap (default 100 MiB, at least 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorDel {
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorList {}
+
+// ---- replies ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryState {
+    Learned,
+    Static,
+}
+
+/// One FDB entry, as `bridge fdb show` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub mac: Mac,
+    /// The port's name (none if the port is being removed).
+    pub port: Option<String>,
+    pub port_id: u16,
+    pub vlan: u16,
+    /// Seconds since last seen (0 for static entries).
+    pub age_secs: f64,
+    pub state: EntryState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FdbAdded {
+    pub added: Mac,
+    pub port: String,
+    pub vlan: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FdbRemoved {
+    pub removed: Mac,
+    pub vlan: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flushed {
+    pub flushed: u64,
+}
+
+/// A port's counters. Drop reasons are named by the datapath (docs/cli.md
+/// lists them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Counters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames received here that were flooded.
+    pub flooded: u64,
+    /// Times a reader of this port panicked (and was restarted, until `failed`).
+    pub reader_panics: u64,
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One port, as `port list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortStatus {
+    pub id: u16,
+    pub name: String,
+    pub kind: Backend,
+    pub state: PortState,
+    pub mtu: u32,
+    pub fdb_learned: u32,
+    pub origin: Origin,
+    pub policy: PortPolicy,
+    #[serde(default, skip_serializing_if = "PortMeta::is_empty")]
+    pub meta: PortMeta,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FdbStatus {
+    pub entries: u64,
+    pub learned: u64,
+    pub ageing_secs: f64,
+    /// learned, moved, aged, refused, flushed, flaps, flap_refused.
+    pub events: BTreeMap<String, u64>,
+}
+
+/// Storm control: the most frames per second each port may flood, per
+/// class; 0 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormLimits {
+    pub broadcast_pps: u32,
+    pub multicast_pps: u32,
+    pub unknown_unicast_pps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopStatus {
+    /// `off`, `on-flap` or `always`.
+    pub mode: String,
+    /// The source MAC of the loop guard's probes.
+    pub probe_mac: Mac,
+    /// detected, blocked, unblocked.
+    pub events: BTreeMap<String, u64>,
+}
+
+/// What the daemon itself has done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    /// Configuration reloads (SIGHUP) applied, and refused (file invalid).
+    pub reloads: u64,
+    pub reload_errors: u64,
+    /// Panics of the daemon's own threads (ager, link watcher, control,
+    /// metrics), each restarted.
+    pub thread_panics: u64,
+}
+
+/// Everything `stats` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub ports: Vec<PortStatus>,
+    pub fdb: FdbStatus,
+    /// Link events followed since start: down, up, gone, reattached.
+    pub links: BTreeMap<String, u64>,
+    pub storm: StormLimits,
+    pub loops: LoopStatus,
+    pub daemon: DaemonStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortAdded {
+    pub added: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortRemoved {
+    pub removed: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ageing {
+    pub ageing_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mirroring {
+    pub mirroring: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorStopped {
+    pub stopped: String,
+}
+
+/// A mirror: to a port (`to`), or to a pcap file (its fields inline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorInfo {
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PcapInfo>,
+}
+
+/// A pcap mirror's file and counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PcapInfo {
+    pub pcap: String,
+    pub max_bytes: u64,
+    pub written: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+}
