@@ -28,6 +28,8 @@ cleanup() {
   done
   ip netns del "$NAME-c" 2>/dev/null || true
   "$BIN" lab down --name "$NAME" >/dev/null 2>&1 || true
+  # Whatever the binary could not remove (a build replaced it meanwhile, say).
+  for ns in $(ip netns list | awk -v p="$NAME-" 'index($1, p) == 1 {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
   rm -f /tmp/$NAME.trafgen
 }
 trap cleanup EXIT

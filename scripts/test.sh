@@ -13,7 +13,7 @@ fi
 
 # command -> Debian package
 declare -A need=([ip]=iproute2 [tcpdump]=tcpdump [ethtool]=ethtool [iperf3]=iperf3 [ping]=iputils-ping
-                 [trafgen]=netsniff-ng [sockperf]=sockperf)
+                 [trafgen]=netsniff-ng [sockperf]=sockperf [iptables]=iptables)
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use ub_datapath::{LoopDetect, StormLimits};
 use ub_fdb::FdbConfig;
+use ub_netlink::IpNet;
 use ub_port::afpacket::RxConfig;
 use ub_port::{Backend, Origin, PortSpec};
 use ub_wire::Mac;
@@ -22,8 +23,29 @@ pub struct ConfigError(pub Vec<String>);
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect", "readers", "no_pin", "reader_nice"])]
+        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect",
+        "readers", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir"])]
     pub config: Option<PathBuf>,
+    /// The pods' gateway, as `cni0` is: create TAP interface NAME in the
+    /// namespace the daemon starts in (the host's, even with --netns), with a
+    /// fixed MAC and the --address(es), and attach it as port kind `host`.
+    /// Pods may then come later, through `port add` or the CNI plugin.
+    #[arg(long, value_name = "NAME")]
+    pub host_port: Option<String>,
+    /// An address for the host port, as CIDR (10.244.1.1/24, fd00::1/64).
+    /// Repeat for more; pods use the first of each family as their gateway.
+    #[arg(long = "address", value_name = "CIDR", requires = "host_port", value_parser = parse_cidr)]
+    pub addresses: Vec<IpNet>,
+    /// The host port's MTU (68-65535; 1280 or more with an IPv6 address).
+    #[arg(long, value_name = "N", requires = "host_port")]
+    pub mtu: Option<u32>,
+    /// The host port's MAC (default: derived from its name, the same after every restart).
+    #[arg(long, value_name = "MAC", requires = "host_port", value_parser = parse_mac)]
+    pub mac: Option<Mac>,
+    /// Where the ports added at run time are recorded, so they survive a
+    /// restart (the file is named after the control socket).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Attach this interface (e.g. the host end of a pod's veth). Repeat for more ports.
     #[arg(long = "port", value_name = "IF")]
     pub ports: Vec<String>,
@@ -181,15 +203,21 @@ impl RunArgs {
             s.log_level.clone_from(&self.log_level);
             return Ok(s);
         }
-        if self.ports.is_empty() && self.taps.is_empty() {
-            return Err(one("no ports: give at least one --port IF or --tap NAME (or --config FILE)".into()));
+        if self.ports.is_empty() && self.taps.is_empty() && self.host_port.is_none() {
+            return Err(one(
+                "no ports: give at least one --port IF, --tap NAME or --host-port NAME (or --config FILE)".into(),
+            ));
         }
+        let host = match &self.host_port {
+            Some(name) => Some(HostSettings::new(name, self.addresses.clone(), self.mtu, self.mac).map_err(one)?),
+            None => None,
+        };
         let mut ports: Vec<PortSpec> = Vec::new();
         let given =
             self.ports.iter().map(|n| (n, Backend::Afpacket)).chain(self.taps.iter().map(|n| (n, Backend::Tap)));
         for (name, backend) in given {
             ub_port::validate_ifname(name).map_err(|e| one(e.to_string()))?;
-            if ports.iter().any(|p| &p.name == name) {
+            if ports.iter().any(|p| &p.name == name) || host.as_ref().is_some_and(|h| &h.name == name) {
                 return Err(one(format!("'{name}' is given twice")));
             }
             ports.push(PortSpec::new(name, backend, Origin::Config));
@@ -223,6 +251,58 @@ impl RunArgs {
             threads: ThreadConfig { pin: !self.no_pin, nice: Some(self.reader_nice) },
             ports,
             statics: Vec::new(),
+            host,
+            state_dir: self.state_dir.clone(),
+        })
+    }
+}
+
+/// Where the state file lives unless --state-dir or `state_dir` say otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/run/userbridge";
+
+/// Parses `--address`: a CIDR, IPv4 or IPv6.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    s.parse().map_err(|_| format!("'{s}' is not an address with its prefix length (like 10.244.1.1/24 or fd00::1/64)"))
+}
+
+fn parse_mac(s: &str) -> Result<Mac, String> {
+    let m: Mac = s.parse().map_err(|e: ub_wire::ParseMacError| e.to_string())?;
+    if m.is_valid_source() { Ok(m) } else { Err(format!("{m} is not a unicast station address")) }
+}
+
+/// The host port: the pods' gateway (`--host-port` or `[host]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    pub name: String,
+    pub addresses: Vec<IpNet>,
+    pub mtu: Option<u32>,
+    pub mac: Mac,
+}
+
+impl HostSettings {
+    /// Checks a host port's settings; the message names what to fix.
+    pub fn new(name: &str, addresses: Vec<IpNet>, mtu: Option<u32>, mac: Option<Mac>) -> Result<HostSettings, String> {
+        ub_port::validate_ifname(name).map_err(|e| e.to_string())?;
+        for (i, a) in addresses.iter().enumerate() {
+            if addresses[..i].iter().any(|b| b.addr() == a.addr()) {
+                return Err(format!("host port address {} is given twice", a.addr()));
+            }
+        }
+        if let Some(m) = mtu {
+            let v6 = addresses.iter().any(|a| a.addr().is_ipv6());
+            let min = if v6 { 1280 } else { 68 };
+            if !(min..=65_535).contains(&m) {
+                return Err(format!(
+                    "host port MTU {m}: use {min} to 65535{}",
+                    if v6 { " (IPv6 needs at least 1280)" } else { "" }
+                ));
+            }
+        }
+        Ok(HostSettings {
+            name: name.to_string(),
+            addresses,
+            mtu,
+            mac: mac.unwrap_or_else(|| ub_port::host::mac_for(name)),
         })
     }
 }
@@ -251,6 +331,10 @@ pub struct Settings {
     /// (`ports`, `--port`), then TAPs (`taps`, `--tap`).
     pub ports: Vec<PortSpec>,
     pub statics: Vec<StaticEntry>,
+    /// The pods' gateway, if the daemon has one.
+    pub host: Option<HostSettings>,
+    /// Where run-time ports are recorded.
+    pub state_dir: PathBuf,
 }
 
 impl Settings {
@@ -301,6 +385,18 @@ struct File {
     threads: Option<ThreadsSection>,
     #[serde(default, rename = "static")]
     statics: Vec<Spanned<StaticSection>>,
+    host: Option<Spanned<HostSection>>,
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct HostSection {
+    name: String,
+    #[serde(default)]
+    addresses: Vec<String>,
+    mtu: Option<u32>,
+    mac: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -382,6 +478,8 @@ impl Settings {
             threads: ThreadConfig::default(),
             ports: Vec::new(),
             statics: Vec::new(),
+            host: None,
+            state_dir: file.state_dir.clone().unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
         };
         if let Some(m) = &file.metrics {
             match m.get_ref().parse() {
@@ -490,8 +588,24 @@ impl Settings {
                 Err(e) => errs.push(format!("{origin}:{line}: {e}")),
             }
         }
-        if s.ports.is_empty() {
-            errs.push(format!("{origin}: no ports: add ports = [\"IF\", ...] or taps = [\"NAME\"]"));
+        if let Some(h) = &file.host {
+            let line = line_of(text, h.span().start);
+            let v = h.get_ref();
+            let addrs: Result<Vec<IpNet>, String> = v.addresses.iter().map(|a| parse_cidr(a)).collect();
+            let mac = v.mac.as_deref().map(parse_mac).transpose();
+            match (addrs, mac) {
+                (Err(e), _) | (_, Err(e)) => errs.push(format!("{origin}:{line}: [host] {e}")),
+                (Ok(addrs), Ok(mac)) => match HostSettings::new(&v.name, addrs, v.mtu, mac) {
+                    Ok(hs) if names.contains(&hs.name) => {
+                        errs.push(format!("{origin}:{line}: [host] name '{}' is also in ports or taps", hs.name))
+                    }
+                    Ok(hs) => s.host = Some(hs),
+                    Err(e) => errs.push(format!("{origin}:{line}: [host] {e}")),
+                },
+            }
+        }
+        if s.ports.is_empty() && s.host.is_none() {
+            errs.push(format!("{origin}: no ports: add ports = [\"IF\", ...], taps = [\"NAME\"] or a [host] table"));
         }
         if errs.is_empty() { Ok(s) } else { Err(ConfigError(errs)) }
     }
@@ -552,6 +666,32 @@ vlan = 7
             s.statics,
             vec![StaticEntry { mac: "02:00:00:00:00:09".parse().unwrap(), port: "veth2".into(), vlan: 7 }]
         );
+    }
+
+    #[test]
+    fn a_host_port_table() {
+        let text = "[host]\nname = \"cni0\"\naddresses = [\"10.244.2.1/24\", \"fd00:2::1/64\"]\nmtu = 1450\n";
+        let s = Settings::parse(text, "h.toml").unwrap();
+        let h = s.host.unwrap();
+        assert_eq!(h.name, "cni0");
+        assert_eq!(h.addresses, vec!["10.244.2.1/24".parse::<IpNet>().unwrap(), "fd00:2::1/64".parse().unwrap()]);
+        assert_eq!((h.mtu, h.mac), (Some(1450), ub_port::host::mac_for("cni0")));
+        assert!(s.ports.is_empty(), "a host port alone is a valid switch");
+        for (bad, says) in [
+            (
+                "[host]\nname = \"cni0\"\naddresses = [\"10.244.2.1\"]\n",
+                "h.toml:1: [host] '10.244.2.1' is not an address",
+            ),
+            ("[host]\nname = \"cni0\"\naddresses = [\"10.0.0.1/24\", \"10.0.0.1/16\"]\n", "given twice"),
+            ("[host]\nname = \"cni0\"\nmtu = 60\n", "MTU 60: use 68 to 65535"),
+            ("[host]\nname = \"cni0\"\naddresses = [\"fd00::1/64\"]\nmtu = 1000\n", "IPv6 needs at least 1280"),
+            ("[host]\nname = \"a-name-far-too-long\"\n", "not a valid interface name"),
+            ("[host]\nname = \"cni0\"\nmac = \"01:00:5e:00:00:01\"\n", "not a unicast"),
+            ("ports = [\"cni0\"]\n[host]\nname = \"cni0\"\n", "also in ports"),
+        ] {
+            let e = Settings::parse(bad, "h.toml").unwrap_err().0;
+            assert!(e[0].contains(says), "{bad}: {e:?}");
+        }
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl Daemon {
     pub fn status(&self) -> Status {
         let st = self.sw.stats();
         let specs = self.specs();
+        let promisc = self.sw.promisc();
         let pairs = |it: &[(&str, u64)]| it.iter().map(|(k, v)| ((*k).to_string(), *v)).collect();
         let ports = st
             .ports
@@ -91,6 +92,7 @@ impl Daemon {
                     mtu: p.mtu,
                     fdb_learned: p.fdb_learned,
                     origin: spec.map_or(Origin::Runtime, |s| s.origin),
+                    promisc: promisc == Some(p.id),
                     policy: p.policy.spec.clone(),
                     meta: spec.map(|s| s.meta.clone()).unwrap_or_default(),
                     counters: Counters {

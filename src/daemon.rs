@@ -8,7 +8,8 @@
 //! the ports that came from the configuration; ports added at run time
 //! belong to whoever added them and no reload touches them.
 
-use crate::config::{ConfigError, RunArgs, Settings, StaticEntry, ThreadConfig, allowed_cpus};
+use crate::config::{ConfigError, HostSettings, RunArgs, Settings, StaticEntry, ThreadConfig, allowed_cpus};
+use crate::state::{StateError, StateFile};
 use crate::{control, links, metrics, mirror};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use ub_datapath::{Placement, PortId, PortState, ReaderHandle, Restart, Switch, SwitchError, spawn_reader_at};
-use ub_port::{Claim, OpenOptions, Origin, PortError, PortSpec};
+use ub_netlink::NetNs;
+use ub_port::{Backend, Claim, OpenOptions, Origin, PortError, PortPolicy, PortSpec};
 use ub_wire::Mac;
 
 /// What can go wrong running the daemon or changing it. Each message names
@@ -57,6 +59,10 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("link notifications: {0}")]
     Links(ub_netlink::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the namespace the daemon started in: {0}")]
+    StartNs(ub_netlink::Error),
 }
 
 /// Link events the daemon has followed.
@@ -66,13 +72,21 @@ pub struct LinkCounters {
     pub up: AtomicU64,
     pub gone: AtomicU64,
     pub reattached: AtomicU64,
+    /// The host port was deleted by someone and made again.
+    pub host_recreated: AtomicU64,
 }
 
 impl LinkCounters {
     /// The counters by name: the one list `stats` and `/metrics` show.
-    pub fn events(&self) -> [(&'static str, u64); 4] {
+    pub fn events(&self) -> [(&'static str, u64); 5] {
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        [("down", ld(&self.down)), ("up", ld(&self.up)), ("gone", ld(&self.gone)), ("reattached", ld(&self.reattached))]
+        [
+            ("down", ld(&self.down)),
+            ("up", ld(&self.up)),
+            ("gone", ld(&self.gone)),
+            ("reattached", ld(&self.reattached)),
+            ("host_recreated", ld(&self.host_recreated)),
+        ]
     }
 }
 
@@ -111,6 +125,13 @@ pub struct Daemon {
     pub links: LinkCounters,
     pub counters: DaemonCounters,
     pub mirrors: Mutex<HashMap<String, mirror::PcapMirror>>,
+    /// The pods' gateway, if there is one.
+    pub host: Option<HostSettings>,
+    /// The namespace the daemon started in, when it entered another (--netns):
+    /// where the host port lives.
+    pub start_ns: Option<Arc<NetNs>>,
+    /// Where run-time ports are recorded (none for a daemon built in a test).
+    state: Mutex<Option<StateFile>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,12 +141,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Daemon {
     /// A daemon with no port attached yet, for `settings`.
     pub fn new(settings: Settings, config_path: Option<PathBuf>) -> Arc<Daemon> {
+        Self::new_in(settings, config_path, None)
+    }
+
+    /// A daemon whose host port (if any) lives in `start_ns`.
+    pub fn new_in(settings: Settings, config_path: Option<PathBuf>, start_ns: Option<Arc<NetNs>>) -> Arc<Daemon> {
         let sw = Arc::new(Switch::new(settings.fdb));
         sw.set_storm_limits(settings.storm);
         sw.loop_guard.set_mode(settings.loop_detect);
+        let host = settings.host.as_ref().map(|h| ub_port::host::HostOptions {
+            netns: start_ns.clone(),
+            addresses: h.addresses.clone(),
+            mtu: h.mtu,
+            mac: h.mac,
+            queues: settings.ring.fanout,
+        });
         let open = OpenOptions {
             rx: settings.ring,
             holder: format!("pid {}, socket {}", std::process::id(), settings.socket.display()),
+            host,
             ..OpenOptions::default()
         };
         Arc::new(Daemon {
@@ -134,11 +168,14 @@ impl Daemon {
             threads: settings.threads,
             restart: Restart::default(),
             ports: Mutex::new(BTreeMap::new()),
-            settings: Mutex::new(settings),
             config_path,
             links: LinkCounters::default(),
             counters: DaemonCounters::default(),
             mirrors: Mutex::new(HashMap::new()),
+            host: settings.host.clone(),
+            start_ns,
+            state: Mutex::new(None),
+            settings: Mutex::new(settings),
         })
     }
 
@@ -225,8 +262,93 @@ impl Daemon {
         tracing::info!(port = %opened.name, id, backend = opened.backend.as_str(), origin = ?spec.origin, "port attached");
         let name = opened.name.clone();
         let spec = PortSpec { name: opened.name, ..spec };
+        let runtime = spec.origin == Origin::Runtime;
         ports.insert(name, Attached { spec, id, readers, _claim: opened.claim });
+        drop(ports);
+        if runtime {
+            self.persist();
+        }
         Ok(id)
+    }
+
+    /// Records the run-time ports in the state file (if the daemon has one).
+    fn persist(&self) {
+        let runtime: Vec<PortSpec> =
+            lock(&self.ports).values().filter(|a| a.spec.origin == Origin::Runtime).map(|a| a.spec.clone()).collect();
+        if let Some(s) = lock(&self.state).as_ref()
+            && let Err(e) = s.save(&runtime)
+        {
+            tracing::error!(error = %e, "run-time ports not recorded: they would not survive a restart");
+        }
+    }
+
+    /// Opens the state file, re-attaches the run-time ports it records whose
+    /// interfaces still exist (the rest are dropped with a log line), and
+    /// keeps recording them from here on.
+    pub fn restore(&self, dir: &std::path::Path, socket: &std::path::Path) -> Result<(), DaemonError> {
+        let state = StateFile::open(dir, socket)?;
+        let recorded = state.load().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "starting with the configured ports only");
+            Vec::new()
+        });
+        *lock(&self.state) = Some(state);
+        for spec in recorded {
+            let name = spec.name.clone();
+            match self.attach(spec) {
+                Ok(_) => tracing::info!(port = %name, "run-time port restored from the state file"),
+                Err(e) => {
+                    tracing::warn!(port = %name, error = %e, "run-time port in the state file not restored; dropped")
+                }
+            }
+        }
+        self.persist();
+        Ok(())
+    }
+
+    /// The host port's spec: the gateway takes no unknown-unicast floods,
+    /// as a kernel bridge's own device does not (it sees them while
+    /// promiscuous, like the bridge).
+    fn host_spec(h: &HostSettings) -> PortSpec {
+        let mut spec = PortSpec::new(&h.name, Backend::Host, Origin::Config);
+        spec.policy = PortPolicy { flood: false, macs: vec![h.mac], ..PortPolicy::default() };
+        spec
+    }
+
+    /// Creates and attaches the host port, with its MAC as a static entry.
+    pub fn attach_host(&self) -> Result<(), DaemonError> {
+        let Some(h) = &self.host else { return Ok(()) };
+        let id = self.attach(Self::host_spec(h))?;
+        self.sw.fdb.add_static(0, h.mac, id).map_err(|r| DaemonError::Static { mac: h.mac, why: format!("{r:?}") })?;
+        Ok(())
+    }
+
+    /// The host port was deleted under us: make it again (the pods' ports
+    /// switch among themselves meanwhile).
+    pub fn recreate_host(&self) {
+        let Some(h) = &self.host else { return };
+        tracing::warn!(port = %h.name, "the host port was deleted; making it again");
+        let _ = self.detach(&h.name);
+        match self.attach_host() {
+            Ok(()) => {
+                self.links.host_recreated.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(port = %h.name, "host port made again");
+            }
+            Err(e) => {
+                tracing::error!(port = %h.name, error = %e, "could not make the host port again; pods have no gateway")
+            }
+        }
+    }
+
+    /// Follows the host port's promiscuous flag: while set (tcpdump on it),
+    /// every frame the switch forwards is copied to it.
+    pub fn host_promisc(&self, on: bool) {
+        let Some(h) = &self.host else { return };
+        let id = lock(&self.ports).get(&h.name).map(|a| a.id);
+        let want = if on { id } else { None };
+        if self.sw.promisc() != want {
+            tracing::info!(port = %h.name, promisc = on, "host port promiscuous mode changed");
+            self.sw.set_promisc(want);
+        }
     }
 
     /// Detaches port `name`: its readers are stopped and joined, its FDB
@@ -240,6 +362,9 @@ impl Daemon {
         self.sw.remove_port(a.id);
         lock(&self.mirrors).remove(name);
         tracing::info!(port = %name, "port detached");
+        if a.spec.origin == Origin::Runtime {
+            self.persist();
+        }
         Ok(a.spec)
     }
 
@@ -251,6 +376,11 @@ impl Daemon {
             .set_policy(a.id, policy.clone())
             .map_err(|e| DaemonError::BadPolicy(name.to_string(), e.to_string()))?;
         a.spec.policy = policy;
+        let runtime = a.spec.origin == Origin::Runtime;
+        drop(ports);
+        if runtime {
+            self.persist();
+        }
         Ok(())
     }
 
@@ -271,7 +401,7 @@ impl Daemon {
         let old = self.settings();
         let owned: Vec<String> = lock(&self.ports)
             .values()
-            .filter(|a| a.spec.origin == Origin::Config)
+            .filter(|a| a.spec.origin == Origin::Config && a.spec.backend != Backend::Host)
             .map(|a| a.spec.name.clone())
             .collect();
         for spec in new.ports.iter().filter(|p| !owned.contains(&p.name)) {
@@ -315,6 +445,9 @@ impl Daemon {
                 Err(e) => done.push(format!("static {}: {e}", st.mac)),
             }
         }
+        if new.host != old.host || new.state_dir != old.state_dir {
+            done.push("[host] and state_dir change only at restart".into());
+        }
         if new.socket != old.socket
             || new.metrics != old.metrics
             || new.netns != old.netns
@@ -324,6 +457,8 @@ impl Daemon {
             done.push("socket, metrics, netns, [ring] and [threads] settings change only at restart".into());
         }
         *lock(&self.settings) = Settings {
+            host: old.host,
+            state_dir: old.state_dir,
             socket: old.socket,
             metrics: old.metrics,
             netns: old.netns,
@@ -477,8 +612,13 @@ pub fn run(a: RunArgs) -> Result<(), DaemonError> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 
-    // Metrics are served in the namespace the daemon was started in.
+    // Metrics are served in the namespace the daemon was started in, and the
+    // host port lives there.
     let metrics_listener = settings.metrics.map(metrics::Server::bind).transpose()?;
+    let start_ns = match (&settings.netns, &settings.host) {
+        (Some(_), Some(_)) => Some(Arc::new(NetNs::current().map_err(DaemonError::StartNs)?)),
+        _ => None,
+    };
     if let Some(ns) = &settings.netns {
         // Before any thread exists: every thread started later inherits it.
         ub_netlink::NetNs::open(ns).and_then(|n| n.enter()).map_err(DaemonError::Netns)?;
@@ -486,22 +626,26 @@ pub fn run(a: RunArgs) -> Result<(), DaemonError> {
     // A second daemon on the same socket stops here, before it touches any interface.
     control::Server::check_free(&settings.socket)?;
 
-    let d = Daemon::new(settings.clone(), a.config.clone());
-    // Every port opens, or the start fails with the reason.
+    let d = Daemon::new_in(settings.clone(), a.config.clone(), start_ns);
+    // Every configured port opens, or the start fails with the reason; then
+    // the run-time ports recorded before a restart come back.
     let result = (|| {
+        d.attach_host()?;
         for spec in &settings.ports {
             d.attach(spec.clone())?;
         }
         for st in &settings.statics {
             d.add_static(st)?;
         }
-        Ok::<_, DaemonError>(())
+        d.restore(&settings.state_dir, &settings.socket)
     })();
     if let Err(e) = result {
         d.stop_all();
         return Err(e);
     }
-    let links = links::Watcher::start(d.clone())?;
+    let links = links::Watcher::start(d.clone(), None)?;
+    // The host port's own namespace, when the pods are in another.
+    let host_links = d.start_ns.clone().map(|ns| links::Watcher::start(d.clone(), Some(ns))).transpose()?;
     let metrics = metrics_listener.map(|l| metrics::Server::start(l, d.clone())).transpose()?;
     // Only now that every port forwards does the socket accept clients: a
     // client that connects sees a ready switch.
@@ -549,6 +693,7 @@ pub fn run(a: RunArgs) -> Result<(), DaemonError> {
     drop(server);
     drop(metrics);
     drop(links);
+    drop(host_links);
     d.stop_all();
     Ok(())
 }

@@ -12,6 +12,7 @@ mod links;
 mod metrics;
 mod mirror;
 pub mod output;
+pub mod state;
 
 /// Where clients and the daemon meet unless --socket says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";

@@ -9,7 +9,7 @@ use crate::daemon::{Daemon, DaemonError, spawn_supervised};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use ub_netlink::{LinkEvent, LinkWatcher};
+use ub_netlink::{LinkEvent, LinkWatcher, NetNs};
 use ub_port::PortState;
 
 pub struct Watcher {
@@ -18,8 +18,19 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn start(d: Arc<Daemon>) -> Result<Watcher, DaemonError> {
-        let w = std::sync::Mutex::new(LinkWatcher::open(Duration::from_millis(250)).map_err(DaemonError::Links)?);
+    /// Follows the links of `ns` (the calling thread's namespace when `None`).
+    /// The host port's events are handled by the watcher of the namespace it
+    /// lives in: the start namespace's when the daemon entered another.
+    pub fn start(d: Arc<Daemon>, ns: Option<Arc<NetNs>>) -> Result<Watcher, DaemonError> {
+        let open = || LinkWatcher::open(Duration::from_millis(250));
+        let w = match &ns {
+            Some(ns) => ns.run(open).and_then(|r| r),
+            None => open(),
+        }
+        .map_err(DaemonError::Links)?;
+        let host_here = d.host.is_some() && (ns.is_some() || d.start_ns.is_none());
+        let pods_here = ns.is_none();
+        let w = std::sync::Mutex::new(w);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = spawn_supervised("links", d.clone(), {
             let stop = stop.clone();
@@ -27,7 +38,7 @@ impl Watcher {
                 let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
                 while !stop.load(Ordering::Acquire) {
                     match w.wait() {
-                        Ok(events) => events.into_iter().for_each(|ev| handle(&d, ev)),
+                        Ok(events) => events.into_iter().for_each(|ev| handle(&d, ev, host_here, pods_here)),
                         Err(e) => {
                             tracing::error!(error = %e, "link notifications failed; link states are no longer followed");
                             return;
@@ -40,8 +51,22 @@ impl Watcher {
     }
 }
 
-fn handle(d: &Daemon, ev: LinkEvent) {
+fn handle(d: &Daemon, ev: LinkEvent, host_here: bool, pods_here: bool) {
     let c = &d.links;
+    let host = d.host.as_ref().map(|h| h.name.as_str());
+    let name = match &ev {
+        LinkEvent::Removed { name, .. } => name.as_str(),
+        LinkEvent::Changed(l) => l.name.as_str(),
+    };
+    if Some(name) == host {
+        if host_here {
+            host_event(d, ev);
+        }
+        return;
+    }
+    if !pods_here {
+        return;
+    }
     match ev {
         LinkEvent::Removed { name, .. } => {
             if let Some(p) = d.sw.port_by_name(&name).filter(|p| p.state() != PortState::Gone) {
@@ -69,6 +94,15 @@ fn handle(d: &Daemon, ev: LinkEvent) {
                 port.set_state(want);
             }
         }
+    }
+}
+
+/// The host port's link: followed for its promiscuous flag (tcpdump on it)
+/// and made again if someone deletes it.
+fn host_event(d: &Daemon, ev: LinkEvent) {
+    match ev {
+        LinkEvent::Removed { .. } => d.recreate_host(),
+        LinkEvent::Changed(link) => d.host_promisc(link.promisc),
     }
 }
 

@@ -53,7 +53,7 @@ struct ClientOpts {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the switch in the foreground until SIGINT or SIGTERM (SIGHUP re-reads --config).
-    Run(config::RunArgs),
+    Run(Box<config::RunArgs>),
     /// Check a configuration file and exit: `ok`, or one line per problem with its line number.
     CheckConfig { file: PathBuf },
     /// The forwarding table: show, add or delete static entries, flush.
@@ -223,15 +223,16 @@ fn main() -> ExitCode {
     use ub_proto::*;
     let cli = Cli::parse();
     let res: Result<(), CliError> = match cli.cmd {
-        Cmd::Run(args) => daemon::run(args).map_err(Into::into),
+        Cmd::Run(args) => daemon::run(*args).map_err(Into::into),
         Cmd::CheckConfig { file } => match config::Settings::load(&file) {
             Ok(s) => {
                 println!(
-                    "{}: ok ({} ports, {} taps, {} static entries)",
+                    "{}: ok ({} ports, {} taps, {} static entries{})",
                     file.display(),
                     s.names(ub_port::Backend::Afpacket).len(),
                     s.names(ub_port::Backend::Tap).len(),
-                    s.statics.len()
+                    s.statics.len(),
+                    s.host.as_ref().map_or_else(String::new, |h| format!(", host port {}", h.name))
                 );
                 Ok(())
             }

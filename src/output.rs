@@ -42,6 +42,9 @@ impl Show for Vec<PortStatus> {
             if p.origin == ub_port::Origin::Config {
                 s.push_str(" config");
             }
+            if p.promisc {
+                s.push_str(" promisc");
+            }
             let m = &p.meta;
             if let Some(c) = &m.container_id {
                 let _ = write!(s, " container {}", &c[..c.len().min(12)]);

@@ -97,9 +97,10 @@ fn fdb_control_statics_flush_and_ageing() {
 
 fn write_config(path: &str, lab: &Lab, ports: &[&str], extra: &str) {
     let list: Vec<String> = ports.iter().map(|p| format!("\"{p}\"")).collect();
+    let socket = format!("/tmp/{}.sock", lab.name);
     let text = format!(
-        "socket = \"/tmp/{}.sock\"\nnetns = \"{}\"\nlog_level = \"warn\"\nports = [{}]\n{extra}",
-        lab.name,
+        "socket = \"{socket}\"\nstate_dir = \"{}\"\nnetns = \"{}\"\nlog_level = \"warn\"\nports = [{}]\n{extra}",
+        state_dir_of(std::path::Path::new(&socket)).display(),
         lab.switch_ns(),
         list.join(", ")
     );

@@ -253,7 +253,8 @@ fn runs_with_only_net_raw_and_net_admin_and_names_a_missing_one() {
             BIN,
             "run",
         ]);
-        cmd.args(["--port", "ubp1", "--port", "ubp2", "--socket", &sock, "--log-level", "warn"]);
+        cmd.args(["--port", "ubp1", "--port", "ubp2", "--socket", &sock, "--log-level", "warn", "--state-dir"]);
+        cmd.arg(state_dir_of(std::path::Path::new(&sock)));
         cmd
     };
     let out = run(",+net_admin").output().unwrap();
@@ -267,7 +268,7 @@ fn runs_with_only_net_raw_and_net_admin_and_names_a_missing_one() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let d = Daemon { child, socket: sock.clone().into() };
+    let d = Daemon { child, socket: sock.clone().into(), state_dir: Some(state_dir_of(std::path::Path::new(&sock))) };
     wait_until("the daemon with two capabilities to start", Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     });

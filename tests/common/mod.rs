@@ -58,10 +58,18 @@ pub fn if_stat(ns: &str, ifname: &str, stat: &str) -> u64 {
     ns_ok(ns, &["cat", &format!("/sys/class/net/{ifname}/statistics/{stat}")]).trim().parse().unwrap()
 }
 
-/// The daemon, started in the lab's switch namespace; SIGTERM'ed on drop.
+/// The daemon, started in the lab's switch namespace; SIGTERM'ed on drop,
+/// and its state directory removed.
 pub struct Daemon {
     pub child: Child,
     pub socket: PathBuf,
+    /// Its `--state-dir`, removed on drop unless `kill9` kept it for a restart.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The state directory a test daemon on `socket` gets (one per socket).
+pub fn state_dir_of(socket: &std::path::Path) -> PathBuf {
+    PathBuf::from(format!("{}.state", socket.display()))
 }
 
 impl Daemon {
@@ -69,17 +77,54 @@ impl Daemon {
         Self::wait_ready(Self::spawn(lab, extra))
     }
 
-    /// Starts `userbridge run ARGS` (nothing added) and waits for `socket`.
+    /// Starts `userbridge run ARGS` (a `--state-dir` beside the socket added
+    /// unless a config file is given) and waits for `socket`.
     pub fn start_raw(socket: PathBuf, args: &[&str]) -> Daemon {
-        let child = Command::new(BIN)
-            .arg("run")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").args(args);
+        // A config file names the same directory (`state_dir`), see ops.rs.
+        let state_dir = state_dir_of(&socket);
+        if !args.contains(&"--config") {
+            cmd.arg("--state-dir").arg(&state_dir);
+        }
+        let child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting userbridge");
+        Self::wait_ready(Daemon { child, socket, state_dir: Some(state_dir) })
+    }
+
+    /// Starts `userbridge run --socket SOCKET --state-dir DIR ARGS` inside
+    /// namespace `ns` (the node the daemon runs on: where a host port goes)
+    /// and waits for it.
+    pub fn start_in(ns: &str, socket: &str, args: &[&str]) -> Daemon {
+        let socket = PathBuf::from(socket);
+        let state_dir = state_dir_of(&socket);
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "run", "--socket", socket.to_str().unwrap(), "--log-level", "info"])
+            .arg("--state-dir")
+            .arg(&state_dir)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting userbridge");
-        Self::wait_ready(Daemon { child, socket })
+        Self::wait_ready(Daemon { child, socket, state_dir: Some(state_dir) })
+    }
+
+    /// SIGKILL, as a crash: the state directory stays, for the next daemon.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.state_dir = None;
+    }
+
+    /// SIGTERM, wait, and return what the daemon logged.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        wait_until("the daemon to exit", Duration::from_secs(10), || matches!(self.child.try_wait(), Ok(Some(_))));
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err);
+        err
     }
 
     fn wait_ready(mut d: Daemon) -> Daemon {
@@ -99,13 +144,15 @@ impl Daemon {
     /// Starts the daemon with the lab's ports (plus `extra`) without waiting.
     pub fn spawn(lab: &Lab, extra: &[&str]) -> Daemon {
         let socket = PathBuf::from(format!("/tmp/{}.sock", lab.name));
+        let state_dir = state_dir_of(&socket);
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--netns", &lab.switch_ns(), "--socket", socket.to_str().unwrap(), "--log-level", "warn"]);
+        cmd.arg("--state-dir").arg(&state_dir);
         for p in lab.ports() {
             cmd.args(["--port", &p]);
         }
         cmd.args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        Daemon { child: cmd.spawn().expect("starting userbridge"), socket }
+        Daemon { child: cmd.spawn().expect("starting userbridge"), socket, state_dir: Some(state_dir) }
     }
 
     /// Runs a client command against this daemon, with -j, and parses it.
@@ -180,6 +227,12 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Some(d) = self.state_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
@@ -190,6 +243,30 @@ impl Drop for Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A network namespace of the test's own (a node, an "outside"), deleted
+/// on drop with whatever still runs in it.
+pub struct TestNs(pub String);
+
+impl TestNs {
+    pub fn new(name: &str) -> TestNs {
+        ub_netlink::NetNs::create(name).expect("creating a namespace (run the tests as root)");
+        let ns = TestNs(name.to_string());
+        ns_ok(name, &["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = ub_netlink::NetNs::delete(&self.0);
     }
 }
 

@@ -19,7 +19,7 @@ use crate::counters::{DropKind, LocalCounts};
 use crate::decide::{Decision, decide_in};
 use crate::policy::{self, Excluded};
 use crate::port::{MirrorSink, MirrorTo, PortTable, Slot};
-use crate::storm::FloodClass;
+use crate::storm::{FloodClass, StormLimits};
 use crate::switch::Switch;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -139,6 +139,9 @@ impl Forwarder {
         let mirrors = mirroring.then_some(ports);
         let ingress_mirror = if mirroring { me.mirror.load_full() } else { None };
         let blocked = me.state() == PortState::Blocked;
+        // The host port while tcpdump watches it: it sees every frame, as a
+        // promiscuous bridge device does (one relaxed load per batch).
+        let promisc = sw.promisc().filter(|&h| h != ingress).and_then(|h| ports.get(usize::from(h))?.as_ref());
         let guard_mac = sw.loop_guard.mac.0;
         // One FDB guard for the whole batch, not one per look-up.
         let g = sw.fdb.guard();
@@ -194,34 +197,31 @@ impl Forwarder {
             if let Some(m) = &ingress_mirror {
                 mirror(m, tx, ports, &mut st);
             }
+            // Whether the promiscuous port already has the frame.
+            let mut seen = false;
             match decide_in(&sw.fdb, &g, ingress, pol.hairpin(), &c, now) {
-                Decision::Drop(k) => {
-                    st.local.drop(k);
-                    continue;
-                }
+                Decision::Drop(k) => st.local.drop(k),
                 Decision::Unicast(p) => {
                     // An entry for a port being removed: flood like an unknown address.
                     if let Some(to) = ports.get(usize::from(p)).and_then(Option::as_ref) {
                         match policy::egress(ingress, my_flags, p, to.flags, None) {
-                            Ok(()) => push(to, tx, &mut st, mirrors),
+                            Ok(()) => {
+                                push(to, tx, &mut st, mirrors);
+                                seen = promisc.is_some_and(|h| h.id == p);
+                            }
                             Err(Excluded::Isolated) => st.local.drop(DropKind::Isolated),
                             Err(_) => st.local.drop(DropKind::SamePort),
                         }
-                        continue;
+                    } else {
+                        seen = flood(me, ports, tx, c.dst, &limits, now, &mut st, mirrors, promisc);
                     }
                 }
-                Decision::Flood => {}
+                Decision::Flood => seen = flood(me, ports, tx, c.dst, &limits, now, &mut st, mirrors, promisc),
             }
-            let class = FloodClass::of(c.dst);
-            if !me.storm.take(class, &limits, now) {
-                st.local.drop(class.storm_drop());
-                continue;
-            }
-            st.local.flooded += 1;
-            for to in ports.iter().flatten() {
-                if policy::egress(ingress, my_flags, to.id, to.flags, Some(class)).is_ok() {
-                    push(to, tx, &mut st, mirrors);
-                }
+            if let Some(h) = promisc
+                && !seen
+            {
+                push(h, tx, &mut st, mirrors);
             }
         }
         st
@@ -263,6 +263,38 @@ impl Forwarder {
         self.events = st.events;
         self.egress_drops = st.egress_drops;
     }
+}
+
+/// Floods `tx` from port `me` to every port policy lets it reach, unless
+/// storm control drops it. Returns whether the promiscuous port got it (or
+/// must not get it: a frame storm control drops is dropped for it too).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn flood<'a>(
+    me: &Slot,
+    ports: &PortTable,
+    tx: TxFrame<'a>,
+    dst: Mac,
+    limits: &StormLimits,
+    now: u64,
+    st: &mut Staged<'a>,
+    mirrors: Option<&PortTable>,
+    promisc: Option<&Slot>,
+) -> bool {
+    let class = FloodClass::of(dst);
+    if !me.storm.take(class, limits, now) {
+        st.local.drop(class.storm_drop());
+        return true;
+    }
+    st.local.flooded += 1;
+    let mut seen = false;
+    for to in ports.iter().flatten() {
+        if policy::egress(me.id, me.flags, to.id, to.flags, Some(class)).is_ok() {
+            push(to, tx, st, mirrors);
+            seen |= promisc.is_some_and(|h| h.id == to.id);
+        }
+    }
+    seen
 }
 
 /// Stages `tx` for port `to`, unless its state or MTU says no (counted on

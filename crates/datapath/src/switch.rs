@@ -49,6 +49,9 @@ pub struct Switch {
     pub loop_guard: LoopGuard,
     /// Ports with a mirror set: when 0 the datapath skips mirroring entirely.
     pub(crate) mirrors: AtomicUsize,
+    /// The port (id + 1; 0 for none) that gets a copy of every frame, as a
+    /// kernel bridge's own device does while it is promiscuous (tcpdump on it).
+    promisc: AtomicU32,
     /// Storm limits, packed (broadcast, multicast, unknown unicast) for a
     /// lock-free read per batch.
     storm: [AtomicU32; 3],
@@ -64,6 +67,7 @@ impl Switch {
             writer: Mutex::new(()),
             loop_guard: LoopGuard::new(),
             mirrors: AtomicUsize::new(0),
+            promisc: AtomicU32::new(0),
             storm: [
                 AtomicU32::new(d.broadcast_pps),
                 AtomicU32::new(d.multicast_pps),
@@ -86,6 +90,21 @@ impl Switch {
         self.storm[0].store(l.broadcast_pps, Relaxed);
         self.storm[1].store(l.multicast_pps, Relaxed);
         self.storm[2].store(l.unknown_unicast_pps, Relaxed);
+    }
+
+    /// Sets the port that sees every frame the switch forwards (the host
+    /// port while its interface is promiscuous), or none.
+    pub fn set_promisc(&self, port: Option<PortId>) {
+        self.promisc.store(port.map_or(0, |p| u32::from(p) + 1), Relaxed);
+    }
+
+    /// The port that sees every frame, if any: one relaxed load, once per batch.
+    #[inline]
+    pub fn promisc(&self) -> Option<PortId> {
+        match self.promisc.load(Relaxed) {
+            0 => None,
+            p => PortId::try_from(p - 1).ok(),
+        }
     }
 
     /// Milliseconds since the switch started: the datapath's clock.
@@ -203,6 +222,9 @@ impl Switch {
             t[usize::from(id)] = None;
             Ok(id)
         });
+        if self.promisc() == Some(id) {
+            self.set_promisc(None);
+        }
         self.fdb.flush_port(id, true);
         Some(old)
     }

@@ -383,6 +383,27 @@ fn a_policy_change_applies_at_the_next_batch_and_a_bad_one_changes_nothing() {
     assert!(Arc::ptr_eq(&before, &r.sw.policy(0).unwrap()), "a refused policy leaves the old one");
 }
 
+#[test]
+fn a_promiscuous_port_sees_every_frame_once_and_only_while_promiscuous() {
+    // Port 2 plays the host port with tcpdump on it.
+    let mut r = rig(3, 1500);
+    r.exchange(1, frame(Mac::BROADCAST, mac(2), 60));
+    r.exchange(0, frame(Mac::BROADCAST, mac(1), 60));
+    r.exchange(2, frame(Mac::BROADCAST, mac(3), 60));
+    r.sw.set_promisc(Some(2));
+    let uni = frame(mac(2), mac(1), 60);
+    assert_eq!(r.exchange(0, uni.clone()), vec![vec![], vec![uni.clone()], vec![uni]], "unicast, and its copy");
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(1), 60))), [0, 1, 1], "a flood once, not twice");
+    assert_eq!(counts(&r.exchange(0, frame(mac(3), mac(1), 60))), [0, 0, 1], "unicast to it, once");
+    // A frame the switch drops as same-port still reaches it, as a
+    // promiscuous bridge device passes everything up.
+    assert_eq!(counts(&r.exchange(0, frame(mac(1), mac(4), 60))), [0, 0, 1]);
+    // What it sends itself is not copied back to it.
+    assert_eq!(counts(&r.exchange(2, frame(mac(1), mac(3), 60))), [1, 0, 0]);
+    r.sw.set_promisc(None);
+    assert_eq!(counts(&r.exchange(0, frame(mac(2), mac(1), 60))), [0, 1, 0]);
+}
+
 // ---- reader threads ----
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {

@@ -6,8 +6,9 @@ mod netns;
 mod rtnl;
 mod sys;
 
+pub use ipnet::IpNet;
 pub use netns::{NETNS_RUN_DIR, NetNs};
-pub use rtnl::{Link, LinkEvent, LinkWatcher, Rtnl};
+pub use rtnl::{Link, LinkEvent, LinkWatcher, Route, Rtnl};
 
 /// A netlink or namespace operation failed; the message names the object.
 #[derive(Debug, thiserror::Error)]

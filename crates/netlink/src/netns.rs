@@ -63,6 +63,22 @@ impl NetNs {
         Self::open(name)
     }
 
+    /// The calling thread's own network namespace (for a daemon, the one it
+    /// was started in: keep it before entering another).
+    pub fn current() -> Result<NetNs> {
+        let file = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| Error::io("opening this thread's network namespace", e))?;
+        Ok(NetNs { name: "(start)".into(), file })
+    }
+
+    /// Opens a namespace by path (`/var/run/netns/NAME`, `/proc/PID/ns/net`),
+    /// as container runtimes hand them over.
+    pub fn open_path(path: &std::path::Path) -> Result<NetNs> {
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("opening network namespace {}", path.display()), e))?;
+        Ok(NetNs { name: path.display().to_string(), file })
+    }
+
     /// Opens an existing namespace.
     pub fn open(name: &str) -> Result<NetNs> {
         Self::validate_name(name).map_err(|m| Error::io(m, std::io::ErrorKind::InvalidInput.into()))?;

@@ -1,10 +1,14 @@
 use crate::{Error, Result};
+use ipnet::IpNet;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -21,11 +25,23 @@ pub struct Link {
     pub master: Option<u32>,
     /// IFF_UP is set.
     pub admin_up: bool,
+    /// Promiscuous: set by hand (IFF_PROMISC) or asked for by a packet
+    /// socket (tcpdump raises IFLA_PROMISCUITY, not the flag).
+    pub promisc: bool,
     /// Operational state is up (or unknown, as for some virtual links).
     pub oper_up: bool,
     /// `veth`, `tun`, `bridge`, … when the kernel says.
     pub kind: Option<String>,
     pub mac: Option<[u8; 6]>,
+}
+
+/// A route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpNet,
+    pub gw: Option<IpAddr>,
+    /// The output link's index.
+    pub dev: Option<u32>,
 }
 
 /// A route-netlink socket, bound to the namespace of the thread that opened it.
@@ -169,18 +185,164 @@ impl Rtnl {
 
     /// Adds an IPv4 address `addr/prefix` to a link.
     pub fn add_addr_v4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let net = IpNet::new(IpAddr::V4(addr), prefix)
+            .map_err(|e| Error::io(format!("{addr}/{prefix}"), std::io::Error::other(e.to_string())))?;
+        self.add_addr(index, net)
+    }
+
+    fn addr_msg(index: u32, net: IpNet) -> AddressMessage {
         let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.prefix_len = prefix;
+        msg.header.family = if net.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.prefix_len = net.prefix_len();
         msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
+        if net.addr().is_ipv4() {
+            msg.attributes.push(AddressAttribute::Local(net.addr()));
+        }
+        msg.attributes.push(AddressAttribute::Address(net.addr()));
+        msg
+    }
+
+    /// Adds address `net` (IPv4 or IPv6, `addr/prefix`) to a link.
+    pub fn add_addr(&mut self, index: u32, net: IpNet) -> Result<()> {
         self.request(
-            &format!("adding {addr}/{prefix} to interface #{index}"),
-            RouteNetlinkMessage::NewAddress(msg),
+            &format!("adding {net} to interface #{index}"),
+            RouteNetlinkMessage::NewAddress(Self::addr_msg(index, net)),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// Removes address `net` from a link.
+    pub fn del_addr(&mut self, index: u32, net: IpNet) -> Result<()> {
+        self.request(
+            &format!("removing {net} from interface #{index}"),
+            RouteNetlinkMessage::DelAddress(Self::addr_msg(index, net)),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// The addresses of a link (`addr/prefix`), IPv4 and IPv6, link-local included.
+    pub fn addrs(&mut self, index: u32) -> Result<Vec<IpNet>> {
+        let v = self.request(
+            &format!("listing the addresses of interface #{index}"),
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(v.into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let ip = a.attributes.iter().find_map(|at| match at {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })?;
+                    IpNet::new(ip, a.header.prefix_len).ok()
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Sets a link's MTU.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(
+            &format!("setting the MTU of interface #{index} to {mtu}"),
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Renames a link (it must be down).
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.request(&format!("renaming interface #{index} to {name}"), RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(drop)
+    }
+
+    /// Moves a link into the network namespace `ns`.
+    pub fn move_to_netns(&mut self, index: u32, ns: BorrowedFd<'_>) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        self.request(
+            &format!("moving interface #{index} to another namespace"),
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    fn route_msg(dst: IpNet, gw: Option<IpAddr>, dev: Option<u32>) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = if dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.destination_prefix_length = dst.prefix_len();
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.scope = if gw.is_some() { RouteScope::Universe } else { RouteScope::Link };
+        if dst.prefix_len() != 0 {
+            msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst.network())));
+        }
+        if let Some(gw) = gw {
+            msg.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        }
+        if let Some(dev) = dev {
+            msg.attributes.push(RouteAttribute::Oif(dev));
+        }
+        msg
+    }
+
+    /// Adds a route to `dst`, via `gw` and/or out of link `dev`.
+    pub fn add_route(&mut self, dst: IpNet, gw: Option<IpAddr>, dev: Option<u32>) -> Result<()> {
+        let via = gw.map_or_else(String::new, |g| format!(" via {g}"));
+        self.request(
+            &format!("adding a route to {dst}{via}"),
+            RouteNetlinkMessage::NewRoute(Self::route_msg(dst, gw, dev)),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// The routes of the main table.
+    pub fn routes(&mut self) -> Result<Vec<Route>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            let v = self.request("listing routes", RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)?;
+            for m in v {
+                let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+                if r.header.table != RouteHeader::RT_TABLE_MAIN {
+                    continue;
+                }
+                let (mut dst, mut gw, mut oif) = (None, None, None);
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+                        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(IpAddr::V4(*ip)),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => gw = Some(IpAddr::V6(*ip)),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                let zero = if family == AddressFamily::Inet {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                };
+                if let Ok(dst) = IpNet::new(dst.unwrap_or(zero), r.header.destination_prefix_length) {
+                    out.push(Route { dst, gw, dev: oif });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -192,6 +354,7 @@ fn to_link(m: RouteNetlinkMessage) -> Option<Link> {
         mtu: 0,
         master: None,
         admin_up: msg.header.flags.contains(LinkFlags::Up),
+        promisc: msg.header.flags.contains(LinkFlags::Promisc),
         oper_up: false,
         kind: None,
         mac: None,
@@ -200,6 +363,7 @@ fn to_link(m: RouteNetlinkMessage) -> Option<Link> {
         match a {
             LinkAttribute::IfName(n) => link.name = n,
             LinkAttribute::Mtu(m) => link.mtu = m,
+            LinkAttribute::Promiscuity(n) => link.promisc |= n > 0,
             LinkAttribute::Controller(c) if c != 0 => link.master = Some(c),
             LinkAttribute::OperState(s) => link.oper_up = matches!(s, State::Up | State::Unknown),
             LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.try_into().ok(),

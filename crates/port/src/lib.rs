@@ -15,6 +15,7 @@
 
 pub mod afpacket;
 pub mod claim;
+pub mod host;
 pub mod mem;
 mod spec;
 mod sys;
@@ -161,6 +162,10 @@ pub enum PortError {
         "interface '{name}' is already a port of another userbridge ({holder}): detach it there (`userbridge port del {name}`) or stop that daemon"
     )]
     Claimed { name: String, holder: String },
+    #[error(
+        "interface '{name}' already exists (a {kind}): the host port is a new interface of the daemon's own; delete it (`ip link del {name}`) or choose another name"
+    )]
+    Exists { name: String, kind: String },
     #[error("a {backend} port cannot be opened here: {why}")]
     Unsupported { backend: &'static str, why: &'static str },
     #[error("{what} on '{name}': {source}{hint}")]
@@ -216,6 +221,8 @@ pub struct OpenOptions {
     pub claim_dir: PathBuf,
     /// Who is claiming, as a refused second claimant is told.
     pub holder: String,
+    /// How to make a host port (the daemon's `--host-port`).
+    pub host: Option<host::HostOptions>,
 }
 
 impl Default for OpenOptions {
@@ -224,6 +231,7 @@ impl Default for OpenOptions {
             rx: afpacket::RxConfig::default(),
             claim_dir: CLAIM_DIR.into(),
             holder: format!("pid {}", std::process::id()),
+            host: None,
         }
     }
 }
@@ -293,10 +301,13 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
                 claim,
             })
         }
-        Backend::Host => Err(PortError::Unsupported {
-            backend: "host",
-            why: "the daemon opens its host port itself (run --host-port)",
-        }),
+        Backend::Host => match &o.host {
+            Some(h) => host::open(&spec.name, h, &o.claim_dir, &o.holder),
+            None => Err(PortError::Unsupported {
+                backend: "host",
+                why: "a host port is the daemon's own (run --host-port)",
+            }),
+        },
         Backend::Mem => Err(PortError::Unsupported { backend: "mem", why: "in-memory ports are made by tests" }),
     }
 }

@@ -1,11 +1,13 @@
 //! TAP port: `/dev/net/tun` with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR and
-//! checksum/TSO offloads on, so GSO super-frames pass as they do on veth.
-//! The interface exists while the port is open.
+//! checksum/TSO offloads on, so GSO super-frames pass as they do on veth
+//! (IFF_MULTI_QUEUE for a queue per reader). The interface exists while the
+//! port is open. The host port (the pods' gateway, [`crate::host`]) is one.
 
 use crate::{Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, sys, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Frames read per `recv_batch` (tun has no batched read).
 const TAP_BATCH: usize = 16;
@@ -26,27 +28,43 @@ pub struct TapInfo {
 /// Returns its receive half (in a vector, as every backend's), its transmit
 /// half and what the kernel made of it.
 pub fn open(name: &str) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
+    open_queues(name, 1)
+}
+
+/// Creates TAP interface `name` with `queues` queues (IFF_MULTI_QUEUE when
+/// more than one): a receive half per queue, for a reader each (the kernel
+/// spreads what the host sends over the queues by flow), and one transmit
+/// half that writes on the queue of the CPU it runs on.
+pub fn open_queues(name: &str, queues: usize) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
     validate_ifname(name)?;
-    let (fd, actual) = sys::tun_open_tap(name).map_err(|e| {
-        let e = if e.raw_os_error() == Some(libc::ENOENT) {
-            io::Error::new(e.kind(), "/dev/net/tun is missing (modprobe tun)")
-        } else {
-            e
-        };
-        PortError::io("creating the TAP interface", name, e)
-    })?;
+    let mut fds = Vec::with_capacity(queues.max(1));
+    let mut actual = name.to_string();
+    for _ in 0..queues.max(1) {
+        let (fd, got) = sys::tun_open_tap(&actual, queues > 1).map_err(|e| {
+            let e = if e.raw_os_error() == Some(libc::ENOENT) {
+                io::Error::new(e.kind(), "/dev/net/tun is missing (modprobe tun)")
+            } else {
+                e
+            };
+            PortError::io("creating the TAP interface", name, e)
+        })?;
+        actual = got;
+        fds.push(Arc::new(fd));
+    }
     let mut nl = ub_netlink::Rtnl::open()?;
     let link = nl.link_by_name(&actual)?.ok_or_else(|| PortError::NoSuchInterface(actual.clone()))?;
     let info = TapInfo { name: actual, ifindex: link.index, mtu: link.mtu, mac: link.mac };
-    let fd = Arc::new(fd);
-    let rx = TapRx {
-        fd: fd.clone(),
-        slots: vec![0u8; SLOT * TAP_BATCH].into_boxed_slice(),
-        lens: [0; TAP_BATCH],
-        ifindex: info.ifindex,
-        name: info.name.clone(),
-    };
-    Ok((vec![rx], TapTx { fd, mtu: info.mtu }, info))
+    let rx = fds
+        .iter()
+        .map(|fd| TapRx {
+            fd: fd.clone(),
+            slots: vec![0u8; SLOT * TAP_BATCH].into_boxed_slice(),
+            lens: [0; TAP_BATCH],
+            ifindex: info.ifindex,
+            name: info.name.clone(),
+        })
+        .collect();
+    Ok((rx, TapTx { fds, mtu: AtomicU32::new(info.mtu) }, info))
 }
 
 /// Receive half: up to [`TAP_BATCH`] reads per call into fixed slots.
@@ -97,25 +115,35 @@ impl PortRx for TapRx {
     }
 }
 
-/// Transmit half: one `writev` per frame (vnet header, frame, tag spliced in).
+/// Transmit half: one `writev` per frame (vnet header, frame, tag spliced
+/// in), on the queue of the CPU the caller runs on.
 #[derive(Debug)]
 pub struct TapTx {
-    fd: Arc<OwnedFd>,
-    mtu: u32,
+    fds: Vec<Arc<OwnedFd>>,
+    mtu: AtomicU32,
+}
+
+impl TapTx {
+    /// Follows an MTU change of the interface.
+    pub fn set_mtu(&self, mtu: u32) {
+        self.mtu.store(mtu, Ordering::Relaxed);
+    }
 }
 
 impl PortTx for TapTx {
     fn send_batch(&self, frames: &[TxFrame<'_>]) -> SendOutcome {
         let mut out = SendOutcome::default();
+        let q = if self.fds.len() > 1 { rustix::thread::sched_getcpu() % self.fds.len() } else { 0 };
+        let fd = &self.fds[q];
         for f in frames {
             let vnet = f.vnet.unwrap_or_default();
             let r = match f.insert_tag {
                 Some((tpid, tci)) if f.data.len() >= 12 => {
                     let v = vnet.shifted_by_tag().to_bytes();
                     let (a, b) = (tpid.to_be_bytes(), tci.to_be_bytes());
-                    sys::writev(self.fd.as_fd(), &[&v, &f.data[..12], &[a[0], a[1], b[0], b[1]], &f.data[12..]])
+                    sys::writev(fd.as_fd(), &[&v, &f.data[..12], &[a[0], a[1], b[0], b[1]], &f.data[12..]])
                 }
-                _ => sys::writev(self.fd.as_fd(), &[&vnet.to_bytes(), f.data]),
+                _ => sys::writev(fd.as_fd(), &[&vnet.to_bytes(), f.data]),
             };
             match r {
                 Ok(_) => {
@@ -129,6 +157,6 @@ impl PortTx for TapTx {
     }
 
     fn mtu(&self) -> u32 {
-        self.mtu
+        self.mtu.load(Ordering::Relaxed)
     }
 }

@@ -208,6 +208,10 @@ pub struct PortStatus {
     pub mtu: u32,
     pub fdb_learned: u32,
     pub origin: Origin,
+    /// Gets a copy of every frame: the host port while its interface is
+    /// promiscuous (tcpdump on it).
+    #[serde(default)]
+    pub promisc: bool,
     pub policy: PortPolicy,
     #[serde(default, skip_serializing_if = "PortMeta::is_empty")]
     pub meta: PortMeta,

@@ -5,9 +5,11 @@ use std::mem::zeroed;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Opens `/dev/net/tun` as a TAP interface `name` with IFF_NO_PI and
-/// IFF_VNET_HDR, and enables checksum and TSO offloads. Returns the fd
-/// (non-blocking, close-on-exec) and the name the kernel gave it.
-pub fn tun_open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
+/// IFF_VNET_HDR (and IFF_MULTI_QUEUE with `multi_queue`: each call then
+/// opens one more queue of the same interface), and enables checksum and TSO
+/// offloads. Returns the fd (non-blocking, close-on-exec) and the name the
+/// kernel gave it.
+pub fn tun_open_tap(name: &str, multi_queue: bool) -> io::Result<(OwnedFd, String)> {
     let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: the path is a NUL-terminated literal.
     let fd = syscall!(unsafe { libc::open(c"/dev/net/tun".as_ptr(), flags) })?;
@@ -18,7 +20,8 @@ pub fn tun_open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
         *d = libc::c_char::from_ne_bytes([s]);
     }
-    ifr.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR)
+    let mq = if multi_queue { libc::IFF_MULTI_QUEUE } else { 0 };
+    ifr.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | mq)
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: TUNSETIFF reads and writes an ifreq, which ifr is.
     syscall!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) })?;

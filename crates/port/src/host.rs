@@ -1,0 +1,101 @@
+//! The host port: what `cni0` is to a node. A TAP interface the daemon
+//! creates in the network namespace it was started in (the host's, even
+//! when the pods' ports are in another), with a fixed MAC, the gateway's
+//! addresses and MTU, up; its host end is the host stack, so pods reach the
+//! node (and, through it, the rest of the world) and the node reaches them.
+//! One queue per reader (IFF_MULTI_QUEUE) and the vnet header both ways, so
+//! host-pod TCP keeps its offloads. The interface goes away with the daemon.
+
+use crate::{Backend, Claim, OpenedPort, PortError, PortRx, tap, validate_ifname};
+use std::sync::Arc;
+use ub_netlink::{IpNet, NetNs, Rtnl};
+use ub_wire::Mac;
+
+/// How to make the host port.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// The namespace to create it in (the daemon's start namespace); `None`
+    /// is the calling thread's.
+    pub netns: Option<Arc<NetNs>>,
+    /// Addresses to give it; pods use the first of each family as their gateway.
+    pub addresses: Vec<IpNet>,
+    pub mtu: Option<u32>,
+    pub mac: Mac,
+    /// TAP queues (one per reader).
+    pub queues: usize,
+}
+
+/// The host port's MAC when none is given: derived from its name (FNV-1a),
+/// locally administered and unicast, so it is the same after every restart.
+/// A kernel bridge's MAC follows its lowest-numbered port and changes as
+/// ports come and go, which leaves stale entries in the pods' ARP caches.
+pub fn mac_for(name: &str) -> Mac {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+}
+
+/// Creates host port `name` as `o` says, claims it, and returns it open.
+/// Refuses a name that already exists (a kernel bridge, a leftover): the
+/// host port is always the daemon's own, new interface.
+pub fn open(name: &str, o: &HostOptions, claim_dir: &std::path::Path, holder: &str) -> Result<OpenedPort, PortError> {
+    validate_ifname(name)?;
+    let make = || -> Result<OpenedPort, PortError> {
+        let mut nl = Rtnl::open()?;
+        if let Some(l) = nl.link_by_name(name)? {
+            return Err(PortError::Exists { name: name.into(), kind: l.kind.unwrap_or_else(|| "device".into()) });
+        }
+        let (rx, tx, info) = tap::open_queues(name, o.queues)?;
+        let nl_err = |e: ub_netlink::Error| PortError::Netlink(e);
+        nl.set_mac(info.ifindex, o.mac.0).map_err(nl_err)?;
+        if let Some(mtu) = o.mtu {
+            nl.set_mtu(info.ifindex, mtu).map_err(nl_err)?;
+            tx.set_mtu(mtu);
+        }
+        if o.addresses.iter().any(|a| a.addr().is_ipv6()) {
+            // A namespace may default new interfaces to IPv6 off (the kernel then
+            // refuses IPv6 addresses with EACCES): this one is asked for IPv6.
+            let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", info.name);
+            std::fs::write(&knob, "0").map_err(|e| PortError::io("enabling IPv6", &info.name, e))?;
+        }
+        for a in &o.addresses {
+            nl.add_addr(info.ifindex, *a).map_err(nl_err)?;
+        }
+        nl.set_up(info.ifindex, true).map_err(nl_err)?;
+        let claim = Claim::take(claim_dir, &info.name, info.ifindex, holder)?;
+        Ok(OpenedPort {
+            name: info.name,
+            backend: Backend::Host,
+            rx: rx.into_iter().map(|r| Box::new(r) as Box<dyn PortRx>).collect(),
+            tx: Box::new(tx),
+            up: true,
+            ifindex: info.ifindex,
+            mac: Some(o.mac.0),
+            claim,
+        })
+    };
+    match &o.netns {
+        Some(ns) => ns.run(make)?,
+        None => make(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mac_for;
+
+    #[test]
+    fn the_mac_is_the_names_own_local_unicast_and_stable() {
+        let m = mac_for("cni0");
+        assert_eq!(m, mac_for("cni0"));
+        assert_ne!(m, mac_for("cni1"));
+        assert!(m.is_valid_source());
+        assert_eq!(m.0[0] & 0x03, 0x02, "locally administered, unicast");
+        // Pinned: a change here changes every node's gateway MAC.
+        assert_eq!(m.to_string(), "06:eb:17:91:15:fa");
+    }
+}

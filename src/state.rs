@@ -1,0 +1,174 @@
+//! Ports that survive a restart. The ports added at run time (one per pod,
+//! by the CNI plugin) are recorded, spec and owner's metadata, in a state
+//! file written atomically (a temporary file, fsync, rename) on every
+//! change; a daemon that starts re-attaches every recorded port whose
+//! interface still exists and drops the rest with a log line. The kernel
+//! bridge keeps its ports across anything short of being deleted; so must
+//! we across `systemctl restart`.
+//!
+//! The file is `STATE_DIR/SOCKET-NAME.state.json`, beside a lock file that
+//! keeps two daemons off one state file.
+
+use rustix::fs::{FlockOperation, flock};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use ub_port::{Origin, PortSpec};
+
+/// The file's format version; a newer one is refused, not misread.
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {}: {source}", path.display())]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("state file {} is used by another userbridge ({holder}): give this one another --state-dir or --socket", path.display())]
+    InUse { path: PathBuf, holder: String },
+    #[error("state file {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("state file {} is unreadable ({detail}); kept as {}", path.display(), kept.display())]
+    Corrupt { path: PathBuf, detail: String, kept: PathBuf },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    ports: Vec<PortSpec>,
+}
+
+/// The state file of one daemon, locked for its life.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    lock_path: PathBuf,
+    _lock: File,
+    /// What was last written, so an unchanged state is not rewritten.
+    written: Mutex<Option<Vec<PortSpec>>>,
+}
+
+impl StateFile {
+    /// The state file of the daemon whose control socket is `socket`, in `dir`.
+    pub fn open(dir: &Path, socket: &Path) -> Result<StateFile, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: dir.into(), source })?;
+        let stem = socket.file_stem().map_or_else(|| "userbridge".into(), |s| s.to_string_lossy().into_owned());
+        let path = dir.join(format!("{stem}.state.json"));
+        let lock_path = dir.join(format!("{stem}.state.lock"));
+        let io = |source| StateError::Io { path: lock_path.clone(), source };
+        let mut lock =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(io)?;
+        if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default().trim().to_string();
+            return Err(StateError::InUse { path, holder });
+        }
+        lock.set_len(0).map_err(io)?;
+        writeln!(lock, "pid {}, socket {}", std::process::id(), socket.display()).map_err(io)?;
+        Ok(StateFile { path, lock_path, _lock: lock, written: Mutex::new(None) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The recorded run-time ports. No file is no ports; an unreadable one is
+    /// set aside (`.corrupt`) and reported, and the daemon starts without it.
+    pub fn load(&self) -> Result<Vec<PortSpec>, StateError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Nothing on disk is the same as no ports: nothing to write until one comes.
+                *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+                return Ok(Vec::new());
+            }
+            Err(source) => return Err(StateError::Io { path: self.path.clone(), source }),
+        };
+        let parsed: Result<State, String> =
+            serde_json::from_str(&text).map_err(|e| e.to_string()).and_then(|s: State| {
+                if s.version > VERSION {
+                    Err(format!("format version {} is newer than this userbridge's {VERSION}", s.version))
+                } else {
+                    Ok(s)
+                }
+            });
+        match parsed {
+            Ok(s) => {
+                let ports: Vec<PortSpec> = s.ports.into_iter().filter(|p| p.origin == Origin::Runtime).collect();
+                *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(ports.clone());
+                Ok(ports)
+            }
+            Err(detail) => {
+                let kept = self.path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&self.path, &kept);
+                Err(StateError::Corrupt { path: self.path.clone(), detail, kept })
+            }
+        }
+    }
+
+    /// Records `ports` (the run-time ones) atomically, unless they are what
+    /// was last written.
+    pub fn save(&self, ports: &[PortSpec]) -> Result<(), StateError> {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if written.as_deref() == Some(ports) {
+            return Ok(());
+        }
+        let io = |source| StateError::Io { path: self.path.clone(), source };
+        let text = serde_json::to_string_pretty(&State { version: VERSION, ports: ports.to_vec() })
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        *written = Some(ports.to_vec());
+        Ok(())
+    }
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        // The state file stays (the next start reads it); only the lock goes.
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ub_port::Backend;
+
+    fn dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("ub-state-test-{}-{tag}", std::process::id()))
+    }
+
+    #[test]
+    fn ports_round_trip_and_a_second_daemon_is_refused() {
+        let d = dir("rt");
+        let sock = Path::new("/tmp/node.sock");
+        let s = StateFile::open(&d, sock).unwrap();
+        assert_eq!(s.load().unwrap(), vec![]);
+        let mut p = PortSpec::new("veth1", Backend::Afpacket, Origin::Runtime);
+        p.meta.container_id = Some("abc".into());
+        s.save(std::slice::from_ref(&p)).unwrap();
+        assert_eq!(s.path(), d.join("node.state.json"));
+        let e = StateFile::open(&d, sock).unwrap_err().to_string();
+        assert!(e.contains("used by another userbridge") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+        drop(s);
+        let s = StateFile::open(&d, sock).unwrap();
+        assert_eq!(s.load().unwrap(), vec![p]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_set_aside_and_reported() {
+        let d = dir("bad");
+        let s = StateFile::open(&d, Path::new("/x/n.sock")).unwrap();
+        std::fs::write(s.path(), "{\"version\":1,\"ports\":[{\"name\":").unwrap();
+        let e = s.load().unwrap_err().to_string();
+        assert!(e.contains("unreadable") && e.contains("n.state.json.corrupt"), "{e}");
+        assert!(d.join("n.state.json.corrupt").exists());
+        assert_eq!(s.load().unwrap(), vec![], "set aside: the next load finds none");
+        std::fs::write(s.path(), "{\"version\":99,\"ports\":[]}").unwrap();
+        assert!(s.load().unwrap_err().to_string().contains("newer"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
