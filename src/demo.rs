@@ -1,11 +1,14 @@
 //! `userbridge lab up|down|demo`.
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use ub_datapath::{Backend, Switch, spawn_reader};
 use ub_fdb::FdbConfig;
-use ub_lab::Lab;
+use ub_lab::{GATEWAY, Lab, Node, NodeLab, POD_MTU, Switching};
 use ub_netlink::NetNs;
 use ub_wire::{ArpOp, ArpPacket, ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetFrame};
 
@@ -51,10 +54,118 @@ pub fn lab_up(name: &str, pods: usize) -> Result<(), LabError> {
     Ok(())
 }
 
+/// Where a node lab's daemon of node `i` keeps its socket, state, log and pid.
+fn node_files(name: &str, i: usize) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let base = format!("{}/lab-{name}-n{i}", crate::config::DEFAULT_STATE_DIR);
+    (
+        PathBuf::from(format!("{base}.sock")),
+        PathBuf::from(format!("{base}.state")),
+        PathBuf::from(format!("{base}.log")),
+        PathBuf::from(format!("{base}.pid")),
+    )
+}
+
+/// `lab up --nodes N`: two nodes joined like flannel's VXLAN backend, each
+/// with a userbridge daemon (host port `cni0`) or a kernel bridge.
+pub fn nodes_up(name: &str, nodes: usize, pods: usize, switching: Switching) -> Result<(), LabError> {
+    let lab = NodeLab::create(name, nodes, pods, switching)?;
+    println!("lab '{name}': {nodes} nodes joined by VXLAN (VNI 1, UDP 8472) over underlay ul0, {pods} pods each");
+    for n in &lab.nodes {
+        let what = match switching {
+            Switching::Kernel => "kernel bridge".to_string(),
+            Switching::Userbridge => {
+                let (sock, state, log, pid) = node_files(name, n.index);
+                let d = start_node_daemon(n, &sock, &state, &log)?;
+                std::fs::write(&pid, format!("{d}\n")).map_err(|e| format!("writing {}: {e}", pid.display()))?;
+                format!("userbridge pid {d}, socket {}", sock.display())
+            }
+        };
+        println!("  node {} ({}): underlay {}, {GATEWAY} {}/24 ({what})", n.index, n.ns, n.underlay, n.gateway);
+        for p in &n.pods {
+            println!("    {}  eth0 {} {}  <->  port {}", p.ns, p.ip, p.mac, p.port);
+        }
+    }
+    let (a, b) = (&lab.nodes[0], &lab.nodes[1]);
+    println!("try it:           ip netns exec {} ping {}", a.pods[0].ns, b.pods[0].ip);
+    if switching == Switching::Userbridge {
+        println!("then:             userbridge fdb show --socket {}", node_files(name, 1).0.display());
+    }
+    println!("remove the lab:   userbridge lab down --name {name}");
+    lab.persist();
+    Ok(())
+}
+
+/// Starts node `n`'s daemon in its namespace, detached (its own process
+/// group, its log in a file), and waits for its socket.
+fn start_node_daemon(n: &Node, sock: &Path, state: &Path, log: &Path) -> Result<u32, LabError> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding the userbridge binary: {e}"))?;
+    let out = std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &n.ns]).arg(exe).args(["run", "--host-port", GATEWAY]);
+    cmd.args(["--address", &format!("{}/24", n.gateway), "--mtu", &POD_MTU.to_string()]);
+    for p in &n.pods {
+        cmd.args(["--port", &p.port]);
+    }
+    cmd.arg("--socket").arg(sock).arg("--state-dir").arg(state);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting the daemon of {}: {e}", n.ns))?;
+    let t = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if let Ok(Some(st)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("the daemon of {} exited ({st}): {}", n.ns, text.trim()).into());
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            return Err(
+                format!("the daemon of {} did not open {} (see {})", n.ns, sock.display(), log.display()).into()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child.id())
+}
+
+/// Stops a node lab's daemons (if it has any) and removes their files.
+fn stop_node_daemons(name: &str) -> usize {
+    let mut stopped = 0;
+    for i in 1..=ub_lab::MAX_NODES {
+        let (sock, state, log, pid) = node_files(name, i);
+        if let Some(p) = std::fs::read_to_string(&pid).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            if let Some(p) = rustix::process::Pid::from_raw(p) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+                // Bounded: gone once kill(0) fails.
+                for _ in 0..250 {
+                    if rustix::process::test_kill_process(p).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                stopped += 1;
+            }
+        }
+        for f in [&sock, &log, &pid] {
+            let _ = std::fs::remove_file(f);
+        }
+        let _ = std::fs::remove_dir_all(&state);
+    }
+    stopped
+}
+
 pub fn lab_down(name: &str) -> Result<(), LabError> {
-    let n = Lab::destroy(name)?;
+    let daemons = stop_node_daemons(name);
+    let n = Lab::destroy(name)? + NodeLab::destroy(name)?;
+    if daemons > 0 {
+        println!("stopped {daemons} daemons of lab '{name}'");
+    }
     if n == 0 {
-        return Err(format!("no lab named '{name}' (no namespace {name}-sw or {name}-pN)").into());
+        return Err(format!("no lab named '{name}' (no namespace {name}-sw, {name}-pN or {name}-nN)").into());
     }
     println!("removed {n} namespaces of lab '{name}'");
     Ok(())

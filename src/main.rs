@@ -173,14 +173,33 @@ enum MirrorCmd {
     List,
 }
 
+/// `lab up --bridge`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum BridgeArg {
+    Userbridge,
+    Kernel,
+}
+
 #[derive(Subcommand, Debug)]
 enum LabCmd {
-    /// Create NAME-sw (switch side, ports ubp1..N) and pods NAME-p1..N (eth0, 10.0.0.i/24).
+    /// Create NAME-sw (switch side, ports ubp1..N) and pods NAME-p1..N (eth0, 10.0.0.i/24);
+    /// with --nodes 2, two nodes joined by VXLAN as flannel joins them, each with
+    /// its own switch (see docs/lab.md).
     Up {
+        /// Pods (per node, with --nodes).
         #[arg(long, default_value_t = 3)]
         pods: usize,
         #[arg(long, default_value = "ublab")]
         name: String,
+        /// Two nodes NAME-n1, NAME-n2: underlay ul0 192.168.100.i/24, VXLAN
+        /// flannel.1 (VNI 1, UDP 8472, MTU 1450), gateway cni0 10.244.i.1/24,
+        /// pods NAME-n{i}p{j} at 10.244.i.(j+1) with default routes via it.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=2))]
+        nodes: Option<u8>,
+        /// What switches each node's pods (with --nodes): a userbridge daemon
+        /// started here, or a kernel bridge, for comparison.
+        #[arg(long, value_enum, default_value_t = BridgeArg::Userbridge, requires = "nodes")]
+        bridge: BridgeArg,
     },
     /// Delete the namespaces of lab NAME.
     Down {
@@ -275,7 +294,14 @@ fn main() -> ExitCode {
             MirrorCmd::List => ask(&c, MirrorList {}),
         },
         Cmd::Lab { cmd } => match cmd {
-            LabCmd::Up { pods, name } => demo::lab_up(&name, pods),
+            LabCmd::Up { pods, name, nodes: None, .. } => demo::lab_up(&name, pods),
+            LabCmd::Up { pods, name, nodes: Some(n), bridge } => {
+                let switching = match bridge {
+                    BridgeArg::Userbridge => ub_lab::Switching::Userbridge,
+                    BridgeArg::Kernel => ub_lab::Switching::Kernel,
+                };
+                demo::nodes_up(&name, usize::from(n), pods, switching)
+            }
             LabCmd::Down { name } => demo::lab_down(&name),
             LabCmd::Demo { pods, name } => demo::demo(&name, pods),
         }

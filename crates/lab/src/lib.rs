@@ -6,6 +6,10 @@
 //! A [`Lab`] deletes every namespace it created when dropped (panics
 //! included), unless [`Lab::persist`] is called.
 
+mod nodes;
+
+pub use nodes::{GATEWAY, MAX_NODE_PODS, MAX_NODES, Node, NodeLab, POD_MTU, Switching};
+
 use std::net::Ipv4Addr;
 use ub_netlink::{NetNs, Rtnl};
 use ub_wire::Mac;
@@ -35,7 +39,7 @@ pub struct Lab {
 
 pub type Result<T> = std::result::Result<T, String>;
 
-fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+pub(crate) fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
     r.map_err(|e| e.to_string())
 }
 
@@ -190,13 +194,13 @@ impl Drop for Lab {
 
 /// IPv4 only: no router solicitations, DAD or MLD frames, so the only traffic
 /// in a lab is what its user sends. Applies to the calling thread's namespace.
-fn quiet_ipv6() {
+pub(crate) fn quiet_ipv6() {
     for conf in ["all", "default"] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
     }
 }
 
-fn set_up_by_name(name: &str) -> Result<()> {
+pub(crate) fn set_up_by_name(name: &str) -> Result<()> {
     let mut nl = ctx(Rtnl::open())?;
     let link = ctx(nl.link_by_name(name))?.ok_or_else(|| format!("no interface {name}"))?;
     ctx(nl.set_up(link.index, true))
