@@ -137,18 +137,18 @@ fn stop_node_daemons(name: &str) -> usize {
     let mut stopped = 0;
     for i in 1..=ub_lab::MAX_NODES {
         let (sock, state, log, pid) = node_files(name, i);
-        if let Some(p) = std::fs::read_to_string(&pid).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-            if let Some(p) = rustix::process::Pid::from_raw(p) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
-                // Bounded: gone once kill(0) fails.
-                for _ in 0..250 {
-                    if rustix::process::test_kill_process(p).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        if let Some(p) = std::fs::read_to_string(&pid).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            && let Some(p) = rustix::process::Pid::from_raw(p)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+            // Bounded: gone once kill(0) fails.
+            for _ in 0..250 {
+                if rustix::process::test_kill_process(p).is_err() {
+                    break;
                 }
-                stopped += 1;
+                std::thread::sleep(Duration::from_millis(20));
             }
+            stopped += 1;
         }
         for f in [&sock, &log, &pid] {
             let _ = std::fs::remove_file(f);
