@@ -24,7 +24,7 @@ pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
         "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect",
-        "readers", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir"])]
+        "readers", "fanout", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir"])]
     pub config: Option<PathBuf>,
     /// The pods' gateway, as `cni0` is: create TAP interface NAME in the
     /// namespace the daemon starts in (the host's, even with --netns), with a
@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// forwarded on its own core.
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
     pub readers: Readers,
+    /// How a port's readers share its frames: `flow` (a TCP or connected-UDP
+    /// flow stays with one reader, so its frames are never reordered; other
+    /// frames by CPU) or `cpu` (by the CPU a frame arrived on).
+    #[arg(long, value_enum, default_value_t = FanoutArg::Flow)]
+    pub fanout: FanoutArg,
     /// Leave the readers unpinned (by default, with one reader per allowed CPU,
     /// reader i runs only on CPU i).
     #[arg(long)]
@@ -175,6 +180,27 @@ impl From<RxArg> for ub_port::afpacket::RxMode {
     }
 }
 
+/// `--fanout`: how a port's readers share its frames.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FanoutArg {
+    /// By flow (a TCP or connected UDP flow stays on one reader, in order),
+    /// by CPU for frames without a flow hash.
+    Flow,
+    /// By the CPU the frame arrived on: a frame is forwarded on the core that
+    /// sent it, but one flow's frames may be reordered between readers.
+    Cpu,
+}
+
+impl From<FanoutArg> for ub_port::afpacket::Fanout {
+    fn from(f: FanoutArg) -> Self {
+        match f {
+            FanoutArg::Flow => ub_port::afpacket::Fanout::FlowOrCpu,
+            FanoutArg::Cpu => ub_port::afpacket::Fanout::Cpu,
+        }
+    }
+}
+
 /// `--loop-detect`, see `ub_datapath::LoopDetect`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -228,6 +254,7 @@ impl RunArgs {
             blocks: self.ring_blocks,
             retire_ms: self.retire_ms,
             fanout: self.readers.count(),
+            spread: self.fanout.into(),
         };
         ring.validate().map_err(one)?;
         Ok(Settings {
@@ -430,6 +457,7 @@ struct ThreadsSection {
     readers_per_port: Option<Spanned<ReadersValue>>,
     pin: Option<bool>,
     nice: Option<Spanned<i32>>,
+    fanout: Option<FanoutArg>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -537,6 +565,9 @@ impl Settings {
                 }
             }
             s.threads.pin = t.pin.unwrap_or(s.threads.pin);
+            if let Some(f) = t.fanout {
+                s.ring.spread = f.into();
+            }
             if let Some(n) = &t.nice {
                 match *n.get_ref() {
                     v @ -20..=19 => s.threads.nice = Some(v),
@@ -552,6 +583,7 @@ impl Settings {
                 block_kib: r.block_kib.unwrap_or(dflt.block_kib),
                 retire_ms: r.retire_ms.unwrap_or(dflt.retire_ms),
                 fanout: s.ring.fanout,
+                spread: s.ring.spread,
             };
         }
         if let Err(m) = s.ring.validate() {

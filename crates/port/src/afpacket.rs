@@ -6,6 +6,7 @@
 //! The `afpacket` crate offers none of this (no ring, no vnet header, bare
 //! RawFd), hence this module; see docs/architecture.md.
 
+pub use crate::sys::Fanout;
 use crate::sys::{self, MmsgScratch, Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
 use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, validate_ifname};
 use std::io;
@@ -39,13 +40,15 @@ pub struct RxConfig {
     /// Longest a partly filled block waits before user space sees it, ms.
     pub retire_ms: u32,
     /// Receive halves (and reader threads) per port, in a PACKET_FANOUT
-    /// group by CPU; 1 means a plain socket.
+    /// group; 1 means a plain socket.
     pub fanout: usize,
+    /// How the group spreads frames over the readers.
+    pub spread: Fanout,
 }
 
 impl Default for RxConfig {
     fn default() -> Self {
-        RxConfig { mode: RxMode::Mmsg, block_kib: 256, blocks: 8, retire_ms: 1, fanout: 1 }
+        RxConfig { mode: RxMode::Mmsg, block_kib: 256, blocks: 8, retire_ms: 1, fanout: 1, spread: Fanout::FlowOrCpu }
     }
 }
 
@@ -125,7 +128,7 @@ pub fn open_link(link: &Link, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPack
     let opened =
         Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
     if ring.fanout > 1 {
-        let group = match sys::join_fanout_cpu(fd.as_fd(), 0) {
+        let group = match sys::join_fanout(fd.as_fd(), 0, ring.spread) {
             Ok(g) => g,
             // Before Linux 6.2 a group cannot ignore outgoing frames: one reader, not a wrong switch.
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => return Ok((readers, tx, opened)),
@@ -133,7 +136,7 @@ pub fn open_link(link: &Link, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPack
         };
         for _ in 1..ring.fanout {
             let (fd, rx) = rx_socket(name, link.index, &ring)?;
-            sys::join_fanout_cpu(fd.as_fd(), group).map_err(e("joining the PACKET_FANOUT group"))?;
+            sys::join_fanout(fd.as_fd(), group, ring.spread).map_err(e("joining the PACKET_FANOUT group"))?;
             readers.push(AfPacketRx { fd: Arc::new(fd), rx, name: name.to_string(), ifindex: link.index });
         }
     }

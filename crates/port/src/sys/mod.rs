@@ -46,7 +46,8 @@ mod tun;
 pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
 pub use ring::{Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
 pub use socket::{
-    add_promisc, bind_packet, join_fanout_cpu, packet_drops, packet_socket, set_packet_version_v3, take_socket_error,
+    Fanout, add_promisc, bind_packet, join_fanout, packet_drops, packet_socket, set_packet_version_v3,
+    take_socket_error,
 };
 pub use tun::{read_nb, tun_open_tap, writev};
 

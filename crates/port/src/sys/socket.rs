@@ -81,14 +81,145 @@ const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 /// sends on the interface.
 const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 
-/// Joins `fd` (bound to its interface) to fanout group `group` in CPU mode,
-/// ignoring outgoing frames; `group` 0 asks the kernel for a new unique id,
-/// which is returned. EINVAL on kernels before 6.2.
-pub fn join_fanout_cpu(fd: BorrowedFd<'_>, group: u16) -> io::Result<u16> {
+/// PACKET_FANOUT mode: a classic BPF program (set with PACKET_FANOUT_DATA)
+/// picks the socket: its return value modulo the group's size.
+const PACKET_FANOUT_CBPF: u32 = 6;
+/// Sets the program of a CBPF fanout group.
+const PACKET_FANOUT_DATA: libc::c_int = 22;
+
+/// How a fanout group spreads frames over its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// By the CPU the frame arrived on.
+    Cpu,
+    /// TCP by its flow hash (one flow, one reader: its segments are never
+    /// reordered between readers), everything else by CPU.
+    FlowOrCpu,
+}
+
+/// The FlowOrCpu program. At fanout time the frame's data starts at its
+/// network header (the kernel runs the group's program before a packet
+/// socket pushes the MAC header back), so the IP protocol is byte 9 of an
+/// IPv4 header and the next header byte 6 of an IPv6 one; the EtherType,
+/// the flow hash and the CPU are ancillary loads. Jumps are relative: the
+/// next instruction is `pc + 1 + offset`.
+///
+/// ```text
+/// 0  A = skb->protocol               (ancillary)
+/// 1  if A == 0x0800 goto 4           (IPv4)
+/// 2  if A == 0x86dd goto 6           (IPv6)
+/// 3  goto 11                          (anything else: by CPU)
+/// 4  A = byte [9]                     (IPv4 protocol)
+/// 5  goto 7
+/// 6  A = byte [6]                     (IPv6 next header)
+/// 7  if A != 6 goto 11                (not TCP: by CPU)
+/// 8  A = skb->hash                    (ancillary)
+/// 9  if A == 0 goto 11
+/// 10 return A
+/// 11 A = cpu                          (ancillary)
+/// 12 return A
+/// ```
+fn flow_or_cpu_program() -> [libc::sock_filter; 13] {
+    #[allow(clippy::cast_possible_truncation, reason = "BPF opcodes fit 16 bits")]
+    let op = |c: u32| c as u16;
+    let s = |code: u32, k: u32| libc::sock_filter { code: op(code), jt: 0, jf: 0, k };
+    let j = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter { code: op(code), jt, jf, k };
+    let ad = |k: libc::c_int| (libc::SKF_AD_OFF + k).cast_unsigned();
+    let (ld_w, ld_h, ld_b) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+        libc::BPF_LD | libc::BPF_B | libc::BPF_ABS,
+    );
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let ja = libc::BPF_JMP | libc::BPF_JA;
+    let ret_a = libc::BPF_RET | libc::BPF_A;
+    [
+        /* 0 */ s(ld_h, ad(libc::SKF_AD_PROTOCOL)),
+        /* 1 */ j(jeq, 0x0800, 2, 0),
+        /* 2 */ j(jeq, 0x86dd, 3, 0),
+        /* 3 */ s(ja, 7),
+        /* 4 */ s(ld_b, 9),
+        /* 5 */ s(ja, 1),
+        /* 6 */ s(ld_b, 6),
+        /* 7 */ j(jeq, 6, 0, 3),
+        /* 8 */ s(ld_w, ad(libc::SKF_AD_RXHASH)),
+        /* 9 */ j(jeq, 0, 1, 0),
+        /* 10 */ s(ret_a, 0),
+        /* 11 */ s(ld_w, ad(libc::SKF_AD_CPU)),
+        /* 12 */ s(ret_a, 0),
+    ]
+}
+
+/// Joins `fd` (bound to its interface) to fanout group `group` spreading
+/// frames as `mode` says, ignoring outgoing frames; `group` 0 asks the
+/// kernel for a new unique id (and sets the group's program), which is
+/// returned. EINVAL on kernels before 6.2.
+pub fn join_fanout(fd: BorrowedFd<'_>, group: u16, mode: Fanout) -> io::Result<u16> {
+    let kind = match mode {
+        Fanout::Cpu => PACKET_FANOUT_CPU,
+        Fanout::FlowOrCpu => PACKET_FANOUT_CBPF,
+    };
     let flags = PACKET_FANOUT_FLAG_IGNORE_OUTGOING | if group == 0 { PACKET_FANOUT_FLAG_UNIQUEID } else { 0 };
-    let arg: u32 = u32::from(group) | ((PACKET_FANOUT_CPU | flags) << 16);
+    let arg: u32 = u32::from(group) | ((kind | flags) << 16);
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
+    if group == 0 && mode == Fanout::FlowOrCpu {
+        let mut prog = flow_or_cpu_program();
+        let fprog = libc::sock_fprog { len: u16::try_from(prog.len()).unwrap_or(0), filter: prog.as_mut_ptr() };
+        setsockopt(fd, libc::SOL_PACKET, PACKET_FANOUT_DATA, &fprog)?;
+    }
     let mut v: u32 = 0;
     getsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &mut v)?;
-    Ok((v & 0xffff) as u16)
+    Ok(u16::try_from(v & 0xffff).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Runs a cBPF program (the opcodes the fanout program uses) on
+    /// `net` (from the network header) with `protocol`, `hash` and `cpu`.
+    fn run(prog: &[libc::sock_filter], protocol: u32, net: &[u8], hash: u32, cpu: u32) -> u32 {
+        let ad = |k: libc::c_int| (libc::SKF_AD_OFF + k).cast_unsigned();
+        let (mut a, mut pc) = (0u32, 0usize);
+        for _ in 0..64 {
+            let f = prog[pc];
+            let code = u32::from(f.code);
+            pc += 1;
+            match code {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS
+                    || c == libc::BPF_LD | libc::BPF_H | libc::BPF_ABS =>
+                {
+                    a = match f.k {
+                        k if k == ad(libc::SKF_AD_PROTOCOL) => protocol,
+                        k if k == ad(libc::SKF_AD_RXHASH) => hash,
+                        k if k == ad(libc::SKF_AD_CPU) => cpu,
+                        k => panic!("load of {k}"),
+                    }
+                }
+                c if c == libc::BPF_LD | libc::BPF_B | libc::BPF_ABS => a = u32::from(net[f.k as usize]),
+                c if c == libc::BPF_JMP | libc::BPF_JA => pc += f.k as usize,
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
+                    pc += usize::from(if a == f.k { f.jt } else { f.jf })
+                }
+                c if c == libc::BPF_RET | libc::BPF_A => return a,
+                c => panic!("opcode {c:#x}"),
+            }
+        }
+        panic!("the program did not return")
+    }
+
+    #[test]
+    fn tcp_goes_by_flow_the_rest_by_cpu() {
+        let p = super::flow_or_cpu_program();
+        let mut v4 = [0u8; 20];
+        v4[9] = 6;
+        assert_eq!(run(&p, 0x0800, &v4, 0xabcd, 1), 0xabcd, "IPv4 TCP: its hash");
+        assert_eq!(run(&p, 0x0800, &v4, 0, 1), 1, "no hash: the CPU");
+        v4[9] = 17;
+        assert_eq!(run(&p, 0x0800, &v4, 0xabcd, 1), 1, "IPv4 UDP: the CPU");
+        let mut v6 = [0u8; 40];
+        v6[6] = 6;
+        assert_eq!(run(&p, 0x86dd, &v6, 0x1234, 0), 0x1234, "IPv6 TCP: its hash");
+        v6[6] = 58;
+        assert_eq!(run(&p, 0x86dd, &v6, 0x1234, 0), 0, "ICMPv6: the CPU");
+        assert_eq!(run(&p, 0x0806, &v4, 0x1234, 1), 1, "ARP: the CPU");
+    }
 }
