@@ -120,19 +120,10 @@ fn pods_reach_beyond_the_node_through_the_gateway_and_masquerade() {
     for p in &lab.pods {
         ns_ok(&p.ns, &["ip", "route", "add", "default", "via", "10.0.0.254"]);
     }
-    let dump = ns_exec(&outside.0, &["true"]);
-    assert!(dump.status.success());
-    let cap = std::process::Command::new("ip")
-        .args(["netns", "exec", &outside.0, "tcpdump", "-nn", "-l", "-c", "2", "-i", &b, "icmp"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("tcpdump in the outside namespace", Duration::from_secs(10), || {
-        ns_ok(&outside.0, &["ip", "-d", "link", "show", &b]).contains("promiscuity 1")
-    });
+    let dump = Tcpdump::start_on(&outside.0, &b, &[], "icmp");
     assert!(ping(&lab.pods[0].ns, "192.168.200.2", 1), "a pod reaches beyond the node");
-    let seen = String::from_utf8_lossy(&cap.wait_with_output().unwrap().stdout).into_owned();
+    let seen =
+        dump.finish_when("the echo and its reply", |l| l.iter().any(|l| l.contains("ICMP echo reply"))).join("\n");
     assert!(seen.contains("192.168.200.1 > 192.168.200.2: ICMP echo request"), "not masqueraded: {seen}");
     assert!(!seen.contains("10.0.0.1"), "the pod's own address left the node: {seen}");
 }
@@ -142,37 +133,13 @@ fn tcpdump_on_the_host_port_sees_what_the_switch_forwards_like_on_a_bridge() {
     let lab = lab("tcpd", 2);
     let (node, host) = node(&lab);
     let d = daemon(&lab, &node, &host, &[]);
-    let cap = std::process::Command::new("ip")
-        .args(["netns", "exec", &node.0, "tcpdump", "-n", "-l", "-i", &host, "arp or icmp"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut cap = Kill(cap);
+    let dump = Tcpdump::start_on(&node.0, &host, &[], "arp or icmp");
     let (dr, hr) = (&d, &host);
     let promisc = |on: bool| move || Daemon::port(&dr.query(&["port", "list"]), hr)["promisc"] == on;
     wait_until("the host port to be promiscuous", Duration::from_secs(10), promisc(true));
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2));
-    // Until the last echo reply is on screen; then stop tcpdump.
-    let mut out = std::io::BufReader::new(cap.0.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let t = Instant::now();
-    while lines.iter().filter(|l: &&String| l.contains("ICMP echo reply")).count() < 2 {
-        assert!(t.elapsed() < Duration::from_secs(10), "tcpdump on the host port showed only {lines:#?}");
-        let mut l = String::new();
-        if std::io::BufRead::read_line(&mut out, &mut l).unwrap_or(0) == 0 {
-            break;
-        }
-        lines.push(l);
-    }
-    drop(cap);
+    let lines =
+        dump.finish_when("both echo replies", |l| l.iter().filter(|l| l.contains("ICMP echo reply")).count() >= 2);
     let has = |p: &str| lines.iter().any(|l| l.contains(p));
     assert!(has("Request who-has 10.0.0.2 tell 10.0.0.1"), "{lines:#?}");
     assert!(has("Reply 10.0.0.2 is-at 02:00:00:00:00:02"), "{lines:#?}");

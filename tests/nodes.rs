@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
 
 /// A node lab made by the binary, as a user would; `lab down` on drop.
 struct NodeLab(String);
@@ -44,28 +43,21 @@ fn pods_on_two_nodes_talk_over_vxlan_like_flannel() {
     assert!(ping(&a, "10.244.1.1", 1), "own node");
     assert!(ping(&a, "10.244.2.1", 1), "the other node");
     // The underlay sees the pods' traffic only inside VXLAN (UDP 8472).
-    let cap = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.node(1), "tcpdump", "-nn", "-l", "-i", "ul0", "-c", "8"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("tcpdump on the underlay", Duration::from_secs(10), || {
-        ns_ok(&lab.node(1), &["ip", "-d", "link", "show", "ul0"]).contains("promiscuity 1")
-    });
+    let dump = Tcpdump::start_on(&lab.node(1), "ul0", &[], "");
     assert!(ping(&a, "10.244.2.2", 4), "pod on node 1 -> pod on node 2");
-    let out = String::from_utf8_lossy(&cap.wait_with_output().unwrap().stdout).into_owned();
+    let lines =
+        dump.finish_when("four echo replies", |l| l.iter().filter(|l| l.contains("ICMP echo reply")).count() >= 4);
     // tcpdump prints a decoded VXLAN frame's inner packet on the next line,
     // without a timestamp: the outer (timestamped) lines are all the underlay's.
-    let outer: Vec<&str> = out.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_digit())).collect();
-    assert_eq!(outer.len(), 8, "{out}");
+    let out = lines.join("\n");
+    let outer: Vec<&String> = lines.iter().filter(|l| l.starts_with(|c: char| c.is_ascii_digit())).collect();
     for l in &outer {
         assert!(
-            l.contains(" IP 192.168.100.") && (l.contains(".8472: OTV") || l.contains("ARP")),
+            l.contains(" IP 192.168.100.") && l.contains(".8472: OTV") || l.contains("ARP"),
             "not VXLAN: {l}\n{out}"
         );
     }
-    assert!(outer.iter().filter(|l| l.contains(".8472: OTV")).count() >= 6, "{out}");
+    assert!(outer.iter().filter(|l| l.contains(".8472: OTV")).count() >= 8, "{out}");
     assert!(out.contains("IP 10.244.1.2 > 10.244.2.2: ICMP echo request"), "the inner packets: {out}");
     // TCP across the nodes, through both switches and the tunnel.
     let _server = Iperf3Server::start(&b, "10.244.2.2");

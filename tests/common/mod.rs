@@ -331,13 +331,20 @@ pub fn mark(ns: &str) -> Marker {
 impl Tcpdump {
     /// tcpdump on the pod's eth0, inbound only, `filter` or a marker.
     pub fn start(ns: &str, filter: &str) -> Tcpdump {
-        let out = PathBuf::from(format!("/tmp/{ns}.tcpdump"));
-        let file = std::fs::File::create(&out).unwrap();
         // The marker's clause first: `vlan` in a filter shifts the offsets of
         // every clause after it.
         let filter = format!("ether proto {MARKER_ETHERTYPE:#06x} or ({filter})");
+        Self::start_on(ns, "eth0", &["-e", "-Q", "in"], &filter)
+    }
+
+    /// tcpdump on interface `ifname` of namespace `ns`, with `opts` and
+    /// `filter`, once it is capturing (it has said "listening on").
+    pub fn start_on(ns: &str, ifname: &str, opts: &[&str], filter: &str) -> Tcpdump {
+        let out = PathBuf::from(format!("/tmp/{ns}-{ifname}.tcpdump"));
+        let file = std::fs::File::create(&out).unwrap();
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-i", "eth0", "-nn", "-e", "-l", "-Q", "in"])
+            .args(["netns", "exec", ns, "tcpdump", "-i", ifname, "-nn", "-l"])
+            .args(opts)
             .args(filter.split_whitespace())
             .stdout(file)
             .stderr(Stdio::piped())
