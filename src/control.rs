@@ -224,8 +224,20 @@ impl Serve for Daemon {
     }
 
     fn port_del(&self, r: PortDel) -> Result<PortRemoved, ControlError> {
-        self.detach(&r.name)?;
-        Ok(PortRemoved { removed: r.name })
+        match self.detach(&r.name) {
+            Ok(_) => Ok(PortRemoved { removed: r.name, existed: true }),
+            Err(DaemonError::NoSuchPort(_)) if r.if_exists => Ok(PortRemoved { removed: r.name, existed: false }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn host_info(&self, _: HostInfo) -> Result<Host, ControlError> {
+        Ok(Daemon::host_info(self)?)
+    }
+
+    fn host_address(&self, r: HostAddress) -> Result<HostAddressed, ControlError> {
+        let added = Daemon::host_address(self, r.address, r.force)?;
+        Ok(HostAddressed { address: r.address, added })
     }
 
     fn set_ageing(&self, r: SetAgeing) -> Result<Ageing, ControlError> {

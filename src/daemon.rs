@@ -9,7 +9,7 @@
 //! belong to whoever added them and no reload touches them.
 
 use crate::config::{ConfigError, HostSettings, RunArgs, Settings, StaticEntry, ThreadConfig, allowed_cpus};
-use crate::state::{StateError, StateFile};
+use crate::state::{Saved, StateError, StateFile};
 use crate::{control, links, metrics, mirror};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -63,6 +63,12 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error("the namespace the daemon started in: {0}")]
     StartNs(ub_netlink::Error),
+    #[error("this daemon has no host port (start it with --host-port NAME)")]
+    NoHostPort,
+    #[error("the host port: {0}")]
+    HostNetlink(ub_netlink::Error),
+    #[error("the host port already has {has}, not {wanted} (set forceAddress to replace it)")]
+    HostAddressConflict { has: ub_netlink::IpNet, wanted: ub_netlink::IpNet },
 }
 
 /// Link events the daemon has followed.
@@ -132,6 +138,8 @@ pub struct Daemon {
     pub start_ns: Option<Arc<NetNs>>,
     /// Where run-time ports are recorded (none for a daemon built in a test).
     state: Mutex<Option<StateFile>>,
+    /// Addresses put on the host port at run time (`host_address`).
+    host_extra: Mutex<Vec<ub_netlink::IpNet>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -175,6 +183,7 @@ impl Daemon {
             host: settings.host.clone(),
             start_ns,
             state: Mutex::new(None),
+            host_extra: Mutex::new(Vec::new()),
             settings: Mutex::new(settings),
         })
     }
@@ -273,10 +282,11 @@ impl Daemon {
 
     /// Records the run-time ports in the state file (if the daemon has one).
     fn persist(&self) {
-        let runtime: Vec<PortSpec> =
+        let ports: Vec<PortSpec> =
             lock(&self.ports).values().filter(|a| a.spec.origin == Origin::Runtime).map(|a| a.spec.clone()).collect();
+        let saved = Saved { ports, host_addresses: lock(&self.host_extra).clone() };
         if let Some(s) = lock(&self.state).as_ref()
-            && let Err(e) = s.save(&runtime)
+            && let Err(e) = s.save(&saved)
         {
             tracing::error!(error = %e, "run-time ports not recorded: they would not survive a restart");
         }
@@ -289,10 +299,15 @@ impl Daemon {
         let state = StateFile::open(dir, socket)?;
         let recorded = state.load().unwrap_or_else(|e| {
             tracing::error!(error = %e, "starting with the configured ports only");
-            Vec::new()
+            Saved::default()
         });
         *lock(&self.state) = Some(state);
-        for spec in recorded {
+        for a in recorded.host_addresses {
+            if let Err(e) = self.host_address(a, false) {
+                tracing::warn!(address = %a, error = %e, "host port address in the state file not restored");
+            }
+        }
+        for spec in recorded.ports {
             let name = spec.name.clone();
             match self.attach(spec) {
                 Ok(_) => tracing::info!(port = %name, "run-time port restored from the state file"),
@@ -314,12 +329,97 @@ impl Daemon {
         spec
     }
 
-    /// Creates and attaches the host port, with its MAC as a static entry.
+    /// Creates and attaches the host port, with its MAC as a static entry
+    /// and the addresses given to it at run time.
     pub fn attach_host(&self) -> Result<(), DaemonError> {
         let Some(h) = &self.host else { return Ok(()) };
         let id = self.attach(Self::host_spec(h))?;
         self.sw.fdb.add_static(0, h.mac, id).map_err(|r| DaemonError::Static { mac: h.mac, why: format!("{r:?}") })?;
+        for a in lock(&self.host_extra).clone() {
+            if let Err(e) = self.in_host_ns(|nl, idx| nl.add_addr(idx, a)) {
+                tracing::warn!(address = %a, error = %e, "could not put a run-time address back on the host port");
+            }
+        }
         Ok(())
+    }
+
+    /// Runs `f` with a netlink socket in the host port's namespace and the
+    /// host port's ifindex.
+    fn in_host_ns<T: Send>(
+        &self,
+        f: impl FnOnce(&mut ub_netlink::Rtnl, u32) -> ub_netlink::Result<T> + Send,
+    ) -> Result<T, DaemonError> {
+        let h = self.host.as_ref().ok_or(DaemonError::NoHostPort)?;
+        let run = || -> Result<T, DaemonError> {
+            let mut nl = ub_netlink::Rtnl::open().map_err(DaemonError::HostNetlink)?;
+            let link = nl
+                .link_by_name(&h.name)
+                .map_err(DaemonError::HostNetlink)?
+                .ok_or_else(|| DaemonError::NoSuchPort(h.name.clone()))?;
+            f(&mut nl, link.index).map_err(DaemonError::HostNetlink)
+        };
+        match &self.start_ns {
+            Some(ns) => ns.run(run).map_err(DaemonError::HostNetlink)?,
+            None => run(),
+        }
+    }
+
+    /// The host port: name, MAC, MTU and addresses now.
+    pub fn host_info(&self) -> Result<ub_proto::Host, DaemonError> {
+        let h = self.host.as_ref().ok_or(DaemonError::NoHostPort)?;
+        let (addresses, mtu) = self.in_host_ns(|nl, idx| {
+            let mtu = nl.link_by_index(idx)?.map_or(0, |l| l.mtu);
+            Ok((nl.addrs(idx)?, mtu))
+        })?;
+        let addresses = addresses
+            .into_iter()
+            .filter(|a| !matches!(a.addr(), std::net::IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80))
+            .collect();
+        Ok(ub_proto::Host { name: h.name.clone(), mac: h.mac, mtu, addresses })
+    }
+
+    /// Puts `address` on the host port, as the reference CNI plugin's
+    /// `ensureAddr` does on `cni0`: nothing if it is there; for IPv4, any
+    /// other IPv4 address (for IPv6, an overlapping one) is a conflict
+    /// unless `force` removes it. Recorded, so it survives a restart.
+    pub fn host_address(&self, address: ub_netlink::IpNet, force: bool) -> Result<bool, DaemonError> {
+        let existing = self.host_info()?.addresses;
+        let configured = self.host.as_ref().is_some_and(|h| h.addresses.contains(&address));
+        if existing.contains(&address) {
+            // Recorded all the same (a restart finds it on a kept interface),
+            // unless the configuration gives it anyway.
+            let mut extra = lock(&self.host_extra);
+            if !configured && !extra.contains(&address) {
+                extra.push(address);
+                drop(extra);
+                self.persist();
+            }
+            return Ok(false);
+        }
+        let conflicts: Vec<ub_netlink::IpNet> = existing
+            .into_iter()
+            .filter(|a| a.addr().is_ipv4() == address.addr().is_ipv4())
+            .filter(|a| address.addr().is_ipv4() || a.contains(&address.addr()) || address.contains(&a.addr()))
+            .collect();
+        if let Some(c) = conflicts.first()
+            && !force
+        {
+            return Err(DaemonError::HostAddressConflict { has: *c, wanted: address });
+        }
+        self.in_host_ns(|nl, idx| {
+            for c in &conflicts {
+                nl.del_addr(idx, *c)?;
+            }
+            nl.add_addr(idx, address)
+        })?;
+        let mut extra = lock(&self.host_extra);
+        extra.retain(|a| !conflicts.contains(a));
+        if !configured && !extra.contains(&address) {
+            extra.push(address);
+        }
+        drop(extra);
+        self.persist();
+        Ok(true)
     }
 
     /// The host port was deleted under us: make it again (the pods' ports

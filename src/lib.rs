@@ -14,5 +14,4 @@ mod mirror;
 pub mod output;
 pub mod state;
 
-/// Where clients and the daemon meet unless --socket says otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";
+pub use ub_proto::DEFAULT_SOCKET;

@@ -97,6 +97,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LabCmd,
     },
+    /// The CNI plugin: this binary is the plugin for `"type": "userbridge"`
+    /// when a runtime runs it with CNI_COMMAND set (docs/cni.md).
+    Cni {
+        #[command(subcommand)]
+        cmd: CniCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CniCmd {
+    /// Copy this binary into a runtime's CNI plugin directory as `userbridge`.
+    Install {
+        /// The plugin directory (podman: cni_plugin_dirs; containerd: bin_dir).
+        #[arg(long, default_value = "/opt/cni/bin")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,6 +256,10 @@ where
 
 fn main() -> ExitCode {
     use ub_proto::*;
+    // Run by a container runtime as a CNI plugin: no arguments, CNI_COMMAND set.
+    if std::env::args_os().len() == 1 && std::env::var_os("CNI_COMMAND").is_some_and(|c| !c.is_empty()) {
+        return ub_cni::main();
+    }
     let cli = Cli::parse();
     let res: Result<(), CliError> = match cli.cmd {
         Cmd::Run(args) => daemon::run(*args).map_err(Into::into),
@@ -280,7 +300,7 @@ fn main() -> ExitCode {
             PortCmd::Add { name: Some(n), tap: None } => ask(&c, PortAdd::afpacket(&n)),
             PortCmd::Add { tap: Some(n), .. } => ask(&c, PortAdd { tap: true, ..PortAdd::afpacket(&n) }),
             PortCmd::Add { .. } => Err(CliError::Usage("port add needs IF or --tap NAME")),
-            PortCmd::Del { name } => ask(&c, PortDel { name }),
+            PortCmd::Del { name } => ask(&c, PortDel { name, if_exists: false }),
         },
         Cmd::Set { cmd: SetCmd::Ageing { secs }, client: c } => ask(&c, SetAgeing { secs }),
         Cmd::Mirror { cmd, client: c } => match cmd {
@@ -306,6 +326,13 @@ fn main() -> ExitCode {
             LabCmd::Demo { pods, name } => demo::demo(&name, pods),
         }
         .map_err(Into::into),
+        Cmd::Cni { cmd: CniCmd::Install { dir } } => match ub_cni::install(&dir) {
+            Ok(path) => {
+                println!("installed {} (the plugin for \"type\": \"userbridge\")", path.display());
+                Ok(())
+            }
+            Err(e) => Err(CliError::Config(format!("installing the CNI plugin into {}: {e}", dir.display()))),
+        },
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

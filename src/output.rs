@@ -142,4 +142,10 @@ macro_rules! show_done {
     )*};
 }
 
-show_done!(FdbAdded, FdbRemoved, Flushed, PortAdded, PortRemoved, Ageing, Mirroring, MirrorStopped);
+show_done!(FdbAdded, FdbRemoved, Flushed, PortAdded, Ageing, Mirroring, MirrorStopped);
+
+impl Show for PortRemoved {
+    fn show(&self) -> String {
+        if self.existed { format!("removed {}\n", self.removed) } else { format!("no port {}\n", self.removed) }
+    }
+}

@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use ub_netlink::IpNet;
 use ub_port::{Origin, PortSpec};
 
 /// The file's format version; a newer one is refused, not misread.
@@ -36,6 +37,16 @@ pub enum StateError {
 struct State {
     version: u32,
     ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    host_addresses: Vec<IpNet>,
+}
+
+/// What a daemon records: its run-time ports, and the addresses put on its
+/// host port at run time (by the CNI plugin's `isGateway`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub ports: Vec<PortSpec>,
+    pub host_addresses: Vec<IpNet>,
 }
 
 /// The state file of one daemon, locked for its life.
@@ -45,7 +56,7 @@ pub struct StateFile {
     lock_path: PathBuf,
     _lock: File,
     /// What was last written, so an unchanged state is not rewritten.
-    written: Mutex<Option<Vec<PortSpec>>>,
+    written: Mutex<Option<Saved>>,
 }
 
 impl StateFile {
@@ -73,13 +84,13 @@ impl StateFile {
 
     /// The recorded run-time ports. No file is no ports; an unreadable one is
     /// set aside (`.corrupt`) and reported, and the daemon starts without it.
-    pub fn load(&self) -> Result<Vec<PortSpec>, StateError> {
+    pub fn load(&self) -> Result<Saved, StateError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Nothing on disk is the same as no ports: nothing to write until one comes.
-                *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
-                return Ok(Vec::new());
+                *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved::default());
+                return Ok(Saved::default());
             }
             Err(source) => return Err(StateError::Io { path: self.path.clone(), source }),
         };
@@ -93,9 +104,12 @@ impl StateFile {
             });
         match parsed {
             Ok(s) => {
-                let ports: Vec<PortSpec> = s.ports.into_iter().filter(|p| p.origin == Origin::Runtime).collect();
-                *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(ports.clone());
-                Ok(ports)
+                let saved = Saved {
+                    ports: s.ports.into_iter().filter(|p| p.origin == Origin::Runtime).collect(),
+                    host_addresses: s.host_addresses,
+                };
+                *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved.clone());
+                Ok(saved)
             }
             Err(detail) => {
                 let kept = self.path.with_extension("json.corrupt");
@@ -105,21 +119,21 @@ impl StateFile {
         }
     }
 
-    /// Records `ports` (the run-time ones) atomically, unless they are what
-    /// was last written.
-    pub fn save(&self, ports: &[PortSpec]) -> Result<(), StateError> {
+    /// Records `saved` atomically, unless it is what was last written.
+    pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        if written.as_deref() == Some(ports) {
+        if written.as_ref() == Some(saved) {
             return Ok(());
         }
         let io = |source| StateError::Io { path: self.path.clone(), source };
-        let text = serde_json::to_string_pretty(&State { version: VERSION, ports: ports.to_vec() })
-            .map_err(|e| io(std::io::Error::other(e)))?;
+        let state =
+            State { version: VERSION, ports: saved.ports.clone(), host_addresses: saved.host_addresses.clone() };
+        let text = serde_json::to_string_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)?;
-        *written = Some(ports.to_vec());
+        *written = Some(saved.clone());
         Ok(())
     }
 }
@@ -145,16 +159,17 @@ mod tests {
         let d = dir("rt");
         let sock = Path::new("/tmp/node.sock");
         let s = StateFile::open(&d, sock).unwrap();
-        assert_eq!(s.load().unwrap(), vec![]);
+        assert_eq!(s.load().unwrap(), Saved::default());
         let mut p = PortSpec::new("veth1", Backend::Afpacket, Origin::Runtime);
         p.meta.container_id = Some("abc".into());
-        s.save(std::slice::from_ref(&p)).unwrap();
+        let saved = Saved { ports: vec![p], host_addresses: vec!["10.244.1.1/24".parse().unwrap()] };
+        s.save(&saved).unwrap();
         assert_eq!(s.path(), d.join("node.state.json"));
         let e = StateFile::open(&d, sock).unwrap_err().to_string();
         assert!(e.contains("used by another userbridge") && e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(s);
         let s = StateFile::open(&d, sock).unwrap();
-        assert_eq!(s.load().unwrap(), vec![p]);
+        assert_eq!(s.load().unwrap(), saved);
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -166,7 +181,7 @@ mod tests {
         let e = s.load().unwrap_err().to_string();
         assert!(e.contains("unreadable") && e.contains("n.state.json.corrupt"), "{e}");
         assert!(d.join("n.state.json.corrupt").exists());
-        assert_eq!(s.load().unwrap(), vec![], "set aside: the next load finds none");
+        assert_eq!(s.load().unwrap(), Saved::default(), "set aside: the next load finds none");
         std::fs::write(s.path(), "{\"version\":99,\"ports\":[]}").unwrap();
         assert!(s.load().unwrap_err().to_string().contains("newer"));
         let _ = std::fs::remove_dir_all(&d);

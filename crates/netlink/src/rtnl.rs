@@ -167,6 +167,16 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// Sets or clears IFF_PROMISC (`ip link set X promisc on|off`).
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = if on { LinkFlags::Promisc } else { LinkFlags::empty() };
+        msg.header.change_mask = LinkFlags::Promisc;
+        self.request(&format!("setting interface #{index} promisc={on}"), RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(drop)
+    }
+
     /// Sets a link's MAC address.
     pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
         let mut msg = LinkMessage::default();

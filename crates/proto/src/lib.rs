@@ -14,6 +14,10 @@ mod types;
 pub use client::{Client, ClientError, call};
 pub use types::*;
 
+/// Where clients and the daemon meet unless told otherwise (`--socket`,
+/// the CNI plugin's `socket` key).
+pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +159,10 @@ protocol! {
     mirror_del => MirrorDel(MirrorDel) -> MirrorStopped;
     /// The mirrors.
     mirror_list => MirrorList(MirrorList) -> Vec<MirrorInfo>;
+    /// The host port (the pods' gateway).
+    host_info => HostInfo(HostInfo) -> Host;
+    /// An address on the host port, kept across its re-creation and restarts.
+    host_address => HostAddress(HostAddress) -> HostAddressed;
 }
 
 #[cfg(test)]
@@ -172,11 +180,13 @@ mod tests {
             Stats { port: None }.into(),
             PortList { port: None }.into(),
             PortAdd::afpacket("p").into(),
-            PortDel { name: "p".into() }.into(),
+            PortDel { name: "p".into(), if_exists: false }.into(),
             SetAgeing { secs: 5 }.into(),
             MirrorAdd { from: "a".into(), to: Some("b".into()), pcap: None, max_bytes: None }.into(),
             MirrorDel { from: "a".into() }.into(),
             MirrorList {}.into(),
+            HostInfo {}.into(),
+            HostAddress { address: "10.244.1.1/24".parse().unwrap(), force: false }.into(),
         ];
         assert_eq!(reqs.len(), Request::NAMES.len());
         for r in reqs {

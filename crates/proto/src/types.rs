@@ -1,5 +1,6 @@
 //! The requests and their replies, as they go on the wire.
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use ub_port::{Backend, Origin, PortMeta, PortPolicy, PortState};
@@ -109,6 +110,25 @@ impl PortAdd {
 #[serde(deny_unknown_fields)]
 pub struct PortDel {
     pub name: String,
+    /// No error when there is no such port (the CNI plugin's DEL).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub if_exists: bool,
+}
+
+/// The host port: the pods' gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostInfo {}
+
+/// Puts `address` on the host port unless it has it (the CNI plugin's
+/// `isGateway`); another address of the same IPv4 subnet is an error unless
+/// `force` (`forceAddress`) replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAddress {
+    pub address: IpNet,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,6 +298,29 @@ pub struct PortAdded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortRemoved {
     pub removed: String,
+    /// False when `if_exists` found no such port.
+    #[serde(default = "yes")]
+    pub existed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The host port as the CNI plugin needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub mac: Mac,
+    pub mtu: u32,
+    pub addresses: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostAddressed {
+    pub address: IpNet,
+    /// False when the host port had it already.
+    pub added: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

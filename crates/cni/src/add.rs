@@ -1,0 +1,292 @@
+//! ADD: what the reference bridge plugin's `cmdAdd` does, with the daemon
+//! in place of the kernel bridge. A failed ADD undoes every step it made
+//! (veth, lease, port, masquerade), so nothing is left behind.
+
+use crate::conf::NetConf;
+use crate::container;
+use crate::daemon::Daemon;
+use crate::error::{CniError, code};
+use crate::result::{CniResult, Interface, IpConfig, Route, first_host};
+use crate::{Env, host_veth_name, ipam, masq};
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use ub_port::{Backend, PortMeta, PortPolicy};
+use ub_proto::{HostAddress, PortAdd, PortDel};
+
+/// What ADD has made so far, to undo on failure.
+#[derive(Debug, Default)]
+struct Made {
+    veth: Option<String>,
+    lease: bool,
+    port: Option<String>,
+    masq: bool,
+}
+
+impl Made {
+    /// Undoes the steps, last first; every step is tried (its failure goes
+    /// to stderr, the ADD's own error is what the runtime sees).
+    fn undo(self, env: &Env, conf: &NetConf, stdin: &[u8]) {
+        let warn = |what: &str, e: CniError| eprintln!("userbridge: undoing a failed ADD: {what}: {e}");
+        if self.masq
+            && let Err(e) = masq::teardown(&conf.name, &env.container_id)
+        {
+            warn("masquerade rules", e);
+        }
+        if let Some(p) = self.port {
+            let gone = Daemon::connect(conf).and_then(|mut d| d.call(PortDel { name: p, if_exists: true }));
+            if let Err(e) = gone {
+                warn("the port", e);
+            }
+        }
+        if self.lease
+            && let Some(kind) = conf.ipam_type()
+            && let Err(e) = ipam::del(kind, env, stdin)
+        {
+            warn("the IPAM lease", e);
+        }
+        if let Some(v) = self.veth
+            && let Err(e) = container::delete_host(&v)
+        {
+            warn("the veth pair", e);
+        }
+    }
+}
+
+/// Keys whose feature the daemon does not have yet: refused, never ignored.
+fn refuse_unsupported(conf: &NetConf) -> Result<(), CniError> {
+    let key = if conf.vlan != 0 {
+        "vlan"
+    } else if conf.vlan_trunk.as_ref().is_some_and(|t| !t.is_empty()) {
+        "vlanTrunk"
+    } else {
+        return Ok(());
+    };
+    Err(CniError::new(
+        code::UNSUPPORTED_FIELD,
+        format!(
+            "\"{key}\" is not supported by this userbridge yet (VLAN filtering is not built): remove it from the configuration"
+        ),
+    ))
+}
+
+pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<String, CniError> {
+    refuse_unsupported(conf)?;
+    let mac = conf.mac(&env.args)?;
+    let mut daemon = Daemon::connect(conf)?;
+    let host = daemon.host(conf)?;
+    let netns = env.netns.as_deref().ok_or_else(|| CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS missing"))?;
+    let ns = container::open_netns(netns)?;
+    let mut made = Made::default();
+    match steps(env, conf, stdin, &mut daemon, &host, &ns, mac, &mut made) {
+        Ok(r) => Ok(r.to_json(&conf.cni_version)),
+        Err(e) => {
+            drop(daemon);
+            made.undo(env, conf, stdin);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn steps(
+    env: &Env,
+    conf: &NetConf,
+    stdin: &[u8],
+    daemon: &mut Daemon,
+    host: &ub_proto::Host,
+    ns: &ub_netlink::NetNs,
+    mac: Option<ub_wire::Mac>,
+    made: &mut Made,
+) -> Result<CniResult, CniError> {
+    let veth = host_veth_name(&env.container_id, &env.ifname);
+    let mtu = match u32::try_from(conf.mtu) {
+        Ok(m) if m > 0 => m,
+        _ => host.mtu,
+    };
+
+    container::make_veth(ns, &veth, &env.ifname)?;
+    made.veth = Some(veth.clone());
+    let pod_mac = container::prepare(ns, &env.ifname, mac, mtu)?;
+    let veth_mac = {
+        let mut nl = ub_netlink::Rtnl::open()?;
+        let l = nl.link_by_name(&veth)?.ok_or_else(|| CniError::internal(format!("failed to lookup {veth:?}")))?;
+        nl.set_mtu(l.index, mtu)?;
+        nl.set_up(l.index, true)?;
+        l.mac.map(ub_wire::Mac).unwrap_or_default()
+    };
+
+    let mut result = CniResult {
+        cni_version: conf.cni_version.clone(),
+        interfaces: vec![
+            Interface { name: host.name.clone(), mac: host.mac.to_string(), sandbox: String::new() },
+            Interface { name: veth.clone(), mac: veth_mac.to_string(), sandbox: String::new() },
+            Interface {
+                name: env.ifname.clone(),
+                mac: pod_mac.to_string(),
+                sandbox: env.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            },
+        ],
+        ..CniResult::default()
+    };
+    let mut gateways: Vec<IpNet> = Vec::new();
+    if let Some(kind) = conf.ipam_type() {
+        let r = ipam::add(kind, env, stdin)?;
+        made.lease = true;
+        result.ips = r.ips;
+        result.routes = r.routes;
+        result.dns = r.dns;
+        gateways = gateways_of(&mut result, conf);
+    }
+
+    // The port: the pod's MAC and addresses go with it (its spoof check, and
+    // what `port list` shows next to the container).
+    let policy = PortPolicy {
+        hairpin: conf.hairpin_mode,
+        isolated: conf.port_isolation,
+        locked: conf.macspoofchk,
+        macs: vec![pod_mac],
+        ips: result.ips.iter().map(|c| c.address.addr()).collect(),
+        ..PortPolicy::default()
+    };
+    let meta = PortMeta {
+        container_id: Some(env.container_id.clone()),
+        ifname: Some(env.ifname.clone()),
+        netns: env.netns.as_ref().map(|p| p.display().to_string()),
+        network: Some(conf.name.clone()),
+        endpoint: None,
+    };
+    daemon.call(PortAdd {
+        name: veth.clone(),
+        tap: false,
+        backend: Some(Backend::Afpacket),
+        policy: Some(policy),
+        meta: Some(meta),
+    })?;
+    made.port = Some(veth.clone());
+
+    container::configure(ns, &env.ifname, &result, conf.enabledad)?;
+
+    if conf.is_gateway || conf.is_default_gateway {
+        for gw in &gateways {
+            daemon
+                .call(HostAddress { address: *gw, force: conf.force_address })
+                .map_err(|e| CniError::new(e.code, format!("failed to set bridge addr: {}", e.msg)))?;
+        }
+        for v4 in [true, false] {
+            if gateways.iter().any(|g| g.addr().is_ipv4() == v4) {
+                let key = if v4 { "net/ipv4/ip_forward" } else { "net/ipv6/conf/all/forwarding" };
+                container::sysctl(key, "1")
+                    .map_err(|e| CniError::internal(format!("failed to enable forwarding ({key}): {e}")))?;
+            }
+        }
+    }
+    if conf.ip_masq {
+        made.masq = true;
+        for c in &result.ips {
+            masq::setup(c.address, &conf.name, &env.container_id)?;
+        }
+    }
+    if conf.promisc_mode {
+        let mut nl = ub_netlink::Rtnl::open()?;
+        if let Some(l) = nl.link_by_name(&host.name)? {
+            nl.set_promisc(l.index, true)
+                .map_err(|e| CniError::internal(format!("could not set promiscuous mode on {:?}: {e}", host.name)))?;
+        }
+    }
+    if conf.dns.as_ref().is_some_and(dns_set) {
+        result.dns = conf.dns.clone().unwrap_or_default();
+    }
+    Ok(result)
+}
+
+/// The reference plugin's `calcGateways`: every IP is the pod interface's
+/// (index 2); one with no gateway gets its subnet's first host when the
+/// plugin is the gateway; `isDefaultGateway` adds a default route per
+/// family unless IPAM gave one with a gateway. Returns the gateway
+/// addresses (with the subnet's prefix) to put on the host port.
+fn gateways_of(result: &mut CniResult, conf: &NetConf) -> Vec<IpNet> {
+    let is_gw = conf.is_gateway || conf.is_default_gateway;
+    let mut gws = Vec::new();
+    let mut default_found = [false, false];
+    for i in 0..result.ips.len() {
+        let IpConfig { address, gateway, .. } = result.ips[i];
+        result.ips[i].interface = Some(2);
+        let gateway = match gateway {
+            None if is_gw => Some(first_host(address)),
+            g => g,
+        };
+        result.ips[i].gateway = gateway;
+        let v4 = address.addr().is_ipv4();
+        let any: IpNet = if v4 {
+            IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).unwrap_or_default()
+        } else {
+            IpNet::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0).unwrap_or_default()
+        };
+        let fam = usize::from(!v4);
+        if conf.is_default_gateway && !default_found[fam] {
+            if !result.routes.iter().any(|r| r.gw.is_some() && r.dst == any) {
+                result.routes.push(Route { dst: any, gw: gateway, other: serde_json::Map::new() });
+            }
+            default_found[fam] = true;
+        }
+        if is_gw
+            && let Some(g) = gateway
+            && let Ok(net) = IpNet::new(g, address.prefix_len())
+        {
+            gws.push(net);
+        }
+    }
+    gws
+}
+
+/// Whether the configuration's `dns` says anything (then it wins over IPAM's).
+fn dns_set(v: &serde_json::Value) -> bool {
+    ["nameservers", "search", "options", "domain"].iter().any(|k| v.get(k).is_some_and(|x| !x.is_null()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(extra: &str) -> NetConf {
+        NetConf::parse(format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"userbridge"{extra}}}"#).as_bytes()).unwrap()
+    }
+
+    fn ipam(routes: &str) -> CniResult {
+        CniResult::parse(
+            format!(r#"{{"cniVersion":"1.0.0","ips":[{{"address":"10.244.1.5/24"}}],"routes":[{routes}]}}"#).as_bytes(),
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn gateways_as_the_reference_plugin_computes_them() {
+        let mut r = ipam("");
+        let gws = gateways_of(&mut r, &conf(r#","isDefaultGateway":true"#));
+        assert_eq!(gws, vec!["10.244.1.1/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(r.ips[0].interface, Some(2));
+        assert_eq!(r.ips[0].gateway, Some("10.244.1.1".parse().unwrap()));
+        assert_eq!(r.routes.len(), 1);
+        assert_eq!(r.routes[0].dst, "0.0.0.0/0".parse::<IpNet>().unwrap());
+        assert_eq!(r.routes[0].gw, Some("10.244.1.1".parse().unwrap()));
+        // Not the gateway: no gateway invented, nothing for the host port.
+        let mut r = ipam("");
+        assert!(gateways_of(&mut r, &conf("")).is_empty());
+        assert_eq!(r.ips[0].gateway, None);
+        // A default route with a gateway from IPAM is kept, not doubled.
+        let mut r = ipam(r#"{"dst":"0.0.0.0/0","gw":"10.244.1.254"}"#);
+        gateways_of(&mut r, &conf(r#","isDefaultGateway":true"#));
+        assert_eq!(r.routes.len(), 1);
+    }
+
+    #[test]
+    fn vlan_keys_are_refused_by_name_until_the_switch_filters_vlans() {
+        let e = refuse_unsupported(&conf(r#","vlan":100"#)).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.msg.contains("\"vlan\""), "{}", e.msg);
+        let e = refuse_unsupported(&conf(r#","vlanTrunk":[{"id":5}]"#)).unwrap_err();
+        assert!(e.msg.contains("\"vlanTrunk\""), "{}", e.msg);
+        assert!(refuse_unsupported(&conf(r#","hairpinMode":true,"portIsolation":true,"macspoofchk":true"#)).is_ok());
+    }
+}
