@@ -12,10 +12,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # command -> Debian package
+# (podman, runc, busybox and the reference CNI plugins run real containers
+# in tests/cni.rs; scripts/podman-setup.sh configures podman.)
 declare -A need=([ip]=iproute2 [tcpdump]=tcpdump [ethtool]=ethtool [iperf3]=iperf3 [ping]=iputils-ping
-                 [trafgen]=netsniff-ng [sockperf]=sockperf [iptables]=iptables)
+                 [trafgen]=netsniff-ng [sockperf]=sockperf [iptables]=iptables [nsenter]=util-linux
+                 [podman]=podman [runc]=runc)
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
+# Packages that are not commands: the image's busybox must be the static one.
+for pkg in busybox-static containernetworking-plugins; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -370,7 +370,7 @@ impl Server {
                     let Ok(conn) = conn else { continue };
                     if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
                         active.fetch_sub(1, Ordering::AcqRel);
-                        let _ = (&conn).write_all(Response::err("too many clients; retry").to_line().as_bytes());
+                        let _ = (&conn).write_all(Response::err(ub_proto::BUSY).to_line().as_bytes());
                         continue;
                     }
                     let (d, active) = (d.clone(), active.clone());

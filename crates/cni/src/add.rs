@@ -186,6 +186,17 @@ fn steps(
             masq::setup(c.address, &conf.name, &env.container_id)?;
         }
     }
+    if conf.service_masq() {
+        for c in &result.ips {
+            match masq::setup_service(c.address.trunc(), &conf.name) {
+                Ok(()) => {}
+                // Asked for by name: its failure is the ADD's.
+                Err(e) if conf.service_masq == Some(true) => return Err(e),
+                // On by default: a node without iptables has no Services to fix.
+                Err(e) => eprintln!("userbridge: ADD: the Service-reply masquerade rule was not added: {e}"),
+            }
+        }
+    }
     if conf.promisc_mode {
         let mut nl = ub_netlink::Rtnl::open()?;
         if let Some(l) = nl.link_by_name(&host.name)? {

@@ -88,6 +88,11 @@ pub struct NetConf {
     /// The daemon's control socket (default /run/userbridge/userbridge.sock).
     #[serde(default)]
     pub socket: Option<PathBuf>,
+    /// Masquerade Service traffic (DNAT'ed on the node) from a pod back into
+    /// its own subnet, so the reply passes the node's conntrack: what the
+    /// kernel bridge gets from br_netfilter. On by default with `isGateway`.
+    #[serde(rename = "serviceMasq", default)]
+    pub service_masq: Option<bool>,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<Attachment>>,
 }
@@ -203,6 +208,11 @@ impl NetConf {
                     .map_err(|e: ub_wire::ParseMacError| CniError::new(code::INVALID_NETWORK_CONFIG, e.to_string()))
             })
             .transpose()
+    }
+
+    /// Whether ADD puts the Service-reply masquerade rule in place.
+    pub fn service_masq(&self) -> bool {
+        self.service_masq.unwrap_or(self.is_gateway || self.is_default_gateway)
     }
 
     /// Results of version 0.x carry `"version"` in each IP.

@@ -3,7 +3,12 @@
 use crate::conf::NetConf;
 use crate::error::{CniError, code};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 use ub_proto::{Call, Client, ClientError, Host, HostInfo};
+
+/// How long a call keeps retrying a daemon that is busy with other clients
+/// (many pods starting at once); then it is "try again later".
+const BUSY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The daemon's socket for a configuration.
 pub fn socket_of(conf: &NetConf) -> PathBuf {
@@ -15,7 +20,7 @@ pub fn socket_of(conf: &NetConf) -> PathBuf {
 /// message.
 pub fn cni_error(e: ClientError) -> CniError {
     match e {
-        ClientError::Unreachable { .. } | ClientError::Io { .. } => {
+        ClientError::Unreachable { .. } | ClientError::Io { .. } | ClientError::Busy { .. } => {
             CniError::new(code::TRY_AGAIN_LATER, format!("userbridge daemon: {e}"))
         }
         ClientError::Refused(msg) => CniError::internal(format!("userbridge daemon refused: {msg}")),
@@ -26,23 +31,42 @@ pub fn cni_error(e: ClientError) -> CniError {
 /// A connection to the daemon of `conf`.
 #[derive(Debug)]
 pub struct Daemon {
+    socket: PathBuf,
     client: Client,
 }
 
 impl Daemon {
     pub fn connect(conf: &NetConf) -> Result<Daemon, CniError> {
-        Client::connect(&socket_of(conf)).map(|client| Daemon { client }).map_err(cni_error)
+        let socket = socket_of(conf);
+        Client::connect(&socket).map(|client| Daemon { socket, client }).map_err(cni_error)
     }
 
-    pub fn call<C: Call>(&mut self, req: C) -> Result<C::Reply, CniError> {
-        self.client.call(req).map_err(cni_error)
+    pub fn call<C: Call + Clone>(&mut self, req: C) -> Result<C::Reply, CniError> {
+        self.call_raw(req).map_err(cni_error)
+    }
+
+    /// Sends `req`; while the daemon says it is busy, connects again after
+    /// a short, growing, per-process pause, for up to [`BUSY_PATIENCE`].
+    fn call_raw<C: Call + Clone>(&mut self, req: C) -> Result<C::Reply, ClientError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5 + u64::from(std::process::id() % 16));
+        loop {
+            match self.client.call(req.clone()) {
+                Err(ClientError::Busy { .. }) if start.elapsed() < BUSY_PATIENCE => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                    self.client = Client::connect(&self.socket)?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The daemon's host port, which must be the configuration's `bridge`
     /// and be in this network namespace (code 7 says what to fix if not).
     pub fn host(&mut self, conf: &NetConf) -> Result<Host, CniError> {
         let socket = socket_of(conf);
-        let host = self.client.call(HostInfo {}).map_err(|e| match e {
+        let host = self.call_raw(HostInfo {}).map_err(|e| match e {
             ClientError::Refused(msg) => CniError::new(
                 code::INVALID_NETWORK_CONFIG,
                 format!(

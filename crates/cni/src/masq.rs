@@ -64,6 +64,43 @@ pub fn setup(address: IpNet, network: &str, container_id: &str) -> Result<(), Cn
     ensure_rule(v6, "POSTROUTING", &["-s", &src, "-j", &chain, "-m", "comment", "--comment", &c])
 }
 
+/// Masquerades connections DNAT'ed on the node (a Service's virtual IP)
+/// from `subnet` back into `subnet`: without it the backend pod answers
+/// the client pod directly across the switch, the reply never passes the
+/// node's conntrack to be un-DNAT'ed, and the client drops it. The kernel
+/// bridge hides this with br_netfilter; userbridge's frames never enter
+/// netfilter. One rule per subnet, first in POSTROUTING (ahead of ipMasq's
+/// `-d subnet -j ACCEPT`), shared by the network's pods and kept.
+pub fn setup_service(subnet: IpNet, network: &str) -> Result<(), CniError> {
+    let v6 = subnet.addr().is_ipv6();
+    let net = subnet.trunc().to_string();
+    let c = format!("userbridge: Service replies in {network:?}");
+    let rule = [
+        "-s",
+        &net,
+        "-d",
+        &net,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "DNAT",
+        "-m",
+        "comment",
+        "--comment",
+        &c,
+        "-j",
+        "MASQUERADE",
+    ];
+    let mut check = vec!["-t", "nat", "-C", "POSTROUTING"];
+    check.extend_from_slice(&rule);
+    if ipt(v6, &check).is_ok() {
+        return Ok(());
+    }
+    let mut insert = vec!["-t", "nat", "-I", "POSTROUTING", "1"];
+    insert.extend_from_slice(&rule);
+    ipt(v6, &insert).map(drop)
+}
+
 /// Appends a rule unless it is there (`-C`), so a repeated ADD adds nothing.
 fn ensure_rule(v6: bool, chain: &str, rule: &[&str]) -> Result<(), CniError> {
     let mut check = vec!["-t", "nat", "-C", chain];
@@ -77,31 +114,48 @@ fn ensure_rule(v6: bool, chain: &str, rule: &[&str]) -> Result<(), CniError> {
 }
 
 /// Removes the container's jumps from POSTROUTING and its chain, in both
-/// families; nothing to remove is not an error (DEL may repeat).
+/// families; nothing to remove is not an error (DEL may repeat). Rules go
+/// by their spec, never by number: other pods' DELs change the numbers
+/// under a concurrent one.
 pub fn teardown(network: &str, container_id: &str) -> Result<(), CniError> {
     let chain = chain_name(network, container_id);
+    let c = comment(network, container_id);
     for v6 in [false, true] {
         if !chain_exists(v6, &chain) {
             continue;
         }
-        // Delete the jumps by number, highest first, so the numbers hold.
-        let listing = ipt(v6, &["-t", "nat", "-L", "POSTROUTING", "-n", "--line-numbers"])?;
-        let mut nums: Vec<u32> = listing
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let n = f.next()?.parse().ok()?;
-                (f.next()? == chain).then_some(n)
-            })
-            .collect();
-        nums.sort_unstable_by(|a, b| b.cmp(a));
-        for n in nums {
-            ipt(v6, &["-t", "nat", "-D", "POSTROUTING", &n.to_string()])?;
+        let rules = ipt(v6, &["-t", "nat", "-S", "POSTROUTING"])?;
+        for src in jump_sources(&rules, &chain) {
+            let gone = ipt(
+                v6,
+                &["-t", "nat", "-D", "POSTROUTING", "-s", &src, "-j", &chain, "-m", "comment", "--comment", &c],
+            );
+            if gone.is_err() && ipt(v6, &["-t", "nat", "-S", "POSTROUTING"])?.lines().any(|l| jumps_to(l, &chain)) {
+                gone?;
+            }
         }
         ipt(v6, &["-t", "nat", "-F", &chain])?;
         ipt(v6, &["-t", "nat", "-X", &chain])?;
     }
     Ok(())
+}
+
+fn jumps_to(rule: &str, chain: &str) -> bool {
+    let f: Vec<&str> = rule.split_whitespace().collect();
+    f.windows(2).any(|w| w[0] == "-j" && w[1] == chain)
+}
+
+/// The source addresses of the POSTROUTING rules (`iptables -S`) that jump
+/// to `chain`.
+fn jump_sources(rules: &str, chain: &str) -> Vec<String> {
+    rules
+        .lines()
+        .filter(|l| jumps_to(l, chain))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.windows(2).find(|w| w[0] == "-s").map(|w| w[1].to_string())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -113,5 +167,15 @@ mod tests {
         let c = chain_name("k8s-pod-network", &"f".repeat(64));
         assert!(c.len() <= 28, "{c}");
         assert_ne!(c, chain_name("other", &"f".repeat(64)));
+    }
+
+    #[test]
+    fn the_jumps_to_a_chain_are_found_by_spec() {
+        let rules = "-P POSTROUTING ACCEPT\n\
+            -A POSTROUTING -s 10.244.1.2/32 -m comment --comment \"name: \\\"n\\\" id: \\\"a\\\"\" -j UB-1\n\
+            -A POSTROUTING -s 10.244.1.3/32 -m comment --comment \"x\" -j UB-12\n\
+            -A POSTROUTING -s fd00::2/128 -j UB-1\n";
+        assert_eq!(jump_sources(rules, "UB-1"), vec!["10.244.1.2/32".to_string(), "fd00::2/128".to_string()]);
+        assert!(jump_sources(rules, "UB-9").is_empty());
     }
 }

@@ -23,6 +23,10 @@ pub enum ClientError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("malformed reply from the daemon at {}: {detail}", path.display())]
     Malformed { path: PathBuf, detail: String },
+    /// The daemon serves as many clients as it will: the request was not
+    /// run; connect again a little later.
+    #[error("the daemon at {} is busy (too many clients at once); retry", path.display())]
+    Busy { path: PathBuf },
     /// The daemon answered with an error: its message, as it said it.
     #[error("{0}")]
     Refused(String),
@@ -49,6 +53,9 @@ impl Client {
     /// Sends `req` and returns its reply, or the daemon's error.
     pub fn call<C: Call>(&mut self, req: C) -> Result<C::Reply, ClientError> {
         let r = self.send(&req.into())?;
+        if !r.ok && r.error.as_deref() == Some(crate::BUSY) {
+            return Err(ClientError::Busy { path: self.path.clone() });
+        }
         if !r.ok {
             return Err(ClientError::Refused(r.error.unwrap_or_else(|| "the daemon refused the request".into())));
         }
@@ -62,9 +69,16 @@ impl Client {
         let mut line = serde_json::to_string(req)
             .map_err(|e| ClientError::Malformed { path: self.path.clone(), detail: e.to_string() })?;
         line.push('\n');
-        self.conn.write_all(line.as_bytes()).map_err(io)?;
+        let sent = self.conn.write_all(line.as_bytes());
         let mut reply = String::new();
-        let n = self.reader.read_line(&mut reply).map_err(io)?;
+        let read = self.reader.read_line(&mut reply);
+        // A busy daemon answers and closes before reading: the write may
+        // fail, and its answer is still there to read.
+        let n = match (sent, read) {
+            (_, Ok(n)) if n > 0 => n,
+            (Err(e), _) => return Err(io(e)),
+            (Ok(()), r) => r.map_err(io)?,
+        };
         if n == 0 {
             return Err(ClientError::Malformed {
                 path: self.path.clone(),

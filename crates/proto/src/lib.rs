@@ -18,6 +18,11 @@ pub use types::*;
 /// the CNI plugin's `socket` key).
 pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";
 
+/// The error a daemon serving as many clients as it will answers a new one
+/// with, before reading its request: the request was not run, and may be
+/// sent again ([`ClientError::Busy`]).
+pub const BUSY: &str = "too many clients; retry";
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,672 @@
+//! The CNI plugin against the reference `bridge` plugin: the same scenario
+//! on two nodes (network namespaces), one whose conflist says
+//! `"type": "bridge"`, one `"type": "userbridge"`, and the same outcome
+//! asserted. Real podman 4.3.1 (CNI backend) runs real containers where a
+//! runtime matters; direct plugin calls where the result JSON and error
+//! codes are compared. scripts/podman-setup.sh prepares podman.
+//!
+//! Between the two conflists only `type` differs, and `socket` (each
+//! userbridge node has its own daemon); the network `name` differs too, as
+//! host-local keeps leases per name and the two nodes run side by side.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const SUBNET: &str = "10.244.1.0/24";
+const GATEWAY: &str = "10.244.1.1";
+const OUTSIDE: &str = "192.168.200.2";
+const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plugin {
+    Bridge,
+    Userbridge,
+}
+
+impl Plugin {
+    fn kind(self) -> &'static str {
+        match self {
+            Plugin::Bridge => "bridge",
+            Plugin::Userbridge => "userbridge",
+        }
+    }
+}
+
+/// Podman's private configuration (scripts/podman-setup.sh), made once per
+/// test binary, with this build's userbridge installed as a CNI plugin.
+fn podman_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/podman-setup.sh");
+        let o = Command::new("bash").arg(script).output().expect("running scripts/podman-setup.sh");
+        assert!(o.status.success(), "podman setup: {}", String::from_utf8_lossy(&o.stderr));
+        let conf = PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().trim());
+        let dir = conf.parent().unwrap().to_path_buf();
+        let o = Command::new(BIN).args(["cni", "install", "--dir"]).arg(dir.join("bin")).output().unwrap();
+        assert!(o.status.success(), "cni install: {}", String::from_utf8_lossy(&o.stderr));
+        dir
+    })
+}
+
+/// A node: a namespace with the network's switch (the reference plugin's
+/// `cni0` bridge, or a userbridge daemon with host port `cni0`), an
+/// "outside" namespace behind it (192.168.200.0/24, no route back to the
+/// pods), and a CNI configuration directory with the conflist. Dropping it
+/// removes its containers, the conflist, the leases and the namespaces.
+struct Node {
+    plugin: Plugin,
+    net: String,
+    conf_dir: PathBuf,
+    conf: Value,
+    daemon: Option<Daemon>,
+    /// Held for its guard: the outside namespace goes with the node.
+    _out: TestNs,
+    ns: TestNs,
+}
+
+impl Node {
+    fn new(tag: &str, plugin: Plugin) -> Node {
+        Self::with(tag, plugin, |_| {})
+    }
+
+    /// A node whose plugin configuration `edit` changes first.
+    fn with(tag: &str, plugin: Plugin, edit: impl FnOnce(&mut Value)) -> Node {
+        let name = format!("{}{}", unique(tag), &plugin.kind()[..1]);
+        let ns = TestNs::new(&name);
+        let out = TestNs::new(&format!("{name}o"));
+        let o = Command::new("ip")
+            .args(["link", "add", "up0", "netns", &name, "type", "veth", "peer", "name", "up1", "netns"])
+            .arg(&out.0)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "outside link: {}", String::from_utf8_lossy(&o.stderr));
+        ns_ok(&name, &["ip", "addr", "add", "192.168.200.1/24", "dev", "up0"]);
+        ns_ok(&name, &["ip", "link", "set", "up0", "up"]);
+        ns_ok(&out.0, &["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "up1"]);
+        ns_ok(&out.0, &["ip", "link", "set", "up1", "up"]);
+        let conf_dir = PathBuf::from(format!("/tmp/{name}.net.d"));
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        let socket = conf_dir.join("ub.sock");
+        let mut conf = json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "type": plugin.kind(),
+            "bridge": "cni0",
+            "isGateway": true,
+            "isDefaultGateway": true,
+            "ipMasq": true,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]]}
+        });
+        if plugin == Plugin::Userbridge {
+            conf["socket"] = json!(socket);
+        }
+        edit(&mut conf);
+        let mut node = Node { plugin, net: name.clone(), conf_dir, conf, daemon: None, _out: out, ns };
+        if plugin == Plugin::Userbridge {
+            node.daemon = Some(Daemon::start_in(&name, socket.to_str().unwrap(), &["--host-port", "cni0"]));
+        }
+        node.write_conflist();
+        node
+    }
+
+    fn write_conflist(&self) {
+        let mut plugin = self.conf.clone();
+        let version = plugin.as_object_mut().unwrap().remove("cniVersion").unwrap();
+        plugin.as_object_mut().unwrap().remove("name");
+        let list = json!({"cniVersion": version, "name": self.net, "plugins": [plugin]});
+        std::fs::write(self.conf_dir.join(format!("{}.conflist", self.net)), list.to_string()).unwrap();
+    }
+
+    fn name(&self) -> &str {
+        &self.ns.0
+    }
+
+    /// `podman ARGS` run on this node (its network namespace; /sys as is,
+    /// which podman's cgroup handling needs and `ip netns exec` would hide).
+    fn podman(&self, args: &[&str]) -> Output {
+        let dir = podman_dir();
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.name()))
+            .arg("podman")
+            .arg("--network-config-dir")
+            .arg(&self.conf_dir)
+            .args(args)
+            .env("CONTAINERS_CONF", dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running podman")
+    }
+
+    fn podman_ok(&self, args: &[&str]) -> String {
+        let o = self.podman(args);
+        assert!(
+            o.status.success(),
+            "podman {args:?} on {:?}: {}{}",
+            self.plugin,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn container(&self, i: usize) -> String {
+        format!("{}-c{i}", self.net)
+    }
+
+    fn run(&self, i: usize) {
+        self.podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &self.container(i),
+            "--network",
+            &self.net,
+            "localhost/ub-busybox",
+            "sleep",
+            "100000",
+        ]);
+    }
+
+    /// The container's IPv4 address on eth0, if it has one.
+    fn ip_of(&self, i: usize) -> Option<String> {
+        let o = self.podman(&["exec", &self.container(i), "ip", "-4", "-o", "addr", "show", "eth0"]);
+        let s = String::from_utf8_lossy(&o.stdout);
+        let f: Vec<&str> = s.split_whitespace().collect();
+        f.iter().position(|w| *w == "inet").and_then(|p| f.get(p + 1)).map(|a| a.split('/').next().unwrap().to_string())
+    }
+
+    /// One ping from container `i` (busybox's ping) to `dst`.
+    fn pings(&self, i: usize, dst: &str) -> bool {
+        self.podman(&["exec", &self.container(i), "ping", "-c", "1", "-W", "3", dst]).status.success()
+    }
+
+    /// Who reaches whom among containers `ids`: every pair, each its
+    /// gateway and the outside (through masquerade), the node each.
+    fn connectivity(&self, ids: &[usize]) -> BTreeMap<String, bool> {
+        let ips: BTreeMap<usize, String> =
+            ids.iter().map(|&i| (i, self.ip_of(i).unwrap_or_else(|| panic!("c{i} has no address")))).collect();
+        let mut m = BTreeMap::new();
+        for &i in ids {
+            for &j in ids {
+                if i != j {
+                    m.insert(format!("c{i} -> c{j}"), self.pings(i, &ips[&j]));
+                }
+            }
+            m.insert(format!("c{i} -> gateway"), self.pings(i, GATEWAY));
+            m.insert(format!("c{i} -> outside"), self.pings(i, OUTSIDE));
+            m.insert(format!("node -> c{i}"), ping(self.name(), &ips[&i], 1));
+        }
+        m
+    }
+
+    /// What is left of the network's containers on the node: host-side
+    /// veths (the outside link aside), the daemon's run-time ports with
+    /// their containers, and the IPAM leases.
+    fn leftovers(&self) -> (usize, Vec<String>, BTreeSet<String>) {
+        let links = ns_ok(self.name(), &["ip", "-o", "link", "show", "type", "veth"]);
+        let veths = links.lines().filter(|l| !l.contains(" up0@")).count();
+        let ports = match &self.daemon {
+            Some(d) => d
+                .query(&["port", "list"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["meta"]["container_id"].as_str().map(String::from))
+                .collect(),
+            None => Vec::new(),
+        };
+        (veths, ports, self.leases())
+    }
+
+    fn leases(&self) -> BTreeSet<String> {
+        std::fs::read_dir(format!("/var/lib/cni/networks/{}", self.net))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn id_of(&self, i: usize) -> String {
+        self.podman_ok(&["inspect", "--format", "{{.Id}}", &self.container(i)]).trim().to_string()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let o = self.podman(&["ps", "-a", "--format", "{{.Names}}"]);
+        for c in String::from_utf8_lossy(&o.stdout).lines().filter(|c| c.starts_with(&format!("{}-c", self.net))) {
+            let _ = self.podman(&["rm", "-f", "-t", "0", c]);
+        }
+        let _ = std::fs::remove_dir_all(&self.conf_dir);
+        let _ = std::fs::remove_dir_all(format!("/var/lib/cni/networks/{}", self.net));
+    }
+}
+
+/// Runs `f` on a node of each plugin, side by side; the reference's outcome first.
+fn both<T: Send>(f: impl Fn(Plugin) -> T + Sync) -> (T, T) {
+    std::thread::scope(|s| {
+        let k = s.spawn(|| f(Plugin::Bridge));
+        let u = s.spawn(|| f(Plugin::Userbridge));
+        (
+            k.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            u.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    })
+}
+
+fn all_true(what: &str, m: &BTreeMap<String, bool>) {
+    let failed: Vec<&String> = m.iter().filter(|(_, ok)| !**ok).map(|(k, _)| k).collect();
+    assert!(failed.is_empty(), "{what}: these failed: {failed:?}");
+}
+
+#[test]
+fn three_containers_reach_each_other_their_gateway_the_node_and_the_outside() {
+    let (kernel, user) = both(|p| {
+        let node = Node::new("cn", p);
+        for i in 1..=3 {
+            node.run(i);
+        }
+        node.connectivity(&[1, 2, 3])
+    });
+    all_true("the reference bridge plugin", &kernel);
+    assert_eq!(user, kernel, "userbridge differs from the reference plugin");
+}
+
+#[test]
+fn podman_lifecycle_keeps_connectivity_and_rm_leaves_nothing() {
+    let (kernel, user) = both(|p| {
+        let node = Node::new("lc", p);
+        node.run(1);
+        node.run(2);
+        let mut seen: Vec<(String, BTreeMap<String, bool>)> = Vec::new();
+        let mut step = |what: &str, args: &[&str], ids: &[usize]| {
+            node.podman_ok(args);
+            seen.push((what.to_string(), node.connectivity(ids)));
+        };
+        let c1 = node.container(1);
+        step("stop", &["stop", "-t", "0", &c1], &[2]);
+        // A stopped container holds no veth, port or lease.
+        let (veths, ports, leases) = node.leftovers();
+        let stopped = (veths, ports.len(), leases.len());
+        step("start", &["start", &c1], &[1, 2]);
+        step("restart", &["restart", "-t", "0", &c1], &[1, 2]);
+        let before = node.ip_of(1);
+        step("network reload", &["network", "reload", &c1], &[1, 2]);
+        let kept_ip = node.ip_of(1) == before;
+        step("network disconnect", &["network", "disconnect", &node.net, &c1], &[2]);
+        let no_eth0 = node.ip_of(1).is_none();
+        step("network connect", &["network", "connect", &node.net, &c1], &[1, 2]);
+        let id1 = node.id_of(1);
+        node.podman_ok(&["rm", "-f", "-t", "0", &c1]);
+        let (veths, ports, leases) = node.leftovers();
+        let after_rm = (veths, ports.contains(&id1), leases.len());
+        seen.push(("rm".into(), node.connectivity(&[2])));
+        (seen, stopped, kept_ip, no_eth0, after_rm)
+    });
+    for (what, m) in &kernel.0 {
+        all_true(&format!("reference plugin after {what}"), m);
+    }
+    assert_eq!(user.0, kernel.0, "connectivity after each step differs");
+    // One container left running: one veth, one lease; no port for the stopped one.
+    assert_eq!(kernel.1, (1, 0, 1), "the reference plugin after stop");
+    assert_eq!(user.1, (1, 1, 1), "userbridge after stop: one veth, one port (c2's), one lease");
+    assert!(kernel.2 && user.2, "network reload keeps the address (CNI_ARGS IP=)");
+    assert!(kernel.3 && user.3, "network disconnect removes eth0");
+    assert_eq!(kernel.4, (1, false, 1), "the reference plugin after rm");
+    assert_eq!(user.4, (1, false, 1), "userbridge after rm: c2's veth and lease only, no port for c1");
+}
+
+/// Runs a plugin directly on `node` (in its namespace) for pod namespace `pod`.
+fn plugin_call(node: &str, plugin: Plugin, cmd: &str, cid: &str, pod: Option<&str>, conf: &[u8]) -> (i32, Value) {
+    let exe = match plugin {
+        Plugin::Bridge => format!("{REFERENCE_PLUGINS}/bridge"),
+        Plugin::Userbridge => BIN.to_string(),
+    };
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{node}"))
+        .arg(exe)
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", REFERENCE_PLUGINS)
+        .env_remove("CNI_NETNS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = pod {
+        c.env("CNI_NETNS", format!("/run/netns/{p}"));
+    }
+    let mut child = c.spawn().expect("running the plugin");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), conf).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// The keys of a JSON value, recursively: its shape.
+fn shape(v: &Value, at: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{at}.{k}");
+                out.insert(p.clone());
+                shape(x, &p, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                shape(x, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_add_result_has_the_reference_shape_field_by_field() {
+    for version in ["0.4.0", "1.0.0"] {
+        let (kernel, user) = both(|p| {
+            let node = Node::new("rs", p);
+            let pod = TestNs::new(&format!("{}p", node.name()));
+            let mut conf = node.conf.clone();
+            conf["cniVersion"] = json!(version);
+            let (code, result) =
+                plugin_call(node.name(), p, "ADD", "cid0001", Some(&pod.0), conf.to_string().as_bytes());
+            assert_eq!(code, 0, "{p:?} ADD: {result}");
+            // Facts to check each value against.
+            let mac = |ns: &str, ifname: &str| {
+                let o = ns_ok(ns, &["cat", &format!("/sys/class/net/{ifname}/address")]);
+                o.trim().to_string()
+            };
+            let pod_mac = mac(&pod.0, "eth0");
+            let veth = result["interfaces"][1]["name"].as_str().unwrap_or_default().to_string();
+            let facts = (pod_mac, mac(node.name(), "cni0"), mac(node.name(), &veth));
+            let (code, _) = plugin_call(node.name(), p, "DEL", "cid0001", Some(&pod.0), conf.to_string().as_bytes());
+            assert_eq!(code, 0);
+            (result, facts, pod.0.clone())
+        });
+        let (k, u) = (&kernel.0, &user.0);
+        let (mut ks, mut us) = (BTreeSet::new(), BTreeSet::new());
+        shape(k, "", &mut ks);
+        shape(u, "", &mut us);
+        assert_eq!(us, ks, "{version}: the result's keys differ\nreference {k:#}\nuserbridge {u:#}");
+        // Equal: the version, the names of the bridge and the pod's interface,
+        // the IPs, gateways and routes (same IPAM, fresh leases), DNS.
+        for p in ["/cniVersion", "/interfaces/0/name", "/interfaces/2/name", "/ips", "/routes", "/dns"] {
+            assert_eq!(u.pointer(p), k.pointer(p), "{version}: {p}");
+        }
+        // Differ by nature, each checked against the node: the sandbox path
+        // (each its own pod), every MAC, and the host end's name (random in
+        // the reference; a hash of container and interface here).
+        for (r, facts, pod) in [&kernel, &user] {
+            assert_eq!(r["interfaces"][2]["sandbox"], json!(format!("/run/netns/{pod}")));
+            assert_eq!(r["interfaces"][2]["mac"], json!(facts.0), "the pod's MAC");
+            assert_eq!(r["interfaces"][0]["mac"], json!(facts.1), "the bridge's MAC");
+            assert_eq!(r["interfaces"][1]["mac"], json!(facts.2), "the host end's MAC");
+            assert!(r["interfaces"][1]["name"].as_str().unwrap().starts_with("veth"));
+        }
+    }
+}
+
+#[test]
+fn bad_configurations_give_the_reference_error_codes() {
+    /// Changes the configuration, or returns the raw stdin to send instead.
+    type Edit = fn(&mut Value) -> Option<String>;
+    let cases: [(&str, Edit); 5] = [
+        ("truncated JSON", |c| Some(c.to_string()[..40].to_string())),
+        ("an unknown ipam.type", |c| {
+            c["ipam"]["type"] = json!("no-such-ipam");
+            None
+        }),
+        ("a /33 subnet", |c| {
+            c["ipam"]["ranges"] = json!([[{"subnet": "10.244.1.0/33"}]]);
+            None
+        }),
+        ("vlan 5000", |c| {
+            c["vlan"] = json!(5000);
+            None
+        }),
+        ("no CNI_NETNS", |_| None),
+    ];
+    let (kernel, user) = both(|p| {
+        let node = Node::new("bc", p);
+        let pod = TestNs::new(&format!("{}p", node.name()));
+        let mut codes = BTreeMap::new();
+        for (i, (what, edit)) in cases.iter().enumerate() {
+            let mut conf = node.conf.clone();
+            let raw = edit(&mut conf).unwrap_or_else(|| conf.to_string());
+            let netns = (*what != "no CNI_NETNS").then_some(pod.0.as_str());
+            let cid = format!("bad{i}");
+            let (code, err) = plugin_call(node.name(), p, "ADD", &cid, netns, raw.as_bytes());
+            assert_eq!(code, 1, "{p:?} {what}: exit code");
+            assert!(err["msg"].as_str().is_some_and(|m| !m.is_empty()), "{p:?} {what}: {err}");
+            codes.insert(*what, err["code"].as_u64());
+        }
+        // userbridge leaves nothing of a failed ADD (the reference plugin
+        // leaves the pair of an IPAM failure to the runtime's DEL).
+        let pod_links = ns_ok(&pod.0, &["ip", "-o", "link"]);
+        (codes, node.leftovers(), pod_links.lines().count())
+    });
+    assert_eq!(user.0, kernel.0, "error codes");
+    assert_eq!(kernel.0["truncated JSON"], Some(6));
+    assert_eq!(kernel.0["no CNI_NETNS"], Some(4));
+    assert_eq!(user.1, (0, vec![], BTreeSet::new()), "userbridge left veths, ports or leases behind");
+    assert_eq!(user.2, 1, "userbridge left an interface in the pod (only lo should be there)");
+}
+
+/// A same-node Kubernetes Service: a DNAT on the node from a virtual IP to
+/// one container, reached from another. The kernel bridge passes the
+/// backend's reply through the node's conntrack (br_netfilter, on by
+/// default); userbridge cannot, and its plugin masquerades such traffic
+/// instead (`serviceMasq`, on with `isGateway`). Without that rule the
+/// Service does not answer on userbridge: that is what the rule is for.
+#[test]
+fn a_same_node_service_answers_on_both_and_needs_the_plugins_rule_on_userbridge() {
+    let service = |node: &Node| -> bool {
+        node.podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &node.container(1),
+            "--network",
+            &node.net,
+            "localhost/ub-busybox",
+            "sh",
+            "-c",
+            "echo hello-from-c1 > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ]);
+        node.run(2);
+        let backend = node.ip_of(1).unwrap();
+        ns_ok(
+            node.name(),
+            &[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                "10.96.0.10/32",
+                "-p",
+                "tcp",
+                "--dport",
+                "80",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{backend}:8080"),
+            ],
+        );
+        // The backend listens before the client asks (no fixed sleep).
+        wait_until("httpd to listen", Duration::from_secs(10), || {
+            node.podman(&["exec", &node.container(1), "sh", "-c", "netstat -ltn | grep -q :8080"]).status.success()
+        });
+        // busybox-static's wget crashes with -T: its time limit comes from `timeout`.
+        let o =
+            node.podman(&["exec", &node.container(2), "timeout", "5", "wget", "-q", "-O", "-", "http://10.96.0.10/"]);
+        String::from_utf8_lossy(&o.stdout).contains("hello-from-c1")
+    };
+    let (kernel, user) = both(|p| service(&Node::new("sv", p)));
+    assert!(kernel, "the Service through the reference plugin's bridge");
+    assert_eq!(user, kernel, "the Service through userbridge (with the plugin's serviceMasq rule)");
+    let without = Node::with("sx", Plugin::Userbridge, |c| c["serviceMasq"] = json!(false));
+    assert!(!service(&without), "without serviceMasq the reply should bypass conntrack and the Service fail");
+}
+
+#[test]
+fn forty_parallel_adds_then_dels_leave_nothing_and_the_daemon_as_it_was() {
+    let node = Node::new("ch", Plugin::Userbridge);
+    let pods: Vec<TestNs> = (0..40).map(|i| TestNs::new(&format!("{}p{i}", node.name()))).collect();
+    let pid = node.daemon.as_ref().unwrap().child.id();
+    let count = |what: &str| std::fs::read_dir(format!("/proc/{pid}/{what}")).map(|d| d.count()).unwrap_or(0);
+    let (threads, fds) = (count("task"), count("fd"));
+    let conf = node.conf.to_string();
+    let name = node.name().to_string();
+    let run_all = |cmd: &str| -> Vec<(i32, Value)> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pods
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let (conf, name) = (&conf, &name);
+                    s.spawn(move || {
+                        plugin_call(name, Plugin::Userbridge, cmd, &format!("churn{i}"), Some(&p.0), conf.as_bytes())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    for (i, (code, out)) in run_all("ADD").iter().enumerate() {
+        assert_eq!(*code, 0, "ADD {i}: {out}");
+    }
+    let (veths, ports, leases) = node.leftovers();
+    assert_eq!((veths, ports.len(), leases.len()), (40, 40, 40));
+    let addrs: BTreeSet<String> = leases.iter().cloned().collect();
+    assert_eq!(addrs.len(), 40, "40 distinct addresses");
+    // Every pod reaches the gateway through the daemon.
+    assert!(ping(&pods[0].0, GATEWAY, 1) && ping(&pods[39].0, GATEWAY, 1));
+    for (i, (code, out)) in run_all("DEL").iter().enumerate() {
+        assert_eq!(*code, 0, "DEL {i}: {out}");
+    }
+    assert_eq!(node.leftovers(), (0, vec![], BTreeSet::new()), "after 40 DELs");
+    wait_until("the daemon's threads and fds to come back", Duration::from_secs(10), || {
+        count("task") == threads && count("fd") == fds
+    });
+}
+
+#[test]
+fn del_succeeds_repeated_with_the_netns_gone_and_with_the_daemon_down() {
+    let (kernel, user) = both(|p| {
+        let node = Node::new("dl", p);
+        let conf = node.conf.to_string();
+        let pod = TestNs::new(&format!("{}p", node.name()));
+        let mut codes = Vec::new();
+        codes.push(plugin_call(node.name(), p, "ADD", "d1", Some(&pod.0), conf.as_bytes()).0);
+        codes.push(plugin_call(node.name(), p, "DEL", "d1", Some(&pod.0), conf.as_bytes()).0);
+        codes.push(plugin_call(node.name(), p, "DEL", "d1", Some(&pod.0), conf.as_bytes()).0);
+        // A pod whose namespace is deleted before DEL.
+        let gone = TestNs::new(&format!("{}g", node.name()));
+        codes.push(plugin_call(node.name(), p, "ADD", "d2", Some(&gone.0), conf.as_bytes()).0);
+        let path = gone.0.clone();
+        drop(gone);
+        codes.push(plugin_call(node.name(), p, "DEL", "d2", Some(&path), conf.as_bytes()).0);
+        codes.push(plugin_call(node.name(), p, "DEL", "d3", None, conf.as_bytes()).0);
+        (codes, node.leftovers())
+    });
+    assert_eq!(kernel.0, vec![0; 6]);
+    assert_eq!(user.0, kernel.0);
+    assert_eq!(user.1, (0, vec![], BTreeSet::new()));
+
+    // With the daemon down, DEL still succeeds and frees the lease; the
+    // restarted daemon drops the port whose interface is gone.
+    let mut node = Node::new("dd", Plugin::Userbridge);
+    let pod = TestNs::new(&format!("{}p", node.name()));
+    let conf = node.conf.to_string();
+    assert_eq!(plugin_call(node.name(), Plugin::Userbridge, "ADD", "d4", Some(&pod.0), conf.as_bytes()).0, 0);
+    let d = node.daemon.take().unwrap();
+    let socket = d.socket.clone();
+    d.kill9();
+    let (code, err) = plugin_call(node.name(), Plugin::Userbridge, "DEL", "d4", Some(&pod.0), conf.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    assert!(node.leases().is_empty());
+    // ADD with the daemon down is "try again later", and leaves nothing.
+    let (code, err) = plugin_call(node.name(), Plugin::Userbridge, "ADD", "d5", Some(&pod.0), conf.as_bytes());
+    assert_eq!((code, err["code"].as_u64()), (1, Some(11)), "{err}");
+    node.daemon = Some(Daemon::start_in(node.name(), socket.to_str().unwrap(), &["--host-port", "cni0"]));
+    assert_eq!(node.leftovers(), (0, vec![], BTreeSet::new()));
+}
+
+#[test]
+fn ports_of_running_containers_survive_a_daemon_restart() {
+    let mut node = Node::new("rr", Plugin::Userbridge);
+    node.run(1);
+    node.run(2);
+    let ip2 = node.ip_of(2).unwrap();
+    assert!(node.pings(1, &ip2));
+    let d = node.daemon.take().unwrap();
+    let socket = d.socket.clone();
+    d.kill9();
+    node.daemon = Some(Daemon::start_in(node.name(), socket.to_str().unwrap(), &["--host-port", "cni0"]));
+    let (_, ports, _) = node.leftovers();
+    let ids: BTreeSet<String> = [node.id_of(1), node.id_of(2)].into();
+    assert_eq!(ports.into_iter().collect::<BTreeSet<_>>(), ids, "both containers' ports, with their metadata");
+    // The gateway address the plugin put on the host port came back with it.
+    all_true("after the restart", &node.connectivity(&[1, 2]));
+    node.podman_ok(&["rm", "-f", "-t", "0", &node.container(1)]);
+    let (veths, ports, leases) = node.leftovers();
+    assert_eq!((veths, ports.len(), leases.len()), (1, 1, 1));
+}
+
+#[test]
+fn check_status_and_gc_as_cni_1_1_says() {
+    let mut node = Node::new("ck", Plugin::Userbridge);
+    let pod = TestNs::new(&format!("{}p", node.name()));
+    // ADD and CHECK at 1.0.0 (host-local 1.1.1 speaks no 1.1.0); STATUS and GC at 1.1.0.
+    let mut conf = node.conf.clone();
+    let (code, result) =
+        plugin_call(node.name(), Plugin::Userbridge, "ADD", "k1", Some(&pod.0), conf.to_string().as_bytes());
+    assert_eq!(code, 0, "{result}");
+    let mut check = conf.clone();
+    check["prevResult"] = result.clone();
+    let name = node.name().to_string();
+    let call = |cmd: &str, c: &Value, cid: &str| {
+        plugin_call(&name, Plugin::Userbridge, cmd, cid, Some(&pod.0), c.to_string().as_bytes())
+    };
+    assert_eq!(call("CHECK", &check, "k1").0, 0, "CHECK right after ADD");
+    // CHECK sees an address gone from the pod.
+    let addr = result["ips"][0]["address"].as_str().unwrap();
+    ns_ok(&pod.0, &["ip", "addr", "del", addr, "dev", "eth0"]);
+    let (code, err) = call("CHECK", &check, "k1");
+    assert_eq!(code, 1);
+    assert!(err["msg"].as_str().unwrap().contains(addr), "{err}");
+    ns_ok(&pod.0, &["ip", "addr", "add", addr, "dev", "eth0"]);
+    ns_ok(&pod.0, &["ip", "route", "replace", "default", "via", GATEWAY]);
+    assert_eq!(call("CHECK", &check, "k1").0, 0, "CHECK after repair");
+    conf["cniVersion"] = json!("1.1.0");
+    assert_eq!(call("STATUS", &conf, "k1").0, 0, "STATUS with the daemon up");
+    // GC keeps what is valid, collects the rest.
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "k1", "ifname": "eth0"}]);
+    assert_eq!(call("GC", &gc, "k1").0, 0);
+    assert_eq!(node.leftovers().1, vec!["k1".to_string()]);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    assert_eq!(call("GC", &gc, "k1").0, 0);
+    let (veths, ports, _) = node.leftovers();
+    assert_eq!((veths, ports.len()), (0, 0), "GC detached the port and deleted the pair");
+    let (code, err) = call("CHECK", &check, "k1");
+    assert_eq!(code, 1, "CHECK after GC: {err}");
+    node.daemon.take().unwrap().stop();
+    let (code, err) = call("STATUS", &conf, "k1");
+    assert_eq!((code, err["code"].as_u64()), (1, Some(50)), "STATUS with the daemon down: {err}");
+}
