@@ -131,7 +131,11 @@ impl StateFile {
         let text = serde_json::to_string_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
         let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+        // Written whole, then renamed over: a reader (the next daemon) sees
+        // the old file or the new one. No fsync: the file must outlive the
+        // daemon, not the machine, whose reboot takes every veth it lists
+        // with it; the CNI plugin's ADD and DEL wait on this write.
+        f.write_all(text.as_bytes()).map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)?;
         *written = Some(saved.clone());
         Ok(())

@@ -560,6 +560,8 @@ fn forty_parallel_adds_then_dels_leave_nothing_and_the_daemon_as_it_was() {
         assert_eq!(*code, 0, "DEL {i}: {out}");
     }
     assert_eq!(node.leftovers(), (0, vec![], BTreeSet::new()), "after 40 DELs");
+    let nat = ns_ok(node.name(), &["iptables", "-t", "nat", "-S"]);
+    assert!(!nat.contains("UB-"), "masquerade chains left after the DELs:\n{nat}");
     wait_until("the daemon's threads and fds to come back", Duration::from_secs(10), || {
         count("task") == threads && count("fd") == fds
     });

@@ -180,22 +180,9 @@ fn steps(
             }
         }
     }
-    if conf.ip_masq {
-        made.masq = true;
-        for c in &result.ips {
-            masq::setup(c.address, &conf.name, &env.container_id)?;
-        }
-    }
-    if conf.service_masq() {
-        for c in &result.ips {
-            match masq::setup_service(c.address.trunc(), &conf.name) {
-                Ok(()) => {}
-                // Asked for by name: its failure is the ADD's.
-                Err(e) if conf.service_masq == Some(true) => return Err(e),
-                // On by default: a node without iptables has no Services to fix.
-                Err(e) => eprintln!("userbridge: ADD: the Service-reply masquerade rule was not added: {e}"),
-            }
-        }
+    if conf.ip_masq || conf.service_masq() {
+        let addresses: Vec<IpNet> = result.ips.iter().map(|c| c.address).collect();
+        nat_rules(conf, &env.container_id, &addresses, made)?;
     }
     if conf.promisc_mode {
         let mut nl = ub_netlink::Rtnl::open()?;
@@ -208,6 +195,50 @@ fn steps(
         result.dns = conf.dns.clone().unwrap_or_default();
     }
     Ok(result)
+}
+
+/// ipMasq's and serviceMasq's rules for `addresses`: per family, one
+/// listing of the nat table and a transaction for what is missing.
+fn nat_rules(conf: &NetConf, container_id: &str, addresses: &[IpNet], made: &mut Made) -> Result<(), CniError> {
+    for v6 in [false, true] {
+        let fam: Vec<IpNet> = addresses.iter().copied().filter(|a| a.addr().is_ipv6() == v6).collect();
+        if fam.is_empty() {
+            continue;
+        }
+        let nat = match masq::Nat::load(v6) {
+            Ok(n) => n,
+            Err(e) if !conf.ip_masq && conf.service_masq.is_none() => {
+                // serviceMasq on by default: a node without iptables has no Services to fix.
+                eprintln!("userbridge: ADD: the Service-reply masquerade rule was not added: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if conf.ip_masq {
+            made.masq = true;
+            nat.apply(&nat.masq(&fam, &conf.name, container_id))?;
+        }
+        // The shared rule is usually there already; only its first ADD
+        // takes the lock and lists again (another ADD may have just added it).
+        if conf.service_masq() && fam.iter().any(|a| !nat.service(*a, &conf.name).is_empty()) {
+            let _lock = masq::service_lock();
+            let added = masq::Nat::load(v6).and_then(|now| {
+                let mut plan: Vec<String> = Vec::new();
+                for l in fam.iter().flat_map(|a| now.service(*a, &conf.name)) {
+                    if !plan.contains(&l) {
+                        plan.push(l);
+                    }
+                }
+                now.apply(&plan)
+            });
+            match added {
+                Ok(()) => {}
+                Err(e) if conf.service_masq == Some(true) => return Err(e),
+                Err(e) => eprintln!("userbridge: ADD: the Service-reply masquerade rule was not added: {e}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The reference plugin's `calcGateways`: every IP is the pod interface's

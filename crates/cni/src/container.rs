@@ -37,7 +37,7 @@ pub fn make_veth(ns: &NetNs, host: &str, ifname: &str) -> Result<(), CniError> {
     if nl.link_by_name(host)?.is_some() {
         return Err(CniError::internal(format!(
             "host interface {host} for this container and interface already exists: a previous ADD was not deleted \
-             (run DEL for it, or `ip link del {host}`)"
+             (run DEL for it, or `ip link del {host}`), or, against odds of 1 in 10^13, another container's has its name"
         )));
     }
     nl.add_veth(host, ifname, Some(ns.as_fd()))?;
