@@ -147,12 +147,12 @@ mod tests {
         // A reader's reference, as a batch holds one.
         let held = m.sink.clone();
         let frame = [0u8; 60];
-        held.offer(&TxFrame { data: &frame, vnet: None, insert_tag: None });
+        held.offer(&TxFrame::new(&frame, None, None));
         drop(m);
         // The writer has been joined with what was queued written; the reader's
         // reference is now inert, and dropping it (on a reader) waits for nothing.
         assert_eq!(held.written.load(Relaxed), 1);
-        held.offer(&TxFrame { data: &frame, vnet: None, insert_tag: None });
+        held.offer(&TxFrame::new(&frame, None, None));
         assert_eq!((held.written.load(Relaxed), held.dropped.load(Relaxed)), (1, 1));
         drop(held);
         let _ = std::fs::remove_file(&path);

@@ -402,8 +402,7 @@ pub fn inject(ns: &str, frames: &[Vec<u8>]) {
         .unwrap()
         .run(|| {
             let (_rx, tx, _) = ub_port::afpacket::open("eth0", Default::default()).unwrap();
-            let frames: Vec<TxFrame> =
-                frames.iter().map(|f| TxFrame { data: f, vnet: None, insert_tag: None }).collect();
+            let frames: Vec<TxFrame> = frames.iter().map(|f| TxFrame::new(f, None, None)).collect();
             for chunk in frames.chunks(ub_port::BATCH) {
                 assert_eq!(tx.send_batch(chunk).sent, chunk.len());
             }

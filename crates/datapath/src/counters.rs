@@ -40,10 +40,14 @@ pub enum DropKind {
     Locked,
     /// Known unicast from an isolated port to another isolated port (ingress).
     Isolated,
+    /// VLAN filtering: an untagged frame on a port with no PVID, a VID the
+    /// port is not a member of, or known unicast to a port outside the VLAN
+    /// (ingress).
+    Vlan,
 }
 
 impl DropKind {
-    pub const ALL: [DropKind; 17] = [
+    pub const ALL: [DropKind; 18] = [
         DropKind::Runt,
         DropKind::TruncatedVlan,
         DropKind::InvalidSrc,
@@ -61,6 +65,7 @@ impl DropKind {
         DropKind::LoopBlocked,
         DropKind::Locked,
         DropKind::Isolated,
+        DropKind::Vlan,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +87,7 @@ impl DropKind {
             DropKind::LoopBlocked => "loop_blocked",
             DropKind::Locked => "locked",
             DropKind::Isolated => "isolated",
+            DropKind::Vlan => "vlan",
         }
     }
 }

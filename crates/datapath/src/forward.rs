@@ -17,15 +17,23 @@
 
 use crate::counters::{DropKind, LocalCounts};
 use crate::decide::{Decision, decide_in};
+use crate::neigh;
 use crate::policy::{self, Excluded};
 use crate::port::{MirrorSink, MirrorTo, PortTable, Slot};
 use crate::storm::{FloodClass, StormLimits};
 use crate::switch::Switch;
+use crate::vlan::{self, VlanIn};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use ub_fdb::{Learn, PortId};
 use ub_port::{BATCH, PortState, RxFrame, TxFrame, recycle_tx};
-use ub_wire::{ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, Mac, VLAN_HLEN, classify};
+use ub_wire::{
+    ArpPacket, Classified, ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_ARP, EthernetFrame, Mac, VLAN_HLEN,
+    classify,
+};
+
+/// An ARP reply the switch makes (`neigh_suppress`): bytes and length.
+pub type ArpReplyFrame = ([u8; 46], usize);
 
 /// Something the stage saw that is not a frame to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +63,8 @@ pub struct Staged<'a> {
     pub local: LocalCounts,
     /// Frames not sent to an egress port, and why (counted on that port).
     pub egress_drops: Vec<(PortId, DropKind)>,
+    /// ARP replies the switch answers requests with, per port to send on.
+    pub replies: Vec<(PortId, ArpReplyFrame)>,
 }
 
 impl<'a> Staged<'a> {
@@ -74,6 +84,7 @@ pub struct Forwarder {
     sinks: Vec<(Arc<dyn MirrorSink>, TxFrame<'static>)>,
     events: Vec<Event>,
     egress_drops: Vec<(PortId, DropKind)>,
+    replies: Vec<(PortId, ArpReplyFrame)>,
 }
 
 fn recycle_out<'b>(v: Vec<Vec<TxFrame<'_>>>) -> Vec<Vec<TxFrame<'b>>> {
@@ -100,7 +111,14 @@ fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
 
 impl Forwarder {
     pub fn new(ingress: PortId) -> Forwarder {
-        Forwarder { ingress, out: Vec::new(), sinks: Vec::new(), events: Vec::new(), egress_drops: Vec::new() }
+        Forwarder {
+            ingress,
+            out: Vec::new(),
+            sinks: Vec::new(),
+            events: Vec::new(),
+            egress_drops: Vec::new(),
+            replies: Vec::new(),
+        }
     }
 
     pub fn ingress(&self) -> PortId {
@@ -124,6 +142,7 @@ impl Forwarder {
             events: std::mem::take(&mut self.events),
             local: LocalCounts::default(),
             egress_drops: std::mem::take(&mut self.egress_drops),
+            replies: std::mem::take(&mut self.replies),
         };
         if st.out.len() < ports.len() {
             st.out.resize_with(ports.len(), || Vec::with_capacity(BATCH));
@@ -143,6 +162,10 @@ impl Forwarder {
         // promiscuous bridge device does (one relaxed load per batch).
         let promisc = sw.promisc().filter(|&h| h != ingress).and_then(|h| ports.get(usize::from(h))?.as_ref());
         let guard_mac = sw.loop_guard.mac.0;
+        // Switch-wide modes, one relaxed load each per batch: with both off,
+        // the per-frame path below is what it was without them.
+        let filtering = sw.vlan_filtering();
+        let suppressing = sw.neigh_suppressing();
         // One FDB guard for the whole batch, not one per look-up.
         let g = sw.fdb.guard();
         for f in frames {
@@ -174,6 +197,22 @@ impl Forwarder {
                 st.local.drop(DropKind::Locked);
                 continue;
             }
+            // VLAN filtering: the frame's VLAN, or the ingress filter drops it.
+            let vin = if filtering {
+                match vlan::ingress(f, &pol.vlans) {
+                    Some(v) => Some(v),
+                    None => {
+                        st.local.drop(DropKind::Vlan);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let c = match vin {
+                Some(v) => Classified { vid: v.vid, ..c },
+                None => c,
+            };
             if pol.learning() {
                 match sw.fdb.learn_in(&g, c.vid, c.src, ingress, now) {
                     Learn::Flapping => {
@@ -193,7 +232,9 @@ impl Forwarder {
                     Learn::Refreshed | Learn::Static => {}
                 }
             }
-            let tx = TxFrame { data: f.data, vnet: f.vnet, insert_tag: f.offloaded_tag };
+            // ARP suppression: answered here, and/or kept from neigh_suppress ports.
+            let replied = suppressing && suppress_arp(sw, ports, &g, me, f.data, &c, vin, now, &mut st);
+            let tx = TxFrame::new(f.data, f.vnet, f.offloaded_tag);
             if let Some(m) = &ingress_mirror {
                 mirror(m, tx, ports, &mut st);
             }
@@ -205,23 +246,31 @@ impl Forwarder {
                     // An entry for a port being removed: flood like an unknown address.
                     if let Some(to) = ports.get(usize::from(p)).and_then(Option::as_ref) {
                         match policy::egress(ingress, my_flags, p, to.flags, None) {
-                            Ok(()) => {
-                                push(to, tx, &mut st, mirrors);
-                                seen = promisc.is_some_and(|h| h.id == p);
-                            }
+                            Ok(()) => match out_frame(tx, vin.as_ref(), to) {
+                                Some(o) => {
+                                    push(to, o, &mut st, mirrors);
+                                    seen = promisc.is_some_and(|h| h.id == p);
+                                }
+                                None => st.local.drop(DropKind::Vlan),
+                            },
                             Err(Excluded::Isolated) => st.local.drop(DropKind::Isolated),
                             Err(_) => st.local.drop(DropKind::SamePort),
                         }
                     } else {
-                        seen = flood(me, ports, tx, c.dst, &limits, now, &mut st, mirrors, promisc);
+                        let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
+                        seen = flood(me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc);
                     }
                 }
-                Decision::Flood => seen = flood(me, ports, tx, c.dst, &limits, now, &mut st, mirrors, promisc),
+                Decision::Flood => {
+                    let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
+                    seen = flood(me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc);
+                }
             }
             if let Some(h) = promisc
                 && !seen
             {
-                push(h, tx, &mut st, mirrors);
+                // A promiscuous host port sees a frame of a VLAN it is not in as it came.
+                push(h, out_frame(tx, vin.as_ref(), h).unwrap_or(tx), &mut st, mirrors);
             }
         }
         st
@@ -243,6 +292,15 @@ impl Forwarder {
         for (sink, f) in &st.sinks {
             sink.offer(f);
         }
+        for (id, (buf, n)) in &st.replies {
+            if let Some(Some(port)) = ports.get(usize::from(*id)) {
+                let o = port.tx.send_batch(&[TxFrame::new(&buf[..*n], None, None)]);
+                port.counters.tx_frames.fetch_add(o.sent as u64, Relaxed);
+                port.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
+                port.counters.drop_n(DropKind::TxError, o.failed as u64);
+            }
+        }
+        st.replies.clear();
         for &(id, k) in &st.egress_drops {
             if let Some(Some(p)) = ports.get(usize::from(id)) {
                 p.counters.drop_n(k, 1);
@@ -262,7 +320,70 @@ impl Forwarder {
         self.sinks = recycle_sinks(st.sinks);
         self.events = st.events;
         self.egress_drops = st.egress_drops;
+        self.replies = st.replies;
     }
+}
+
+/// The frame `tx` as it leaves port `to`: unchanged when the switch does
+/// not filter VLANs (`vin` is `None`); else `None` if `to` is not a member
+/// of the frame's VLAN, or the frame tagged or untagged per `to`'s membership.
+#[inline]
+fn out_frame<'a>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) -> Option<TxFrame<'a>> {
+    match vin {
+        None => Some(tx),
+        Some(v) => {
+            let set = &to.policy.vlans;
+            set.member(v.vid).then(|| vlan::egress(tx, v, set.untagged(v.vid)))
+        }
+    }
+}
+
+/// The ARP rules of `neigh_suppress` for one frame (see `neigh.rs`): the
+/// answer goes into `st.replies`, a sender the host port's cache would
+/// learn is learned. Returns whether the frame is kept from
+/// `neigh_suppress` ports.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn suppress_arp(
+    sw: &Switch,
+    ports: &PortTable,
+    g: &<ub_fdb::DefaultMap as ub_fdb::FdbMap>::Guard<'_>,
+    me: &Slot,
+    data: &[u8],
+    c: &Classified,
+    vin: Option<VlanIn>,
+    now: u64,
+    st: &mut Staged<'_>,
+) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(data) else { return false };
+    let Ok((_, _, ethertype, off)) = eth.tags() else { return false };
+    if ethertype != ETHERTYPE_ARP {
+        return false;
+    }
+    let Ok(arp) = ArpPacket::new_checked(&data[off..]) else { return false };
+    let ageing = sw.fdb.ageing_ms();
+    let target = sw.neigh.lookup(arp.target_ip(), now, ageing);
+    let v = neigh::arp_verdict(&arp, me.flags.neigh_suppress(), target, |mac| {
+        let p = sw.fdb.lookup_in(g, c.vid, mac, now)?;
+        Some(ports.get(usize::from(p)).and_then(Option::as_ref).is_some_and(|s| s.flags.neigh_suppress()))
+    });
+    if v.learn_sender {
+        sw.neigh.learn(arp.sender_ip(), arp.sender_mac(), me.id, now);
+    }
+    if let Some(mac) = v.answer {
+        // Tagged as the request came, unless in the port's PVID (br_arp_send).
+        let tag = vin.filter(|v| v.vid != 0 && me.policy.vlans.pvid() != Some(v.vid)).map(|v| v.tci);
+        st.replies.push((me.id, neigh::arp_reply(&arp, mac, tag)));
+    }
+    v.replied
+}
+
+/// How a frame is flooded besides its class: its VLAN (when the switch
+/// filters VLANs), and whether `neigh_suppress` ports are left out.
+#[derive(Debug, Clone, Copy)]
+struct FloodHow<'v> {
+    vin: Option<&'v VlanIn>,
+    skip_suppress: bool,
 }
 
 /// Floods `tx` from port `me` to every port policy lets it reach, unless
@@ -275,6 +396,7 @@ fn flood<'a>(
     ports: &PortTable,
     tx: TxFrame<'a>,
     dst: Mac,
+    how: FloodHow<'_>,
     limits: &StormLimits,
     now: u64,
     st: &mut Staged<'a>,
@@ -289,8 +411,11 @@ fn flood<'a>(
     st.local.flooded += 1;
     let mut seen = false;
     for to in ports.iter().flatten() {
-        if policy::egress(me.id, me.flags, to.id, to.flags, Some(class)).is_ok() {
-            push(to, tx, st, mirrors);
+        if policy::egress(me.id, me.flags, to.id, to.flags, Some(class)).is_ok()
+            && !(how.skip_suppress && to.flags.neigh_suppress())
+            && let Some(o) = out_frame(tx, how.vin, to)
+        {
+            push(to, o, st, mirrors);
             seen |= promisc.is_some_and(|h| h.id == to.id);
         }
     }

@@ -166,7 +166,7 @@ impl LoopGuard {
             }
             if probing && matches!(st, PortState::Up | PortState::Blocked) {
                 let f = probe_frame(self.mac, self.nonce, p.id);
-                let o = p.tx.send_batch(&[TxFrame { data: &f, vnet: None, insert_tag: None }]);
+                let o = p.tx.send_batch(&[TxFrame::new(&f, None, None)]);
                 p.counters.tx_frames.fetch_add(o.sent as u64, Relaxed);
                 p.counters.tx_bytes.fetch_add(o.bytes, Relaxed);
             }

@@ -25,6 +25,7 @@ impl Flags {
     const NO_FLOOD: u8 = 4;
     const LOCKED: u8 = 32;
     const NO_LEARNING: u8 = 64;
+    const NEIGH_SUPPRESS: u8 = 128;
     /// The bits [`egress`] reads.
     const EGRESS: u8 = Self::ISOLATED | Self::HAIRPIN | (7 * Self::NO_FLOOD);
 
@@ -42,6 +43,63 @@ impl Flags {
     pub fn takes_flood(self, c: FloodClass) -> bool {
         !self.has(Self::NO_FLOOD << c as u8)
     }
+
+    #[inline]
+    pub fn neigh_suppress(self) -> bool {
+        self.has(Self::NEIGH_SUPPRESS)
+    }
+}
+
+/// A port's VLAN membership, compiled for the per-frame test: one bit per
+/// VID for membership and one for untagged egress (1 KiB per port, read
+/// only while the switch filters VLANs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct VlanSet {
+    member: Box<[u64; 64]>,
+    untagged: Box<[u64; 64]>,
+    pvid: Option<u16>,
+}
+
+impl std::fmt::Debug for VlanSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vids: Vec<u16> = (1..4095).filter(|v| self.member(*v)).collect();
+        f.debug_struct("VlanSet").field("member", &vids).field("pvid", &self.pvid).finish()
+    }
+}
+
+impl VlanSet {
+    pub fn new(entries: &[ub_port::VlanEntry]) -> VlanSet {
+        let mut s = VlanSet { member: Box::new([0; 64]), untagged: Box::new([0; 64]), pvid: None };
+        for e in entries {
+            let (w, b) = (usize::from(e.vid >> 6), e.vid & 63);
+            s.member[w] |= 1 << b;
+            if e.untagged {
+                s.untagged[w] |= 1 << b;
+            }
+            if e.pvid {
+                s.pvid = Some(e.vid);
+            }
+        }
+        s
+    }
+
+    /// Whether the port is a member of `vid` (VID 0 and 4095 never are).
+    #[inline]
+    pub fn member(&self, vid: u16) -> bool {
+        vid < 4096 && self.member[usize::from(vid >> 6)] & (1 << (vid & 63)) != 0
+    }
+
+    /// Whether frames of `vid` leave the port without a tag.
+    #[inline]
+    pub fn untagged(&self, vid: u16) -> bool {
+        vid < 4096 && self.untagged[usize::from(vid >> 6)] & (1 << (vid & 63)) != 0
+    }
+
+    /// The VLAN untagged frames arriving on the port belong to.
+    #[inline]
+    pub fn pvid(&self) -> Option<u16> {
+        self.pvid
+    }
 }
 
 /// A port's policy, compiled.
@@ -50,6 +108,8 @@ pub struct Policy {
     /// As given (what `port list` shows).
     pub spec: PortPolicy,
     pub flags: Flags,
+    /// VLAN membership, applied while the switch filters VLANs.
+    pub vlans: VlanSet,
 }
 
 impl Default for Policy {
@@ -63,6 +123,8 @@ impl Default for Policy {
 pub enum Excluded {
     /// It came in there, and the port has no hairpin.
     Ingress,
+    /// The port is not a member of the frame's VLAN.
+    NotMember,
     /// Both ports are isolated.
     Isolated,
     /// The port does not take floods of this class.
@@ -73,6 +135,7 @@ impl Excluded {
     pub fn as_str(self) -> &'static str {
         match self {
             Excluded::Ingress => "it is the ingress port (hairpin off)",
+            Excluded::NotMember => "not a member of the frame's VLAN",
             Excluded::Isolated => "both ports are isolated",
             Excluded::FloodOff(FloodClass::Broadcast) => "bcast_flood is off",
             Excluded::FloodOff(FloodClass::Multicast) => "mcast_flood is off",
@@ -91,6 +154,7 @@ impl Policy {
         set(spec.locked, Flags::LOCKED);
         set(!spec.learning, Flags::NO_LEARNING);
         set(spec.hairpin, Flags::HAIRPIN);
+        set(spec.neigh_suppress, Flags::NEIGH_SUPPRESS);
         for (c, takes) in [
             (FloodClass::Broadcast, spec.bcast_flood),
             (FloodClass::Multicast, spec.mcast_flood),
@@ -98,7 +162,8 @@ impl Policy {
         ] {
             set(!takes, Flags::NO_FLOOD << c as u8);
         }
-        Ok(Policy { spec, flags: Flags(f) })
+        let vlans = VlanSet::new(&spec.vlans);
+        Ok(Policy { spec, flags: Flags(f), vlans })
     }
 
     #[inline]

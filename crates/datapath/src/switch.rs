@@ -4,11 +4,12 @@
 //! serialised by a mutex readers never see, and replace the table whole.
 
 use crate::loopguard::LoopGuard;
+use crate::neigh::NeighTable;
 use crate::policy::Policy;
 use crate::port::{MirrorTo, Port, PortSnapshot, PortTable, Slot};
 use crate::storm::StormLimits;
 use arc_swap::{ArcSwap, Guard};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ub_fdb::{DefaultFdb, FdbConfig, MAX_PORTS, PortId};
@@ -55,6 +56,12 @@ pub struct Switch {
     /// Storm limits, packed (broadcast, multicast, unknown unicast) for a
     /// lock-free read per batch.
     storm: [AtomicU32; 3],
+    /// VLAN filtering (`vlan_filtering 1`): ports' memberships apply.
+    vlan_filtering: AtomicBool,
+    /// Some port has `neigh_suppress`: ARP frames go through the rules.
+    neigh_on: AtomicBool,
+    /// What ARP suppression answers from.
+    pub neigh: NeighTable,
     epoch: Instant,
 }
 
@@ -73,6 +80,9 @@ impl Switch {
                 AtomicU32::new(d.multicast_pps),
                 AtomicU32::new(d.unknown_unicast_pps),
             ],
+            vlan_filtering: AtomicBool::new(false),
+            neigh_on: AtomicBool::new(false),
+            neigh: NeighTable::default(),
             epoch: Instant::now(),
         }
     }
@@ -90,6 +100,30 @@ impl Switch {
         self.storm[0].store(l.broadcast_pps, Relaxed);
         self.storm[1].store(l.multicast_pps, Relaxed);
         self.storm[2].store(l.unknown_unicast_pps, Relaxed);
+    }
+
+    /// Whether the switch filters VLANs: one relaxed load, once per batch.
+    #[inline]
+    pub fn vlan_filtering(&self) -> bool {
+        self.vlan_filtering.load(Relaxed)
+    }
+
+    /// Turns VLAN filtering on or off. Learned entries are forgotten (they
+    /// were learned in the other mode's VLANs); statics stay. Returns
+    /// whether it changed.
+    pub fn set_vlan_filtering(&self, on: bool) -> bool {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = self.vlan_filtering.swap(on, Relaxed) != on;
+        if changed {
+            self.fdb.flush_all(false);
+        }
+        changed
+    }
+
+    /// Whether some port has `neigh_suppress` on (once per batch).
+    #[inline]
+    pub fn neigh_suppressing(&self) -> bool {
+        self.neigh_on.load(Relaxed)
     }
 
     /// Sets the port that sees every frame the switch forwards (the host
@@ -136,6 +170,24 @@ impl Switch {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut t: PortTable = (**self.ports.load()).clone();
         let id = f(&mut t)?;
+        // What the port was told (its stations' addresses), for ARP suppression.
+        match t.get(usize::from(id)).and_then(Option::as_ref) {
+            Some(slot) => {
+                let v4: Vec<std::net::Ipv4Addr> = slot
+                    .policy
+                    .spec
+                    .ips
+                    .iter()
+                    .filter_map(|ip| match ip {
+                        std::net::IpAddr::V4(a) => Some(*a),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                self.neigh.tell(id, slot.policy.spec.macs.first().copied(), &v4, slot.kind == Backend::Host);
+            }
+            None => self.neigh.forget_port(id),
+        }
+        self.neigh_on.store(t.iter().flatten().any(|s| s.flags.neigh_suppress()), Relaxed);
         self.ports.store(Arc::new(t));
         Ok(id)
     }

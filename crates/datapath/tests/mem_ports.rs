@@ -406,6 +406,110 @@ fn a_promiscuous_port_sees_every_frame_once_and_only_while_promiscuous() {
 
 // ---- reader threads ----
 
+fn tagged(dst: Mac, src: Mac, vid: u16, len: usize) -> Vec<u8> {
+    let u = frame(dst, src, len);
+    [&u[..12], &[0x81, 0x00], &vid.to_be_bytes()[..], &u[12..]].concat()
+}
+
+fn vlans(entries: &[(u16, bool, bool)]) -> Vec<ub_port::VlanEntry> {
+    entries.iter().map(|&(vid, pvid, untagged)| ub_port::VlanEntry { vid, pvid, untagged }).collect()
+}
+
+/// bridge_vlan_aware.sh's shape: port 0 a trunk (10 and 20 tagged), port 1
+/// an access port of 10, port 2 of 20, port 3 of 10 with 20 tagged too.
+fn vlan_rig() -> Rig {
+    let r = rig(4, 1500);
+    r.policy(0, |p| p.vlans = vlans(&[(10, false, false), (20, false, false)]));
+    r.policy(1, |p| p.vlans = vlans(&[(10, true, true)]));
+    r.policy(2, |p| p.vlans = vlans(&[(20, true, true)]));
+    r.policy(3, |p| p.vlans = vlans(&[(10, true, true), (20, false, false)]));
+    assert!(r.sw.set_vlan_filtering(true));
+    r
+}
+
+#[test]
+fn vlan_filtering_floods_within_the_vlan_and_tags_per_port() {
+    let mut r = vlan_rig();
+    // Untagged broadcast from the access port of 10: to the trunk tagged 10,
+    // to port 3 untagged, not to the access port of 20.
+    let b = frame(Mac::BROADCAST, mac(1), 60);
+    let out = r.exchange(1, b.clone());
+    assert_eq!(out[0], vec![tagged(Mac::BROADCAST, mac(1), 10, 60)]);
+    assert_eq!((out[1].len(), out[2].len()), (0, 0));
+    assert_eq!(out[3], vec![b.clone()]);
+    // Tagged 20 from the trunk: popped for the access port of 20, kept for port 3.
+    let t = tagged(Mac::BROADCAST, mac(9), 20, 60);
+    let out = r.exchange(0, t.clone());
+    assert_eq!(out[2], vec![frame(Mac::BROADCAST, mac(9), 60)]);
+    assert_eq!(out[3], vec![t]);
+    assert_eq!(out[1].len(), 0);
+    // Learned per VLAN: mac(1) is known in 10, unknown in 20.
+    assert_eq!(r.sw.fdb.lookup(10, mac(1), r.now), Some(1));
+    assert_eq!(r.sw.fdb.lookup(20, mac(1), r.now), None);
+    // Known unicast in 10 from the trunk goes to port 1, untagged.
+    let out = r.exchange(0, tagged(mac(1), mac(9), 10, 60));
+    assert_eq!(counts(&out), [0, 1, 0, 0]);
+    assert_eq!(out[1][0], frame(mac(1), mac(9), 60));
+}
+
+#[test]
+fn the_vlan_ingress_filter_drops_what_a_port_may_not_send() {
+    let mut r = vlan_rig();
+    // VID 30: no port is a member; VID 20 on the access port of 10: not its VLAN.
+    assert_eq!(counts(&r.exchange(0, tagged(Mac::BROADCAST, mac(9), 30, 60))), [0, 0, 0, 0]);
+    assert_eq!(counts(&r.exchange(1, tagged(Mac::BROADCAST, mac(1), 20, 60))), [0, 0, 0, 0]);
+    // Untagged on the trunk, which has no PVID.
+    assert_eq!(counts(&r.exchange(0, frame(Mac::BROADCAST, mac(9), 60))), [0, 0, 0, 0]);
+    assert_eq!((r.drops(0, DropKind::Vlan), r.drops(1, DropKind::Vlan)), (2, 1));
+    // Filtering off: VLAN-unaware again, tags carried through to everyone.
+    r.sw.set_vlan_filtering(false);
+    assert_eq!(counts(&r.exchange(0, tagged(Mac::BROADCAST, mac(9), 30, 60))), [0, 1, 1, 1]);
+}
+
+fn arp_frame(op: u16, sha: Mac, sip: [u8; 4], tip: [u8; 4]) -> Vec<u8> {
+    let dst = if op == 1 { Mac::BROADCAST } else { mac(1) };
+    let mut f = dst.0.to_vec();
+    f.extend_from_slice(&sha.0);
+    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha.0);
+    f.extend_from_slice(&sip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tip);
+    f
+}
+
+#[test]
+fn neigh_suppress_answers_for_told_stations_and_keeps_requests_from_suppressing_ports() {
+    let mut r = rig(4, 1500);
+    // Port 2 holds mac(2) = 10.0.0.2, told at port add; ports 2 and 3 suppress.
+    r.policy(2, |p| {
+        p.macs = vec![mac(2)];
+        p.ips = vec!["10.0.0.2".parse().unwrap()];
+        p.neigh_suppress = true;
+    });
+    r.policy(3, |p| p.neigh_suppress = true);
+    // The FDB must know mac(2) (the kernel answers only then).
+    r.exchange(2, frame(mac(9), mac(2), 60));
+    let req = arp_frame(1, mac(1), [10, 0, 0, 1], [10, 0, 0, 2]);
+    let out = r.exchange(0, req.clone());
+    // Answered on port 0 as mac(2); flooded only to the port without suppression.
+    assert_eq!(counts(&out), [1, 1, 0, 0]);
+    let reply = &out[0][0];
+    assert_eq!((&reply[0..6], &reply[6..12], &reply[12..14]), (&mac(1).0[..], &mac(2).0[..], &[0x08, 0x06][..]));
+    assert_eq!(&reply[28..32], &[10, 0, 0, 2], "sender IP: the target");
+    // An unknown target: flooded everywhere, no answer.
+    assert_eq!(counts(&r.exchange(0, arp_frame(1, mac(1), [10, 0, 0, 1], [10, 0, 0, 7]))), [0, 1, 1, 1]);
+    // From a suppressing port: not processed, flooded everywhere.
+    assert_eq!(counts(&r.exchange(3, arp_frame(1, mac(3), [10, 0, 0, 3], [10, 0, 0, 2]))), [1, 1, 1, 0]);
+    // Gratuitous ARP: kept from suppressing ports.
+    assert_eq!(counts(&r.exchange(0, arp_frame(1, mac(1), [10, 0, 0, 1], [10, 0, 0, 1]))), [0, 1, 0, 0]);
+    // Suppression off everywhere: requests flood as before.
+    r.policy(2, |p| p.neigh_suppress = false);
+    r.policy(3, |p| p.neigh_suppress = false);
+    assert_eq!(counts(&r.exchange(0, req)), [0, 1, 1, 1]);
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {

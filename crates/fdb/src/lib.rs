@@ -22,13 +22,14 @@ pub type PortId = u16;
 /// The largest number of ports one switch can hold (port ids are below it).
 pub const MAX_PORTS: usize = 4096;
 
-/// The table the datapath uses, chosen by `benches/fdb.rs` and
+/// The map the datapath's table uses, chosen by `benches/fdb.rs` and
 /// `benches/datapath.rs` (see docs/benchmarks.md).
 #[cfg(not(feature = "dashmap-default"))]
-pub type DefaultFdb = Fdb<PapayaBackend>;
+pub type DefaultMap = PapayaBackend;
 /// The table the datapath uses (`dashmap-default` feature: for comparison).
 #[cfg(feature = "dashmap-default")]
-pub type DefaultFdb = Fdb<DashMapBackend>;
+pub type DefaultMap = DashMapBackend;
+pub type DefaultFdb = Fdb<DefaultMap>;
 
 /// Packs (VLAN, MAC) into one u64 key: VID in bits 48..60, MAC in 0..48.
 #[inline]

@@ -274,16 +274,7 @@ pub struct AfPacketTx {
 impl PortTx for AfPacketTx {
     fn send_batch(&self, frames: &[TxFrame<'_>]) -> SendOutcome {
         let mut scratch = MmsgScratch::<BATCH>::new();
-        let iter = frames.iter().map(|f| {
-            let vnet = f.vnet.unwrap_or_default();
-            let vnet = if f.insert_tag.is_some() { vnet.shifted_by_tag() } else { vnet };
-            let tag = f.insert_tag.map(|(tpid, tci)| {
-                let (a, b) = (tpid.to_be_bytes(), tci.to_be_bytes());
-                [a[0], a[1], b[0], b[1]]
-            });
-            (Some(vnet.to_bytes()), f.data, tag)
-        });
-        let (sent, failed) = sys::send_frames(self.fd.as_fd(), &mut scratch, iter);
+        let (sent, failed) = sys::send_frames(self.fd.as_fd(), &mut scratch, frames.iter(), true);
         // Exact when nothing failed; on a partial failure, the first `sent` frames.
         let bytes = frames.iter().take(sent).map(|f| f.wire_len() as u64).sum();
         SendOutcome { sent, bytes, failed }

@@ -49,33 +49,78 @@ pub struct RxFrame<'a> {
     pub wire_len: u32,
 }
 
-/// A frame to send: bytes plus the offload metadata and tag to restore.
+/// A frame to send: bytes plus the offload metadata, and the tag changes a
+/// VLAN-filtering switch makes on the way out. On the wire it is
+/// `data[..12]`, then `outer_tag`, then `insert_tag`, then the rest of
+/// `data` (from byte 16 when `strip_tag` drops the tag it carries).
 #[derive(Debug, Clone, Copy)]
 pub struct TxFrame<'a> {
     pub data: &'a [u8],
     pub vnet: Option<VnetHdr>,
-    /// Tag to insert after the source MAC: (TPID, TCI).
+    /// Tag to insert after the source MAC: (TPID, TCI). The tag the kernel
+    /// took off on receive goes back here.
     pub insert_tag: Option<(u16, u16)>,
+    /// Tag to put in front of every other: the egress VLAN's 802.1Q tag for
+    /// a frame that came in without one.
+    pub outer_tag: Option<(u16, u16)>,
+    /// Leave out the 802.1Q tag the frame carries at bytes 12..16.
+    pub strip_tag: bool,
 }
 
-impl TxFrame<'_> {
-    /// Bytes this frame occupies on the wire.
-    pub fn wire_len(&self) -> usize {
-        self.data.len() + if self.insert_tag.is_some() { 4 } else { 0 }
+impl<'a> TxFrame<'a> {
+    /// A frame as received: its bytes, offload metadata and offloaded tag.
+    #[inline]
+    pub fn new(data: &'a [u8], vnet: Option<VnetHdr>, insert_tag: Option<(u16, u16)>) -> TxFrame<'a> {
+        TxFrame { data, vnet, insert_tag, outer_tag: None, strip_tag: false }
     }
 
-    /// A copy of the frame as it goes on the wire (the tag spliced in).
-    pub fn to_wire_vec(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.wire_len());
-        match self.insert_tag {
-            Some((tpid, tci)) if self.data.len() >= 12 => {
-                v.extend_from_slice(&self.data[..12]);
-                v.extend_from_slice(&tpid.to_be_bytes());
-                v.extend_from_slice(&tci.to_be_bytes());
-                v.extend_from_slice(&self.data[12..]);
-            }
-            _ => v.extend_from_slice(self.data),
+    /// Bytes this frame occupies on the wire.
+    #[inline]
+    pub fn wire_len(&self) -> usize {
+        let (head, tags, tail) = self.parts();
+        head.len() + tags.1 + tail.len()
+    }
+
+    /// The frame as three pieces: the bytes up to the tags, the tags to
+    /// splice in (up to two, `.1` bytes of `.0`), and the rest.
+    #[inline]
+    pub fn parts(&self) -> (&'a [u8], ([u8; 8], usize), &'a [u8]) {
+        let mut tags = [0u8; 8];
+        let mut n = 0;
+        for (tpid, tci) in [self.outer_tag, self.insert_tag].into_iter().flatten() {
+            tags[n..n + 2].copy_from_slice(&tpid.to_be_bytes());
+            tags[n + 2..n + 4].copy_from_slice(&tci.to_be_bytes());
+            n += 4;
         }
+        let d = self.data;
+        let skip = if self.strip_tag && d.len() >= 16 { 16 } else { 12 };
+        if n == 0 && skip == 12 || d.len() < 12 {
+            return (d, (tags, 0), &[]);
+        }
+        (&d[..12], (tags, n), &d[skip..])
+    }
+
+    /// The vnet header as it must read on the wire: its offsets moved by
+    /// the tags added and removed.
+    #[inline]
+    pub fn wire_vnet(&self) -> VnetHdr {
+        let v = self.vnet.unwrap_or_default();
+        let added = usize::from(self.insert_tag.is_some()) + usize::from(self.outer_tag.is_some());
+        let removed = usize::from(self.strip_tag && self.data.len() >= 16);
+        match added.cmp(&removed) {
+            std::cmp::Ordering::Equal => v,
+            std::cmp::Ordering::Greater => (removed..added).fold(v, |v, _| v.shifted_by_tag()),
+            std::cmp::Ordering::Less => v.unshifted_by_tag(),
+        }
+    }
+
+    /// A copy of the frame as it goes on the wire (tags spliced in or out).
+    pub fn to_wire_vec(&self) -> Vec<u8> {
+        let (head, (tags, n), tail) = self.parts();
+        let mut v = Vec::with_capacity(head.len() + n + tail.len());
+        v.extend_from_slice(head);
+        v.extend_from_slice(&tags[..n]);
+        v.extend_from_slice(tail);
         v
     }
 }
@@ -309,5 +354,53 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
             }),
         },
         Backend::Mem => Err(PortError::Unsupported { backend: "mem", why: "in-memory ports are made by tests" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame with an 802.1Q tag at bytes 12..16 (VID 5), then IPv4.
+    fn tagged() -> Vec<u8> {
+        let mut f = vec![1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x81, 0x00, 0x00, 0x05, 0x08, 0x00];
+        f.extend_from_slice(&[0xaa; 46]);
+        f
+    }
+
+    #[test]
+    fn tags_are_spliced_in_and_out_on_the_wire() {
+        let t = tagged();
+        let plain = TxFrame::new(&t, None, None);
+        assert_eq!(plain.to_wire_vec(), t);
+        assert_eq!(plain.wire_len(), t.len());
+        // Stripped: the tag's four bytes are gone.
+        let s = TxFrame { strip_tag: true, ..plain };
+        let w = s.to_wire_vec();
+        assert_eq!(w.len(), t.len() - 4);
+        assert_eq!((&w[..12], &w[12..14]), (&t[..12], &[0x08, 0x00][..]));
+        assert_eq!(s.wire_len(), w.len());
+        // Re-tagged (strip + insert): VID 5 becomes VID 7 in place.
+        let r = TxFrame { strip_tag: true, insert_tag: Some((0x8100, 7)), ..plain };
+        assert_eq!(&r.to_wire_vec()[12..18], &[0x81, 0x00, 0x00, 0x07, 0x08, 0x00]);
+        // Untagged frame, offloaded 802.1ad tag back inside an 802.1Q one.
+        let u: Vec<u8> = [&t[..12], &t[16..]].concat();
+        let q = TxFrame { outer_tag: Some((0x8100, 10)), ..TxFrame::new(&u, None, Some((0x88a8, 3))) };
+        assert_eq!(&q.to_wire_vec()[12..22], &[0x81, 0x00, 0x00, 0x0a, 0x88, 0xa8, 0x00, 0x03, 0x08, 0x00]);
+        assert_eq!(q.wire_len(), u.len() + 8);
+    }
+
+    #[test]
+    fn the_vnet_header_follows_the_tags() {
+        let t = tagged();
+        let v = VnetHdr { flags: VnetHdr::F_NEEDS_CSUM, csum_start: 38, hdr_len: 70, ..VnetHdr::default() };
+        let f = TxFrame::new(&t, Some(v), None);
+        assert_eq!(f.wire_vnet(), v);
+        let s = TxFrame { strip_tag: true, ..f };
+        assert_eq!((s.wire_vnet().csum_start, s.wire_vnet().hdr_len), (34, 66));
+        let two = TxFrame { outer_tag: Some((0x8100, 1)), insert_tag: Some((0x88a8, 2)), ..f };
+        assert_eq!(two.wire_vnet().csum_start, 46);
+        let swap = TxFrame { strip_tag: true, insert_tag: Some((0x8100, 2)), ..f };
+        assert_eq!(swap.wire_vnet(), v);
     }
 }

@@ -136,15 +136,9 @@ impl PortTx for TapTx {
         let q = if self.fds.len() > 1 { rustix::thread::sched_getcpu() % self.fds.len() } else { 0 };
         let fd = &self.fds[q];
         for f in frames {
-            let vnet = f.vnet.unwrap_or_default();
-            let r = match f.insert_tag {
-                Some((tpid, tci)) if f.data.len() >= 12 => {
-                    let v = vnet.shifted_by_tag().to_bytes();
-                    let (a, b) = (tpid.to_be_bytes(), tci.to_be_bytes());
-                    sys::writev(fd.as_fd(), &[&v, &f.data[..12], &[a[0], a[1], b[0], b[1]], &f.data[12..]])
-                }
-                _ => sys::writev(fd.as_fd(), &[&vnet.to_bytes(), f.data]),
-            };
+            let v = f.wire_vnet().to_bytes();
+            let (head, (tags, t), tail) = f.parts();
+            let r = sys::writev(fd.as_fd(), &[&v, head, &tags[..t], tail]);
             match r {
                 Ok(_) => {
                     out.sent += 1;

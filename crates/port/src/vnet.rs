@@ -54,6 +54,17 @@ impl VnetHdr {
         }
         self
     }
+
+    /// The header after the frame's 4-byte tag is taken out.
+    pub fn unshifted_by_tag(mut self) -> VnetHdr {
+        if self.flags & Self::F_NEEDS_CSUM != 0 {
+            self.csum_start = self.csum_start.saturating_sub(4);
+        }
+        if self.hdr_len != 0 {
+            self.hdr_len = self.hdr_len.saturating_sub(4);
+        }
+        self
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@ use std::mem::{align_of, size_of, zeroed};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Scratch for one `sendmmsg`: headers and iovecs for up to `N` frames,
-/// each as vnet header + MACs + optional tag + rest.
+/// each as vnet header + MACs + up to two tags + rest.
 pub struct MmsgScratch<const N: usize> {
     msgs: [libc::mmsghdr; N],
     iovs: [[libc::iovec; 4]; N],
-    hdrs: [[u8; 14]; N],
+    hdrs: [[u8; 18]; N],
 }
 
 impl<const N: usize> MmsgScratch<N> {
@@ -20,38 +20,39 @@ impl<const N: usize> MmsgScratch<N> {
     }
 }
 
-/// Sends `frames` (each: optional 10-byte vnet header, frame bytes, optional
-/// tag to insert after byte 12) on `fd` with as few `sendmmsg` calls as it
-/// takes. Returns how many were sent and how many the kernel refused.
+/// Sends `frames` on `fd` (each with its vnet header when `vnet`: the
+/// header, the MACs, the tags to splice in, the rest, gathered from where
+/// they lie) with as few `sendmmsg` calls as it takes. Returns how many
+/// were sent and how many the kernel refused.
 pub fn send_frames<'f, const N: usize>(
     fd: BorrowedFd<'_>,
     scratch: &mut MmsgScratch<N>,
-    mut frames: impl Iterator<Item = (Option<[u8; 10]>, &'f [u8], Option<[u8; 4]>)>,
+    mut frames: impl Iterator<Item = &'f crate::TxFrame<'f>>,
+    vnet: bool,
 ) -> (usize, usize) {
     let (mut sent, mut failed) = (0, 0);
     loop {
         let mut n = 0;
-        for (vnet, data, tag) in frames.by_ref() {
+        for f in frames.by_ref() {
             let h = &mut scratch.hdrs[n];
             let iov = &mut scratch.iovs[n];
             let mut k = 0;
-            if let Some(v) = vnet {
-                h[..10].copy_from_slice(&v);
+            if vnet {
+                h[..10].copy_from_slice(&f.wire_vnet().to_bytes());
                 iov[k] = libc::iovec { iov_base: h.as_mut_ptr().cast(), iov_len: 10 };
                 k += 1;
             }
-            match tag {
-                Some(t) if data.len() >= 12 => {
-                    h[10..14].copy_from_slice(&t);
-                    iov[k] = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: 12 };
-                    iov[k + 1] = libc::iovec { iov_base: h[10..].as_mut_ptr().cast(), iov_len: 4 };
-                    iov[k + 2] = libc::iovec { iov_base: data[12..].as_ptr() as *mut _, iov_len: data.len() - 12 };
-                    k += 3;
-                }
-                _ => {
-                    iov[k] = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
-                    k += 1;
-                }
+            let (head, (tags, t), tail) = f.parts();
+            iov[k] = libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() };
+            k += 1;
+            if t > 0 {
+                h[10..10 + t].copy_from_slice(&tags[..t]);
+                iov[k] = libc::iovec { iov_base: h[10..].as_mut_ptr().cast(), iov_len: t };
+                k += 1;
+            }
+            if !tail.is_empty() {
+                iov[k] = libc::iovec { iov_base: tail.as_ptr() as *mut _, iov_len: tail.len() };
+                k += 1;
             }
             // SAFETY: msghdr is plain old data; all-zero is valid.
             let mut mh: libc::msghdr = unsafe { zeroed() };
