@@ -24,7 +24,7 @@ pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
         "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect",
-        "readers", "fanout", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir"])]
+        "readers", "fanout", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir", "vlan_filtering"])]
     pub config: Option<PathBuf>,
     /// The pods' gateway, as `cni0` is: create TAP interface NAME in the
     /// namespace the daemon starts in (the host's, even with --netns), with a
@@ -117,6 +117,10 @@ pub struct RunArgs {
     /// Log filter (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Filter VLANs, as a bridge with `vlan_filtering 1`: every port starts
+    /// in VLAN 1 (PVID, untagged); change memberships with `userbridge vlan`.
+    #[arg(long)]
+    pub vlan_filtering: bool,
 }
 
 /// The readers' default nice value (docs/benchmarks.md: a reader at 0 on a
@@ -280,6 +284,7 @@ impl RunArgs {
             statics: Vec::new(),
             host,
             state_dir: self.state_dir.clone(),
+            vlan_filtering: self.vlan_filtering,
         })
     }
 }
@@ -304,6 +309,9 @@ pub struct HostSettings {
     pub addresses: Vec<IpNet>,
     pub mtu: Option<u32>,
     pub mac: Mac,
+    /// Its VLANs (`[host] vlans`; VLAN 1 untagged by default), as the
+    /// bridge device's own `bridge vlan ... self`.
+    pub vlans: Option<Vec<ub_port::VlanEntry>>,
 }
 
 impl HostSettings {
@@ -330,6 +338,7 @@ impl HostSettings {
             addresses,
             mtu,
             mac: mac.unwrap_or_else(|| ub_port::host::mac_for(name)),
+            vlans: None,
         })
     }
 }
@@ -362,6 +371,8 @@ pub struct Settings {
     pub host: Option<HostSettings>,
     /// Where run-time ports are recorded.
     pub state_dir: PathBuf,
+    /// Ports' VLAN memberships apply (`vlan_filtering`).
+    pub vlan_filtering: bool,
 }
 
 impl Settings {
@@ -414,6 +425,55 @@ struct File {
     statics: Vec<Spanned<StaticSection>>,
     host: Option<Spanned<HostSection>>,
     state_dir: Option<PathBuf>,
+    vlan_filtering: Option<bool>,
+    /// `[[port]]`: a port with its policy.
+    #[serde(default, rename = "port")]
+    port_tables: Vec<Spanned<PortSection>>,
+}
+
+/// A `[[port]]` table: an interface (or a TAP) and its policy knobs, with
+/// the kernel bridge's names (docs/policies.md).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PortSection {
+    name: String,
+    #[serde(default)]
+    tap: bool,
+    learning: Option<bool>,
+    flood: Option<bool>,
+    mcast_flood: Option<bool>,
+    bcast_flood: Option<bool>,
+    isolated: Option<bool>,
+    hairpin: Option<bool>,
+    locked: Option<bool>,
+    neigh_suppress: Option<bool>,
+    #[serde(default)]
+    macs: Vec<String>,
+    #[serde(default)]
+    ips: Vec<std::net::IpAddr>,
+    vlans: Option<Vec<ub_port::VlanEntry>>,
+}
+
+impl PortSection {
+    fn policy(&self) -> Result<ub_port::PortPolicy, String> {
+        let d = ub_port::PortPolicy::default();
+        let macs: Result<Vec<Mac>, String> = self.macs.iter().map(|m| parse_mac(m)).collect();
+        let p = ub_port::PortPolicy {
+            learning: self.learning.unwrap_or(d.learning),
+            flood: self.flood.unwrap_or(d.flood),
+            mcast_flood: self.mcast_flood.unwrap_or(d.mcast_flood),
+            bcast_flood: self.bcast_flood.unwrap_or(d.bcast_flood),
+            isolated: self.isolated.unwrap_or(d.isolated),
+            hairpin: self.hairpin.unwrap_or(d.hairpin),
+            locked: self.locked.unwrap_or(d.locked),
+            neigh_suppress: self.neigh_suppress.unwrap_or(d.neigh_suppress),
+            macs: macs?,
+            ips: self.ips.clone(),
+            vlans: self.vlans.clone().unwrap_or(d.vlans),
+        };
+        p.validate()?;
+        Ok(p)
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -424,6 +484,7 @@ struct HostSection {
     addresses: Vec<String>,
     mtu: Option<u32>,
     mac: Option<String>,
+    vlans: Option<Vec<ub_port::VlanEntry>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -508,6 +569,7 @@ impl Settings {
             statics: Vec::new(),
             host: None,
             state_dir: file.state_dir.clone().unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            vlan_filtering: file.vlan_filtering.unwrap_or(false),
         };
         if let Some(m) = &file.metrics {
             match m.get_ref().parse() {
@@ -603,6 +665,24 @@ impl Settings {
                 }
             }
         }
+        for t in &file.port_tables {
+            let line = line_of(text, t.span().start);
+            let v = t.get_ref();
+            if let Err(e) = ub_port::validate_ifname(&v.name) {
+                errs.push(format!("{origin}:{line}: [[port]] {e}"));
+            } else if names.contains(&v.name) {
+                errs.push(format!("{origin}:{line}: [[port]] '{}' is listed twice", v.name));
+            } else {
+                match v.policy() {
+                    Ok(policy) => {
+                        names.push(v.name.clone());
+                        let backend = if v.tap { Backend::Tap } else { Backend::Afpacket };
+                        s.ports.push(PortSpec { policy, ..PortSpec::new(&v.name, backend, Origin::Config) });
+                    }
+                    Err(e) => errs.push(format!("{origin}:{line}: [[port]] {}: {e}", v.name)),
+                }
+            }
+        }
         for st in &file.statics {
             let line = line_of(text, st.span().start);
             let v = st.get_ref();
@@ -631,13 +711,23 @@ impl Settings {
                     Ok(hs) if names.contains(&hs.name) => {
                         errs.push(format!("{origin}:{line}: [host] name '{}' is also in ports or taps", hs.name))
                     }
-                    Ok(hs) => s.host = Some(hs),
+                    Ok(hs) => {
+                        let vlans = v.vlans.clone();
+                        let check =
+                            ub_port::PortPolicy { vlans: vlans.clone().unwrap_or_default(), ..Default::default() };
+                        match check.validate() {
+                            Ok(()) => s.host = Some(HostSettings { vlans, ..hs }),
+                            Err(e) => errs.push(format!("{origin}:{line}: [host] vlans: {e}")),
+                        }
+                    }
                     Err(e) => errs.push(format!("{origin}:{line}: [host] {e}")),
                 },
             }
         }
         if s.ports.is_empty() && s.host.is_none() {
-            errs.push(format!("{origin}: no ports: add ports = [\"IF\", ...], taps = [\"NAME\"] or a [host] table"));
+            errs.push(format!(
+                "{origin}: no ports: add ports = [\"IF\", ...], taps = [\"NAME\"], [[port]] tables or a [host] table"
+            ));
         }
         if errs.is_empty() { Ok(s) } else { Err(ConfigError(errs)) }
     }
@@ -722,6 +812,56 @@ vlan = 7
             ("ports = [\"cni0\"]\n[host]\nname = \"cni0\"\n", "also in ports"),
         ] {
             let e = Settings::parse(bad, "h.toml").unwrap_err().0;
+            assert!(e[0].contains(says), "{bad}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn port_tables_carry_policies() {
+        let text = r#"
+vlan_filtering = true
+ports = ["veth0"]
+
+[[port]]
+name = "veth1"
+isolated = true
+locked = true
+macs = ["02:00:00:00:00:01"]
+ips = ["10.244.1.5"]
+vlans = [{ vid = 10, pvid = true, untagged = true }]
+
+[[port]]
+name = "tap1"
+tap = true
+flood = false
+
+[host]
+name = "cni0"
+vlans = [{ vid = 10, pvid = true, untagged = true }, { vid = 20 }]
+"#;
+        let s = Settings::parse(text, "p.toml").unwrap();
+        assert!(s.vlan_filtering);
+        assert_eq!(s.names(Backend::Afpacket), vec!["veth0", "veth1"]);
+        let v1 = s.ports.iter().find(|p| p.name == "veth1").unwrap();
+        assert!(v1.policy.isolated && v1.policy.locked && v1.policy.flood);
+        assert_eq!(v1.policy.ips, vec!["10.244.1.5".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(v1.policy.pvid(), Some(10));
+        let t = s.ports.iter().find(|p| p.name == "tap1").unwrap();
+        assert_eq!((t.backend, t.policy.flood), (Backend::Tap, false));
+        assert_eq!(s.host.unwrap().vlans.unwrap().len(), 2);
+        for (bad, says) in [
+            ("[[port]]\nname = \"v\"\nlocked = true\n", "p.toml:1: [[port]] v: locked needs the port's MAC"),
+            ("[[port]]\nname = \"v\"\nvlans = [{ vid = 5000 }]\n", "vid 5000 is not a VLAN id"),
+            (
+                "[[port]]\nname = \"v\"\nvlans = [{ vid = 2, pvid = true }, { vid = 3, pvid = true }]\n",
+                "more than one VLAN is marked pvid",
+            ),
+            ("ports = [\"v\"]\n[[port]]\nname = \"v\"\n", "'v' is listed twice"),
+            ("[[port]]\nname = \"v\"\nhairpn = true\n", "unknown field `hairpn`"),
+            ("[[port]]\nname = \"v\"\nmacs = [\"zz\"]\n", "'zz' is not a MAC address"),
+            ("[host]\nname = \"cni0\"\nvlans = [{ vid = 0 }]\n", "[host] vlans: vid 0 is not a VLAN id"),
+        ] {
+            let e = Settings::parse(bad, "p.toml").unwrap_err().0;
             assert!(e[0].contains(says), "{bad}: {e:?}");
         }
     }

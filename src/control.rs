@@ -49,6 +49,21 @@ pub enum ControlError {
     NotMirrored(String),
     #[error("a {0} port cannot be added at run time")]
     Backend(&'static str),
+    #[error("pvid takes one VLAN, not a range ({0}-{1}): a port has one PVID")]
+    PvidRange(u16, u16),
+    #[error("vid range {0}-{1} ends before it starts")]
+    VidRange(u16, u16),
+    #[error("port '{0}' is not a member of VLAN {1}")]
+    NotMember(String, u16),
+}
+
+/// The VIDs of `vid` to `end` (one if no end), checked.
+fn vid_range(vid: u16, end: Option<u16>) -> Result<std::ops::RangeInclusive<u16>, ControlError> {
+    let end = end.unwrap_or(vid);
+    if end < vid {
+        return Err(ControlError::VidRange(vid, end));
+    }
+    Ok(vid..=end)
 }
 
 /// Starting the control socket failed.
@@ -110,6 +125,7 @@ impl Daemon {
         let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         Status {
             ports,
+            vlan_filtering: self.sw.vlan_filtering(),
             fdb: FdbStatus {
                 entries: st.fdb_entries as u64,
                 learned: st.fdb_learned as u64,
@@ -229,6 +245,95 @@ impl Serve for Daemon {
             Err(DaemonError::NoSuchPort(_)) if r.if_exists => Ok(PortRemoved { removed: r.name, existed: false }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn port_set(&self, r: PortSet) -> Result<PortPolicySet, ControlError> {
+        let policy = self.change_policy(&r.name, |p| {
+            *p = r.apply(p.clone());
+            Ok(())
+        })?;
+        Ok(PortPolicySet { port: r.name, policy })
+    }
+
+    fn vlan_add(&self, r: VlanAdd) -> Result<VlanPort, ControlError> {
+        let vids = vid_range(r.vid, r.vid_end)?;
+        if r.pvid && vids.start() != vids.end() {
+            return Err(ControlError::PvidRange(*vids.start(), *vids.end()));
+        }
+        let policy = self.change_policy(&r.port, |p| {
+            for vid in vids {
+                // As `bridge vlan add`: the flags given replace the VLAN's;
+                // a new PVID takes the flag from the old one.
+                if r.pvid {
+                    p.vlans.iter_mut().for_each(|v| v.pvid = false);
+                }
+                let e = ub_port::VlanEntry { vid, pvid: r.pvid, untagged: r.untagged };
+                match p.vlans.iter_mut().find(|v| v.vid == vid) {
+                    Some(v) => *v = e,
+                    None => p.vlans.push(e),
+                }
+            }
+            p.vlans.sort_by_key(|v| v.vid);
+            Ok(())
+        })?;
+        Ok(VlanPort { port: r.port, vlans: policy.vlans })
+    }
+
+    fn vlan_del(&self, r: VlanDel) -> Result<VlanPort, ControlError> {
+        let vids = vid_range(r.vid, r.vid_end)?;
+        let spec = self.spec(&r.port).ok_or_else(|| DaemonError::NoSuchPort(r.port.clone()))?;
+        if let Some(v) = vids.clone().find(|v| !spec.policy.vlans.iter().any(|e| e.vid == *v)) {
+            return Err(ControlError::NotMember(r.port, v));
+        }
+        let policy = self.change_policy(&r.port, |p| {
+            p.vlans.retain(|v| !vids.contains(&v.vid));
+            Ok(())
+        })?;
+        Ok(VlanPort { port: r.port, vlans: policy.vlans })
+    }
+
+    fn vlan_show(&self, r: VlanShow) -> Result<Vec<VlanPort>, ControlError> {
+        let mut ports = self.status().ports;
+        only_port(&mut ports, r.port.as_deref())?;
+        Ok(ports.into_iter().map(|p| VlanPort { port: p.name, vlans: p.policy.vlans }).collect())
+    }
+
+    fn set_vlan_filtering(&self, r: SetVlanFiltering) -> Result<VlanFiltering, ControlError> {
+        Daemon::set_vlan_filtering(self, r.on);
+        Ok(VlanFiltering { vlan_filtering: r.on })
+    }
+
+    fn neigh_show(&self, _: NeighShow) -> Result<Vec<NeighInfo>, ControlError> {
+        let names = self.port_names();
+        Ok(self
+            .sw
+            .neigh
+            .entries(self.sw.now_ms())
+            .into_iter()
+            .map(|e| NeighInfo {
+                ip: e.ip,
+                mac: e.mac,
+                port: names.get(usize::from(e.port)).cloned().flatten(),
+                told: e.told,
+                local: e.local,
+                age_secs: e.age_ms as f64 / 1000.0,
+            })
+            .collect())
+    }
+
+    fn trace(&self, r: Trace) -> Result<Traced, ControlError> {
+        let port = self.port_named(&r.in_port)?;
+        let t = self.sw.trace(port.id, &r.frame(), self.sw.now_ms());
+        Ok(Traced {
+            steps: t.steps.into_iter().map(|s| TraceStep { step: s.step.to_string(), detail: s.detail }).collect(),
+            decision: t.decision,
+            vlan: t.vid,
+            egress: t
+                .egress
+                .into_iter()
+                .map(|e| TraceEgress { port: e.name, sent: e.sent, why: e.why, tagged: e.tagged })
+                .collect(),
+        })
     }
 
     fn host_info(&self, _: HostInfo) -> Result<Host, ControlError> {

@@ -157,6 +157,7 @@ impl Daemon {
         let sw = Arc::new(Switch::new(settings.fdb));
         sw.set_storm_limits(settings.storm);
         sw.loop_guard.set_mode(settings.loop_detect);
+        sw.set_vlan_filtering(settings.vlan_filtering);
         let host = settings.host.as_ref().map(|h| ub_port::host::HostOptions {
             netns: start_ns.clone(),
             addresses: h.addresses.clone(),
@@ -325,7 +326,15 @@ impl Daemon {
     /// promiscuous, like the bridge).
     fn host_spec(h: &HostSettings) -> PortSpec {
         let mut spec = PortSpec::new(&h.name, Backend::Host, Origin::Config);
-        spec.policy = PortPolicy { flood: false, macs: vec![h.mac], ..PortPolicy::default() };
+        let d = PortPolicy::default();
+        spec.policy = PortPolicy {
+            flood: false,
+            macs: vec![h.mac],
+            // Its own addresses: ARP suppression leaves requests for them to the host.
+            ips: h.addresses.iter().map(|a| a.addr()).collect(),
+            vlans: h.vlans.clone().unwrap_or(d.vlans.clone()),
+            ..d
+        };
         spec
     }
 
@@ -335,6 +344,7 @@ impl Daemon {
         let Some(h) = &self.host else { return Ok(()) };
         let id = self.attach(Self::host_spec(h))?;
         self.sw.fdb.add_static(0, h.mac, id).map_err(|r| DaemonError::Static { mac: h.mac, why: format!("{r:?}") })?;
+        self.sync_host_statics();
         for a in lock(&self.host_extra).clone() {
             if let Err(e) = self.in_host_ns(|nl, idx| nl.add_addr(idx, a)) {
                 tracing::warn!(address = %a, error = %e, "could not put a run-time address back on the host port");
@@ -418,6 +428,7 @@ impl Daemon {
             extra.push(address);
         }
         drop(extra);
+        self.host_ips_changed(&conflicts, address);
         self.persist();
         Ok(true)
     }
@@ -470,18 +481,80 @@ impl Daemon {
 
     /// Gives port `name` a new policy, atomically (a batch sees the old or the new).
     pub fn set_policy(&self, name: &str, policy: ub_port::PortPolicy) -> Result<(), DaemonError> {
+        self.change_policy(name, |p| {
+            *p = policy;
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    /// Changes port `name`'s policy with `f`: checked and applied whole (a
+    /// batch sees the old policy or the new one), or not at all; recorded
+    /// in the port's spec, and in the state file for a run-time port.
+    pub fn change_policy(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut PortPolicy) -> Result<(), String>,
+    ) -> Result<PortPolicy, DaemonError> {
         let mut ports = lock(&self.ports);
         let a = ports.get_mut(name).ok_or_else(|| DaemonError::NoSuchPort(name.to_string()))?;
+        let mut policy = a.spec.policy.clone();
+        f(&mut policy).map_err(|e| DaemonError::BadPolicy(name.to_string(), e))?;
         self.sw
             .set_policy(a.id, policy.clone())
             .map_err(|e| DaemonError::BadPolicy(name.to_string(), e.to_string()))?;
-        a.spec.policy = policy;
-        let runtime = a.spec.origin == Origin::Runtime;
+        a.spec.policy = policy.clone();
+        let (runtime, host) = (a.spec.origin == Origin::Runtime, a.spec.backend == Backend::Host);
         drop(ports);
+        if host {
+            self.sync_host_statics();
+        }
         if runtime {
             self.persist();
         }
-        Ok(())
+        Ok(policy)
+    }
+
+    /// The host port's MAC as a static entry in every VLAN the host port is
+    /// in (and VLAN 0, for the VLAN-unaware switch), as the kernel keeps a
+    /// bridge's own address per VLAN.
+    pub fn sync_host_statics(&self) {
+        let Some(h) = &self.host else { return };
+        let Some((id, vids)) = lock(&self.ports)
+            .get(&h.name)
+            .map(|a| (a.id, a.spec.policy.vlans.iter().map(|v| v.vid).collect::<Vec<u16>>()))
+        else {
+            return;
+        };
+        for vid in std::iter::once(0).chain(vids) {
+            if let Err(r) = self.sw.fdb.add_static(vid, h.mac, id) {
+                tracing::warn!(vid, mac = %h.mac, reason = ?r, "the host port's MAC could not be made static in a VLAN");
+            }
+        }
+    }
+
+    /// The host port's policy lists its addresses (ARP suppression leaves
+    /// requests for them to the host): `added` in, `removed` out.
+    fn host_ips_changed(&self, removed: &[ub_netlink::IpNet], added: ub_netlink::IpNet) {
+        let Some(h) = &self.host else { return };
+        let r = self.change_policy(&h.name, |p| {
+            p.ips.retain(|ip| !removed.iter().any(|n| n.addr() == *ip));
+            if !p.ips.contains(&added.addr()) {
+                p.ips.push(added.addr());
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "the host port's address list in its policy was not updated");
+        }
+    }
+
+    /// VLAN filtering on or off (the setting kept for reloads).
+    pub fn set_vlan_filtering(&self, on: bool) -> bool {
+        let changed = self.sw.set_vlan_filtering(on);
+        lock(&self.settings).vlan_filtering = on;
+        self.sync_host_statics();
+        changed
     }
 
     pub fn add_static(&self, st: &StaticEntry) -> Result<(), DaemonError> {
@@ -524,6 +597,32 @@ impl Daemon {
             self.sw.fdb.set_ageing_ms(new.fdb.ageing_ms);
             done.push(format!("ageing {} s", new.fdb.ageing_ms / 1000));
         }
+        if new.vlan_filtering != old.vlan_filtering {
+            self.set_vlan_filtering(new.vlan_filtering);
+            done.push(format!("vlan filtering {}", if new.vlan_filtering { "on" } else { "off" }));
+        }
+        // Policies of the configured ports that stay: applied whole, per port.
+        for spec in new.ports.iter().filter(|p| owned.contains(&p.name)) {
+            if self.spec(&spec.name).is_some_and(|s| s.policy != spec.policy) {
+                match self.set_policy(&spec.name, spec.policy.clone()) {
+                    Ok(()) => done.push(format!("policy of {}", spec.name)),
+                    Err(e) => done.push(format!("could not change the policy of {}: {e}", spec.name)),
+                }
+            }
+        }
+        if let (Some(h), Some(oh)) = (&new.host, &old.host)
+            && h.name == oh.name
+            && h.vlans != oh.vlans
+        {
+            let vlans = h.vlans.clone().unwrap_or_else(|| PortPolicy::default().vlans);
+            match self.change_policy(&h.name, |p| {
+                p.vlans = vlans;
+                Ok(())
+            }) {
+                Ok(_) => done.push(format!("vlans of {}", h.name)),
+                Err(e) => done.push(format!("could not change the vlans of {}: {e}", h.name)),
+            }
+        }
         if new.loop_detect != old.loop_detect {
             self.sw.loop_guard.set_mode(new.loop_detect);
             done.push(format!("loop detection {}", new.loop_detect.as_str()));
@@ -556,8 +655,13 @@ impl Daemon {
         {
             done.push("socket, metrics, netns, [ring] and [threads] settings change only at restart".into());
         }
+        // The host port stays as it started but for its VLANs, applied above.
+        let host = match (old.host, &new.host) {
+            (Some(o), Some(n)) if o.name == n.name => Some(HostSettings { vlans: n.vlans.clone(), ..o }),
+            (o, _) => o,
+        };
         *lock(&self.settings) = Settings {
-            host: old.host,
+            host,
             state_dir: old.state_dir,
             socket: old.socket,
             metrics: old.metrics,
@@ -769,6 +873,7 @@ pub fn run(a: RunArgs) -> Result<(), DaemonError> {
                     last_tick.store(now, Ordering::Relaxed);
                 }
                 let n = sw.fdb.age(sw.now_ms());
+                sw.neigh.age(sw.now_ms(), sw.fdb.ageing_ms());
                 if n > 0 {
                     tracing::debug!(aged = n, "fdb entries aged out");
                 }

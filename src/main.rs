@@ -97,6 +97,47 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LabCmd,
     },
+    /// VLAN membership of ports, as `bridge vlan`: `vlan add dev PORT vid
+    /// N[-M] [pvid] [untagged]`, `vlan del dev PORT vid N[-M]`, `vlan show
+    /// [dev PORT]`. Applies while VLAN filtering is on (`set vlan-filtering on`).
+    Vlan {
+        #[arg(value_name = "add|del|show ...", required = true)]
+        words: Vec<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// The neighbour table of ARP suppression (neigh_suppress).
+    Neigh {
+        #[command(subcommand)]
+        cmd: NeighCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// What the switch would do with a frame, step by step (changes nothing):
+    /// ingress policy, VLAN, learning, FDB, decision, each egress port and why.
+    Trace {
+        /// The port the frame arrives on.
+        #[arg(long = "in", value_name = "PORT")]
+        in_port: String,
+        #[arg(long, value_name = "MAC")]
+        src: String,
+        #[arg(long, value_name = "MAC")]
+        dst: String,
+        /// Tagged with this VLAN (802.1Q).
+        #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(0..=4095))]
+        vlan: Option<u16>,
+        /// EtherType, e.g. 0x0800 (the default) or 0x86dd.
+        #[arg(long, value_name = "T", value_parser = parse_ethertype)]
+        ethertype: Option<u16>,
+        /// An ARP request for this address instead (see neigh_suppress).
+        #[arg(long, value_name = "IP", conflicts_with = "ethertype")]
+        arp_target: Option<std::net::Ipv4Addr>,
+        /// The ARP request's sender address (default 0.0.0.0, a probe).
+        #[arg(long, value_name = "IP", requires = "arp_target")]
+        arp_sender: Option<std::net::Ipv4Addr>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// The CNI plugin: this binary is the plugin for `"type": "userbridge"`
     /// when a runtime runs it with CNI_COMMAND set (docs/cni.md).
     Cni {
@@ -158,12 +199,154 @@ enum PortCmd {
     },
     /// Detach port IF: its FDB entries are flushed; other ports forward on.
     Del { name: String },
+    /// Change port IF's policy, as `bridge link set dev IF ...` (docs/policies.md):
+    /// only the knobs given change, all at once.
+    Set(Box<PortSetArgs>),
+}
+
+/// `on` or `off`, as `bridge link set` takes them.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    fn get(v: Option<OnOff>) -> Option<bool> {
+        v.map(|v| v == OnOff::On)
+    }
+}
+
+#[derive(Args, Debug)]
+struct PortSetArgs {
+    /// The port.
+    name: String,
+    /// Learn the sources of frames received here.
+    #[arg(long, value_enum)]
+    learning: Option<OnOff>,
+    /// Take unknown-unicast floods (known unicast is always delivered).
+    #[arg(long, value_enum)]
+    flood: Option<OnOff>,
+    /// Take multicast floods.
+    #[arg(long, value_enum)]
+    mcast_flood: Option<OnOff>,
+    /// Take broadcast floods.
+    #[arg(long, value_enum)]
+    bcast_flood: Option<OnOff>,
+    /// Exchange frames only with non-isolated ports.
+    #[arg(long, value_enum)]
+    isolated: Option<OnOff>,
+    /// Let a frame go back out of the port it came in on.
+    #[arg(long, value_enum)]
+    hairpin: Option<OnOff>,
+    /// Let only the port's stations (--mac) send.
+    #[arg(long, value_enum)]
+    locked: Option<OnOff>,
+    /// Answer ARP requests for known addresses behind this port; keep
+    /// answered requests from it.
+    #[arg(long, value_enum)]
+    neigh_suppress: Option<OnOff>,
+    /// The port's station (repeat for more): replaces the list; `--mac none` empties it.
+    #[arg(long, value_name = "MAC")]
+    mac: Vec<String>,
+    /// The stations' addresses (repeat for more): replaces the list; `--ip none` empties it.
+    #[arg(long, value_name = "IP")]
+    ip: Vec<String>,
+}
+
+impl PortSetArgs {
+    fn request(self) -> Result<ub_proto::PortSet, CliError> {
+        let list = |v: &[String]| {
+            (!v.is_empty()).then(|| v.iter().filter(|x| x.as_str() != "none").cloned().collect::<Vec<_>>())
+        };
+        let macs = list(&self.mac)
+            .map(|v| v.iter().map(|m| m.parse()).collect::<Result<Vec<ub_wire::Mac>, _>>())
+            .transpose()
+            .map_err(|e: ub_wire::ParseMacError| CliError::Config(e.to_string()))?;
+        let ips = list(&self.ip)
+            .map(|v| v.iter().map(|i| i.parse()).collect::<Result<Vec<std::net::IpAddr>, _>>())
+            .transpose()
+            .map_err(|e| CliError::Config(format!("--ip: {e} (an IPv4 or IPv6 address)")))?;
+        Ok(ub_proto::PortSet {
+            name: self.name,
+            learning: OnOff::get(self.learning),
+            flood: OnOff::get(self.flood),
+            mcast_flood: OnOff::get(self.mcast_flood),
+            bcast_flood: OnOff::get(self.bcast_flood),
+            isolated: OnOff::get(self.isolated),
+            hairpin: OnOff::get(self.hairpin),
+            locked: OnOff::get(self.locked),
+            neigh_suppress: OnOff::get(self.neigh_suppress),
+            macs,
+            ips,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum SetCmd {
     /// Idle time after which learned entries go, in seconds.
     Ageing { secs: u64 },
+    /// Filter VLANs (`vlan_filtering 1`): ports' memberships apply. Learned
+    /// entries are forgotten when it changes.
+    VlanFiltering {
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NeighCmd {
+    /// The addresses ARP suppression answers for: told to ports, or learned.
+    Show,
+}
+
+/// `vlan add|del|show`, in `bridge vlan`'s words.
+fn vlan_request(words: &[String]) -> Result<ub_proto::Request, CliError> {
+    use ub_proto::{VlanAdd, VlanDel, VlanShow};
+    const USAGE: &str =
+        "usage: vlan add dev PORT vid N[-M] [pvid] [untagged] | vlan del dev PORT vid N[-M] | vlan show [dev PORT]";
+    let bad = |m: String| CliError::Config(format!("{m} ({USAGE})"));
+    let (cmd, rest) = words.split_first().ok_or_else(|| bad("vlan needs add, del or show".into()))?;
+    let (mut dev, mut vid, mut pvid, mut untagged) = (None, None, false, false);
+    let mut it = rest.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "dev" => dev = Some(it.next().ok_or_else(|| bad("dev needs a port".into()))?.clone()),
+            "vid" => vid = Some(it.next().ok_or_else(|| bad("vid needs a VLAN id".into()))?.clone()),
+            "pvid" => pvid = true,
+            "untagged" => untagged = true,
+            other => return Err(bad(format!("unexpected '{other}'"))),
+        }
+    }
+    let vids = |v: Option<String>| -> Result<(u16, Option<u16>), CliError> {
+        let v = v.ok_or_else(|| bad("vid N[-M] is missing".into()))?;
+        let one = |x: &str| {
+            x.parse::<u16>()
+                .ok()
+                .filter(|n| (1..=4094).contains(n))
+                .ok_or_else(|| bad(format!("vid {x} is not a VLAN id (use 1 to 4094)")))
+        };
+        match v.split_once('-') {
+            Some((a, b)) => Ok((one(a)?, Some(one(b)?))),
+            None => Ok((one(&v)?, None)),
+        }
+    };
+    let port = |d: Option<String>| d.ok_or_else(|| bad("dev PORT is missing".into()));
+    Ok(match cmd.as_str() {
+        "add" => {
+            let (vid, vid_end) = vids(vid)?;
+            VlanAdd { port: port(dev)?, vid, vid_end, pvid, untagged }.into()
+        }
+        "del" if pvid || untagged => return Err(bad("del takes no pvid or untagged".into())),
+        "del" => {
+            let (vid, vid_end) = vids(vid)?;
+            VlanDel { port: port(dev)?, vid, vid_end }.into()
+        }
+        "show" if vid.is_some() || pvid || untagged => return Err(bad("show takes only dev PORT".into())),
+        "show" => VlanShow { port: dev }.into(),
+        other => return Err(bad(format!("unknown vlan command '{other}'"))),
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,6 +412,11 @@ enum LabCmd {
         #[arg(long, default_value = "ubdemo")]
         name: String,
     },
+}
+
+fn parse_ethertype(s: &str) -> Result<u16, String> {
+    let v = s.strip_prefix("0x").map_or_else(|| s.parse(), |h| u16::from_str_radix(h, 16));
+    v.map_err(|_| format!("'{s}' is not an EtherType (like 0x0800)"))
 }
 
 fn absolute(p: PathBuf) -> Result<String, CliError> {
@@ -301,8 +489,27 @@ fn main() -> ExitCode {
             PortCmd::Add { tap: Some(n), .. } => ask(&c, PortAdd { tap: true, ..PortAdd::afpacket(&n) }),
             PortCmd::Add { .. } => Err(CliError::Usage("port add needs IF or --tap NAME")),
             PortCmd::Del { name } => ask(&c, PortDel { name, if_exists: false }),
+            PortCmd::Set(a) => a.request().and_then(|r| ask(&c, r)),
         },
         Cmd::Set { cmd: SetCmd::Ageing { secs }, client: c } => ask(&c, SetAgeing { secs }),
+        Cmd::Set { cmd: SetCmd::VlanFiltering { state }, client: c } => {
+            ask(&c, SetVlanFiltering { on: state == OnOff::On })
+        }
+        Cmd::Vlan { words, client: c } => vlan_request(&words).and_then(|r| match r {
+            Request::VlanAdd(r) => ask(&c, r),
+            Request::VlanDel(r) => ask(&c, r),
+            Request::VlanShow(r) => ask(&c, r),
+            _ => Err(CliError::Usage("vlan add|del|show")),
+        }),
+        Cmd::Neigh { cmd: NeighCmd::Show, client: c } => ask(&c, NeighShow {}),
+        Cmd::Trace { in_port, src, dst, vlan, ethertype, arp_target, arp_sender, client: c } => {
+            match (src.parse(), dst.parse()) {
+                (Ok(src), Ok(dst)) => {
+                    ask(&c, ub_proto::Trace { in_port, src, dst, vlan, ethertype, arp_target, arp_sender })
+                }
+                (Err(e), _) | (_, Err(e)) => Err(CliError::Config(format!("{e}"))),
+            }
+        }
         Cmd::Mirror { cmd, client: c } => match cmd {
             MirrorCmd::Add { from, to: Some(to), .. } => {
                 ask(&c, MirrorAdd { from, to: Some(to), pcap: None, max_bytes: None })

@@ -45,6 +45,7 @@ impl Show for Vec<PortStatus> {
             if p.promisc {
                 s.push_str(" promisc");
             }
+            s.push_str(&knobs(&p.policy));
             let m = &p.meta;
             if let Some(c) = &m.container_id {
                 let _ = write!(s, " container {}", &c[..c.len().min(12)]);
@@ -60,6 +61,114 @@ impl Show for Vec<PortStatus> {
             }
             s.push('\n');
         }
+        s
+    }
+}
+
+/// A policy's knobs that are not the default, as `bridge link` words:
+/// ` isolated hairpin locked learning off ...`.
+fn knobs(p: &ub_port::PortPolicy) -> String {
+    let mut s = String::new();
+    for (on, word) in [
+        (p.isolated, "isolated"),
+        (p.hairpin, "hairpin"),
+        (p.locked, "locked"),
+        (p.neigh_suppress, "neigh_suppress"),
+        (!p.learning, "learning off"),
+        (!p.flood, "flood off"),
+        (!p.mcast_flood, "mcast_flood off"),
+        (!p.bcast_flood, "bcast_flood off"),
+    ] {
+        if on {
+            s.push(' ');
+            s.push_str(word);
+        }
+    }
+    s
+}
+
+/// `1 PVID untagged`, `10`, ... like `bridge vlan show`.
+fn vlan_words(vlans: &[ub_port::VlanEntry]) -> String {
+    let v: Vec<String> = vlans
+        .iter()
+        .map(|e| {
+            let mut w = e.vid.to_string();
+            if e.pvid {
+                w.push_str(" PVID");
+            }
+            if e.untagged {
+                w.push_str(" untagged");
+            }
+            w
+        })
+        .collect();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+impl Show for PortPolicySet {
+    fn show(&self) -> String {
+        let p = &self.policy;
+        let mut s = format!("{}:{}\n", self.port, knobs(p));
+        if !p.macs.is_empty() {
+            let m: Vec<String> = p.macs.iter().map(ToString::to_string).collect();
+            let _ = writeln!(s, "    macs {}", m.join(" "));
+        }
+        if !p.ips.is_empty() {
+            let i: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
+            let _ = writeln!(s, "    ips {}", i.join(" "));
+        }
+        s
+    }
+}
+
+impl Show for VlanPort {
+    fn show(&self) -> String {
+        format!("{} {}\n", self.port, vlan_words(&self.vlans))
+    }
+}
+
+impl Show for Vec<VlanPort> {
+    fn show(&self) -> String {
+        self.iter().map(Show::show).collect()
+    }
+}
+
+impl Show for VlanFiltering {
+    fn show(&self) -> String {
+        format!("vlan filtering {}\n", if self.vlan_filtering { "on" } else { "off" })
+    }
+}
+
+/// `10.0.0.2 lladdr 02:... dev veth1 told|age 3.0s [local]`, like `ip neigh`.
+impl Show for Vec<NeighInfo> {
+    fn show(&self) -> String {
+        let mut s = String::new();
+        for n in self {
+            let _ = write!(s, "{} lladdr {} dev {}", n.ip, n.mac, n.port.as_deref().unwrap_or("?"));
+            if n.told {
+                s.push_str(" told");
+            } else {
+                let _ = write!(s, " age {:.1}s", n.age_secs);
+            }
+            if n.local {
+                s.push_str(" local");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl Show for Traced {
+    fn show(&self) -> String {
+        let mut s = String::new();
+        for st in &self.steps {
+            let _ = writeln!(s, "{:<15} {}", format!("{}:", st.step), st.detail);
+        }
+        for e in &self.egress {
+            let _ = writeln!(s, "  {} {:<16} {}", if e.sent { "->" } else { "  " }, e.port, e.why);
+        }
+        let _ = writeln!(s, "decision: {} (vlan {})", self.decision, self.vlan);
         s
     }
 }
@@ -84,6 +193,7 @@ impl Show for Status {
         }
         let _ = writeln!(s, "links: {}", pairs(&self.links, false));
         let _ = writeln!(s, "loops: detect {} {}", self.loops.mode, pairs(&self.loops.events, false));
+        let _ = writeln!(s, "vlan filtering {}", if self.vlan_filtering { "on" } else { "off" });
         let f = &self.fdb;
         let _ = writeln!(
             s,

@@ -99,13 +99,13 @@ fn recycle_sinks<'b>(mut v: Vec<(Arc<dyn MirrorSink>, TxFrame<'_>)>) -> Vec<(Arc
 
 /// Whether `f` fits the egress MTU, counting the tag it carries or gets.
 #[inline]
-fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
+pub(crate) fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
     if let Some(v) = f.vnet.filter(|v| v.is_gso()) {
         // The receiver segments a GSO super-frame into gso_size payloads.
         return u32::from(v.gso_size) <= mtu;
     }
     let et = u16::from_be_bytes([f.data[12], f.data[13]]);
-    let tagged = f.insert_tag.is_some() || et == ETHERTYPE_8021Q || et == ETHERTYPE_8021AD;
+    let tagged = f.insert_tag.is_some() || f.outer_tag.is_some() || et == ETHERTYPE_8021Q || et == ETHERTYPE_8021AD;
     f.wire_len() <= mtu as usize + ETH_HLEN + if tagged { 2 * VLAN_HLEN } else { 0 }
 }
 
@@ -328,7 +328,7 @@ impl Forwarder {
 /// not filter VLANs (`vin` is `None`); else `None` if `to` is not a member
 /// of the frame's VLAN, or the frame tagged or untagged per `to`'s membership.
 #[inline]
-fn out_frame<'a>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) -> Option<TxFrame<'a>> {
+pub(crate) fn out_frame<'a>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) -> Option<TxFrame<'a>> {
     match vin {
         None => Some(tx),
         Some(v) => {

@@ -20,6 +20,7 @@ mod port;
 mod reader;
 mod storm;
 mod switch;
+mod trace;
 mod vlan;
 
 pub use counters::{CounterSnapshot, DropKind, LocalCounts, PortCounters};
@@ -32,6 +33,7 @@ pub use port::{MirrorSink, MirrorTo, Port, PortSnapshot, PortTable, Slot};
 pub use reader::{Placement, ReaderHandle, Restart, spawn_reader, spawn_reader_at};
 pub use storm::{FloodClass, StormGate, StormLimits};
 pub use switch::{Switch, SwitchError, SwitchStats};
+pub use trace::{Trace, TraceEgress, TraceStep};
 pub use ub_fdb::PortId;
 pub use ub_port::{Backend, PortState};
 pub use vlan::{QTag, VlanIn};

@@ -48,6 +48,11 @@ impl Flags {
     pub fn neigh_suppress(self) -> bool {
         self.has(Self::NEIGH_SUPPRESS)
     }
+
+    #[inline]
+    pub fn locked(self) -> bool {
+        self.has(Self::LOCKED)
+    }
 }
 
 /// A port's VLAN membership, compiled for the per-frame test: one bit per

@@ -107,6 +107,19 @@ impl StormGate {
     }
 }
 
+impl StormGate {
+    /// Whether [`StormGate::take`] would pass a frame at `now_ms`, taking nothing.
+    pub fn would_pass(&self, pps: u32, now_ms: u64) -> bool {
+        if pps == 0 {
+            return true;
+        }
+        let t = now_ms.saturating_mul(1000);
+        let interval = (1_000_000 / u64::from(pps)).max(1);
+        let burst = (u64::from(pps) / 10).max(10);
+        self.0.load(Relaxed).max(t) + interval <= t.saturating_add(burst * interval)
+    }
+}
+
 /// A port's three gates, one per class.
 #[derive(Debug, Default)]
 pub struct PortStorm([StormGate; 3]);
@@ -115,6 +128,10 @@ impl PortStorm {
     #[inline]
     pub fn take(&self, c: FloodClass, limits: &StormLimits, now_ms: u64) -> bool {
         self.0[c as usize].take(limits.pps(c), now_ms)
+    }
+
+    pub fn would_pass(&self, c: FloodClass, limits: &StormLimits, now_ms: u64) -> bool {
+        self.0[c as usize].would_pass(limits.pps(c), now_ms)
     }
 }
 

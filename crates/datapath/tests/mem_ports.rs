@@ -466,6 +466,33 @@ fn the_vlan_ingress_filter_drops_what_a_port_may_not_send() {
     assert_eq!(counts(&r.exchange(0, tagged(Mac::BROADCAST, mac(9), 30, 60))), [0, 1, 1, 1]);
 }
 
+#[test]
+fn trace_explains_each_egress_port_and_changes_nothing() {
+    let r = vlan_rig();
+    r.policy(3, |p| p.isolated = true);
+    r.policy(1, |p| p.isolated = true);
+    let before = (r.sw.fdb.len(), r.sw.port(1).unwrap().counters.snapshot());
+    let t = r.sw.trace(1, &frame(Mac::BROADCAST, mac(1), 60), r.now);
+    assert_eq!(t.decision, "flood");
+    assert_eq!(t.vid, 10);
+    let why: Vec<(String, bool, Option<u16>)> = t.egress.iter().map(|e| (e.why.clone(), e.sent, e.tagged)).collect();
+    assert_eq!(
+        why,
+        vec![
+            ("member, tagged 10".to_string(), true, Some(10)),
+            ("it is the ingress port (hairpin off)".to_string(), false, None),
+            ("not a member of the frame's VLAN".to_string(), false, None),
+            ("both ports are isolated".to_string(), false, None),
+        ]
+    );
+    assert!(t.steps.iter().any(|s| s.step == "learn" && s.detail.contains("would be learned")));
+    assert_eq!((r.sw.fdb.len(), r.sw.port(1).unwrap().counters.snapshot()), before, "trace learned or counted");
+    // The ingress filter, explained.
+    let t = r.sw.trace(1, &tagged(Mac::BROADCAST, mac(1), 20, 60), r.now);
+    assert_eq!(t.decision, "drop: vlan");
+    assert!(t.steps.last().unwrap().detail.contains("ingress filter"), "{:?}", t.steps);
+}
+
 fn arp_frame(op: u16, sha: Mac, sip: [u8; 4], tip: [u8; 4]) -> Vec<u8> {
     let dst = if op == 1 { Mac::BROADCAST } else { mac(1) };
     let mut f = dst.0.to_vec();

@@ -156,6 +156,20 @@ protocol! {
     port_add => PortAdd(PortAdd) -> PortAdded;
     /// Detaches a port.
     port_del => PortDel(PortDel) -> PortRemoved;
+    /// Changes a port's policy knobs (`bridge link set`).
+    port_set => PortSet(PortSet) -> PortPolicySet;
+    /// Adds VLAN membership to a port (`bridge vlan add`).
+    vlan_add => VlanAdd(VlanAdd) -> VlanPort;
+    /// Removes VLAN membership from a port (`bridge vlan del`).
+    vlan_del => VlanDel(VlanDel) -> VlanPort;
+    /// Ports' VLAN memberships (`bridge vlan show`).
+    vlan_show => VlanShow(VlanShow) -> Vec<VlanPort>;
+    /// VLAN filtering on or off.
+    set_vlan_filtering => SetVlanFiltering(SetVlanFiltering) -> VlanFiltering;
+    /// The neighbour table of ARP suppression.
+    neigh_show => NeighShow(NeighShow) -> Vec<NeighInfo>;
+    /// What the switch would do with a frame, step by step.
+    trace => Trace(Trace) -> Traced;
     /// New ageing time.
     set_ageing => SetAgeing(SetAgeing) -> Ageing;
     /// Mirrors a port to another port or a pcap file.
@@ -186,6 +200,22 @@ mod tests {
             PortList { port: None }.into(),
             PortAdd::afpacket("p").into(),
             PortDel { name: "p".into(), if_exists: false }.into(),
+            PortSet { name: "p".into(), isolated: Some(true), ..PortSet::default() }.into(),
+            VlanAdd { port: "p".into(), vid: 10, vid_end: Some(20), pvid: false, untagged: false }.into(),
+            VlanDel { port: "p".into(), vid: 10, vid_end: None }.into(),
+            VlanShow { port: None }.into(),
+            SetVlanFiltering { on: true }.into(),
+            NeighShow {}.into(),
+            Trace {
+                in_port: "p".into(),
+                src: "02:00:00:00:00:01".parse().unwrap(),
+                dst: "ff:ff:ff:ff:ff:ff".parse().unwrap(),
+                vlan: Some(10),
+                ethertype: None,
+                arp_target: None,
+                arp_sender: None,
+            }
+            .into(),
             SetAgeing { secs: 5 }.into(),
             MirrorAdd { from: "a".into(), to: Some("b".into()), pcap: None, max_bytes: None }.into(),
             MirrorDel { from: "a".into() }.into(),
@@ -224,6 +254,9 @@ mod tests {
             (r#"{"cmd":"fdb_del","mac":"02:00:00:00:00:01","vlan":4095}"#, "0-4094"),
             (r#"{"cmd":"set_ageing","secs":0}"#, "1 to 1000000"),
             (r#"{"cmd":"stats","prot":"a"}"#, "prot"),
+            (r#"{"cmd":"vlan_add","port":"a","vid":4095}"#, "vid 4095 is not a VLAN id"),
+            (r#"{"cmd":"vlan_add","port":"a","vid":0}"#, "vid 0 is not a VLAN id"),
+            (r#"{"cmd":"port_set","name":"a","isolated":"yes"}"#, "expected a boolean"),
         ] {
             match Request::parse(bad) {
                 Err(Parse::BadArgs(m)) => assert!(m.contains(says), "{bad}: {m}"),

@@ -3,7 +3,7 @@
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
-use ub_port::{Backend, Origin, PortMeta, PortPolicy, PortState};
+use ub_port::{Backend, Origin, PortMeta, PortPolicy, PortState, VlanEntry};
 use ub_wire::Mac;
 
 fn is_false(b: &bool) -> bool {
@@ -129,6 +129,169 @@ pub struct HostAddress {
     pub address: IpNet,
     #[serde(default, skip_serializing_if = "is_false")]
     pub force: bool,
+}
+
+/// Changes a port's policy (`bridge link set`): only the knobs given; the
+/// rest stay. Applied whole or not at all.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSet {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcast_flood: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bcast_flood: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hairpin: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neigh_suppress: Option<bool>,
+    /// The port's stations (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs: Option<Vec<Mac>>,
+    /// Their addresses (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ips: Option<Vec<std::net::IpAddr>>,
+}
+
+impl PortSet {
+    /// `policy` with these changes made.
+    pub fn apply(&self, mut p: PortPolicy) -> PortPolicy {
+        let set = |v: Option<bool>, f: &mut bool| {
+            if let Some(v) = v {
+                *f = v;
+            }
+        };
+        set(self.learning, &mut p.learning);
+        set(self.flood, &mut p.flood);
+        set(self.mcast_flood, &mut p.mcast_flood);
+        set(self.bcast_flood, &mut p.bcast_flood);
+        set(self.isolated, &mut p.isolated);
+        set(self.hairpin, &mut p.hairpin);
+        set(self.locked, &mut p.locked);
+        set(self.neigh_suppress, &mut p.neigh_suppress);
+        if let Some(m) = &self.macs {
+            p.macs.clone_from(m);
+        }
+        if let Some(i) = &self.ips {
+            p.ips.clone_from(i);
+        }
+        p
+    }
+}
+
+/// A VID (1-4094) for a VLAN membership.
+fn member_vid<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = u64::deserialize(d)?;
+    u16::try_from(v)
+        .ok()
+        .filter(|v| (1..=4094).contains(v))
+        .ok_or_else(|| serde::de::Error::custom(format!("vid {v} is not a VLAN id (use 1 to 4094)")))
+}
+
+fn member_vid_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "member_vid")] u16);
+    Option::<W>::deserialize(d).map(|o| o.map(|w| w.0))
+}
+
+/// Makes `port` a member of `vid` (to `vid_end`), as `bridge vlan add dev
+/// PORT vid N[-M] [pvid] [untagged]`: the flags given replace the VLAN's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanAdd {
+    pub port: String,
+    #[serde(deserialize_with = "member_vid")]
+    pub vid: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "member_vid_opt")]
+    pub vid_end: Option<u16>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pvid: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub untagged: bool,
+}
+
+/// Takes `port` out of `vid` (to `vid_end`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanDel {
+    pub port: String,
+    #[serde(deserialize_with = "member_vid")]
+    pub vid: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "member_vid_opt")]
+    pub vid_end: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanShow {
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+/// Turns VLAN filtering on or off (`ip link set br0 type bridge vlan_filtering 1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVlanFiltering {
+    pub on: bool,
+}
+
+/// The neighbour table ARP suppression answers from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighShow {}
+
+/// What the switch would do with a frame (`ofproto/trace`): `in_port`
+/// receives a frame from `src` to `dst`, tagged `vlan` if given, of
+/// `ethertype` (default IPv4), or an ARP request for `arp_target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trace {
+    pub in_port: String,
+    pub src: Mac,
+    pub dst: Mac,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp_target: Option<std::net::Ipv4Addr>,
+    /// The ARP request's sender address (default 0.0.0.0: a probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp_sender: Option<std::net::Ipv4Addr>,
+}
+
+impl Trace {
+    /// The frame the trace sends through the switch (padded to 60 bytes).
+    pub fn frame(&self) -> Vec<u8> {
+        let mut f = self.dst.0.to_vec();
+        f.extend_from_slice(&self.src.0);
+        if let Some(v) = self.vlan {
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&(v & 0x0fff).to_be_bytes());
+        }
+        match self.arp_target {
+            Some(tip) => {
+                f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01]);
+                f.extend_from_slice(&self.src.0);
+                f.extend_from_slice(&self.arp_sender.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).octets());
+                f.extend_from_slice(&[0; 6]);
+                f.extend_from_slice(&tip.octets());
+            }
+            None => f.extend_from_slice(&self.ethertype.unwrap_or(0x0800).to_be_bytes()),
+        }
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        f
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +445,9 @@ pub struct DaemonStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub ports: Vec<PortStatus>,
+    /// VLAN filtering on: ports' VLAN memberships apply.
+    #[serde(default)]
+    pub vlan_filtering: bool,
     pub fdb: FdbStatus,
     /// Link events followed since start: down, up, gone, reattached.
     pub links: BTreeMap<String, u64>,
@@ -321,6 +487,63 @@ pub struct HostAddressed {
     pub address: IpNet,
     /// False when the host port had it already.
     pub added: bool,
+}
+
+/// A port's policy after `port_set`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortPolicySet {
+    pub port: String,
+    pub policy: PortPolicy,
+}
+
+/// A port's VLANs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VlanPort {
+    pub port: String,
+    pub vlans: Vec<VlanEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VlanFiltering {
+    pub vlan_filtering: bool,
+}
+
+/// One neighbour: an address, its MAC and the port it was told to or
+/// learned on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighInfo {
+    pub ip: std::net::Ipv4Addr,
+    pub mac: Mac,
+    pub port: Option<String>,
+    /// Told at `port add`/`port set` (never ages), or learned.
+    pub told: bool,
+    /// One of the host port's own addresses.
+    pub local: bool,
+    pub age_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceStep {
+    pub step: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceEgress {
+    pub port: String,
+    pub sent: bool,
+    pub why: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tagged: Option<u16>,
+}
+
+/// What `trace` found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Traced {
+    pub steps: Vec<TraceStep>,
+    pub decision: String,
+    pub vlan: u16,
+    pub egress: Vec<TraceEgress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
