@@ -13,9 +13,10 @@ fi
 
 # command -> Debian package
 # (podman, runc, busybox and the reference CNI plugins run real containers
-# in tests/cni.rs; scripts/podman-setup.sh configures podman.)
+# in tests/cni.rs; scripts/podman-setup.sh configures podman; nft is the
+# reference plugin's macspoofchk.)
 declare -A need=([ip]=iproute2 [tcpdump]=tcpdump [ethtool]=ethtool [iperf3]=iperf3 [ping]=iputils-ping
-                 [trafgen]=netsniff-ng [sockperf]=sockperf [iptables]=iptables [nsenter]=util-linux
+                 [trafgen]=netsniff-ng [sockperf]=sockperf [iptables]=iptables [nsenter]=util-linux [nft]=nftables
                  [podman]=podman [runc]=runc)
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done

@@ -672,3 +672,101 @@ fn check_status_and_gc_as_cni_1_1_says() {
     let (code, err) = call("STATUS", &conf, "k1");
     assert_eq!((code, err["code"].as_u64()), (1, Some(50)), "STATUS with the daemon down: {err}");
 }
+
+/// `portIsolation` and `macspoofchk` through both plugins: two pods on
+/// isolated ports cannot reach each other but reach their gateway, and a pod
+/// that changes its MAC is cut off until it changes it back (the reference
+/// plugin's nftables rule; userbridge's locked port). The reference plugin
+/// on these machines (1.1.1) predates `portIsolation` and ignores it; what
+/// later versions do for it, `bridge link set dev VETH isolated on`, is done
+/// here by hand on its node.
+#[test]
+fn isolation_and_spoof_check_keys_behave_as_the_reference_plugin() {
+    let (kernel, user) = both(|p| {
+        let node = Node::with("is", p, |c| {
+            c["portIsolation"] = json!(true);
+            c["macspoofchk"] = json!(true);
+        });
+        let conf = node.conf.to_string();
+        let pods: Vec<TestNs> = (1..=2).map(|i| TestNs::new(&format!("{}p{i}", node.name()))).collect();
+        let mut ips = Vec::new();
+        for (i, pod) in pods.iter().enumerate() {
+            let (code, r) = plugin_call(node.name(), p, "ADD", &format!("iso{i}"), Some(&pod.0), conf.as_bytes());
+            assert_eq!(code, 0, "{p:?} ADD: {r}");
+            ips.push(r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string());
+            if p == Plugin::Bridge {
+                let veth = r["interfaces"][1]["name"].as_str().unwrap();
+                ns_ok(node.name(), &["bridge", "link", "set", "dev", veth, "isolated", "on"]);
+            }
+        }
+        let mut m = BTreeMap::new();
+        m.insert("p1 -> p2 (both isolated)", ping(&pods[0].0, &ips[1], 1));
+        m.insert("p1 -> gateway", ping(&pods[0].0, GATEWAY, 1));
+        let mac = ns_ok(&pods[0].0, &["cat", "/sys/class/net/eth0/address"]).trim().to_string();
+        ns_ok(&pods[0].0, &["ip", "neigh", "flush", "all"]);
+        ns_ok(&pods[0].0, &["ip", "link", "set", "eth0", "address", "02:00:00:00:aa:01"]);
+        m.insert("p1 -> gateway with a spoofed MAC", ping(&pods[0].0, GATEWAY, 1));
+        ns_ok(&pods[0].0, &["ip", "link", "set", "eth0", "address", &mac]);
+        ns_ok(&pods[0].0, &["ip", "neigh", "flush", "all"]);
+        m.insert("p1 -> gateway with its MAC back", ping(&pods[0].0, GATEWAY, 1));
+        for (i, pod) in pods.iter().enumerate() {
+            let (code, r) = plugin_call(node.name(), p, "DEL", &format!("iso{i}"), Some(&pod.0), conf.as_bytes());
+            assert_eq!(code, 0, "{p:?} DEL: {r}");
+        }
+        m
+    });
+    let want: BTreeMap<&str, bool> = [
+        ("p1 -> p2 (both isolated)", false),
+        ("p1 -> gateway", true),
+        ("p1 -> gateway with a spoofed MAC", false),
+        ("p1 -> gateway with its MAC back", true),
+    ]
+    .into();
+    assert_eq!(kernel, want, "the reference plugin");
+    assert_eq!(user, kernel, "userbridge");
+}
+
+/// `vlan` through the plugin (userbridge alone: this kernel's bridge
+/// filters no VLANs): pods of VLAN 100 reach each other, not a pod of 200;
+/// the daemon filters VLANs from the first such ADD on, and `vlan show`
+/// lists the access ports.
+#[test]
+fn vlan_keys_make_access_ports() {
+    let node = Node::with("vl", Plugin::Userbridge, |c| {
+        for k in ["isGateway", "isDefaultGateway", "ipMasq", "ipam"] {
+            c.as_object_mut().unwrap().remove(k);
+        }
+    });
+    let mut pods = Vec::new();
+    for (i, vlan) in [(1, 100), (2, 100), (3, 200)] {
+        let pod = TestNs::new(&format!("{}p{i}", node.name()));
+        let mut conf = node.conf.clone();
+        conf["vlan"] = json!(vlan);
+        conf["preserveDefaultVlan"] = json!(false);
+        let (code, r) = plugin_call(
+            node.name(),
+            Plugin::Userbridge,
+            "ADD",
+            &format!("vl{i}"),
+            Some(&pod.0),
+            conf.to_string().as_bytes(),
+        );
+        assert_eq!(code, 0, "ADD: {r}");
+        ns_ok(&pod.0, &["ip", "addr", "add", &format!("192.168.77.{i}/24"), "dev", "eth0"]);
+        pods.push(pod);
+    }
+    assert!(ping(&pods[0].0, "192.168.77.2", 1), "same VLAN");
+    assert!(!ping(&pods[0].0, "192.168.77.3", 1), "another VLAN");
+    let d = node.daemon.as_ref().unwrap();
+    assert_eq!(d.query(&["stats"])["vlan_filtering"], true);
+    let shown = d.query(&["vlan", "show"]);
+    let pvids: BTreeSet<u64> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["vlans"].as_array().unwrap().iter().filter(|v| v["pvid"] == true).map(|v| v["vid"].as_u64().unwrap())
+        })
+        .collect();
+    assert!(pvids.contains(&100) && pvids.contains(&200), "{shown}");
+}

@@ -10,8 +10,8 @@ use crate::result::{CniResult, Interface, IpConfig, Route, first_host};
 use crate::{Env, host_veth_name, ipam, masq};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use ub_port::{Backend, PortMeta, PortPolicy};
-use ub_proto::{HostAddress, PortAdd, PortDel};
+use ub_port::{Backend, PortMeta, PortPolicy, VlanEntry};
+use ub_proto::{HostAddress, PortAdd, PortDel, SetVlanFiltering};
 
 /// What ADD has made so far, to undo on failure.
 #[derive(Debug, Default)]
@@ -52,32 +52,49 @@ impl Made {
     }
 }
 
-/// Keys whose feature the daemon does not have yet: refused, never ignored.
-fn refuse_unsupported(conf: &NetConf) -> Result<(), CniError> {
-    let key = if conf.vlan != 0 {
-        "vlan"
-    } else if conf.vlan_trunk.as_ref().is_some_and(|t| !t.is_empty()) {
-        "vlanTrunk"
-    } else {
-        return Ok(());
-    };
-    Err(CniError::new(
-        code::UNSUPPORTED_FIELD,
-        format!(
-            "\"{key}\" is not supported by this userbridge yet (VLAN filtering is not built): remove it from the configuration"
-        ),
-    ))
+/// The port's VLANs for `vlan` or `vlanTrunk`, as the reference plugin
+/// sets them on its bridge port: `vlan` N makes an access port (N PVID,
+/// untagged), `vlanTrunk` a trunk (its VIDs tagged); with
+/// `preserveDefaultVlan` (the default) VLAN 1 stays, untagged (and PVID on
+/// a trunk). `None` when neither is given: the daemon's default.
+fn vlans_of(conf: &NetConf) -> Result<Option<Vec<VlanEntry>>, CniError> {
+    let trunk = conf.trunk_vids()?;
+    let access = u16::try_from(conf.vlan).ok().filter(|v| *v != 0);
+    if access.is_none() && trunk.is_empty() {
+        return Ok(None);
+    }
+    if conf.is_gateway || conf.is_default_gateway {
+        return Err(CniError::new(
+            code::UNSUPPORTED_FIELD,
+            "\"isGateway\" with \"vlan\" or \"vlanTrunk\" is not supported: the gateway of a VLAN needs its own \
+             interface (the reference plugin's cni0.N), which userbridge does not make; route through a trunk \
+             instead, or drop the VLAN keys",
+        ));
+    }
+    let mut v = Vec::new();
+    if conf.preserve_default_vlan {
+        v.push(VlanEntry { vid: 1, pvid: access.is_none(), untagged: true });
+    }
+    match access {
+        Some(vid) => v.push(VlanEntry { vid, pvid: true, untagged: true }),
+        None => v.extend(trunk.into_iter().filter(|t| *t != 1 || !conf.preserve_default_vlan).map(|vid| VlanEntry {
+            vid,
+            pvid: false,
+            untagged: false,
+        })),
+    }
+    Ok(Some(v))
 }
 
 pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<String, CniError> {
-    refuse_unsupported(conf)?;
+    let vlans = vlans_of(conf)?;
     let mac = conf.mac(&env.args)?;
     let mut daemon = Daemon::connect(conf)?;
     let host = daemon.host(conf)?;
     let netns = env.netns.as_deref().ok_or_else(|| CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS missing"))?;
     let ns = container::open_netns(netns)?;
     let mut made = Made::default();
-    match steps(env, conf, stdin, &mut daemon, &host, &ns, mac, &mut made) {
+    match steps(env, conf, stdin, &mut daemon, &host, &ns, mac, vlans, &mut made) {
         Ok(r) => Ok(r.to_json(&conf.cni_version)),
         Err(e) => {
             drop(daemon);
@@ -96,6 +113,7 @@ fn steps(
     host: &ub_proto::Host,
     ns: &ub_netlink::NetNs,
     mac: Option<ub_wire::Mac>,
+    vlans: Option<Vec<VlanEntry>>,
     made: &mut Made,
 ) -> Result<CniResult, CniError> {
     let veth = host_veth_name(&env.container_id, &env.ifname);
@@ -140,13 +158,19 @@ fn steps(
 
     // The port: the pod's MAC and addresses go with it (its spoof check, and
     // what `port list` shows next to the container).
+    let d = PortPolicy::default();
+    if vlans.is_some() {
+        // As the reference plugin makes its bridge VLAN-filtering for these keys.
+        daemon.call(SetVlanFiltering { on: true })?;
+    }
     let policy = PortPolicy {
         hairpin: conf.hairpin_mode,
         isolated: conf.port_isolation,
         locked: conf.macspoofchk,
         macs: vec![pod_mac],
         ips: result.ips.iter().map(|c| c.address.addr()).collect(),
-        ..PortPolicy::default()
+        vlans: vlans.unwrap_or(d.vlans.clone()),
+        ..d
     };
     let meta = PortMeta {
         container_id: Some(env.container_id.clone()),
@@ -323,12 +347,24 @@ mod tests {
     }
 
     #[test]
-    fn vlan_keys_are_refused_by_name_until_the_switch_filters_vlans() {
-        let e = refuse_unsupported(&conf(r#","vlan":100"#)).unwrap_err();
-        assert_eq!(e.code, 2);
-        assert!(e.msg.contains("\"vlan\""), "{}", e.msg);
-        let e = refuse_unsupported(&conf(r#","vlanTrunk":[{"id":5}]"#)).unwrap_err();
-        assert!(e.msg.contains("\"vlanTrunk\""), "{}", e.msg);
-        assert!(refuse_unsupported(&conf(r#","hairpinMode":true,"portIsolation":true,"macspoofchk":true"#)).is_ok());
+    fn vlan_keys_make_access_and_trunk_ports_as_the_reference_plugin() {
+        let e = |vid, pvid, untagged| VlanEntry { vid, pvid, untagged };
+        assert_eq!(vlans_of(&conf("")).unwrap(), None);
+        assert_eq!(vlans_of(&conf(r#","vlan":100"#)).unwrap(), Some(vec![e(1, false, true), e(100, true, true)]));
+        assert_eq!(
+            vlans_of(&conf(r#","vlan":100,"preserveDefaultVlan":false"#)).unwrap(),
+            Some(vec![e(100, true, true)])
+        );
+        assert_eq!(
+            vlans_of(&conf(r#","vlanTrunk":[{"minID":10,"maxID":11},{"id":20}]"#)).unwrap(),
+            Some(vec![e(1, true, true), e(10, false, false), e(11, false, false), e(20, false, false)])
+        );
+        assert_eq!(
+            vlans_of(&conf(r#","vlanTrunk":[{"id":20}],"preserveDefaultVlan":false"#)).unwrap(),
+            Some(vec![e(20, false, false)])
+        );
+        let err = vlans_of(&conf(r#","vlan":100,"isGateway":true"#)).unwrap_err();
+        assert_eq!(err.code, 2);
+        assert!(err.msg.contains("isGateway"), "{}", err.msg);
     }
 }
