@@ -41,6 +41,29 @@ fn switch() -> Arc<Switch> {
     sw
 }
 
+/// The same switch with every policy the datapath has in use: VLAN
+/// filtering with every port in VLAN 10 (PVID, untagged), the stations
+/// learned there; port 0 isolated and locked to its 16 stations.
+fn switch_with_policies() -> Arc<Switch> {
+    let sw = switch();
+    assert!(sw.set_vlan_filtering(true));
+    for p in 0..PORTS {
+        let mut pol = sw.policy(p).unwrap().spec.clone();
+        pol.vlans = vec![ub_port::VlanEntry { vid: 10, pvid: true, untagged: true }];
+        if p == 0 {
+            pol.isolated = true;
+            pol.locked = true;
+            pol.macs = (0..16).map(|n| ub_wire::Mac(mac(10_000 + n))).collect();
+        }
+        sw.set_policy(p, pol).unwrap();
+    }
+    for n in 0..MACS {
+        sw.fdb.learn(10, ub_wire::Mac(mac(n)), u16::try_from(1 + n % 3).unwrap(), 0);
+    }
+    assert_eq!(sw.fdb.age(0), 0, "nothing is old at time 0");
+    sw
+}
+
 /// One reader iteration: a batch from the replay source through `forward`,
 /// reusing the frame vector's allocation as the reader does.
 fn one_batch(sw: &Switch, rx: &mut ReplayRx, fwd: &mut Forwarder, store: &mut Vec<RxFrame<'static>>) {
@@ -63,6 +86,15 @@ fn bench(c: &mut Criterion) {
     let bcast: Vec<Vec<u8>> = (0..16).map(|n| frame([0xff; 6], mac(20_000 + n))).collect();
     let mut rx = ReplayRx::new(bcast);
     g.bench_function("flood_64B_4ports", |b| b.iter(|| one_batch(&sw, &mut rx, &mut fwd, &mut store)));
+    // Every policy on (docs/benchmarks.md compares with the two above).
+    let psw = switch_with_policies();
+    let unicast: Vec<Vec<u8>> = (0..MACS).map(|n| frame(mac(n), mac(10_000 + n % 16))).collect();
+    let mut rx = ReplayRx::new(unicast);
+    let mut pfwd = Forwarder::new(0);
+    g.bench_function("unicast_64B_policies_on", |b| b.iter(|| one_batch(&psw, &mut rx, &mut pfwd, &mut store)));
+    let bcast: Vec<Vec<u8>> = (0..16).map(|n| frame([0xff; 6], mac(10_000 + n))).collect();
+    let mut rx = ReplayRx::new(bcast);
+    g.bench_function("flood_64B_policies_on", |b| b.iter(|| one_batch(&psw, &mut rx, &mut pfwd, &mut store)));
     // Two readers (ports 0 and 1) forwarding at once on the two cores, sharing
     // the FDB: aggregate frames/s. This is where the map's read path matters.
     g.throughput(Throughput::Elements(2 * BATCH as u64));

@@ -105,7 +105,7 @@ pub(crate) fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
         return u32::from(v.gso_size) <= mtu;
     }
     let et = u16::from_be_bytes([f.data[12], f.data[13]]);
-    let tagged = f.insert_tag.is_some() || f.outer_tag.is_some() || et == ETHERTYPE_8021Q || et == ETHERTYPE_8021AD;
+    let tagged = f.adds_tags() || et == ETHERTYPE_8021Q || et == ETHERTYPE_8021AD;
     f.wire_len() <= mtu as usize + ETH_HLEN + if tagged { 2 * VLAN_HLEN } else { 0 }
 }
 
@@ -136,6 +136,29 @@ impl Forwarder {
     /// goes, against the port table snapshot `ports`, at time `now`.
     #[inline]
     pub fn stage<'a>(&mut self, sw: &Switch, ports: &PortTable, frames: &[RxFrame<'a>], now: u64) -> Staged<'a> {
+        // The switch-wide modes, read once per batch, pick a variant of the
+        // stage compiled for them: with both off it is the path without them,
+        // not one that tests them per frame (docs/benchmarks.md).
+        match (sw.vlan_filtering(), sw.neigh_suppressing()) {
+            (false, false) => self.stage_as::<false, false>(sw, ports, frames, now),
+            (true, false) => self.stage_as::<true, false>(sw, ports, frames, now),
+            (false, true) => self.stage_as::<false, true>(sw, ports, frames, now),
+            (true, true) => self.stage_as::<true, true>(sw, ports, frames, now),
+        }
+    }
+
+    /// [`Forwarder::stage`] with VLAN filtering `FILTER` and ARP suppression
+    /// `SUPPRESS`. Each variant is a function of its own, so the compiler's
+    /// inlining budget for the per-frame loop (classify, learn, decide,
+    /// flood, push all inlined) is not shared with the other three.
+    #[inline(never)]
+    fn stage_as<'a, const FILTER: bool, const SUPPRESS: bool>(
+        &mut self,
+        sw: &Switch,
+        ports: &PortTable,
+        frames: &[RxFrame<'a>],
+        now: u64,
+    ) -> Staged<'a> {
         let mut st = Staged {
             out: recycle_out(std::mem::take(&mut self.out)),
             sinks: recycle_sinks(std::mem::take(&mut self.sinks)),
@@ -162,10 +185,7 @@ impl Forwarder {
         // promiscuous bridge device does (one relaxed load per batch).
         let promisc = sw.promisc().filter(|&h| h != ingress).and_then(|h| ports.get(usize::from(h))?.as_ref());
         let guard_mac = sw.loop_guard.mac.0;
-        // Switch-wide modes, one relaxed load each per batch: with both off,
-        // the per-frame path below is what it was without them.
-        let filtering = sw.vlan_filtering();
-        let suppressing = sw.neigh_suppressing();
+        let (filtering, suppressing) = (FILTER, SUPPRESS);
         // One FDB guard for the whole batch, not one per look-up.
         let g = sw.fdb.guard();
         for f in frames {
@@ -173,9 +193,7 @@ impl Forwarder {
             st.local.rx_bytes += u64::from(f.wire_len);
             // Our own loop probe, back: never learned or forwarded.
             if f.data.len() >= 12 && f.data[6..12] == guard_mac {
-                if let Some(from) = sw.loop_guard.origin(f.data) {
-                    st.events.push(Event::ProbeReturned { from });
-                }
+                probe_returned(sw, f.data, &mut st);
                 continue;
             }
             if blocked {
@@ -199,7 +217,7 @@ impl Forwarder {
             }
             // VLAN filtering: the frame's VLAN, or the ingress filter drops it.
             let vin = if filtering {
-                match vlan::ingress(f, &pol.vlans) {
+                match vlan_in(f, pol) {
                     Some(v) => Some(v),
                     None => {
                         st.local.drop(DropKind::Vlan);
@@ -216,14 +234,7 @@ impl Forwarder {
             if pol.learning() {
                 match sw.fdb.learn_in(&g, c.vid, c.src, ingress, now) {
                     Learn::Flapping => {
-                        // A copy that went round a loop: it was sent into the loop because
-                        // its destination's entry points there, learned from another looped
-                        // copy. Forget that entry; the station's next frame teaches it right.
-                        st.local.drop(DropKind::Flapping);
-                        st.events.push(Event::Flapping { vid: c.vid, mac: c.src });
-                        if !c.dst.is_multicast() {
-                            sw.fdb.remove_learned(c.vid, c.dst);
-                        }
+                        flapping(sw, &c, &mut st);
                         continue;
                     }
                     Learn::Learned => st.events.push(Event::Learned { vid: c.vid, mac: c.src }),
@@ -240,13 +251,17 @@ impl Forwarder {
             }
             // Whether the promiscuous port already has the frame.
             let mut seen = false;
-            match decide_in(&sw.fdb, &g, ingress, pol.hairpin(), &c, now) {
+            // The destination for the look-up read again from the frame, not
+            // from `c`: LLVM spills `c` in pieces, and the look-up's key is one
+            // wide load of it, a failed store forward (docs/benchmarks.md).
+            let d = Classified { dst: ub_wire::Mac::from_slice(&f.data[..6]), ..c };
+            match decide_in(&sw.fdb, &g, ingress, pol.hairpin(), &d, now) {
                 Decision::Drop(k) => st.local.drop(k),
                 Decision::Unicast(p) => {
                     // An entry for a port being removed: flood like an unknown address.
                     if let Some(to) = ports.get(usize::from(p)).and_then(Option::as_ref) {
                         match policy::egress(ingress, my_flags, p, to.flags, None) {
-                            Ok(()) => match out_frame(tx, vin.as_ref(), to) {
+                            Ok(()) => match out_frame_as::<FILTER>(tx, vin.as_ref(), to) {
                                 Some(o) => {
                                     push(to, o, &mut st, mirrors);
                                     seen = promisc.is_some_and(|h| h.id == p);
@@ -258,19 +273,22 @@ impl Forwarder {
                         }
                     } else {
                         let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
-                        seen = flood(me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc);
+                        seen = flood::<FILTER, SUPPRESS>(
+                            me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc,
+                        );
                     }
                 }
                 Decision::Flood => {
                     let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
-                    seen = flood(me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc);
+                    seen =
+                        flood::<FILTER, SUPPRESS>(me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc);
                 }
             }
             if let Some(h) = promisc
                 && !seen
             {
                 // A promiscuous host port sees a frame of a VLAN it is not in as it came.
-                push(h, out_frame(tx, vin.as_ref(), h).unwrap_or(tx), &mut st, mirrors);
+                push(h, out_frame_as::<FILTER>(tx, vin.as_ref(), h).unwrap_or(tx), &mut st, mirrors);
             }
         }
         st
@@ -324,10 +342,41 @@ impl Forwarder {
     }
 }
 
+/// Our own loop probe came back (rare: out of line, to keep the per-frame
+/// loop small enough for the compiler to inline its hot calls).
+#[cold]
+#[inline(never)]
+fn probe_returned(sw: &Switch, data: &[u8], st: &mut Staged<'_>) {
+    if let Some(from) = sw.loop_guard.origin(data) {
+        st.events.push(Event::ProbeReturned { from });
+    }
+}
+
+/// A copy that went round a loop: it was sent into the loop because its
+/// destination's entry points there, learned from another looped copy.
+/// Forget that entry; the station's next frame teaches it right. (Rare:
+/// out of line.)
+#[cold]
+#[inline(never)]
+fn flapping(sw: &Switch, c: &Classified, st: &mut Staged<'_>) {
+    st.local.drop(DropKind::Flapping);
+    st.events.push(Event::Flapping { vid: c.vid, mac: c.src });
+    if !c.dst.is_multicast() {
+        sw.fdb.remove_learned(c.vid, c.dst);
+    }
+}
+
+/// The frame's VLAN on the ingress port (VLAN filtering on): out of line,
+/// so the path with filtering off stays as small as it was.
+#[inline(never)]
+fn vlan_in(f: &RxFrame<'_>, pol: &crate::policy::Policy) -> Option<VlanIn> {
+    vlan::ingress(f, &pol.vlans)
+}
+
 /// The frame `tx` as it leaves port `to`: unchanged when the switch does
 /// not filter VLANs (`vin` is `None`); else `None` if `to` is not a member
 /// of the frame's VLAN, or the frame tagged or untagged per `to`'s membership.
-#[inline]
+#[inline(always)]
 pub(crate) fn out_frame<'a>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) -> Option<TxFrame<'a>> {
     match vin {
         None => Some(tx),
@@ -336,6 +385,13 @@ pub(crate) fn out_frame<'a>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) ->
             set.member(v.vid).then(|| vlan::egress(tx, v, set.untagged(v.vid)))
         }
     }
+}
+
+/// [`out_frame`] when the stage knows at compile time whether the switch
+/// filters VLANs: without filtering, the frame itself, and no test.
+#[inline(always)]
+fn out_frame_as<'a, const FILTER: bool>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) -> Option<TxFrame<'a>> {
+    if FILTER { out_frame(tx, vin, to) } else { Some(tx) }
 }
 
 /// The ARP rules of `neigh_suppress` for one frame (see `neigh.rs`): the
@@ -389,9 +445,9 @@ struct FloodHow<'v> {
 /// Floods `tx` from port `me` to every port policy lets it reach, unless
 /// storm control drops it. Returns whether the promiscuous port got it (or
 /// must not get it: a frame storm control drops is dropped for it too).
-#[inline]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn flood<'a>(
+fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
     me: &Slot,
     ports: &PortTable,
     tx: TxFrame<'a>,
@@ -412,8 +468,8 @@ fn flood<'a>(
     let mut seen = false;
     for to in ports.iter().flatten() {
         if policy::egress(me.id, me.flags, to.id, to.flags, Some(class)).is_ok()
-            && !(how.skip_suppress && to.flags.neigh_suppress())
-            && let Some(o) = out_frame(tx, how.vin, to)
+            && !(SUPPRESS && how.skip_suppress && to.flags.neigh_suppress())
+            && let Some(o) = out_frame_as::<FILTER>(tx, how.vin, to)
         {
             push(to, o, st, mirrors);
             seen |= promisc.is_some_and(|h| h.id == to.id);

@@ -72,14 +72,14 @@ pub fn ingress(f: &RxFrame<'_>, set: &VlanSet) -> Option<VlanIn> {
 pub fn egress<'a>(base: TxFrame<'a>, v: &VlanIn, untagged: bool) -> TxFrame<'a> {
     let tag = Some((ETHERTYPE_8021Q, v.tci));
     match (v.q, untagged) {
-        (QTag::Offloaded, true) => TxFrame { insert_tag: None, ..base },
-        (QTag::Offloaded, false) => TxFrame { insert_tag: tag, ..base },
-        (QTag::InFrame, true) => TxFrame { strip_tag: true, ..base },
-        (QTag::InFrame, false) if v.rewrite => TxFrame { strip_tag: true, insert_tag: tag, ..base },
+        (QTag::Offloaded, true) => base.with_insert_tag(None),
+        (QTag::Offloaded, false) => base.with_insert_tag(tag),
+        (QTag::InFrame, true) => base.with_strip_tag(true),
+        (QTag::InFrame, false) if v.rewrite => base.with_strip_tag(true).with_insert_tag(tag),
         (QTag::InFrame, false) => base,
-        // An offloaded 802.1ad tag (in base.insert_tag) goes back inside ours.
+        // An offloaded 802.1ad tag (the inserted one) goes back inside ours.
         (QTag::None, true) => base,
-        (QTag::None, false) => TxFrame { outer_tag: tag, ..base },
+        (QTag::None, false) => base.with_outer_tag(Some(v.tci)),
     }
 }
 

@@ -83,7 +83,8 @@ impl FdbMap for PapayaBackend {
     fn guard(&self) -> papaya::LocalGuard<'_> {
         self.0.guard()
     }
-    #[inline]
+    // Always inlined: the datapath's per-frame look-ups (see Fdb::lookup_in).
+    #[inline(always)]
     fn with_entry_in<R>(&self, g: &papaya::LocalGuard<'_>, k: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
         self.0.get(&k, g).map(f)
     }

@@ -220,7 +220,9 @@ impl<M: FdbMap> Fdb<M> {
     }
 
     /// [`Fdb::lookup`] under a guard held by the caller.
-    #[inline]
+    // Always inlined: the datapath's per-frame loop must keep it inline
+    // whatever else the loop holds (docs/benchmarks.md, issue #12).
+    #[inline(always)]
     pub fn lookup_in(&self, g: &M::Guard<'_>, vid: u16, mac: Mac, now: u64) -> Option<PortId> {
         let ageing = self.ageing_ms.load(Relaxed);
         self.map
@@ -259,8 +261,54 @@ impl<M: FdbMap> Fdb<M> {
         self.learn_in(&self.guard(), vid, mac, port, now)
     }
 
+    /// The rare part of learning, out of line so the per-frame refresh
+    /// stays small enough to inline: a known station seen on another port.
+    #[inline(never)]
+    fn learn_moved(&self, e: &Entry, k: u64, old: PortId, port: PortId, now: u64) -> Learn {
+        if e.frozen_until.load(Relaxed) > now {
+            self.stats.flap_refused.fetch_add(1, Relaxed);
+            return Learn::Flapping;
+        }
+        if now.saturating_sub(e.window_start.load(Relaxed)) >= self.flap_window_ms {
+            e.window_start.store(now, Relaxed);
+            e.moves.store(0, Relaxed);
+            e.home.store(old, Relaxed);
+        }
+        if e.moves.fetch_add(1, Relaxed) + 1 >= self.flap_moves {
+            // Flapping: pin it where it was before the window's first move.
+            e.frozen_until.store(now + self.flap_hold_ms, SeqCst);
+            self.pin_home(e);
+            self.stats.flaps.fetch_add(1, Relaxed);
+            self.stats.flap_refused.fetch_add(1, Relaxed);
+            self.stats.last_flap.store(k, Relaxed);
+            return Learn::Flapping;
+        }
+        if let Err(r) = self.reserve(port) {
+            return self.refuse(r);
+        }
+        match e.port.compare_exchange(old, port, SeqCst, Relaxed) {
+            Ok(_) => {
+                self.release(old);
+                e.last_seen.store(now, Relaxed);
+                // Another reader may have pinned the station meanwhile: its pin wins.
+                if e.frozen_until.load(SeqCst) > now {
+                    self.pin_home(e);
+                    self.stats.flap_refused.fetch_add(1, Relaxed);
+                    return Learn::Flapping;
+                }
+                self.stats.moved.fetch_add(1, Relaxed);
+                Learn::Moved { from: old }
+            }
+            Err(_) => {
+                // Another reader moved it first; its move stands.
+                self.release(port);
+                Learn::Refreshed
+            }
+        }
+    }
+
     /// [`Fdb::learn`] under a guard held by the caller.
-    #[inline]
+    #[inline(always)]
     pub fn learn_in(&self, g: &M::Guard<'_>, vid: u16, mac: Mac, port: PortId, now: u64) -> Learn {
         debug_assert!(mac.is_valid_source());
         let k = key(vid, mac);
@@ -277,46 +325,7 @@ impl<M: FdbMap> Fdb<M> {
                 }
                 return Learn::Refreshed;
             }
-            if e.frozen_until.load(Relaxed) > now {
-                self.stats.flap_refused.fetch_add(1, Relaxed);
-                return Learn::Flapping;
-            }
-            if now.saturating_sub(e.window_start.load(Relaxed)) >= self.flap_window_ms {
-                e.window_start.store(now, Relaxed);
-                e.moves.store(0, Relaxed);
-                e.home.store(old, Relaxed);
-            }
-            if e.moves.fetch_add(1, Relaxed) + 1 >= self.flap_moves {
-                // Flapping: pin it where it was before the window's first move.
-                e.frozen_until.store(now + self.flap_hold_ms, SeqCst);
-                self.pin_home(e);
-                self.stats.flaps.fetch_add(1, Relaxed);
-                self.stats.flap_refused.fetch_add(1, Relaxed);
-                self.stats.last_flap.store(k, Relaxed);
-                return Learn::Flapping;
-            }
-            if let Err(r) = self.reserve(port) {
-                return self.refuse(r);
-            }
-            match e.port.compare_exchange(old, port, SeqCst, Relaxed) {
-                Ok(_) => {
-                    self.release(old);
-                    e.last_seen.store(now, Relaxed);
-                    // Another reader may have pinned the station meanwhile: its pin wins.
-                    if e.frozen_until.load(SeqCst) > now {
-                        self.pin_home(e);
-                        self.stats.flap_refused.fetch_add(1, Relaxed);
-                        return Learn::Flapping;
-                    }
-                    self.stats.moved.fetch_add(1, Relaxed);
-                    Learn::Moved { from: old }
-                }
-                Err(_) => {
-                    // Another reader moved it first; its move stands.
-                    self.release(port);
-                    Learn::Refreshed
-                }
-            }
+            self.learn_moved(e, k, old, port, now)
         });
         if let Some(outcome) = known {
             return outcome;

@@ -49,6 +49,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Wraps `buf` after checking it holds a whole Ethernet header.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < ETH_HLEN {
             return Err(WireError::Truncated);
@@ -87,6 +88,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     ///
     /// Returns `(outer, inner, ethertype, payload_offset)`; a tag whose 4 bytes
     /// are cut off is `Err(Truncated)`.
+    #[inline]
     pub fn tags(&self) -> Result<(Option<VlanTag>, Option<VlanTag>, u16, usize), WireError> {
         let b = self.buf.as_ref();
         let mut off = 12;
