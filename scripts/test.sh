@@ -14,7 +14,8 @@ fi
 # command -> Debian package
 # (podman, runc, busybox and the reference CNI plugins run real containers
 # in tests/cni.rs; scripts/podman-setup.sh configures podman; nft is the
-# reference plugin's macspoofchk.)
+# reference plugin's macspoofchk. docker.io, for tests/docker.rs, is
+# installed by scripts/docker-setup.sh: dpkg must not start its services.)
 declare -A need=([ip]=iproute2 [tcpdump]=tcpdump [ethtool]=ethtool [iperf3]=iperf3 [ping]=iputils-ping
                  [trafgen]=netsniff-ng [sockperf]=sockperf [iptables]=iptables [nsenter]=util-linux [nft]=nftables
                  [podman]=podman [runc]=runc)
@@ -31,6 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 [ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
+bash scripts/docker-setup.sh >/dev/null
 
 # Lints, where the toolchain has them (rustup's minimal profile lacks both).
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all --check; else echo "rustfmt missing: format check skipped"; fi

@@ -345,6 +345,11 @@ impl Serve for Daemon {
         Ok(HostAddressed { address: r.address, added })
     }
 
+    fn host_address_del(&self, r: HostAddressDel) -> Result<HostAddressRemoved, ControlError> {
+        let removed = Daemon::host_address_del(self, r.address)?;
+        Ok(HostAddressRemoved { address: r.address, removed })
+    }
+
     fn set_ageing(&self, r: SetAgeing) -> Result<Ageing, ControlError> {
         self.sw.fdb.set_ageing_ms(r.secs * 1000);
         self.set_ageing_setting(r.secs * 1000);

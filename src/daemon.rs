@@ -69,6 +69,8 @@ pub enum DaemonError {
     HostNetlink(ub_netlink::Error),
     #[error("the host port already has {has}, not {wanted} (set forceAddress to replace it)")]
     HostAddressConflict { has: ub_netlink::IpNet, wanted: ub_netlink::IpNet },
+    #[error("{0} is the host port's configured address: remove it from the configuration (or --address) instead")]
+    HostAddressConfigured(ub_netlink::IpNet),
 }
 
 /// Link events the daemon has followed.
@@ -431,6 +433,35 @@ impl Daemon {
         self.host_ips_changed(&conflicts, address);
         self.persist();
         Ok(true)
+    }
+
+    /// Takes `address` off the host port; whether it had it. A configured
+    /// address is refused (the configuration would bring it back).
+    pub fn host_address_del(&self, address: ub_netlink::IpNet) -> Result<bool, DaemonError> {
+        if self.host.as_ref().is_some_and(|h| h.addresses.contains(&address)) {
+            return Err(DaemonError::HostAddressConfigured(address));
+        }
+        let had = self.host_info()?.addresses.contains(&address);
+        if had {
+            self.in_host_ns(|nl, idx| nl.del_addr(idx, address))?;
+        }
+        let mut extra = lock(&self.host_extra);
+        let recorded = extra.contains(&address);
+        extra.retain(|a| *a != address);
+        drop(extra);
+        if let (true, Some(h)) = (had, &self.host) {
+            let r = self.change_policy(&h.name, |p| {
+                p.ips.retain(|ip| *ip != address.addr());
+                Ok(())
+            });
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "the host port's address list in its policy was not updated");
+            }
+        }
+        if had || recorded {
+            self.persist();
+        }
+        Ok(had)
     }
 
     /// The host port was deleted under us: make it again (the pods' ports

@@ -144,6 +144,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CniCmd,
     },
+    /// The Docker network driver: serves `docker network create -d NAME`
+    /// on /run/docker/plugins/NAME.sock until SIGTERM, beside a daemon
+    /// started with --host-port (docs/docker.md).
+    DockerPlugin {
+        /// The driver's name for Docker (`-d NAME`).
+        #[arg(long, default_value = "userbridge")]
+        name: String,
+        /// The daemon's control socket.
+        #[arg(long, default_value = ub_proto::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Networks and endpoints, kept across restarts (default
+        /// /var/lib/userbridge/docker-NAME.json).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// Where Docker looks for plugin sockets.
+        #[arg(long, value_name = "DIR", default_value = ub_docker::PLUGIN_DIR)]
+        plugin_dir: PathBuf,
+        /// Log level (error, warn, info, debug).
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -540,6 +561,19 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(CliError::Config(format!("installing the CNI plugin into {}: {e}", dir.display()))),
         },
+        Cmd::DockerPlugin { name, socket, state, plugin_dir, log_level } => {
+            match tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log_level))
+            {
+                Ok(filter) => {
+                    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+                    let state = state.unwrap_or_else(|| ub_docker::Options::default_state(&name));
+                    ub_docker::serve(&ub_docker::Options { name, socket, plugin_dir, state })
+                        .map_err(|e| CliError::Config(e.to_string()))
+                }
+                Err(e) => Err(CliError::Config(format!("--log-level {log_level:?}: {e}"))),
+            }
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

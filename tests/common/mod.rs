@@ -118,6 +118,13 @@ impl Daemon {
         self.state_dir = None;
     }
 
+    /// SIGTERM, as `systemctl restart` does: the state directory stays, for
+    /// the next daemon on the same socket (which then owns it).
+    pub fn stop_for_restart(mut self) -> String {
+        self.state_dir = None;
+        self.stop()
+    }
+
     /// SIGTERM, wait, and return what the daemon logged.
     pub fn stop(mut self) -> String {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

@@ -3,7 +3,7 @@
 use crate::conf::NetConf;
 use crate::error::{CniError, code};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use ub_proto::{Call, Client, ClientError, Host, HostInfo};
 
 /// How long a call keeps retrying a daemon that is busy with other clients
@@ -31,35 +31,22 @@ pub fn cni_error(e: ClientError) -> CniError {
 /// A connection to the daemon of `conf`.
 #[derive(Debug)]
 pub struct Daemon {
-    socket: PathBuf,
     client: Client,
 }
 
 impl Daemon {
     pub fn connect(conf: &NetConf) -> Result<Daemon, CniError> {
         let socket = socket_of(conf);
-        Client::connect(&socket).map(|client| Daemon { socket, client }).map_err(cni_error)
+        Client::connect(&socket).map(|client| Daemon { client }).map_err(cni_error)
     }
 
     pub fn call<C: Call + Clone>(&mut self, req: C) -> Result<C::Reply, CniError> {
         self.call_raw(req).map_err(cni_error)
     }
 
-    /// Sends `req`; while the daemon says it is busy, connects again after
-    /// a short, growing, per-process pause, for up to [`BUSY_PATIENCE`].
+    /// Sends `req`, patient with a busy daemon for [`BUSY_PATIENCE`].
     fn call_raw<C: Call + Clone>(&mut self, req: C) -> Result<C::Reply, ClientError> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(5 + u64::from(std::process::id() % 16));
-        loop {
-            match self.client.call(req.clone()) {
-                Err(ClientError::Busy { .. }) if start.elapsed() < BUSY_PATIENCE => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                    self.client = Client::connect(&self.socket)?;
-                }
-                other => return other,
-            }
-        }
+        self.client.call_patiently(req, BUSY_PATIENCE)
     }
 
     /// The daemon's host port, which must be the configuration's `bridge`

@@ -63,6 +63,29 @@ impl Client {
             .map_err(|e| ClientError::Malformed { path: self.path.clone(), detail: e.to_string() })
     }
 
+    /// [`Client::call`], but while the daemon says it is busy (serving as
+    /// many clients as it takes at once: many pods starting together), it
+    /// connects again after a short, growing pause that differs per
+    /// process, for up to `patience`.
+    pub fn call_patiently<C: Call + Clone>(
+        &mut self,
+        req: C,
+        patience: std::time::Duration,
+    ) -> Result<C::Reply, ClientError> {
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5 + u64::from(std::process::id() % 16));
+        loop {
+            match self.call(req.clone()) {
+                Err(ClientError::Busy { .. }) if start.elapsed() < patience => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                    *self = Client::connect(&self.path)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Sends any request and returns the reply as it came.
     pub fn send(&mut self, req: &Request) -> Result<Response, ClientError> {
         let io = |source| ClientError::Io { path: self.path.clone(), source };

@@ -182,6 +182,8 @@ protocol! {
     host_info => HostInfo(HostInfo) -> Host;
     /// An address on the host port, kept across its re-creation and restarts.
     host_address => HostAddress(HostAddress) -> HostAddressed;
+    /// Takes an address off the host port.
+    host_address_del => HostAddressDel(HostAddressDel) -> HostAddressRemoved;
 }
 
 #[cfg(test)]
@@ -222,6 +224,7 @@ mod tests {
             MirrorList {}.into(),
             HostInfo {}.into(),
             HostAddress { address: "10.244.1.1/24".parse().unwrap(), force: false }.into(),
+            HostAddressDel { address: "10.244.1.1/24".parse().unwrap() }.into(),
         ];
         assert_eq!(reqs.len(), Request::NAMES.len());
         for r in reqs {

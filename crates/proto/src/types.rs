@@ -131,6 +131,15 @@ pub struct HostAddress {
     pub force: bool,
 }
 
+/// Takes `address` off the host port if it has it (a Docker network's
+/// gateway when the network is removed). An address the configuration or
+/// `--address` gives is refused: it would come back at the next reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAddressDel {
+    pub address: IpNet,
+}
+
 /// Changes a port's policy (`bridge link set`): only the knobs given; the
 /// rest stay. Applied whole or not at all.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -487,6 +496,13 @@ pub struct HostAddressed {
     pub address: IpNet,
     /// False when the host port had it already.
     pub added: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostAddressRemoved {
+    pub address: IpNet,
+    /// False when the host port did not have it.
+    pub removed: bool,
 }
 
 /// A port's policy after `port_set`.
