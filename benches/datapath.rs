@@ -1,5 +1,6 @@
 //! The whole per-frame path on in-memory ports, one core: 64-byte frames,
-//! 4 ports, 1k learned MACs, known unicast (and a flood case for contrast).
+//! 4 ports, 1k learned MACs, known unicast (and a flood case for contrast);
+//! `datapath_scale`: 10k to 1M learned MACs, random destinations.
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use ub_datapath::{Backend, Forwarder, Switch};
@@ -124,5 +125,48 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Table scale, as FD.io CSIT's l2bdscale: 10k, 100k and 1M learned
+/// stations behind ports 1..3, and 64 Ki frames from port 0's 16 stations
+/// to destinations drawn at random from all of them, so the look-ups miss
+/// the CPU caches as the table grows.
+fn scale(c: &mut Criterion) {
+    let mut g = c.benchmark_group("datapath_scale");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(20);
+    for (label, n) in [("10k", 10_000u32), ("100k", 100_000), ("1M", 1_000_000)] {
+        let limit = usize::try_from(n).unwrap() + 1_000;
+        let sw = Arc::new(Switch::new(FdbConfig {
+            max_entries: limit,
+            max_per_port: u32::try_from(limit).unwrap(),
+            ..FdbConfig::default()
+        }));
+        for p in 0..PORTS {
+            sw.add_port(&format!("m{p}"), Backend::Mem, Box::new(SinkTx::default())).unwrap();
+        }
+        for i in 0..n {
+            sw.fdb.learn(0, ub_wire::Mac(mac(i)), u16::try_from(1 + i % 3).unwrap(), 0);
+        }
+        assert_eq!(sw.fdb.age(0), 0, "finishes any resize, as the daemon's ager does");
+        // xorshift64: the same destinations every run, no dependency.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let frames: Vec<Vec<u8>> = (0..65_536u32)
+            .map(|k| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let dst = u32::try_from(x % u64::from(n)).unwrap();
+                frame(mac(dst), mac(2_000_000 + k % 16))
+            })
+            .collect();
+        let mut rx = ReplayRx::new(frames);
+        let mut fwd = Forwarder::new(0);
+        let mut store: Vec<RxFrame<'static>> = Vec::with_capacity(BATCH);
+        g.bench_function(format!("unicast_64B_random_dst_{label}_macs"), |b| {
+            b.iter(|| one_batch(&sw, &mut rx, &mut fwd, &mut store))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, scale);
 criterion_main!(benches);
