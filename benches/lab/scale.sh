@@ -2,6 +2,7 @@
 # Scale check: 128 pods on one daemon. Any-to-any ping on a sample of pairs,
 # the daemon's RSS, and its idle CPU over 30 s (no traffic).
 #   bash benches/lab/scale.sh [PODS]     (as root; default 128)
+#   EXTRA='--readers 8' bash benches/lab/scale.sh   (more daemon options)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PODS=${1:-128}
@@ -15,7 +16,8 @@ t0=$(date +%s.%N)
 "$BIN" lab up --pods "$PODS" --name "$NAME" >/dev/null
 t1=$(date +%s.%N)
 args=(); for i in $(seq 1 "$PODS"); do args+=(--port "ubp$i"); done
-"$BIN" run --netns "$NAME-sw" "${args[@]}" --socket "$SOCK" --log-level warn &
+# shellcheck disable=SC2086 # EXTRA is words on purpose
+"$BIN" run --netns "$NAME-sw" "${args[@]}" --socket "$SOCK" --log-level warn ${EXTRA:-} &
 DPID=$!
 for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
 echo "scale: $PODS pods built in $(python3 -c "print(round($t1-$t0,1))") s; daemon up"
