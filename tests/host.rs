@@ -166,6 +166,20 @@ fn a_host_port_alone_then_pods_added_at_run_time() {
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
     assert!(ping(&lab.pods[1].ns, "10.0.0.254", 1));
     assert_eq!(Daemon::port(&d.query(&["port", "list"]), "ubp1")["origin"], "runtime");
+    // Addresses given at run time come and go (a Docker network's gateway);
+    // the configured one cannot be taken away.
+    let addrs = || ns_ok(&node.0, &["ip", "-o", "addr", "show", "dev", &host]);
+    let r = d.request(r#"{"cmd":"host_address","address":"fd00:9::1/64"}"#);
+    assert_eq!(r["result"]["added"], true, "{r}");
+    assert!(addrs().contains("fd00:9::1/64"));
+    let r = d.request(r#"{"cmd":"host_address_del","address":"fd00:9::1/64"}"#);
+    assert_eq!(r["result"]["removed"], true, "{r}");
+    assert!(!addrs().contains("fd00:9::1/64"), "{}", addrs());
+    let r = d.request(r#"{"cmd":"host_address_del","address":"fd00:9::1/64"}"#);
+    assert_eq!(r["result"]["removed"], false, "gone already: {r}");
+    let r = d.request(r#"{"cmd":"host_address_del","address":"10.0.0.254/24"}"#);
+    assert!(r["error"].as_str().unwrap_or_default().contains("configured address"), "{r}");
+    assert!(addrs().contains("10.0.0.254/24"));
 }
 
 #[test]
