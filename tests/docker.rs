@@ -121,9 +121,16 @@ impl Node {
 
     fn start_dockerd(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("dockerd.log")).unwrap();
+        // Its own configuration, so that nothing lands in /etc/docker (the
+        // identity key dockerd makes on first start goes here instead).
+        let conf = self.dir.join("daemon.json");
+        let key = self.dir.join("key.json");
+        std::fs::write(&conf, serde_json::json!({ "deprecated-key-path": key }).to_string()).unwrap();
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.ns.0))
             .arg(DOCKERD)
+            .arg("--config-file")
+            .arg(&conf)
             .arg("--data-root")
             .arg(self.dir.join("data"))
             .arg("--exec-root")
