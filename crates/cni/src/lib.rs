@@ -119,18 +119,8 @@ fn validate_ifname(name: &str) -> Result<(), CniError> {
 /// all an interface name has room for, make a clash on a node unlikely
 /// (about 3 in 10^8 with 1000 pods).
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    let h = fnv1a(&[container_id.as_bytes(), b"-", ifname.as_bytes()]);
+    let h = ub_netlink::fnv1a(&[container_id.as_bytes(), b"-", ifname.as_bytes()]);
     format!("veth{:011x}", h >> 20)
-}
-
-/// FNV-1a, 64 bits, over the parts in order.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in parts.iter().flat_map(|p| p.iter()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// The VERSION answer.

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 /// The container's chain: `UB-` and a hash of the network and container
 /// (the reference plugin's `CNI-` chains, ours apart).
 pub fn chain_name(network: &str, container_id: &str) -> String {
-    format!("UB-{:016x}", crate::fnv1a(&[network.as_bytes(), b"/", container_id.as_bytes()]))
+    format!("UB-{:016x}", ub_netlink::fnv1a(&[network.as_bytes(), b"/", container_id.as_bytes()]))
 }
 
 /// The rules' comment. Network names and container ids have no quotes or

@@ -40,9 +40,7 @@ pub struct Driver {
 /// The switch port for an endpoint, and the name its container end has
 /// until Docker moves it: `ubd`/`ubc` and 44 bits of the endpoint id's hash.
 pub fn link_names(endpoint: &str) -> (String, String) {
-    // FNV-1a: stable across releases, unlike std's hasher.
-    let h = endpoint.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let tag = format!("{:011x}", h >> 20);
+    let tag = format!("{:011x}", ub_netlink::fnv1a(&[endpoint.as_bytes()]) >> 20);
     (format!("ubd{tag}"), format!("ubc{tag}"))
 }
 

@@ -10,6 +10,19 @@ pub use ipnet::IpNet;
 pub use netns::{NETNS_RUN_DIR, NetNs};
 pub use rtnl::{Link, LinkEvent, LinkWatcher, Route, Rtnl};
 
+/// FNV-1a, 64 bits, over the parts in order: the hash behind every name and
+/// MAC userbridge derives from an id (the host port's MAC, a pod's veth, a
+/// Docker endpoint's veth, a masquerade chain). It must give the same
+/// answer in every release, which std's hasher does not promise.
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// A netlink or namespace operation failed; the message names the object.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,3 +48,14 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fnv1a_is_the_published_function() {
+        // The FNV reference vectors: names derived from ids never change.
+        assert_eq!(super::fnv1a(&[]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(super::fnv1a(&[b"a"]), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(super::fnv1a(&[b"foo", b"bar"]), super::fnv1a(&[b"foobar"]));
+    }
+}

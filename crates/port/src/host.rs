@@ -30,12 +30,7 @@ pub struct HostOptions {
 /// A kernel bridge's MAC follows its lowest-numbered port and changes as
 /// ports come and go, which leaves stale entries in the pods' ARP caches.
 pub fn mac_for(name: &str) -> Mac {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
+    let b = ub_netlink::fnv1a(&[name.as_bytes()]).to_be_bytes();
     Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
 }
 
