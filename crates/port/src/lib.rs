@@ -77,6 +77,12 @@ impl Tags {
     const STRIP: u64 = 1 << 50;
     const INSERT_MASK: u64 = 0xffff_ffff;
     const OUTER_MASK: u64 = 0xffff << 32;
+
+    /// The bits of an inserted tag (TPID, TCI).
+    #[inline]
+    fn insert((tpid, tci): (u16, u16)) -> u64 {
+        Tags::INSERT | u64::from(tpid) << 16 | u64::from(tci)
+    }
 }
 
 impl<'a> TxFrame<'a> {
@@ -84,7 +90,7 @@ impl<'a> TxFrame<'a> {
     #[inline]
     pub fn new(data: &'a [u8], vnet: Option<VnetHdr>, insert_tag: Option<(u16, u16)>) -> TxFrame<'a> {
         let tags = match insert_tag {
-            Some((tpid, tci)) if data.len() >= 12 => Tags(Tags::INSERT | u64::from(tpid) << 16 | u64::from(tci)),
+            Some(tag) if data.len() >= 12 => Tags(Tags::insert(tag)),
             _ => Tags(0),
         };
         TxFrame { data, vnet, tags }
@@ -119,8 +125,8 @@ impl<'a> TxFrame<'a> {
     #[inline]
     pub fn with_insert_tag(mut self, tag: Option<(u16, u16)>) -> TxFrame<'a> {
         self.tags.0 &= !(Tags::INSERT | Tags::INSERT_MASK);
-        if let Some((tpid, tci)) = tag.filter(|_| self.data.len() >= 12) {
-            self.tags.0 |= Tags::INSERT | u64::from(tpid) << 16 | u64::from(tci);
+        if let Some(tag) = tag.filter(|_| self.data.len() >= 12) {
+            self.tags.0 |= Tags::insert(tag);
         }
         self
     }
