@@ -109,10 +109,7 @@ impl Node {
     }
 
     fn stop_driver(&mut self) {
-        if let Some(mut c) = self.driver.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            wait_until("the driver to exit", Duration::from_secs(10), || matches!(c.try_wait(), Ok(Some(_))));
-        }
+        terminate(self.driver.take(), "the driver", Duration::from_secs(10));
     }
 
     fn docker_host(&self) -> String {
@@ -152,10 +149,7 @@ impl Node {
 
     /// SIGTERM to dockerd, and wait (it stops its containers first).
     fn stop_dockerd(&mut self) {
-        if let Some(mut c) = self.dockerd.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            wait_until("dockerd to exit", Duration::from_secs(60), || matches!(c.try_wait(), Ok(Some(_))));
-        }
+        terminate(self.dockerd.take(), "dockerd", Duration::from_secs(60));
     }
 
     fn docker(&self, args: &[&str]) -> Output {
@@ -260,6 +254,14 @@ impl Node {
 
     fn host_addresses(&self) -> String {
         ns_ok(&self.ns.0, &["ip", "-o", "addr", "show", "dev", "ubgw0"])
+    }
+}
+
+/// SIGTERM to `child`, if there is one, and wait for it to exit.
+fn terminate(child: Option<Child>, what: &str, limit: Duration) {
+    if let Some(mut c) = child {
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        wait_until(&format!("{what} to exit"), limit, || matches!(c.try_wait(), Ok(Some(_))));
     }
 }
 
