@@ -100,13 +100,19 @@ fn recycle_sinks<'b>(mut v: Vec<(Arc<dyn MirrorSink>, TxFrame<'_>)>) -> Vec<(Arc
 /// Whether `f` fits the egress MTU, counting the tag it carries or gets.
 #[inline]
 pub(crate) fn fits(f: &TxFrame<'_>, mtu: u32) -> bool {
+    let len = f.wire_len();
+    // The common case, decided without reading the offload header or the
+    // frame: the whole frame is within the MTU (so is each GSO segment).
+    if len <= mtu as usize + ETH_HLEN {
+        return true;
+    }
     if let Some(v) = f.vnet.filter(|v| v.is_gso()) {
         // The receiver segments a GSO super-frame into gso_size payloads.
         return u32::from(v.gso_size) <= mtu;
     }
     let et = u16::from_be_bytes([f.data[12], f.data[13]]);
     let tagged = f.adds_tags() || et == ETHERTYPE_8021Q || et == ETHERTYPE_8021AD;
-    f.wire_len() <= mtu as usize + ETH_HLEN + if tagged { 2 * VLAN_HLEN } else { 0 }
+    len <= mtu as usize + ETH_HLEN + if tagged { 2 * VLAN_HLEN } else { 0 }
 }
 
 impl Forwarder {
@@ -263,7 +269,7 @@ impl Forwarder {
                         match policy::egress(ingress, my_flags, p, to.flags, None) {
                             Ok(()) => match out_frame_as::<FILTER>(tx, vin.as_ref(), to) {
                                 Some(o) => {
-                                    push(to, o, &mut st, mirrors);
+                                    push(to, egress_copy::<FILTER>(f, o), &mut st, mirrors);
                                     seen = promisc.is_some_and(|h| h.id == p);
                                 }
                                 None => st.local.drop(DropKind::Vlan),
@@ -274,21 +280,23 @@ impl Forwarder {
                     } else {
                         let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
                         seen = flood::<FILTER, SUPPRESS>(
-                            me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc,
+                            me, ports, f, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc,
                         );
                     }
                 }
                 Decision::Flood => {
                     let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
-                    seen =
-                        flood::<FILTER, SUPPRESS>(me, ports, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc);
+                    seen = flood::<FILTER, SUPPRESS>(
+                        me, ports, f, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc,
+                    );
                 }
             }
             if let Some(h) = promisc
                 && !seen
             {
                 // A promiscuous host port sees a frame of a VLAN it is not in as it came.
-                push(h, out_frame_as::<FILTER>(tx, vin.as_ref(), h).unwrap_or(tx), &mut st, mirrors);
+                let o = out_frame_as::<FILTER>(tx, vin.as_ref(), h).unwrap_or(tx);
+                push(h, egress_copy::<FILTER>(f, o), &mut st, mirrors);
             }
         }
         st
@@ -450,6 +458,7 @@ struct FloodHow<'v> {
 fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
     me: &Slot,
     ports: &PortTable,
+    f: &RxFrame<'a>,
     tx: TxFrame<'a>,
     dst: Mac,
     how: FloodHow<'_>,
@@ -471,34 +480,47 @@ fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
             && !(SUPPRESS && how.skip_suppress && to.flags.neigh_suppress())
             && let Some(o) = out_frame_as::<FILTER>(tx, how.vin, to)
         {
-            push(to, o, st, mirrors);
+            push(to, egress_copy::<FILTER>(f, o), st, mirrors);
             seen |= promisc.is_some_and(|h| h.id == to.id);
         }
     }
     seen
 }
 
-/// Stages `tx` for port `to`, unless its state or MTU says no (counted on
+/// How [`push`] makes the copy of `f` for an egress port: `o`, the frame
+/// as VLAN filtering changed it, or, without filtering (where `o` is `f`
+/// unchanged), the descriptor built afresh from `f` where it is stored.
+#[inline(always)]
+fn egress_copy<'a, 'f, const FILTER: bool>(f: &'f RxFrame<'a>, o: TxFrame<'a>) -> impl Fn() -> TxFrame<'a> + 'f {
+    move || if FILTER { o } else { TxFrame::new(f.data, f.vnet, f.offloaded_tag) }
+}
+
+/// Stages a frame made by `tx` for port `to`, unless its state or MTU says no (counted on
 /// it). With `mirrors` (the port table, when any mirror is set), a copy also
 /// goes to the port's mirror target.
-#[inline]
-fn push<'a>(to: &Slot, tx: TxFrame<'a>, st: &mut Staged<'a>, mirrors: Option<&PortTable>) {
+///
+/// `tx` makes the frame: a descriptor just built on the stack and copied
+/// whole into the batch is read back wider than it was written, a failed
+/// store forward per frame (docs/benchmarks.md); made where it is stored,
+/// from the received frame, it is not read back at all.
+#[inline(always)]
+fn push<'a>(to: &Slot, tx: impl Fn() -> TxFrame<'a>, st: &mut Staged<'a>, mirrors: Option<&PortTable>) {
     let state = to.state();
     if let Some(ports) = mirrors
         && state == PortState::Up
         && let Some(m) = to.mirror.load_full()
     {
-        mirror(&m, tx, ports, st);
+        mirror(&m, tx(), ports, st);
     }
     match state {
         PortState::Up => {}
         PortState::Blocked => return st.egress_drops.push((to.id, DropKind::LoopBlocked)),
         _ => return st.egress_drops.push((to.id, DropKind::PortDown)),
     }
-    if !fits(&tx, to.tx.mtu()) {
+    if !fits(&tx(), to.tx.mtu()) {
         return st.egress_drops.push((to.id, DropKind::TooBig));
     }
-    st.out[usize::from(to.id)].push(tx);
+    st.out[usize::from(to.id)].push(tx());
 }
 
 /// Copies a frame to a mirror target (a port's own mirror is not followed
@@ -507,7 +529,7 @@ fn mirror<'a>(m: &MirrorTo, tx: TxFrame<'a>, ports: &PortTable, st: &mut Staged<
     match m {
         MirrorTo::Port(id) => {
             if let Some(Some(p)) = ports.get(usize::from(*id)) {
-                push(p, tx, st, None);
+                push(p, || tx, st, None);
             }
         }
         MirrorTo::Sink(s) => st.sinks.push((s.clone(), tx)),
