@@ -81,19 +81,21 @@ pub struct RunArgs {
     /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
-    /// Reader threads per AF_PACKET port (`auto`: one per CPU this process may
-    /// use, at most 8), in a PACKET_FANOUT group by CPU: reader i takes the
-    /// frames that arrived on CPU i (mod N), so each sender's frames are
-    /// forwarded on its own core.
+    /// Receive halves per port (`auto`: one per CPU this process may use, at
+    /// most 8), in a PACKET_FANOUT group by CPU: member i takes the frames
+    /// that arrived on CPU i (mod N). One thread per port serves them, on the
+    /// CPU its frames arrive on; while the port is busy, helper threads (at
+    /// most one per port across the switch) take the other busy members on
+    /// their own CPUs.
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
     pub readers: Readers,
-    /// How a port's readers share its frames: `flow` (a TCP or connected-UDP
-    /// flow stays with one reader, so its frames are never reordered; other
+    /// How a port's members share its frames: `flow` (a TCP or connected-UDP
+    /// flow stays with one member, so its frames are never reordered; other
     /// frames by CPU) or `cpu` (by the CPU a frame arrived on).
     #[arg(long, value_enum, default_value_t = FanoutArg::Flow)]
     pub fanout: FanoutArg,
-    /// Leave the readers unpinned (by default, with one reader per allowed CPU,
-    /// reader i runs only on CPU i).
+    /// Leave the reader threads unpinned (by default, with one member per
+    /// allowed CPU, the thread serving member i runs on CPU i).
     #[arg(long)]
     pub no_pin: bool,
     /// Nice value of the reader threads, -20..=19: below a busy sender's 0, a
@@ -127,9 +129,9 @@ pub struct RunArgs {
 /// core with a busy sender gets half of it and loses most frames).
 pub const DEFAULT_READER_NICE: i32 = -10;
 
-/// `--readers auto` gives a port one reader per CPU up to this many: on a
-/// large node, ports × CPUs threads (each with its receive buffers) would
-/// cost more than they bring.
+/// `--readers auto` gives a port one receive half per CPU up to this many:
+/// on a large node, ports × CPUs sockets (each with its receive buffers)
+/// would cost more than they bring.
 pub const AUTO_READERS_MAX: usize = 8;
 
 /// `--readers`: a count, or one per CPU.

@@ -1,7 +1,7 @@
-//! `userbridge run`: open the ports, start the readers of each port (one per
-//! CPU by default), the ager, the link watcher, the control socket and the
-//! metrics endpoint; apply runtime changes (control requests, SIGHUP); stop
-//! cleanly on SIGINT/SIGTERM.
+//! `userbridge run`: open the ports, start each port's reader (one thread
+//! over the port's receive halves, helpers while it is busy), the ager, the
+//! link watcher, the control socket and the metrics endpoint; apply runtime
+//! changes (control requests, SIGHUP); stop cleanly on SIGINT/SIGTERM.
 //!
 //! Every port is described by a [`PortSpec`] and opened by the one factory
 //! in `ub_port::open`. Its origin says who owns it: a reload reconciles only
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use ub_datapath::{Placement, PortId, PortState, ReaderHandle, Restart, Switch, SwitchError, spawn_reader_at};
+use ub_datapath::{Member, PortId, PortState, ReaderHandle, Restart, Switch, SwitchError, spawn_reader_at};
 use ub_netlink::NetNs;
 use ub_port::{Backend, Claim, OpenOptions, Origin, PortError, PortPolicy, PortSpec};
 use ub_wire::Mac;
@@ -113,7 +113,7 @@ pub struct DaemonCounters {
 struct Attached {
     spec: PortSpec,
     id: PortId,
-    readers: Vec<ReaderHandle>,
+    reader: ReaderHandle,
     _claim: Claim,
 }
 
@@ -235,7 +235,7 @@ impl Daemon {
         }
         if let Some(old) = gone {
             if let Some(a) = ports.remove(&spec.name) {
-                drop(a.readers);
+                drop(a.reader);
             }
             self.sw.remove_port(old);
         }
@@ -249,33 +249,29 @@ impl Daemon {
             }
         }
         let n = opened.rx.len();
-        let many = n > 1;
-        // Pinned only when each reader has a CPU's frames of its own (one reader per
-        // allowed CPU); otherwise a pinned reader would wait for a busy CPU while
-        // others idle, and a single reader per port would put every port on one CPU.
+        // A member's helper is pinned only when each member has a CPU's frames of
+        // its own (one member per allowed CPU); otherwise a pinned helper would wait
+        // for a busy CPU while others idle.
         let cpus = allowed_cpus();
-        let pin = self.threads.pin && many && n == cpus.len();
-        let mut readers = Vec::with_capacity(n);
-        for (i, rx) in opened.rx.into_iter().enumerate() {
-            let at = Placement {
-                cpu: pin.then(|| reader_cpu_in(&cpus, i, n)).flatten(),
-                nice: self.threads.nice,
-                index: many.then_some(i),
-            };
-            match spawn_reader_at(self.sw.clone(), id, rx, at, self.restart) {
-                Ok(r) => readers.push(r),
-                Err(source) => {
-                    drop(readers);
-                    self.sw.remove_port(id);
-                    return Err(DaemonError::Reader { port: spec.name.clone(), source });
-                }
+        let pin = self.threads.pin && n > 1 && n == cpus.len();
+        let members = opened
+            .rx
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| Member { rx, cpu: pin.then(|| reader_cpu_in(&cpus, i, n)).flatten() })
+            .collect();
+        let reader = match spawn_reader_at(self.sw.clone(), id, members, self.threads.nice, self.restart) {
+            Ok(r) => r,
+            Err(source) => {
+                self.sw.remove_port(id);
+                return Err(DaemonError::Reader { port: spec.name.clone(), source });
             }
-        }
+        };
         tracing::info!(port = %opened.name, id, backend = opened.backend.as_str(), origin = ?spec.origin, "port attached");
         let name = opened.name.clone();
         let spec = PortSpec { name: opened.name, ..spec };
         let runtime = spec.origin == Origin::Runtime;
-        ports.insert(name, Attached { spec, id, readers, _claim: opened.claim });
+        ports.insert(name, Attached { spec, id, reader, _claim: opened.claim });
         drop(ports);
         if runtime {
             self.persist();
@@ -498,9 +494,7 @@ impl Daemon {
     /// Other ports forward on. Returns its spec.
     pub fn detach(&self, name: &str) -> Result<PortSpec, DaemonError> {
         let a = lock(&self.ports).remove(name).ok_or_else(|| DaemonError::NoSuchPort(name.to_string()))?;
-        for r in a.readers {
-            r.stop();
-        }
+        a.reader.stop();
         self.sw.remove_port(a.id);
         lock(&self.mirrors).remove(name);
         tracing::info!(port = %name, "port detached");
@@ -750,9 +744,7 @@ impl Daemon {
     fn stop_all(&self) {
         let ports = std::mem::take(&mut *lock(&self.ports));
         for (_, a) in ports {
-            for r in a.readers {
-                r.stop();
-            }
+            a.reader.stop();
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use ub_datapath::{Backend, Switch, spawn_reader};
+use ub_datapath::{Backend, Member, Restart, Switch, spawn_reader_at};
 use ub_fdb::FdbConfig;
 use ub_lab::{GATEWAY, Lab, Node, NodeLab, POD_MTU, Switching};
 use ub_netlink::NetNs;
@@ -225,9 +225,11 @@ pub fn demo(name: &str, pods: usize) -> Result<(), LabError> {
             for port in lab.ports() {
                 let (rx, tx, _) = ub_port::afpacket::open(&port, Default::default()).map_err(|e| e.to_string())?;
                 let id = sw.add_port(&port, Backend::Afpacket, Box::new(tx)).map_err(|e| e.to_string())?;
-                for rx in rx {
-                    v.push(spawn_reader(sw.clone(), id, Box::new(rx)).map_err(|e| e.to_string())?);
-                }
+                let members = rx
+                    .into_iter()
+                    .map(|rx| Member { rx: Box::new(rx) as Box<dyn ub_port::PortRx>, cpu: None })
+                    .collect();
+                v.push(spawn_reader_at(sw.clone(), id, members, None, Restart::default()).map_err(|e| e.to_string())?);
             }
             Ok(v)
         })

@@ -306,6 +306,34 @@ impl Drop for Iperf3Server {
     }
 }
 
+/// A command running inside a namespace, in a process group of its own:
+/// on drop (panics included) the whole group is killed, so a command that
+/// forks (trafgen, one sender per CPU) or runs under `timeout` leaves nothing.
+pub struct Running(Child);
+
+impl Running {
+    pub fn start(ns: &str, args: &[&str]) -> Running {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("ip netns exec");
+        Running(child)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
 /// tcpdump on `eth0` inside a pod, printing link-level headers; stopped on `finish`/drop.
 pub struct Tcpdump {
     child: Child,

@@ -1,3 +1,20 @@
+//! A port's reader: one thread that receives the port's frames and runs
+//! them through the [`Forwarder`], plus helpers while the port is busy.
+//!
+//! A port may have several receive halves ("members": the sockets of a
+//! PACKET_FANOUT group, the queues of a multiqueue TAP), member `i` getting
+//! the frames that arrived on one CPU. The port's own thread serves them all
+//! while it keeps up, so an idle node runs one thread per port, not one per
+//! port per CPU. It runs on the CPU its frames arrive on (the member with
+//! the most frames in the last 20 ms window), as a reader pinned per CPU
+//! did: a wake-up on another, idle CPU costs a virtual machine some 70 µs
+//! per frame (docs/benchmarks.md). When the thread spends most of a window
+//! working, it keeps its busiest member and lends each other member that had
+//! frames to a helper thread, pinned to that member's CPU; a helper that
+//! sees no frame for a second gives its member back and ends. Helpers across
+//! the switch are bounded by the number of ports, so a node never runs more
+//! than about two reader threads per port (docs/architecture.md).
+
 use crate::counters::DropKind;
 use crate::forward::Forwarder;
 use crate::switch::Switch;
@@ -7,13 +24,13 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ub_fdb::PortId;
 use ub_port::{Health, PortRx, PortState, RxFrame, recycle_rx};
 
-const RX: Token = Token(0);
-const WAKE: Token = Token(1);
+const WAKE: Token = Token(0);
 /// How often a busy or down port is looked at (kernel drops, link state).
 /// An idle port that is up is looked at once after its last frame, then
 /// its reader sleeps until a frame, an error or a stop wakes it: the
@@ -21,8 +38,37 @@ const WAKE: Token = Token(1);
 /// follows the link's state), while 1000 readers waking every second cost
 /// an idle node 1.7% of a core (docs/benchmarks.md).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// The window over which the port's thread decides it is busy: short, as
+/// the frames a busy thread cannot keep up with meanwhile fill its sockets.
+const WINDOW: Duration = Duration::from_millis(20);
+/// Busy: the thread slept less than a quarter of the window.
+const BUSY_SLEEP_MAX: Duration = Duration::from_millis(5);
+/// While busy, how many batches between looks for other readable members.
+const PEEK_EVERY: u32 = 8;
+/// A helper that has seen no frame for this long gives its member back.
+const HELPER_IDLE: Duration = Duration::from_secs(1);
 
-/// A running reader thread; `stop` ends it and waits for it.
+/// The mio token of member `i`.
+fn token(i: usize) -> Token {
+    Token(i + 1)
+}
+
+/// One receive half of a port and where its frames come from.
+pub struct Member {
+    pub rx: Box<dyn PortRx>,
+    /// The CPU whose frames this member gets, when readers are pinned: a
+    /// helper serving it runs there.
+    pub cpu: Option<usize>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").field("cpu", &self.cpu).finish_non_exhaustive()
+    }
+}
+
+/// A running reader (the port's thread and its helpers); `stop` ends them
+/// and waits for them.
 #[derive(Debug)]
 pub struct ReaderHandle {
     pub id: PortId,
@@ -57,12 +103,11 @@ impl Drop for ReaderHandle {
 /// Where and how eagerly a reader thread runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Placement {
-    /// Pin the thread to this CPU (with PACKET_FANOUT by CPU, reader `i` of a
-    /// port gets the frames that arrived on CPU `i`).
+    /// Pin the thread to this CPU.
     pub cpu: Option<usize>,
     /// Scheduling priority (nice, -20..=19) of the thread.
     pub nice: Option<i32>,
-    /// Index of the reader among its port's readers, for the thread name.
+    /// Index of the member a helper serves, for the thread name.
     pub index: Option<usize>,
 }
 
@@ -70,9 +115,7 @@ impl Placement {
     /// Applies the placement to the calling thread.
     fn apply(&self) -> io::Result<()> {
         if let Some(cpu) = self.cpu {
-            let mut set = rustix::thread::CpuSet::new();
-            set.set(cpu);
-            rustix::thread::sched_setaffinity(None, &set)?;
+            pin_to(&[cpu])?;
         }
         if let Some(nice) = self.nice {
             // On Linux a thread id names one thread for get/setpriority. Asking for
@@ -85,6 +128,29 @@ impl Placement {
         }
         Ok(())
     }
+
+    /// Applies the placement, warning (once per process) if refused.
+    fn apply_or_warn(&self, port: &str) {
+        if let Err(e) = self.apply() {
+            // Once per process: the same refusal would repeat for every reader.
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(port, cpu = ?self.cpu, nice = ?self.nice, error = %e,
+                    "reader placement refused (CPU pinning or nice needs CAP_SYS_NICE below the process's nice); readers run unplaced");
+            } else {
+                tracing::debug!(port, error = %e, "reader placement refused");
+            }
+        }
+    }
+}
+
+/// Lets the calling thread run on `cpus` only.
+fn pin_to(cpus: &[usize]) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        set.set(c);
+    }
+    Ok(rustix::thread::sched_setaffinity(None, &set)?)
 }
 
 /// How a reader that panics is restarted: after `backoff` (doubling, at
@@ -103,81 +169,413 @@ impl Default for Restart {
     }
 }
 
-/// Starts the reader thread of port `id`.
+/// Starts the reader of port `id`, which has one receive half.
 pub fn spawn_reader(sw: Arc<Switch>, id: PortId, rx: Box<dyn PortRx>) -> io::Result<ReaderHandle> {
-    spawn_reader_at(sw, id, rx, Placement::default(), Restart::default())
+    spawn_reader_at(sw, id, vec![Member { rx, cpu: None }], None, Restart::default())
 }
 
-/// Starts a reader thread of port `id` placed as `at` says; a placement the
-/// system refuses (no such CPU, no privilege) is a warning, not a failure.
-/// The thread supervises itself: a panic in the per-batch path is logged
-/// with the port's name, counted (`reader_panics`), and the loop restarts
-/// as `restart` says, so a reader never dies silently with its port "up".
+/// Starts the reader of port `id` over its `members` (at least one), at
+/// scheduling priority `nice`; a placement the system refuses (no such CPU,
+/// no privilege) is a warning, not a failure. The threads supervise
+/// themselves: a panic in the per-batch path is logged with the port's name,
+/// counted (`reader_panics`), and the loop restarts as `restart` says, so a
+/// reader never dies silently with its port "up".
 pub fn spawn_reader_at(
     sw: Arc<Switch>,
     id: PortId,
-    rx: Box<dyn PortRx>,
-    at: Placement,
+    members: Vec<Member>,
+    nice: Option<i32>,
     restart: Restart,
 ) -> io::Result<ReaderHandle> {
+    assert!(!members.is_empty(), "a port has at least one receive half");
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    if let Some(fd) = rx.wait_fd() {
-        // Edge-triggered: the loop drains the port until it is empty before waiting.
-        poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), RX, Interest::READABLE)?;
+    let mut held = Vec::with_capacity(members.len());
+    for (i, m) in members.into_iter().enumerate() {
+        if let Some(fd) = m.rx.wait_fd() {
+            // Edge-triggered: a member is drained until it is empty before waiting.
+            poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), token(i), Interest::READABLE)?;
+        }
+        held.push(Held { index: i, cpu: m.cpu, rx: Some(m.rx), ready: true, frames: 0, helper: None });
     }
     let stop = Arc::new(AtomicBool::new(false));
     let name = sw.port(id).map_or_else(|| format!("port{id}"), |p| p.name.clone());
-    let thread_name = match at.index {
-        Some(i) => format!("rx-{name}/{i}"),
-        None => format!("rx-{name}"),
-    };
+    let thread_name = format!("rx-{name}");
+    let lending = (held.len() > 1).then(|| {
+        let (give_back, returned) = channel();
+        Lending { nice, restart, waker: waker.clone(), give_back, returned, sw: sw.clone(), pinned: None }
+    });
     let thread = std::thread::Builder::new().name(thread_name.clone()).spawn({
         let stop = stop.clone();
         move || {
-            if let Err(e) = at.apply() {
-                // Once per process: the same refusal would repeat for every reader.
-                static WARNED: AtomicBool = AtomicBool::new(false);
-                if !WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(port = %name, cpu = ?at.cpu, nice = ?at.nice, error = %e,
-                        "reader placement refused (CPU pinning or nice needs CAP_SYS_NICE below the process's nice); readers run unplaced");
-                } else {
-                    tracing::debug!(port = %name, error = %e, "reader placement refused");
-                }
-            }
-            supervise(&sw, id, rx, poll, &stop, &name, &thread_name, restart)
+            Placement { nice, ..Placement::default() }.apply_or_warn(&name);
+            let mut r = Reader::new(&sw, id, &name, &thread_name, &stop, poll, held, lending, false);
+            supervise(&mut r, restart);
+            r.recall_helpers();
         }
     })?;
     Ok(ReaderHandle { id, stop, waker, thread: Some(thread) })
 }
 
-/// What a panic said, for the log.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
-    p.downcast_ref::<&str>()
-        .copied()
-        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
+/// A member as a reader thread holds it.
+struct Held {
+    index: usize,
+    cpu: Option<usize>,
+    /// `None` while a helper serves it.
+    rx: Option<Box<dyn PortRx>>,
+    /// May have frames: set by an edge, cleared when a receive finds none.
+    ready: bool,
+    /// Frames received in the current window.
+    frames: u64,
+    helper: Option<Helper>,
+}
+
+/// A helper thread serving one member; it sends the member back when it ends.
+struct Helper {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: JoinHandle<()>,
+}
+
+/// What the port's own thread needs to lend members to helpers.
+struct Lending {
+    /// The switch, for helpers (a thread cannot borrow it).
+    sw: Arc<Switch>,
+    nice: Option<i32>,
+    restart: Restart,
+    /// The port thread's waker: a helper that gives its member back wakes it.
+    waker: Arc<Waker>,
+    give_back: Sender<(usize, Box<dyn PortRx>)>,
+    returned: Receiver<(usize, Box<dyn PortRx>)>,
+    /// The CPU the thread is pinned to (that of the member it follows).
+    pinned: Option<usize>,
+}
+
+/// One reader thread's loop state: the port's own thread (with `lending`)
+/// or a helper (without; it ends after [`HELPER_IDLE`] without frames).
+struct Reader<'s> {
+    sw: &'s Switch,
+    id: PortId,
+    name: &'s str,
+    thread: &'s str,
+    stop: &'s AtomicBool,
+    poll: Poll,
+    held: Vec<Held>,
+    lending: Option<Lending>,
+    /// A helper: it ends when its member has been quiet for [`HELPER_IDLE`].
+    helper: bool,
+    fwd: Forwarder,
+    store: Vec<RxFrame<'static>>,
+}
+
+impl<'s> Reader<'s> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        sw: &'s Switch,
+        id: PortId,
+        name: &'s str,
+        thread: &'s str,
+        stop: &'s AtomicBool,
+        poll: Poll,
+        held: Vec<Held>,
+        lending: Option<Lending>,
+        helper: bool,
+    ) -> Reader<'s> {
+        Reader {
+            sw,
+            id,
+            name,
+            thread,
+            stop,
+            poll,
+            held,
+            lending,
+            helper,
+            fwd: Forwarder::new(id),
+            store: Vec::with_capacity(ub_port::BATCH),
+        }
+    }
+
+    fn set_state(&self, s: PortState) {
+        if let Some(p) = self.sw.port(self.id)
+            && p.state() != s
+        {
+            tracing::info!(port = %self.name, state = ?s, "port state changed");
+            p.set_state(s);
+        }
+    }
+
+    /// The loop; returns when stopped, when the port is gone, or (a helper)
+    /// when its member has been idle for [`HELPER_IDLE`].
+    fn run(&mut self) {
+        let sw = self.sw;
+        // Afresh after a panic: the last batch may have stopped half-staged.
+        self.fwd = Forwarder::new(self.id);
+        let mut events = Events::with_capacity(8);
+        let waits = self.held.iter().any(|h| h.rx.as_ref().is_some_and(|rx| rx.wait_fd().is_some()));
+        let mut last_housekeeping = Instant::now();
+        let mut last_frame = last_housekeeping;
+        let (mut window_start, mut slept) = (last_housekeeping, Duration::ZERO);
+        // Frames arrived since the port was last looked at.
+        let mut unchecked = true;
+        let mut spins = 0u32;
+        while !self.stop.load(Ordering::Acquire) {
+            let mut got = false;
+            let mut check = false;
+            for h in &mut self.held {
+                let Some(rx) = h.rx.as_mut().filter(|_| h.ready) else { continue };
+                let mut frames = recycle_rx(std::mem::take(&mut self.store));
+                let res = rx.recv_batch(&mut frames);
+                if frames.is_empty() {
+                    h.ready = !waits;
+                } else {
+                    self.fwd.forward(sw, &frames, sw.now_ms());
+                    h.frames += frames.len() as u64;
+                    got = true;
+                }
+                self.store = recycle_rx(frames);
+                if let Err(e) = res {
+                    tracing::warn!(port = %self.name, error = %e, "receive failed");
+                    check = true;
+                }
+            }
+            let mut now = Instant::now();
+            if got {
+                unchecked = true;
+                last_frame = now;
+            }
+            let lending = self.lending.is_some();
+            if lending {
+                self.take_back();
+            }
+            // Wait when nothing is ready. While some member is busy, every
+            // few batches a look (no wait) for other members become readable.
+            let peek = got && {
+                spins = spins.wrapping_add(1);
+                spins.is_multiple_of(PEEK_EVERY) && self.held.iter().filter(|h| h.rx.is_some()).nth(1).is_some()
+            };
+            if waits && (!got || peek) {
+                let timeout = if got {
+                    Some(Duration::ZERO)
+                } else if self.helper {
+                    Some(HOUSEKEEPING)
+                } else if !unchecked && sw.port(self.id).is_some_and(|p| p.state() == PortState::Up) {
+                    None
+                } else {
+                    Some(HOUSEKEEPING)
+                };
+                if let Err(e) = self.poll.poll(&mut events, timeout)
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    tracing::error!(port = %self.name, error = %e, "poll failed; reader stops");
+                    break;
+                }
+                if !got {
+                    let woke = Instant::now();
+                    slept += woke.duration_since(now);
+                    now = woke;
+                }
+                for ev in events.iter() {
+                    let Some(h) = ev.token().0.checked_sub(1).and_then(|i| self.held.get_mut(i)) else { continue };
+                    h.ready = true;
+                    check |= ev.is_error() || ev.is_read_closed();
+                }
+            }
+            if self.helper && now.duration_since(last_frame) >= HELPER_IDLE {
+                // A helper whose member went quiet: the port's thread takes it back.
+                return;
+            }
+            if lending && now.duration_since(window_start) >= WINDOW {
+                if slept < BUSY_SLEEP_MAX {
+                    self.lend_busy_members();
+                }
+                self.place();
+                for h in &mut self.held {
+                    h.frames = 0;
+                }
+                (window_start, slept) = (now, Duration::ZERO);
+            }
+            if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
+                last_housekeeping = now;
+                unchecked = false;
+                if let Some(p) = sw.port(self.id) {
+                    for rx in self.held.iter().filter_map(|h| h.rx.as_ref()) {
+                        p.counters.drop_n(DropKind::RingFull, rx.kernel_drops());
+                    }
+                    check |= p.state() == PortState::Down;
+                }
+            }
+            if check && let Some(rx) = self.held.iter_mut().find_map(|h| h.rx.as_mut()) {
+                match rx.check() {
+                    Health::Up => self.set_state(PortState::Up),
+                    Health::Down => self.set_state(PortState::Down),
+                    Health::Gone => {
+                        tracing::warn!(port = %self.name, "interface is gone; port removed from forwarding");
+                        sw.port_gone(self.id);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The member this thread should run next to: the only one it holds,
+    /// else the one with the most frames in the window (if any had frames).
+    fn home(&self) -> Option<usize> {
+        let mut owned = self.held.iter().filter(|h| h.rx.is_some());
+        if owned.clone().count() == 1 {
+            return owned.next().map(|h| h.index);
+        }
+        owned.filter(|h| h.frames > 0).max_by_key(|h| h.frames).map(|h| h.index)
+    }
+
+    /// The port's thread is busy: it keeps its busiest member, and each other
+    /// member that had frames in the window goes to a helper of its own, while
+    /// the switch's budget lasts.
+    fn lend_busy_members(&mut self) {
+        let Some(l) = &self.lending else { return };
+        let home = self.home();
+        for i in 0..self.held.len() {
+            let h = &mut self.held[i];
+            if Some(i) == home || h.rx.is_none() || h.frames == 0 || !self.sw.take_helper() {
+                continue;
+            }
+            let rx = h.rx.take().expect("checked above");
+            if let Some(fd) = rx.wait_fd() {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+            }
+            match spawn_helper(self.id, self.name, h.index, h.cpu, rx, l) {
+                Ok(helper) => {
+                    tracing::debug!(port = %self.name, member = h.index, cpu = ?h.cpu, "port busy: a helper serves a member");
+                    h.helper = Some(helper);
+                }
+                Err((rx, e)) => {
+                    self.sw.return_helper();
+                    tracing::warn!(port = %self.name, error = %e, "no helper thread; the port's thread serves every member");
+                    hold(&self.poll, h, rx);
+                }
+            }
+        }
+    }
+
+    /// Members helpers gave back: served here again.
+    fn take_back(&mut self) {
+        let Some(l) = &self.lending else { return };
+        let mut any = false;
+        while let Ok((i, rx)) = l.returned.try_recv() {
+            if let Some(helper) = self.held.get_mut(i).and_then(|h| h.helper.take()) {
+                let _ = helper.thread.join();
+                self.sw.return_helper();
+            }
+            if let Some(h) = self.held.get_mut(i) {
+                hold(&self.poll, h, rx);
+            }
+            any = true;
+        }
+        if any {
+            self.place();
+        }
+    }
+
+    /// Pins the port's thread to the CPU of its [`home`](Reader::home)
+    /// member, where that member's frames arrive, if members have CPUs.
+    fn place(&mut self) {
+        let Some(cpu) = self.home().and_then(|i| self.held[i].cpu) else { return };
+        let Some(l) = &mut self.lending else { return };
+        if l.pinned == Some(cpu) {
+            return;
+        }
+        match pin_to(&[cpu]) {
+            Ok(()) => l.pinned = Some(cpu),
+            Err(e) => tracing::debug!(port = %self.name, error = %e, "reader placement refused"),
+        }
+    }
+
+    /// Stops every helper and waits for it (the port's thread is ending).
+    fn recall_helpers(&mut self) {
+        for h in &mut self.held {
+            if let Some(helper) = h.helper.take() {
+                helper.stop.store(true, Ordering::Release);
+                let _ = helper.waker.wake();
+                let _ = helper.thread.join();
+                self.sw.return_helper();
+            }
+        }
+    }
+}
+
+/// Holds a member again: registered, and drained before the next wait.
+fn hold(poll: &Poll, h: &mut Held, rx: Box<dyn PortRx>) {
+    if let Some(fd) = rx.wait_fd() {
+        let _ = poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), token(h.index), Interest::READABLE);
+    }
+    h.rx = Some(rx);
+    h.ready = true;
+}
+
+/// Starts a helper serving member `index` (`rx`); on failure the member
+/// comes back with the error.
+#[allow(clippy::type_complexity)]
+fn spawn_helper(
+    id: PortId,
+    name: &str,
+    index: usize,
+    cpu: Option<usize>,
+    rx: Box<dyn PortRx>,
+    l: &Lending,
+) -> Result<Helper, (Box<dyn PortRx>, io::Error)> {
+    let setup = || -> io::Result<(Poll, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        if let Some(fd) = rx.wait_fd() {
+            poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), token(0), Interest::READABLE)?;
+        }
+        Ok((poll, waker))
+    };
+    let (poll, waker) = match setup() {
+        Ok(v) => v,
+        Err(e) => return Err((rx, e)),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let at = Placement { cpu, nice: l.nice, index: Some(index) };
+    let thread_name = format!("rx-{name}/{index}");
+    let sw = l.sw.clone();
+    let (name, restart, give_back, port_waker) = (name.to_string(), l.restart, l.give_back.clone(), l.waker.clone());
+    // The member moves into the thread once it runs: if the thread cannot
+    // start, it is taken back from here.
+    let handover = Arc::new(std::sync::Mutex::new(Some(rx)));
+    let thread = std::thread::Builder::new().name(thread_name.clone()).spawn({
+        let (stop, handover) = (stop.clone(), handover.clone());
+        move || {
+            let Some(rx) = handover.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else { return };
+            at.apply_or_warn(&name);
+            let held = vec![Held { index: 0, cpu, rx: Some(rx), ready: true, frames: 0, helper: None }];
+            let mut r = Reader::new(&sw, id, &name, &thread_name, &stop, poll, held, None, true);
+            supervise(&mut r, restart);
+            if let Some(rx) = r.held.pop().and_then(|h| h.rx) {
+                let _ = give_back.send((index, rx));
+                let _ = port_waker.wake();
+            }
+        }
+    });
+    match thread {
+        Ok(thread) => Ok(Helper { stop, waker, thread }),
+        Err(e) => {
+            let rx = handover.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            Err((rx.expect("a thread that did not start took nothing"), e))
+        }
+    }
 }
 
 /// Runs the reader loop, restarting it after a panic (see [`Restart`]).
-#[allow(clippy::too_many_arguments)]
-fn supervise(
-    sw: &Switch,
-    id: PortId,
-    mut rx: Box<dyn PortRx>,
-    mut poll: Poll,
-    stop: &AtomicBool,
-    name: &str,
-    thread: &str,
-    restart: Restart,
-) {
+fn supervise(r: &mut Reader<'_>, restart: Restart) {
     let mut panics: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     let mut backoff = restart.backoff;
     loop {
-        let run =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(sw, id, &mut *rx, &mut poll, stop, name)));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.run()));
         let Err(payload) = run else { return };
-        if let Some(p) = sw.port(id) {
+        let (sw, name, thread) = (r.sw, r.name, r.thread);
+        if let Some(p) = sw.port(r.id) {
             p.counters.reader_panics.fetch_add(1, Ordering::Relaxed);
         }
         let now = Instant::now();
@@ -187,7 +585,7 @@ fn supervise(
         if panics.len() >= restart.max_restarts {
             tracing::error!(port = %name, thread, panic = panic_message(&*payload), restarts = panics.len(),
                 "reader panicked again; the port is marked failed (re-add it with `userbridge port del` and `port add`)");
-            if let Some(p) = sw.port(id) {
+            if let Some(p) = sw.port(r.id) {
                 p.set_failed();
             }
             return;
@@ -198,7 +596,7 @@ fn supervise(
         // Wait out the back-off, but not past a stop.
         let until = now + backoff;
         while Instant::now() < until {
-            if stop.load(Ordering::Acquire) {
+            if r.stop.load(Ordering::Acquire) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
@@ -207,64 +605,10 @@ fn supervise(
     }
 }
 
-fn run(sw: &Switch, id: PortId, rx: &mut dyn PortRx, poll: &mut Poll, stop: &AtomicBool, name: &str) {
-    let mut fwd = Forwarder::new(id);
-    let mut events = Events::with_capacity(8);
-    let mut store: Vec<RxFrame<'static>> = Vec::with_capacity(ub_port::BATCH);
-    let waits = rx.wait_fd().is_some();
-    let mut last_housekeeping = Instant::now();
-    // Frames arrived since the port was last looked at.
-    let mut unchecked = true;
-    let set_state = |s: PortState| {
-        if let Some(p) = sw.port(id)
-            && p.state() != s
-        {
-            tracing::info!(port = %name, state = ?s, "port state changed");
-            p.set_state(s);
-        }
-    };
-    while !stop.load(Ordering::Acquire) {
-        let mut frames = recycle_rx(store);
-        let res = rx.recv_batch(&mut frames);
-        let got = !frames.is_empty();
-        if got {
-            fwd.forward(sw, &frames, sw.now_ms());
-            unchecked = true;
-        }
-        store = recycle_rx(frames);
-        let mut check = false;
-        if let Err(e) = res {
-            tracing::warn!(port = %name, error = %e, "receive failed");
-            check = true;
-        }
-        if !got && waits {
-            let idle = !unchecked && sw.port(id).is_some_and(|p| p.state() == PortState::Up);
-            if let Err(e) = poll.poll(&mut events, if idle { None } else { Some(HOUSEKEEPING) })
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                tracing::error!(port = %name, error = %e, "poll failed; reader stops");
-                break;
-            }
-            check |= events.iter().any(|ev| ev.token() == RX && (ev.is_error() || ev.is_read_closed()));
-        }
-        if last_housekeeping.elapsed() >= HOUSEKEEPING {
-            last_housekeeping = Instant::now();
-            unchecked = false;
-            if let Some(p) = sw.port(id) {
-                p.counters.drop_n(DropKind::RingFull, rx.kernel_drops());
-                check |= p.state() == PortState::Down;
-            }
-        }
-        if check {
-            match rx.check() {
-                Health::Up => set_state(PortState::Up),
-                Health::Down => set_state(PortState::Down),
-                Health::Gone => {
-                    tracing::warn!(port = %name, "interface is gone; port removed from forwarding");
-                    sw.port_gone(id);
-                    return;
-                }
-            }
-        }
-    }
+/// What a panic said, for the log.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

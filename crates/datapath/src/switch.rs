@@ -62,6 +62,8 @@ pub struct Switch {
     neigh_on: AtomicBool,
     /// What ARP suppression answers from.
     pub neigh: NeighTable,
+    /// Reader helper threads running (reader.rs), at most one per port.
+    helpers: AtomicUsize,
     epoch: Instant,
 }
 
@@ -83,6 +85,7 @@ impl Switch {
             vlan_filtering: AtomicBool::new(false),
             neigh_on: AtomicBool::new(false),
             neigh: NeighTable::default(),
+            helpers: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
     }
@@ -232,6 +235,24 @@ impl Switch {
     }
 
     /// Marks a port gone (its readers have stopped) and flushes its entries.
+    /// Reserves a reader helper thread, if the switch runs fewer helpers
+    /// than it has ports (so a node runs at most about two reader threads
+    /// per port, however many CPUs it has).
+    pub(crate) fn take_helper(&self) -> bool {
+        let max = self.ports.load().iter().flatten().count();
+        self.helpers.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// Gives back a helper [`Switch::take_helper`] reserved.
+    pub(crate) fn return_helper(&self) {
+        self.helpers.fetch_sub(1, Relaxed);
+    }
+
+    /// Reader helper threads running now.
+    pub fn reader_helpers(&self) -> usize {
+        self.helpers.load(Relaxed)
+    }
+
     pub fn port_gone(&self, id: PortId) {
         if let Some(p) = self.port(id) {
             p.set_state(PortState::Gone);
@@ -315,5 +336,25 @@ impl Switch {
     /// Housekeeping of the loop guard, about once a second (see [`LoopGuard::tick`]).
     pub fn loop_tick(&self, now: u64) {
         self.loop_guard.tick(&self.ports(), &self.fdb, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_helpers_are_bounded_by_the_number_of_ports() {
+        let sw = Switch::new(FdbConfig::default());
+        assert!(!sw.take_helper(), "no port, no helper");
+        for p in 0..2 {
+            sw.add_port(&format!("m{p}"), Backend::Mem, Box::new(ub_port::mem::SinkTx::default())).unwrap();
+        }
+        assert!(sw.take_helper() && sw.take_helper());
+        assert!(!sw.take_helper(), "two ports: two helpers at most");
+        assert_eq!(sw.reader_helpers(), 2);
+        sw.return_helper();
+        assert!(sw.take_helper());
+        assert!(!sw.take_helper());
     }
 }

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ub_datapath::{
-    Backend, DropKind, Event, Forwarder, LoopDetect, MirrorTo, PortState, Restart, StormLimits, Switch, spawn_reader,
-    spawn_reader_at,
+    Backend, DropKind, Event, Forwarder, LoopDetect, Member, MirrorTo, PortState, Restart, StormLimits, Switch,
+    spawn_reader, spawn_reader_at,
 };
 use ub_fdb::FdbConfig;
 use ub_port::mem::{self, MemPeer};
@@ -574,7 +574,7 @@ fn a_panicking_reader_is_counted_restarted_and_at_last_failed() {
     let a = sw.add_port("m0", Backend::Mem, Box::new(tx0)).unwrap();
     sw.add_port("m1", Backend::Mem, Box::new(tx1)).unwrap();
     let restart = Restart { max_restarts: 2, window: Duration::from_secs(60), backoff: Duration::from_millis(10) };
-    let _reader = spawn_reader_at(sw.clone(), a, Box::new(rx0), Default::default(), restart).unwrap();
+    let _reader = spawn_reader_at(sw.clone(), a, vec![Member { rx: Box::new(rx0), cpu: None }], None, restart).unwrap();
     let port = sw.port(a).unwrap();
     let forwards = || {
         p0.inject(frame(mac(2), mac(1), 60));
