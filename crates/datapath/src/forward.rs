@@ -267,9 +267,9 @@ impl Forwarder {
                     // An entry for a port being removed: flood like an unknown address.
                     if let Some(to) = ports.get(usize::from(p)).and_then(Option::as_ref) {
                         match policy::egress(ingress, my_flags, p, to.flags, None) {
-                            Ok(()) => match out_frame_as::<FILTER>(tx, vin.as_ref(), to) {
-                                Some(o) => {
-                                    push(to, egress_copy::<FILTER>(f, o), &mut st, mirrors);
+                            Ok(()) => match member_as::<FILTER>(vin.as_ref(), to) {
+                                Some(untagged) => {
+                                    push(to, egress_copy::<FILTER>(f, vin.as_ref(), untagged), &mut st, mirrors);
                                     seen = promisc.is_some_and(|h| h.id == p);
                                 }
                                 None => st.local.drop(DropKind::Vlan),
@@ -280,15 +280,13 @@ impl Forwarder {
                     } else {
                         let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
                         seen = flood::<FILTER, SUPPRESS>(
-                            me, ports, f, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc,
+                            me, ports, f, c.dst, how, &limits, now, &mut st, mirrors, promisc,
                         );
                     }
                 }
                 Decision::Flood => {
                     let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
-                    seen = flood::<FILTER, SUPPRESS>(
-                        me, ports, f, tx, c.dst, how, &limits, now, &mut st, mirrors, promisc,
-                    );
+                    seen = flood::<FILTER, SUPPRESS>(me, ports, f, c.dst, how, &limits, now, &mut st, mirrors, promisc);
                 }
             }
             if let Some(h) = promisc
@@ -296,7 +294,7 @@ impl Forwarder {
             {
                 // A promiscuous host port sees a frame of a VLAN it is not in as it came.
                 let o = out_frame_as::<FILTER>(tx, vin.as_ref(), h).unwrap_or(tx);
-                push(h, egress_copy::<FILTER>(f, o), &mut st, mirrors);
+                push(h, move || o, &mut st, mirrors);
             }
         }
         st
@@ -450,7 +448,7 @@ struct FloodHow<'v> {
     skip_suppress: bool,
 }
 
-/// Floods `tx` from port `me` to every port policy lets it reach, unless
+/// Floods the received frame `f` from port `me` to every port policy lets it reach, unless
 /// storm control drops it. Returns whether the promiscuous port got it (or
 /// must not get it: a frame storm control drops is dropped for it too).
 #[inline(always)]
@@ -459,7 +457,6 @@ fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
     me: &Slot,
     ports: &PortTable,
     f: &RxFrame<'a>,
-    tx: TxFrame<'a>,
     dst: Mac,
     how: FloodHow<'_>,
     limits: &StormLimits,
@@ -478,21 +475,44 @@ fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
     for to in ports.iter().flatten() {
         if policy::egress(me.id, me.flags, to.id, to.flags, Some(class)).is_ok()
             && !(SUPPRESS && how.skip_suppress && to.flags.neigh_suppress())
-            && let Some(o) = out_frame_as::<FILTER>(tx, how.vin, to)
+            && let Some(untagged) = member_as::<FILTER>(how.vin, to)
         {
-            push(to, egress_copy::<FILTER>(f, o), st, mirrors);
+            push(to, egress_copy::<FILTER>(f, how.vin, untagged), st, mirrors);
             seen |= promisc.is_some_and(|h| h.id == to.id);
         }
     }
     seen
 }
 
-/// How [`push`] makes the copy of `f` for an egress port: `o`, the frame
-/// as VLAN filtering changed it, or, without filtering (where `o` is `f`
-/// unchanged), the descriptor built afresh from `f` where it is stored.
+/// Whether port `to` is a member of the frame's VLAN (`vin`; always when the
+/// switch does not filter VLANs), and if so whether it leaves untagged.
 #[inline(always)]
-fn egress_copy<'a, 'f, const FILTER: bool>(f: &'f RxFrame<'a>, o: TxFrame<'a>) -> impl Fn() -> TxFrame<'a> + 'f {
-    move || if FILTER { o } else { TxFrame::new(f.data, f.vnet, f.offloaded_tag) }
+fn member_as<const FILTER: bool>(vin: Option<&VlanIn>, to: &Slot) -> Option<bool> {
+    match vin {
+        Some(v) if FILTER => {
+            let set = &to.policy.vlans;
+            set.member(v.vid).then(|| set.untagged(v.vid))
+        }
+        _ => Some(false),
+    }
+}
+
+/// How [`push`] makes the copy of `f` for an egress port: built afresh from
+/// the received frame where it is stored, with the port's tag change (VLAN
+/// filtering: `vin`, and `untagged` from [`member_as`]) applied there.
+#[inline(always)]
+fn egress_copy<'a, 'f, const FILTER: bool>(
+    f: &'f RxFrame<'a>,
+    vin: Option<&'f VlanIn>,
+    untagged: bool,
+) -> impl Fn() -> TxFrame<'a> + 'f {
+    move || {
+        let tx = TxFrame::new(f.data, f.vnet, f.offloaded_tag);
+        match vin {
+            Some(v) if FILTER => vlan::egress(tx, v, untagged),
+            _ => tx,
+        }
+    }
 }
 
 /// Stages a frame made by `tx` for port `to`, unless its state or MTU says no (counted on
