@@ -148,6 +148,7 @@ impl Daemon {
                 reloads: ld(&self.counters.reloads),
                 reload_errors: ld(&self.counters.reload_errors),
                 thread_panics: ld(&self.counters.thread_panics),
+                reader_helpers: self.sw.reader_helpers() as u64,
             },
         }
     }

@@ -76,6 +76,11 @@ pub fn render(d: &Daemon) -> String {
     let ageing = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     ageing.set(st.fdb.ageing_secs);
     reg.register("fdb_ageing_seconds", "FDB ageing time", ageing);
+    reg.register(
+        "reader_helpers",
+        "Reader helper threads running now (busy ports' extra readers, at most one per port)",
+        gauge(st.daemon.reader_helpers),
+    );
     let events = |reg: &mut Registry, name: &str, help: &str, pairs: &std::collections::BTreeMap<String, u64>| {
         let f = Family::<EventLabel, Counter>::default();
         reg.register(name, help, f.clone());

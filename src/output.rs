@@ -206,8 +206,8 @@ impl Show for Status {
         let d = &self.daemon;
         let _ = writeln!(
             s,
-            "daemon: pid {} reloads {} reload_errors {} thread_panics {}",
-            d.pid, d.reloads, d.reload_errors, d.thread_panics
+            "daemon: pid {} reloads {} reload_errors {} thread_panics {} reader_helpers {}",
+            d.pid, d.reloads, d.reload_errors, d.thread_panics, d.reader_helpers
         );
         s
     }

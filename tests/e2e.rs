@@ -391,9 +391,11 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
         busy = reader_threads(pid, "ubp1");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let helpers = d.query(&["stats"])["daemon"]["reader_helpers"].as_u64();
     drop(load);
     let _ = std::fs::remove_file(&cfg);
     assert_eq!(busy.len(), cpus.len(), "a thread per CPU while each CPU sends: {busy:?}");
+    assert!(helpers >= Some(1), "stats counts the helpers: {helpers:?}");
     let mut pinned: Vec<usize> = busy
         .iter()
         .map(|(comm, allowed, nice)| {
@@ -412,6 +414,7 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
     assert_eq!(pinned, cpus, "one thread on each CPU");
     // Quiet again: the helpers give their members back and end.
     wait_until("the helpers to end", Duration::from_secs(10), || reader_threads(pid, "ubp1").len() == 1);
+    assert_eq!(d.query(&["stats"])["daemon"]["reader_helpers"], 0);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
 }
 

@@ -209,7 +209,9 @@ pub fn spawn_reader_at(
         let stop = stop.clone();
         move || {
             Placement { nice, ..Placement::default() }.apply_or_warn(&name);
-            let mut r = Reader::new(&sw, id, &name, &thread_name, &stop, poll, held, lending, false);
+            let (sw, name, thread, stop, fwd) = (&sw, &name, &thread_name, &stop, Forwarder::new(id));
+            let mut r =
+                Reader { sw, id, name, thread, stop, poll, held, lending, helper: false, fwd, store: Vec::new() };
             supervise(&mut r, restart);
             r.recall_helpers();
         }
@@ -268,34 +270,7 @@ struct Reader<'s> {
     store: Vec<RxFrame<'static>>,
 }
 
-impl<'s> Reader<'s> {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        sw: &'s Switch,
-        id: PortId,
-        name: &'s str,
-        thread: &'s str,
-        stop: &'s AtomicBool,
-        poll: Poll,
-        held: Vec<Held>,
-        lending: Option<Lending>,
-        helper: bool,
-    ) -> Reader<'s> {
-        Reader {
-            sw,
-            id,
-            name,
-            thread,
-            stop,
-            poll,
-            held,
-            lending,
-            helper,
-            fwd: Forwarder::new(id),
-            store: Vec::with_capacity(ub_port::BATCH),
-        }
-    }
-
+impl Reader<'_> {
     fn set_state(&self, s: PortState) {
         if let Some(p) = self.sw.port(self.id)
             && p.state() != s
@@ -550,7 +525,9 @@ fn spawn_helper(
             let Some(rx) = handover.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else { return };
             at.apply_or_warn(&name);
             let held = vec![Held { index: 0, cpu, rx: Some(rx), ready: true, frames: 0, helper: None }];
-            let mut r = Reader::new(&sw, id, &name, &thread_name, &stop, poll, held, None, true);
+            let (sw, name, thread, stop, fwd) = (&sw, &name, &thread_name, &stop, Forwarder::new(id));
+            let mut r =
+                Reader { sw, id, name, thread, stop, poll, held, lending: None, helper: true, fwd, store: Vec::new() };
             supervise(&mut r, restart);
             if let Some(rx) = r.held.pop().and_then(|h| h.rx) {
                 let _ = give_back.send((index, rx));
