@@ -102,13 +102,11 @@ impl Drop for ReaderHandle {
 
 /// Where and how eagerly a reader thread runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Placement {
+struct Placement {
     /// Pin the thread to this CPU.
-    pub cpu: Option<usize>,
+    cpu: Option<usize>,
     /// Scheduling priority (nice, -20..=19) of the thread.
-    pub nice: Option<i32>,
-    /// Index of the member a helper serves, for the thread name.
-    pub index: Option<usize>,
+    nice: Option<i32>,
 }
 
 impl Placement {
@@ -187,7 +185,9 @@ pub fn spawn_reader_at(
     nice: Option<i32>,
     restart: Restart,
 ) -> io::Result<ReaderHandle> {
-    assert!(!members.is_empty(), "a port has at least one receive half");
+    if members.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a port needs at least one receive half"));
+    }
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let mut held = Vec::with_capacity(members.len());
@@ -512,7 +512,7 @@ fn spawn_helper(
         Err(e) => return Err((rx, e)),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let at = Placement { cpu, nice: l.nice, index: Some(index) };
+    let at = Placement { cpu, nice: l.nice };
     let thread_name = format!("rx-{name}/{index}");
     let sw = l.sw.clone();
     let (name, restart, give_back, port_waker) = (name.to_string(), l.restart, l.give_back.clone(), l.waker.clone());
