@@ -249,9 +249,10 @@ impl Daemon {
             }
         }
         let n = opened.rx.len();
-        // A member's helper is pinned only when each member has a CPU's frames of
-        // its own (one member per allowed CPU); otherwise a pinned helper would wait
-        // for a busy CPU while others idle.
+        // Reader threads are pinned (each to the CPU of the member it serves or
+        // follows) only when each member has a CPU's frames of its own (one member
+        // per allowed CPU); otherwise a pinned thread would wait for a busy CPU
+        // while others idle.
         let cpus = allowed_cpus();
         let pin = self.threads.pin && n > 1 && n == cpus.len();
         let members = opened

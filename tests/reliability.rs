@@ -48,8 +48,8 @@ fn a_million_random_source_macs_cannot_evict_or_see_the_others() {
     let rss0 = proc_status(pid, "VmRSS:");
     let dump = Tcpdump::start(&lab.pods[0].ns, "icmp");
     // Pod 1 floods: unknown destination, locally administered random sources.
-    let cfg = format!("/tmp/{}.trafgen", lab.name);
-    std::fs::write(&cfg, "{ 0x02,0x00,0x00,0x00,0x99,0x99, 0x02, drnd(5), c16(0x0800), fill(0x00, 46) }\n").unwrap();
+    let cfg = TempFile(format!("/tmp/{}.trafgen", lab.name));
+    std::fs::write(&cfg.0, "{ 0x02,0x00,0x00,0x00,0x99,0x99, 0x02, drnd(5), c16(0x0800), fill(0x00, 46) }\n").unwrap();
     let mut attack = std::process::Command::new("ip")
         .args([
             "netns",
@@ -59,7 +59,7 @@ fn a_million_random_source_macs_cannot_evict_or_see_the_others() {
             "60",
             "trafgen",
             "-i",
-            &cfg,
+            &cfg.0,
             "-o",
             "eth0",
             "-n",
@@ -100,7 +100,6 @@ fn a_million_random_source_macs_cannot_evict_or_see_the_others() {
     eprintln!("RSS {rss0} kB -> {rss1} kB");
     assert!(rss1 < rss0 + 16 * 1024, "RSS grew from {rss0} kB to {rss1} kB");
     assert!(d.alive());
-    let _ = std::fs::remove_file(&cfg);
 }
 
 #[test]

@@ -306,6 +306,15 @@ impl Drop for Iperf3Server {
     }
 }
 
+/// A file a test writes, removed on drop (panics included).
+pub struct TempFile(pub String);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A command running inside a namespace, in a process group of its own:
 /// on drop (panics included) the whole group is killed, so a command that
 /// forks (trafgen, one sender per CPU) or runs under `timeout` leaves nothing.

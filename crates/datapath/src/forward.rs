@@ -448,9 +448,10 @@ struct FloodHow<'v> {
     skip_suppress: bool,
 }
 
-/// Floods the received frame `f` from port `me` to every port policy lets it reach, unless
-/// storm control drops it. Returns whether the promiscuous port got it (or
-/// must not get it: a frame storm control drops is dropped for it too).
+/// Floods the received frame `f` from port `me` to every port policy lets it
+/// reach, unless storm control drops it. Returns whether the promiscuous port
+/// got it (or must not get it: a frame storm control drops is dropped for it
+/// too).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
@@ -515,9 +516,9 @@ fn egress_copy<'a, 'f, const FILTER: bool>(
     }
 }
 
-/// Stages a frame made by `tx` for port `to`, unless its state or MTU says no (counted on
-/// it). With `mirrors` (the port table, when any mirror is set), a copy also
-/// goes to the port's mirror target.
+/// Stages a frame made by `tx` for port `to`, unless its state or MTU says no
+/// (counted on it). With `mirrors` (the port table, when any mirror is set),
+/// a copy also goes to the port's mirror target.
 ///
 /// `tx` makes the frame: a descriptor just built on the stack and copied
 /// whole into the batch is read back wider than it was written, a failed
