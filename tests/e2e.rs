@@ -419,6 +419,14 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
     wait_until("the helpers to end", Duration::from_secs(10), || reader_threads(pid, "ubp1").len() == 1);
     assert_eq!(d.query(&["stats"])["daemon"]["reader_helpers"], 0);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    // Detached while its helpers run: the port's thread stops them and is joined.
+    let load = Running::start(&lab.pods[0].ns, &["trafgen", "-i", cfg, "-o", "eth0", "-q"]);
+    wait_until("helpers again", Duration::from_secs(15), || reader_threads(pid, "ubp1").len() > 1);
+    let out = d.cli(&["port", "del", "ubp1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reader_threads(pid, "ubp1"), vec![], "port del joins every reader thread of the port");
+    assert_eq!(d.query(&["stats"])["daemon"]["reader_helpers"], 0);
+    drop(load);
 }
 
 #[test]

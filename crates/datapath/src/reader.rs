@@ -384,6 +384,9 @@ impl Reader<'_> {
                 match rx.check() {
                     Health::Up => self.set_state(PortState::Up),
                     Health::Down => self.set_state(PortState::Down),
+                    // A helper just gives its member back: the port's thread
+                    // sees the same and says it once.
+                    Health::Gone if self.helper => return,
                     Health::Gone => {
                         tracing::warn!(port = %self.name, "interface is gone; port removed from forwarding");
                         sw.port_gone(self.id);
