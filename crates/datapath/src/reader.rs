@@ -113,7 +113,7 @@ impl Placement {
     /// Applies the placement to the calling thread.
     fn apply(&self) -> io::Result<()> {
         if let Some(cpu) = self.cpu {
-            pin_to(&[cpu])?;
+            pin_to(cpu)?;
         }
         if let Some(nice) = self.nice {
             // On Linux a thread id names one thread for get/setpriority. Asking for
@@ -142,12 +142,10 @@ impl Placement {
     }
 }
 
-/// Lets the calling thread run on `cpus` only.
-fn pin_to(cpus: &[usize]) -> io::Result<()> {
+/// Lets the calling thread run on `cpu` only.
+fn pin_to(cpu: usize) -> io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
-    for &c in cpus {
-        set.set(c);
-    }
+    set.set(cpu);
     Ok(rustix::thread::sched_setaffinity(None, &set)?)
 }
 
@@ -463,7 +461,7 @@ impl Reader<'_> {
         if l.pinned == Some(cpu) {
             return;
         }
-        match pin_to(&[cpu]) {
+        match pin_to(cpu) {
             Ok(()) => l.pinned = Some(cpu),
             Err(e) => tracing::debug!(port = %self.name, error = %e, "reader placement refused"),
         }
