@@ -115,7 +115,8 @@ impl<'a> TxFrame<'a> {
         (t & Tags::OUTER != 0).then_some((t >> 32) as u16)
     }
 
-    /// Whether the 802.1Q tag the frame carries at bytes 12..16 is left out.
+    /// Whether the 802.1Q tag the frame carries at bytes 12..16 is left out
+    /// (set only on a frame of 16 bytes or more: [`TxFrame::with_strip_tag`]).
     #[inline]
     pub fn strip_tag(&self) -> bool {
         self.tags.0 & Tags::STRIP != 0
@@ -182,7 +183,7 @@ impl<'a> TxFrame<'a> {
             n += 4;
         }
         let d = self.data;
-        let skip = if self.strip_tag() && d.len() >= 16 { 16 } else { 12 };
+        let skip = if self.strip_tag() { 16 } else { 12 };
         if n == 0 && skip == 12 || d.len() < 12 {
             return (d, (tags, 0), &[]);
         }
@@ -195,7 +196,7 @@ impl<'a> TxFrame<'a> {
     pub fn wire_vnet(&self) -> VnetHdr {
         let v = self.vnet.unwrap_or_default();
         let added = usize::from(self.insert_tag().is_some()) + usize::from(self.outer_tag().is_some());
-        let removed = usize::from(self.strip_tag() && self.data.len() >= 16);
+        let removed = usize::from(self.strip_tag());
         match added.cmp(&removed) {
             std::cmp::Ordering::Equal => v,
             std::cmp::Ordering::Greater => (removed..added).fold(v, |v, _| v.shifted_by_tag()),
