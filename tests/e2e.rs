@@ -430,6 +430,109 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
 }
 
 #[test]
+fn an_idle_ports_thread_follows_a_pinging_process_to_its_cpu_within_a_few_frames() {
+    // A ping every 2 ms wakes the port's thread for every frame. When the
+    // sender moves to another CPU, the thread moves there on its second
+    // wake-up, not at the end of a 20 ms window: the frames in between would
+    // each wake an idle CPU (docs/benchmarks.md, where a ping's time goes).
+    let lab = lab("follow", 2);
+    let d = Daemon::start(&lab, &[]);
+    let pid = d.child.id();
+    let cpus = cpu_list(&status_field(&format!("/proc/{pid}/status"), "Cpus_allowed_list:"));
+    if cpus.len() < 2 || cpus.len() > 8 {
+        return;
+    }
+    for c in [cpus[0], cpus[1], cpus[0], cpus[1]] {
+        // The thread moves at most once per 20 ms window, so that frames
+        // from two CPUs by turns cannot bounce it: each move here is the
+        // first since more than a window.
+        std::thread::sleep(Duration::from_millis(40));
+        let o = ns_exec(
+            &lab.pods[0].ns,
+            &["taskset", "-c", &c.to_string(), "ping", "-c", "4", "-i", "0.002", "-W", "2", "-q", "10.0.0.2"],
+        );
+        assert!(o.status.success(), "ping from CPU {c}: {}", String::from_utf8_lossy(&o.stdout));
+        // Read at once: the window would move the thread too, but only at the
+        // next wake-up 20 ms after the window began (here: the next phase, or
+        // the housekeeping a second later).
+        let readers = reader_threads(pid, "ubp1");
+        assert_eq!(readers.len(), 1, "{readers:?}");
+        assert_eq!(readers[0].1, vec![c], "4 pings from CPU {c}: the port's thread runs there");
+    }
+}
+
+#[test]
+fn a_port_with_steady_frames_from_two_cpus_gets_a_helper_on_the_second_without_being_busy() {
+    // Two pingers in one pod, one per CPU, 2000 frames a second each: the
+    // port's thread sleeps most of the time (not busy), but the frames of
+    // the CPU it does not run on would each wake it across CPUs. The second
+    // CPU's member goes to a helper pinned there, and comes back when quiet.
+    let lab = lab("active", 2);
+    let d = Daemon::start(&lab, &[]);
+    let pid = d.child.id();
+    let cpus = cpu_list(&status_field(&format!("/proc/{pid}/status"), "Cpus_allowed_list:"));
+    if cpus.len() < 2 || cpus.len() > 8 {
+        return;
+    }
+    let pinger = |c: usize| {
+        Running::start(
+            &lab.pods[0].ns,
+            &["taskset", "-c", &c.to_string(), "ping", "-q", "-i", "0.0005", "-c", "40000", "10.0.0.2"],
+        )
+    };
+    let (p0, p1) = (pinger(cpus[0]), pinger(cpus[1]));
+    let mut seen = Vec::new();
+    let t = std::time::Instant::now();
+    while seen.len() < 2 && t.elapsed() < Duration::from_secs(10) {
+        seen = reader_threads(pid, "ubp1");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let helpers = d.query(&["stats"])["daemon"]["reader_helpers"].as_u64();
+    drop((p0, p1));
+    assert_eq!(seen.len(), 2, "a helper while two CPUs send steadily: {seen:?}");
+    assert!(helpers >= Some(1), "{helpers:?}");
+    let mut on: Vec<usize> = seen.iter().map(|(_, allowed, _)| allowed[0]).collect();
+    on.sort_unstable();
+    assert_eq!(on, cpus[..2], "one thread on each sending CPU: {seen:?}");
+    wait_until("the helper to end", Duration::from_secs(10), || reader_threads(pid, "ubp1").len() == 1);
+}
+
+#[test]
+fn a_receive_that_empties_the_socket_says_so_and_a_full_one_does_not() {
+    // The reader waits at once after a batch that emptied the socket, instead
+    // of one more receive that finds nothing: `drained` must be true exactly
+    // when `recvmmsg` returned fewer frames than it has slots.
+    use ub_port::PortRx;
+    use ub_port::afpacket::MMSG_SLOTS;
+    let lab = lab("drained", 2);
+    let mut rxs = NetNs::open(&lab.switch_ns())
+        .unwrap()
+        .run(|| ub_port::afpacket::open("ubp1", Default::default()).unwrap().0)
+        .unwrap();
+    assert_eq!(rxs.len(), 1, "one receive half by default");
+    let rx = &mut rxs[0];
+    let mut batches = Vec::new();
+    for sent in [3, MMSG_SLOTS + 8] {
+        let f = frame([2, 0, 0, 0, 0x77, 2], [2, 0, 0, 0, 0x77, 1], 60);
+        inject(&lab.pods[0].ns, &vec![f; sent]);
+        let (mut got, t) = (0, std::time::Instant::now());
+        while got < sent && t.elapsed() < Duration::from_secs(5) {
+            let mut frames = Vec::new();
+            rx.recv_batch(&mut frames).unwrap();
+            let n = frames.len();
+            drop(frames);
+            if n > 0 {
+                got += n;
+                batches.push((n, rx.drained()));
+            }
+        }
+        assert_eq!(got, sent, "frames received: {batches:?}");
+    }
+    assert!(batches.iter().all(|&(n, drained)| drained == (n < MMSG_SLOTS)), "{batches:?}");
+    assert!(batches.iter().any(|&(_, drained)| !drained), "a full batch was seen: {batches:?}");
+}
+
+#[test]
 fn frames_the_host_sends_on_a_port_are_not_forwarded() {
     // The port's own sockets must ignore outgoing frames, also in a fanout
     // group (PACKET_FANOUT_FLAG_IGNORE_OUTGOING): what the switch namespace's

@@ -10,8 +10,9 @@
 //! did: a wake-up on another, idle CPU costs a virtual machine some 70 µs
 //! per frame (docs/benchmarks.md). When the thread spends most of a window
 //! working, it keeps its busiest member and lends each other member that had
-//! frames to a helper thread, pinned to that member's CPU; a helper that
-//! sees no frame for a second gives its member back and ends. Helpers across
+//! frames to a helper thread, pinned to that member's CPU (when it is not
+//! busy, each member with a steady stream); a helper that sees no frame for
+//! a second gives its member back and ends. Helpers across
 //! the switch are bounded by the number of ports, so a node never runs more
 //! than about two reader threads per port (docs/architecture.md).
 
@@ -43,10 +44,21 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const WINDOW: Duration = Duration::from_millis(20);
 /// Busy: the thread slept less than a quarter of the window.
 const BUSY_SLEEP_MAX: Duration = Duration::from_millis(5);
+/// A member (not the thread's own) with at least this many frames in a
+/// window gets a helper on its CPU even when the thread is not busy: a
+/// request/response exchange whose two ends run on two CPUs otherwise pays
+/// a wake-up across CPUs per frame (docs/benchmarks.md).
+const ACTIVE_FRAMES: u64 = 16;
 /// While busy, how many batches between looks for other readable members.
 const PEEK_EVERY: u32 = 8;
 /// A helper that has seen no frame for this long gives its member back.
 const HELPER_IDLE: Duration = Duration::from_secs(1);
+/// A port's thread that woke this many times in a row for frames of one
+/// member on another CPU moves there at once, without waiting for the end of
+/// the window: a ping every 2 ms otherwise crosses CPUs for 10-20 round
+/// trips after its sender moved (docs/benchmarks.md). Two, so that one stray
+/// frame (an ARP from another CPU) does not move it.
+const FOLLOW_AFTER: u32 = 2;
 
 /// The mio token of member `i`.
 fn token(i: usize) -> Token {
@@ -201,7 +213,16 @@ pub fn spawn_reader_at(
     let thread_name = format!("rx-{name}");
     let lending = (held.len() > 1).then(|| {
         let (give_back, returned) = channel();
-        Lending { nice, restart, waker: waker.clone(), give_back, returned, sw: sw.clone(), pinned: None }
+        Lending {
+            nice,
+            restart,
+            waker: waker.clone(),
+            give_back,
+            returned,
+            sw: sw.clone(),
+            pinned: None,
+            follow: Follow::default(),
+        }
     });
     let thread = std::thread::Builder::new().name(thread_name.clone()).spawn({
         let stop = stop.clone();
@@ -249,6 +270,41 @@ struct Lending {
     returned: Receiver<(usize, Box<dyn PortRx>)>,
     /// The CPU the thread is pinned to (that of the member it follows).
     pinned: Option<usize>,
+    follow: Follow,
+}
+
+/// Between windows, when to move an idle port's thread to the CPU its
+/// frames now come from: after [`FOLLOW_AFTER`] wake-ups in a row, each
+/// for frames of one member on that CPU, and at most once a [`WINDOW`], so
+/// frames arriving from two CPUs by turns cannot make it move back and forth
+/// on every wake-up (a move costs a migration, some 60 µs).
+#[derive(Debug, Default)]
+struct Follow {
+    /// The CPU the last wake-ups came from, and how many in a row.
+    cpu: Option<usize>,
+    wakes: u32,
+    moved: Option<Instant>,
+}
+
+impl Follow {
+    /// The thread (pinned to `pinned`) woke from a sleep and the frames it
+    /// found came from `from` alone (`None`: from several members, or from
+    /// one of no known CPU). Returns the CPU to move to, if it is time.
+    fn woke(&mut self, pinned: Option<usize>, from: Option<usize>, now: Instant) -> Option<usize> {
+        let Some(cpu) = from.filter(|&c| Some(c) != pinned) else {
+            self.wakes = 0;
+            return None;
+        };
+        if self.cpu != Some(cpu) {
+            (self.cpu, self.wakes) = (Some(cpu), 0);
+        }
+        self.wakes += 1;
+        if self.wakes < FOLLOW_AFTER || self.moved.is_some_and(|t| now.duration_since(t) < WINDOW) {
+            return None;
+        }
+        (self.wakes, self.moved) = (0, Some(now));
+        Some(cpu)
+    }
 }
 
 /// One reader thread's loop state: the port's own thread (with `lending`)
@@ -292,21 +348,31 @@ impl Reader<'_> {
         // Frames arrived since the port was last looked at.
         let mut unchecked = true;
         let mut spins = 0u32;
+        // The last wait slept (nothing was ready before it).
+        let mut woke = false;
         while !self.stop.load(Ordering::Acquire) {
             let mut got = false;
             let mut check = false;
+            // The member whose frames this pass found, if only one had any.
+            let mut from = None;
             for h in &mut self.held {
                 let Some(rx) = h.rx.as_mut().filter(|_| h.ready) else { continue };
                 let mut frames = recycle_rx(std::mem::take(&mut self.store));
                 let res = rx.recv_batch(&mut frames);
-                if frames.is_empty() {
+                let had = !frames.is_empty();
+                if !had {
                     h.ready = !waits;
                 } else {
                     self.fwd.forward(sw, &frames, sw.now_ms());
                     h.frames += frames.len() as u64;
+                    from = if got { None } else { Some(h.index) };
                     got = true;
                 }
                 self.store = recycle_rx(frames);
+                if had && waits && rx.drained() {
+                    // Emptied: the next frame signals; no receive just to hear "none".
+                    h.ready = false;
+                }
                 if let Err(e) = res {
                     tracing::warn!(port = %self.name, error = %e, "receive failed");
                     check = true;
@@ -319,8 +385,12 @@ impl Reader<'_> {
             }
             let lending = self.lending.is_some();
             if lending {
+                if woke && let Some(i) = from {
+                    self.follow(i, now);
+                }
                 self.take_back();
             }
+            woke = false;
             // Wait when nothing is ready. While some member is busy, every
             // few batches a look (no wait) for other members become readable.
             let peek = got && {
@@ -344,9 +414,10 @@ impl Reader<'_> {
                     break;
                 }
                 if !got {
-                    let woke = Instant::now();
-                    slept += woke.duration_since(now);
-                    now = woke;
+                    let after = Instant::now();
+                    slept += after.duration_since(now);
+                    now = after;
+                    woke = true;
                 }
                 for ev in events.iter() {
                     let Some(h) = ev.token().0.checked_sub(1).and_then(|i| self.held.get_mut(i)) else { continue };
@@ -359,9 +430,7 @@ impl Reader<'_> {
                 return;
             }
             if lending && now.duration_since(window_start) >= WINDOW {
-                if slept < BUSY_SLEEP_MAX {
-                    self.lend_busy_members();
-                }
+                self.lend_members(if slept < BUSY_SLEEP_MAX { 1 } else { ACTIVE_FRAMES });
                 self.place();
                 for h in &mut self.held {
                     h.frames = 0;
@@ -405,15 +474,16 @@ impl Reader<'_> {
         owned.filter(|h| h.frames > 0).max_by_key(|h| h.frames).map(|h| h.index)
     }
 
-    /// The port's thread is busy: it keeps its busiest member, and each other
-    /// member that had frames in the window goes to a helper of its own, while
-    /// the switch's budget lasts.
-    fn lend_busy_members(&mut self) {
+    /// The port's thread keeps its busiest member, and each other member
+    /// that had at least `min_frames` frames in the window (any, when the
+    /// thread is busy) goes to a helper of its own, while the switch's budget
+    /// lasts.
+    fn lend_members(&mut self, min_frames: u64) {
         let Some(l) = &self.lending else { return };
         let home = self.home();
         for i in 0..self.held.len() {
             let h = &mut self.held[i];
-            if Some(i) == home || h.rx.is_none() || h.frames == 0 || !self.sw.take_helper() {
+            if Some(i) == home || h.rx.is_none() || h.frames < min_frames.max(1) || !self.sw.take_helper() {
                 continue;
             }
             let rx = h.rx.take().expect("checked above");
@@ -463,6 +533,18 @@ impl Reader<'_> {
         }
         match pin_to(cpu) {
             Ok(()) => l.pinned = Some(cpu),
+            Err(e) => tracing::debug!(port = %self.name, error = %e, "reader placement refused"),
+        }
+    }
+
+    /// The thread woke for frames of member `i` alone: moves to its CPU if
+    /// [`Follow`] says so.
+    fn follow(&mut self, i: usize, now: Instant) {
+        let cpu = self.held[i].cpu;
+        let Some(l) = &mut self.lending else { return };
+        let Some(to) = l.follow.woke(l.pinned, cpu, now) else { return };
+        match pin_to(to) {
+            Ok(()) => l.pinned = Some(to),
             Err(e) => tracing::debug!(port = %self.name, error = %e, "reader placement refused"),
         }
     }
@@ -589,4 +671,57 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wake-ups 2 ms apart, as a ping every 2 ms makes them.
+    fn wakes(f: &mut Follow, pinned: &mut Option<usize>, t0: Instant, from: &[Option<usize>]) -> Vec<Option<usize>> {
+        from.iter()
+            .enumerate()
+            .map(|(i, &cpu)| {
+                let to = f.woke(*pinned, cpu, t0 + Duration::from_millis(2 * i as u64));
+                if to.is_some() {
+                    *pinned = to;
+                }
+                to
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_idle_thread_follows_its_frames_to_another_cpu_on_the_second_wake_up() {
+        let (mut f, mut pinned, t0) = (Follow::default(), Some(0), Instant::now());
+        let moves = wakes(&mut f, &mut pinned, t0, &[Some(0), Some(1), Some(1), Some(1)]);
+        assert_eq!(moves, [None, None, Some(1), None]);
+        assert_eq!(pinned, Some(1));
+    }
+
+    #[test]
+    fn one_stray_frame_or_frames_from_several_members_do_not_move_it() {
+        let (mut f, mut pinned, t0) = (Follow::default(), Some(0), Instant::now());
+        let moves = wakes(&mut f, &mut pinned, t0, &[Some(1), Some(0), Some(1), None, Some(1), Some(0), None]);
+        assert_eq!(moves, [None; 7]);
+        // A member of no known CPU never moves it either.
+        let moves = wakes(&mut f, &mut pinned, t0 + Duration::from_secs(1), &[None, None, None]);
+        assert_eq!(moves, [None; 3]);
+        assert_eq!(pinned, Some(0));
+    }
+
+    #[test]
+    fn it_moves_at_most_once_a_window_when_frames_come_from_two_cpus_by_turns() {
+        let (mut f, mut pinned, t0) = (Follow::default(), Some(0), Instant::now());
+        // Runs of two wake-ups from each CPU by turns, 2 ms apart: 40 wake-ups in 80 ms.
+        let from: Vec<_> = (0..40).map(|i| Some(1 - (i / 2) % 2)).collect();
+        let moves = wakes(&mut f, &mut pinned, t0, &from);
+        let at: Vec<_> = moves.iter().enumerate().filter(|(_, m)| m.is_some()).map(|(i, _)| i).collect();
+        assert!(!at.is_empty(), "it follows at all");
+        for w in at.windows(2) {
+            let gap = Duration::from_millis(2 * (w[1] - w[0]) as u64);
+            assert!(gap >= WINDOW, "moves at wake-ups {at:?}: two within {gap:?}");
+        }
+        assert!(at.len() <= 4, "moves at wake-ups {at:?}");
+    }
 }

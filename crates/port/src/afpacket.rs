@@ -164,7 +164,10 @@ fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPa
             // The queue a burst waits in while the reader is off the CPU; the
             // default (~200 KiB) holds only a few hundred small frames.
             set_buffer(fd.as_fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, MMSG_RCVBUF);
-            RxPath::Mmsg(sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?)
+            RxPath::Mmsg {
+                recv: sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?,
+                drained: false,
+            }
         }
     };
     sys::bind_packet(fd.as_fd(), ifindex).map_err(e("binding the packet socket"))?;
@@ -186,12 +189,20 @@ const MMSG_RCVBUF: i32 = 8 << 20;
 
 /// Frames per `recvmmsg` (each slot holds a vnet header and a 64 KiB frame;
 /// pages are touched only as frames need them).
-const MMSG_SLOTS: usize = 32;
+pub const MMSG_SLOTS: usize = 32;
 
 #[derive(Debug)]
 enum RxPath {
-    Ring { ring: Ring, next: usize, held: Option<usize> },
-    Mmsg(sys::MmsgRecv),
+    Ring {
+        ring: Ring,
+        next: usize,
+        held: Option<usize>,
+    },
+    /// `drained`: the last `recvmmsg` returned fewer frames than slots.
+    Mmsg {
+        recv: sys::MmsgRecv,
+        drained: bool,
+    },
 }
 
 /// Receive half: walks the ring block by block, or `recvmmsg`s.
@@ -231,8 +242,9 @@ impl PortRx for AfPacketRx {
                     });
                 });
             }
-            RxPath::Mmsg(m) => {
-                m.recv(self.fd.as_fd(), |f| {
+            RxPath::Mmsg { recv, drained } => {
+                *drained = false;
+                let got = recv.recv(self.fd.as_fd(), |f| {
                     if let (Some(v), Some(data)) = (f.data.first_chunk::<10>(), f.data.get(VnetHdr::LEN..)) {
                         out.push(RxFrame {
                             data,
@@ -242,6 +254,7 @@ impl PortRx for AfPacketRx {
                         });
                     }
                 })?;
+                *drained = got < MMSG_SLOTS;
             }
         }
         Ok(())
@@ -249,6 +262,10 @@ impl PortRx for AfPacketRx {
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
+    }
+
+    fn drained(&self) -> bool {
+        matches!(self.rx, RxPath::Mmsg { drained: true, .. })
     }
 
     fn check(&mut self) -> Health {

@@ -249,6 +249,15 @@ pub trait PortRx: Send {
     /// `None` means `recv_batch` waits briefly by itself when idle.
     fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
 
+    /// True when the last `recv_batch` emptied the queue: it returned fewer
+    /// frames than it could take. The reader then waits on `wait_fd` at once
+    /// instead of asking again only to hear "nothing": the descriptor signals
+    /// every frame that arrives after that (a socket under edge-triggered
+    /// epoll does). `false` when unsure.
+    fn drained(&self) -> bool {
+        false
+    }
+
     /// Called when the wait descriptor signals an error, and now and then
     /// while the port is down: is the link up, down (it may come back), or
     /// gone for good?
