@@ -502,34 +502,44 @@ fn a_receive_that_empties_the_socket_says_so_and_a_full_one_does_not() {
     // The reader waits at once after a batch that emptied the socket, instead
     // of one more receive that finds nothing: `drained` must be true exactly
     // when `recvmmsg` returned fewer frames than it has slots.
+    use std::os::fd::AsRawFd;
     use ub_port::PortRx;
     use ub_port::afpacket::MMSG_SLOTS;
     let lab = lab("drained", 2);
-    let mut rxs = NetNs::open(&lab.switch_ns())
-        .unwrap()
-        .run(|| ub_port::afpacket::open("ubp1", Default::default()).unwrap().0)
-        .unwrap();
+    let sw = lab.switch_ns();
+    let mut rxs =
+        NetNs::open(&sw).unwrap().run(|| ub_port::afpacket::open("ubp1", Default::default()).unwrap().0).unwrap();
     assert_eq!(rxs.len(), 1, "one receive half by default");
     let rx = &mut rxs[0];
-    let mut batches = Vec::new();
-    for sent in [3, MMSG_SLOTS + 8] {
-        let f = frame([2, 0, 0, 0, 0x77, 2], [2, 0, 0, 0, 0x77, 1], 60);
-        inject(&lab.pods[0].ns, &vec![f; sent]);
-        let (mut got, t) = (0, std::time::Instant::now());
-        while got < sent && t.elapsed() < Duration::from_secs(5) {
-            let mut frames = Vec::new();
-            rx.recv_batch(&mut frames).unwrap();
-            let n = frames.len();
-            drop(frames);
-            if n > 0 {
-                got += n;
-                batches.push((n, rx.drained()));
-            }
-        }
-        assert_eq!(got, sent, "frames received: {batches:?}");
-    }
-    assert!(batches.iter().all(|&(n, drained)| drained == (n < MMSG_SLOTS)), "{batches:?}");
-    assert!(batches.iter().any(|&(_, drained)| !drained), "a full batch was seen: {batches:?}");
+    // What the socket holds, in bytes (`Rmem` in the namespace's
+    // /proc/net/packet), so a batch is read only once every frame is queued.
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", rx.wait_fd().unwrap().as_raw_fd())).unwrap();
+    let inode = link.to_string_lossy().trim_start_matches("socket:[").trim_end_matches(']').to_string();
+    let queued = || -> u64 {
+        let table = ns_ok(&sw, &["cat", "/proc/net/packet"]);
+        let row = table.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|c| c.get(8) == Some(&&*inode));
+        row.and_then(|c| c.get(6)?.parse().ok()).expect("our socket in /proc/net/packet")
+    };
+    let f = frame([2, 0, 0, 0, 0x77, 2], [2, 0, 0, 0, 0x77, 1], 60);
+    let receive = |rx: &mut ub_port::afpacket::AfPacketRx| {
+        let mut frames = Vec::new();
+        rx.recv_batch(&mut frames).unwrap();
+        let n = frames.len();
+        drop(frames);
+        (n, rx.drained())
+    };
+    // One frame: what one costs the socket's queue.
+    inject(&lab.pods[0].ns, std::slice::from_ref(&f));
+    wait_until("one frame queued", Duration::from_secs(5), || queued() > 0);
+    let one = queued();
+    assert_eq!(receive(rx), (1, true));
+    // More than a batch, all queued before the first receive.
+    let sent = MMSG_SLOTS + 8;
+    inject(&lab.pods[0].ns, &vec![f; sent]);
+    wait_until("every frame queued", Duration::from_secs(5), || queued() >= one * sent as u64);
+    assert_eq!(receive(rx), (MMSG_SLOTS, false), "a full batch: more may wait");
+    assert_eq!(receive(rx), (8, true), "the rest: the socket is empty");
+    assert_eq!(receive(rx), (0, true));
 }
 
 #[test]
