@@ -429,19 +429,29 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
     drop(load);
 }
 
+/// Two pods on a daemon with its defaults, the daemon's PID and the CPUs it
+/// may use; `None` where a port does not get one member per CPU (fewer than
+/// 2 CPUs, or more than `auto`'s 8).
+fn per_cpu_lab(tag: &str) -> Option<(Lab, Daemon, u32, Vec<usize>)> {
+    let lab = lab(tag, 2);
+    let d = Daemon::start(&lab, &[]);
+    let pid = d.child.id();
+    let cpus = cpu_list(&status_field(&format!("/proc/{pid}/status"), "Cpus_allowed_list:"));
+    if !(2..=8).contains(&cpus.len()) {
+        // The daemon goes before its lab.
+        drop(d);
+        return None;
+    }
+    Some((lab, d, pid, cpus))
+}
+
 #[test]
 fn an_idle_ports_thread_follows_a_pinging_process_to_its_cpu_within_a_few_frames() {
     // A ping every 2 ms wakes the port's thread for every frame. When the
     // sender moves to another CPU, the thread moves there on its second
     // wake-up, not at the end of a 20 ms window: the frames in between would
     // each wake an idle CPU (docs/benchmarks.md, where a ping's time goes).
-    let lab = lab("follow", 2);
-    let d = Daemon::start(&lab, &[]);
-    let pid = d.child.id();
-    let cpus = cpu_list(&status_field(&format!("/proc/{pid}/status"), "Cpus_allowed_list:"));
-    if cpus.len() < 2 || cpus.len() > 8 {
-        return;
-    }
+    let Some((lab, _daemon, pid, cpus)) = per_cpu_lab("follow") else { return };
     for c in [cpus[0], cpus[1], cpus[0], cpus[1]] {
         // The thread moves at most once per 20 ms window, so that frames
         // from two CPUs by turns cannot bounce it: each move here is the
@@ -467,13 +477,7 @@ fn a_port_with_steady_frames_from_two_cpus_gets_a_helper_on_the_second_without_b
     // port's thread sleeps most of the time (not busy), but the frames of
     // the CPU it does not run on would each wake it across CPUs. The second
     // CPU's member goes to a helper pinned there, and comes back when quiet.
-    let lab = lab("active", 2);
-    let d = Daemon::start(&lab, &[]);
-    let pid = d.child.id();
-    let cpus = cpu_list(&status_field(&format!("/proc/{pid}/status"), "Cpus_allowed_list:"));
-    if cpus.len() < 2 || cpus.len() > 8 {
-        return;
-    }
+    let Some((lab, d, pid, cpus)) = per_cpu_lab("active") else { return };
     let pinger = |c: usize| {
         Running::start(
             &lab.pods[0].ns,
