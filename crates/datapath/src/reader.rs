@@ -492,7 +492,8 @@ impl Reader<'_> {
             }
             match spawn_helper(self.id, self.name, h.index, h.cpu, rx, l) {
                 Ok(helper) => {
-                    tracing::debug!(port = %self.name, member = h.index, cpu = ?h.cpu, "port busy: a helper serves a member");
+                    tracing::debug!(port = %self.name, member = h.index, cpu = ?h.cpu, frames = h.frames,
+                        busy = min_frames <= 1, "a helper serves a member on its CPU");
                     h.helper = Some(helper);
                 }
                 Err((rx, e)) => {
