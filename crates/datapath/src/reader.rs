@@ -1,5 +1,6 @@
 //! A port's reader: one thread that receives the port's frames and runs
-//! them through the [`Forwarder`], plus helpers while the port is busy.
+//! them through the [`Forwarder`], plus helpers while the port is busy or
+//! steadily fed from more than one CPU.
 //!
 //! A port may have several receive halves ("members": the sockets of a
 //! PACKET_FANOUT group, the queues of a multiqueue TAP), member `i` getting
@@ -273,6 +274,19 @@ struct Lending {
     follow: Follow,
 }
 
+impl Lending {
+    /// Pins the port's thread (the caller) to `cpu`, unless it is there.
+    fn pin(&mut self, cpu: usize, port: &str) {
+        if self.pinned == Some(cpu) {
+            return;
+        }
+        match pin_to(cpu) {
+            Ok(()) => self.pinned = Some(cpu),
+            Err(e) => tracing::debug!(port, error = %e, "reader placement refused"),
+        }
+    }
+}
+
 /// Between windows, when to move an idle port's thread to the CPU its
 /// frames now come from: after [`FOLLOW_AFTER`] wake-ups in a row, each
 /// for frames of one member on that CPU, and at most once a [`WINDOW`], so
@@ -510,14 +524,13 @@ impl Reader<'_> {
         let Some(l) = &self.lending else { return };
         let mut any = false;
         while let Ok((i, rx)) = l.returned.try_recv() {
-            if let Some(helper) = self.held.get_mut(i).and_then(|h| h.helper.take()) {
+            any = true;
+            let Some(h) = self.held.get_mut(i) else { continue };
+            if let Some(helper) = h.helper.take() {
                 let _ = helper.thread.join();
                 self.sw.return_helper();
             }
-            if let Some(h) = self.held.get_mut(i) {
-                hold(&self.poll, h, rx);
-            }
-            any = true;
+            hold(&self.poll, h, rx);
         }
         if any {
             self.place();
@@ -528,13 +541,8 @@ impl Reader<'_> {
     /// member, where that member's frames arrive, if members have CPUs.
     fn place(&mut self) {
         let Some(cpu) = self.home().and_then(|i| self.held[i].cpu) else { return };
-        let Some(l) = &mut self.lending else { return };
-        if l.pinned == Some(cpu) {
-            return;
-        }
-        match pin_to(cpu) {
-            Ok(()) => l.pinned = Some(cpu),
-            Err(e) => tracing::debug!(port = %self.name, error = %e, "reader placement refused"),
+        if let Some(l) = &mut self.lending {
+            l.pin(cpu, self.name);
         }
     }
 
@@ -543,10 +551,8 @@ impl Reader<'_> {
     fn follow(&mut self, i: usize, now: Instant) {
         let cpu = self.held[i].cpu;
         let Some(l) = &mut self.lending else { return };
-        let Some(to) = l.follow.woke(l.pinned, cpu, now) else { return };
-        match pin_to(to) {
-            Ok(()) => l.pinned = Some(to),
-            Err(e) => tracing::debug!(port = %self.name, error = %e, "reader placement refused"),
+        if let Some(to) = l.follow.woke(l.pinned, cpu, now) {
+            l.pin(to, self.name);
         }
     }
 
