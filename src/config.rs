@@ -85,8 +85,8 @@ pub struct RunArgs {
     /// most 8), in a PACKET_FANOUT group by CPU: member i takes the frames
     /// that arrived on CPU i (mod N). One thread per port serves them, on the
     /// CPU its frames arrive on; while the port is busy, helper threads (at
-    /// most one per port across the switch) take the other busy members on
-    /// their own CPUs.
+    /// most one per port across the switch) take its other busy members on
+    /// their own CPUs, and so does a member's steady stream while it is not.
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
     pub readers: Readers,
     /// How a port's members share its frames: `flow` (a TCP or connected-UDP

@@ -78,7 +78,7 @@ pub fn render(d: &Daemon) -> String {
     reg.register("fdb_ageing_seconds", "FDB ageing time", ageing);
     reg.register(
         "reader_helpers",
-        "Reader helper threads running now (busy ports' extra readers, at most one per port)",
+        "Reader helper threads running now (extra readers of busy or steadily fed ports, at most one per port)",
         gauge(st.daemon.reader_helpers),
     );
     let events = |reg: &mut Registry, name: &str, help: &str, pairs: &std::collections::BTreeMap<String, u64>| {

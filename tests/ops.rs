@@ -153,7 +153,6 @@ fn config_file_sighup_applies_the_difference_and_links_come_back() {
     assert_eq!(d.query(&["stats"])["daemon"]["reloads"], 1);
 }
 
-/// Removes a file on drop (a test's configuration).
 #[test]
 fn a_reload_leaves_ports_added_at_run_time_alone() {
     // The sequence seen in a run: the file lists p1 and p2, p3 is added at

@@ -234,7 +234,6 @@ impl Switch {
         .map(drop)
     }
 
-    /// Marks a port gone (its readers have stopped) and flushes its entries.
     /// Reserves a reader helper thread, if the switch runs fewer helpers
     /// than it has ports (so a node runs at most about two reader threads
     /// per port, however many CPUs it has).
@@ -253,6 +252,7 @@ impl Switch {
         self.helpers.load(Relaxed)
     }
 
+    /// Marks a port gone (its readers have stopped) and flushes its entries.
     pub fn port_gone(&self, id: PortId) {
         if let Some(p) = self.port(id) {
             p.set_state(PortState::Gone);

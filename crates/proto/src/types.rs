@@ -448,8 +448,9 @@ pub struct DaemonStatus {
     /// Panics of the daemon's own threads (ager, link watcher, control,
     /// metrics), each restarted.
     pub thread_panics: u64,
-    /// Reader helper threads running now (busy ports' extra readers, at
-    /// most one per port).
+    /// Reader helper threads running now (extra readers of ports that are
+    /// busy or get steady frames from more than one CPU, at most one per
+    /// port).
     #[serde(default)]
     pub reader_helpers: u64,
 }
