@@ -101,7 +101,9 @@ pub struct RunArgs {
     /// Nice value of the reader threads, -20..=19: below a busy sender's 0, a
     /// reader sharing its core is not starved by it. Needs CAP_SYS_NICE (or
     /// the process already that nice); refused, the readers run at the
-    /// process's own priority.
+    /// process's own priority. A reader whose frames average 16 KiB or more
+    /// (TCP super-frames) keeps it but runs SCHED_BATCH while they last, so
+    /// it does not preempt the stream's own processes.
     #[arg(long, value_name = "NICE", default_value_t = DEFAULT_READER_NICE, allow_negative_numbers = true,
         value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub reader_nice: i32,

@@ -329,8 +329,9 @@ fn status_field(path: &str, key: &str) -> String {
     text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key} not in {path}")).trim().to_string()
 }
 
-/// The reader threads of port `name` in process `pid`: (comm, allowed CPUs, nice).
-fn reader_threads(pid: u32, name: &str) -> Vec<(String, Vec<usize>, i32)> {
+/// The reader threads of port `name` in process `pid`: (comm, allowed CPUs,
+/// nice, scheduling class: 0 SCHED_OTHER, 3 SCHED_BATCH).
+fn reader_threads(pid: u32, name: &str) -> Vec<(String, Vec<usize>, i32, u32)> {
     let mut readers = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
@@ -344,9 +345,10 @@ fn reader_threads(pid: u32, name: &str) -> Vec<(String, Vec<usize>, i32)> {
                 continue;
             };
             let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim();
-            // Field 19 of stat is nice; fields after the ")" closing comm are 3.. .
-            let nice: i32 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(16).unwrap().parse().unwrap();
-            readers.push((comm, cpu_list(allowed), nice));
+            // Fields 19 and 41 of stat are nice and policy; those after the ")" closing comm are 3.. .
+            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            let (nice, class) = (fields[16].parse().unwrap(), fields[38].parse().unwrap());
+            readers.push((comm, cpu_list(allowed), nice, class));
         }
     }
     readers.sort();
@@ -364,7 +366,7 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
     // nice -10; unpinned, or pinned where the pods' own first frames arrived.
     let readers = reader_threads(pid, "ubp1");
     assert_eq!(readers.len(), 1, "{readers:?}");
-    let (comm, allowed, nice) = &readers[0];
+    let (comm, allowed, nice, _) = &readers[0];
     assert_eq!((comm.as_str(), *nice), ("rx-ubp1", -10));
     assert!(allowed == &cpus || allowed.len() == 1, "{readers:?}");
     // Frames sent on each CPU (each member of the fanout group) are forwarded.
@@ -401,7 +403,7 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
     assert!(helpers >= Some(1), "stats counts the helpers: {helpers:?}");
     let mut pinned: Vec<usize> = busy
         .iter()
-        .map(|(comm, allowed, nice)| {
+        .map(|(comm, allowed, nice, _)| {
             assert_eq!((allowed.len(), *nice), (1, -10), "{comm} is pinned, at the readers' nice");
             if let Some(i) = comm.strip_prefix("rx-ubp1/") {
                 assert_eq!(
@@ -495,10 +497,44 @@ fn a_port_with_steady_frames_from_two_cpus_gets_a_helper_on_the_second_without_b
     drop((p0, p1));
     assert_eq!(seen.len(), 2, "a helper while two CPUs send steadily: {seen:?}");
     assert!(helpers >= Some(1), "{helpers:?}");
-    let mut on: Vec<usize> = seen.iter().map(|(_, allowed, _)| allowed[0]).collect();
+    let mut on: Vec<usize> = seen.iter().map(|(_, allowed, _, _)| allowed[0]).collect();
     on.sort_unstable();
     assert_eq!(on, cpus[..2], "one thread on each sending CPU: {seen:?}");
     wait_until("the helper to end", Duration::from_secs(10), || reader_threads(pid, "ubp1").len() == 1);
+}
+
+#[test]
+fn a_thread_carrying_tcp_super_frames_stops_preempting_and_its_small_frame_twin_does_not() {
+    // With the pods' default offloads a TCP stream crosses the switch as GSO
+    // super-frames of up to 64 KiB. The data port's thread runs SCHED_BATCH
+    // while it carries them (no preemption of the process whose CPU it wakes
+    // on, nice kept); the ACK port's, with small frames, stays SCHED_OTHER;
+    // when the stream ends, the data port's goes back (docs/benchmarks.md).
+    const OTHER: u32 = 0;
+    const BATCH: u32 = 3;
+    let lab = lab("bulk", 2);
+    let d = Daemon::start(&lab, &[]);
+    let pid = d.child.id();
+    let (data, acks) = (&lab.pods[0].port, &lab.pods[1].port);
+    let _server = Iperf3Server::start(&lab.pods[1].ns, "10.0.0.2");
+    let client = Running::start(&lab.pods[0].ns, &["iperf3", "-c", "10.0.0.2", "-t", "20"]);
+    let (mut on_data, mut on_acks) = (reader_threads(pid, data), reader_threads(pid, acks));
+    let t = std::time::Instant::now();
+    while !on_data.iter().any(|r| r.3 == BATCH) && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+        (on_data, on_acks) = (reader_threads(pid, data), reader_threads(pid, acks));
+    }
+    drop(client);
+    let batch: Vec<_> = on_data.iter().filter(|r| r.3 == BATCH).collect();
+    assert!(!batch.is_empty(), "a thread of the data port runs SCHED_BATCH during the stream: {on_data:?}");
+    assert!(batch.iter().all(|r| r.2 == -10), "at the readers' nice still: {batch:?}");
+    assert!(on_acks.iter().all(|r| r.3 == OTHER), "the ACK port's threads stay SCHED_OTHER: {on_acks:?}");
+    // Quiet, the thread wakes for its housekeeping a second later, ends the
+    // window and goes back.
+    wait_until("the data port's threads back in SCHED_OTHER", Duration::from_secs(10), || {
+        reader_threads(pid, data).iter().all(|r| r.3 == OTHER)
+    });
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod neigh;
 mod policy;
 mod port;
 mod reader;
+mod sched;
 mod storm;
 mod switch;
 mod trace;

@@ -15,10 +15,13 @@
 //! busy, each member with a steady stream); a helper that sees no frame for
 //! a second gives its member back and ends. Helpers across
 //! the switch are bounded by the number of ports, so a node never runs more
-//! than about two reader threads per port (docs/architecture.md).
+//! than about two reader threads per port (docs/architecture.md). A thread
+//! whose frames are a TCP stream's super-frames runs SCHED_BATCH while they
+//! last, so it does not preempt the stream's own processes ([`Class`]).
 
 use crate::counters::DropKind;
 use crate::forward::Forwarder;
+use crate::sched;
 use crate::switch::Switch;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -60,6 +63,11 @@ const HELPER_IDLE: Duration = Duration::from_secs(1);
 /// trips after its sender moved (docs/benchmarks.md). Two, so that one stray
 /// frame (an ARP from another CPU) does not move it.
 const FOLLOW_AFTER: u32 = 2;
+/// A reader thread whose frames in a window averaged at least this many
+/// bytes (and were at least [`ACTIVE_FRAMES`]) carries bulk traffic: the
+/// GSO super-frames of TCP streams, up to 64 KiB each. Above any MTU a pod
+/// uses, so frames sent one by one never count.
+const BULK_FRAME_BYTES: u64 = 16 * 1024;
 
 /// The mio token of member `i`.
 fn token(i: usize) -> Token {
@@ -230,8 +238,8 @@ pub fn spawn_reader_at(
         move || {
             Placement { nice, ..Placement::default() }.apply_or_warn(&name);
             let (sw, name, thread, stop, fwd) = (&sw, &name, &thread_name, &stop, Forwarder::new(id));
-            let mut r =
-                Reader { sw, id, name, thread, stop, poll, held, lending, helper: false, fwd, store: Vec::new() };
+            let (helper, class) = (false, Class::of_this_thread());
+            let mut r = Reader { sw, id, name, thread, stop, poll, held, lending, helper, fwd, store: vec![], class };
             supervise(&mut r, restart);
             r.recall_helpers();
         }
@@ -321,6 +329,54 @@ impl Follow {
     }
 }
 
+/// A reader thread's scheduling class. At nice -10, a reader woken on a
+/// CPU where another process runs preempts it at once. For small frames
+/// that is what is wanted: a ping's reader runs sooner, and a flood's
+/// reader keeps up with the sender that shares its CPU. For a TCP stream's
+/// super-frames it preempts the stream's sender (or receiver) once per frame
+/// and forwards them one at a time, a reschedule interrupt each: a thread
+/// carrying bulk frames runs SCHED_BATCH instead, with the same nice and so
+/// the same share of its CPU, but no preemption on wake-up
+/// (docs/benchmarks.md). A daemon started in another class (`chrt`) keeps
+/// it.
+#[derive(Debug, Clone, Copy)]
+struct Class {
+    /// The thread runs SCHED_BATCH.
+    batch: bool,
+    /// The thread's class is ours to change: it started in SCHED_OTHER, and
+    /// no change has been refused.
+    managed: bool,
+}
+
+impl Class {
+    /// The calling thread's class, as it starts.
+    fn of_this_thread() -> Class {
+        Class { batch: false, managed: sched::normal() }
+    }
+
+    /// The class to switch to after a window in which the thread forwarded
+    /// `frames` frames of `bytes` bytes, if it changes.
+    fn next(&self, frames: u64, bytes: u64) -> Option<bool> {
+        let bulk = frames >= ACTIVE_FRAMES && bytes >= frames.saturating_mul(BULK_FRAME_BYTES);
+        (self.managed && bulk != self.batch).then_some(bulk)
+    }
+
+    /// Ends a window: switches the calling thread's class if [`next`](Class::next) says so.
+    fn window(&mut self, frames: u64, bytes: u64, thread: &str) {
+        let Some(batch) = self.next(frames, bytes) else { return };
+        match sched::set_batch(batch) {
+            Ok(()) => {
+                self.batch = batch;
+                tracing::debug!(thread, batch, frames, bytes, "reader class: SCHED_BATCH while its frames are bulk");
+            }
+            Err(e) => {
+                self.managed = false;
+                tracing::debug!(thread, error = %e, "reader class change refused; it keeps its class");
+            }
+        }
+    }
+}
+
 /// One reader thread's loop state: the port's own thread (with `lending`)
 /// or a helper (without; it ends after [`HELPER_IDLE`] without frames).
 struct Reader<'s> {
@@ -336,6 +392,7 @@ struct Reader<'s> {
     helper: bool,
     fwd: Forwarder,
     store: Vec<RxFrame<'static>>,
+    class: Class,
 }
 
 impl Reader<'_> {
@@ -359,6 +416,8 @@ impl Reader<'_> {
         let mut last_housekeeping = Instant::now();
         let mut last_frame = last_housekeeping;
         let (mut window_start, mut slept) = (last_housekeeping, Duration::ZERO);
+        // Frames and their bytes this thread forwarded in the window.
+        let (mut window_frames, mut window_bytes) = (0u64, 0u64);
         // Frames arrived since the port was last looked at.
         let mut unchecked = true;
         let mut spins = 0u32;
@@ -379,6 +438,8 @@ impl Reader<'_> {
                 } else {
                     self.fwd.forward(sw, &frames, sw.now_ms());
                     h.frames += frames.len() as u64;
+                    window_frames += frames.len() as u64;
+                    window_bytes += frames.iter().map(|f| f.data.len() as u64).sum::<u64>();
                     from = if got { None } else { Some(h.index) };
                     got = true;
                 }
@@ -443,13 +504,16 @@ impl Reader<'_> {
                 // A helper whose member went quiet: the port's thread takes it back.
                 return;
             }
-            if lending && now.duration_since(window_start) >= WINDOW {
-                self.lend_members(if slept < BUSY_SLEEP_MAX { 1 } else { ACTIVE_FRAMES });
-                self.place();
-                for h in &mut self.held {
-                    h.frames = 0;
+            if now.duration_since(window_start) >= WINDOW {
+                if lending {
+                    self.lend_members(if slept < BUSY_SLEEP_MAX { 1 } else { ACTIVE_FRAMES });
+                    self.place();
+                    for h in &mut self.held {
+                        h.frames = 0;
+                    }
                 }
-                (window_start, slept) = (now, Duration::ZERO);
+                self.class.window(window_frames, window_bytes, self.thread);
+                (window_start, slept, window_frames, window_bytes) = (now, Duration::ZERO, 0, 0);
             }
             if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                 last_housekeeping = now;
@@ -504,7 +568,7 @@ impl Reader<'_> {
             if let Some(fd) = rx.wait_fd() {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
-            match spawn_helper(self.id, self.name, h.index, h.cpu, rx, l) {
+            match spawn_helper(self.id, self.name, h.index, h.cpu, rx, l, self.class) {
                 Ok(helper) => {
                     tracing::debug!(port = %self.name, member = h.index, cpu = ?h.cpu, frames = h.frames,
                         busy = min_frames <= 1, "a helper serves a member on its CPU");
@@ -579,7 +643,8 @@ fn hold(poll: &Poll, h: &mut Held, rx: Box<dyn PortRx>) {
 }
 
 /// Starts a helper serving member `index` (`rx`); on failure the member
-/// comes back with the error.
+/// comes back with the error. The helper starts in the port thread's
+/// `class`, which it inherits from it, and manages it as that thread does.
 #[allow(clippy::type_complexity)]
 fn spawn_helper(
     id: PortId,
@@ -588,6 +653,7 @@ fn spawn_helper(
     cpu: Option<usize>,
     rx: Box<dyn PortRx>,
     l: &Lending,
+    class: Class,
 ) -> Result<Helper, (Box<dyn PortRx>, io::Error)> {
     let setup = || -> io::Result<(Poll, Arc<Waker>)> {
         let poll = Poll::new()?;
@@ -616,8 +682,8 @@ fn spawn_helper(
             at.apply_or_warn(&name);
             let held = vec![Held { index: 0, cpu, rx: Some(rx), ready: true, frames: 0, helper: None }];
             let (sw, name, thread, stop, fwd) = (&sw, &name, &thread_name, &stop, Forwarder::new(id));
-            let mut r =
-                Reader { sw, id, name, thread, stop, poll, held, lending: None, helper: true, fwd, store: Vec::new() };
+            let (lending, helper) = (None, true);
+            let mut r = Reader { sw, id, name, thread, stop, poll, held, lending, helper, fwd, store: vec![], class };
             supervise(&mut r, restart);
             if let Some(rx) = r.held.pop().and_then(|h| h.rx) {
                 let _ = give_back.send((index, rx));
@@ -696,6 +762,43 @@ mod tests {
                 to
             })
             .collect()
+    }
+
+    #[test]
+    fn a_window_of_super_frames_makes_the_thread_batch_and_a_window_of_small_frames_ends_it() {
+        let mut c = Class { batch: false, managed: true };
+        // A TCP stream's window: some 400 GSO super-frames of 64 KiB, a few smaller.
+        assert_eq!(c.next(400, 380 * 65_226 + 20 * 1_514), Some(true));
+        c.batch = true;
+        assert_eq!(c.next(400, 380 * 65_226 + 20 * 1_514), None, "already batch: no change");
+        // Then pings, a flood of 64-byte frames, the stream's ACKs, or nothing.
+        for (frames, bytes) in [(10, 980), (9_000, 9_000 * 64), (4_000, 4_000 * 66), (0, 0)] {
+            assert_eq!(c.next(frames, bytes), Some(false), "{frames} frames of {bytes} bytes");
+        }
+    }
+
+    #[test]
+    fn small_frames_full_size_frames_or_a_few_big_ones_keep_the_normal_class() {
+        let c = Class { batch: false, managed: true };
+        let windows = [
+            (9_000, 9_000 * 64),              // a 64-byte flood
+            (2_000, 2_000 * 1_514),           // full-size frames without offloads
+            (2_000, 2_000 * 9_014),           // jumbo frames
+            (ACTIVE_FRAMES - 1, 15 * 65_226), // a few super-frames
+            (0, 0),
+        ];
+        for (frames, bytes) in windows {
+            assert_eq!(c.next(frames, bytes), None, "{frames} frames of {bytes} bytes");
+        }
+        // Exactly at the bounds it is bulk.
+        assert_eq!(c.next(ACTIVE_FRAMES, ACTIVE_FRAMES * BULK_FRAME_BYTES), Some(true));
+    }
+
+    #[test]
+    fn a_thread_whose_class_is_not_ours_is_never_changed() {
+        // Started under chrt (SCHED_FIFO, SCHED_BATCH), or a change was refused.
+        let c = Class { batch: false, managed: false };
+        assert_eq!(c.next(400, 400 * 65_226), None);
     }
 
     #[test]
