@@ -362,6 +362,9 @@ impl Class {
     }
 
     /// Ends a window: switches the calling thread's class if [`next`](Class::next) says so.
+    /// A thread about to sleep until its next frame ends one with nothing,
+    /// so that frame wakes it in the normal class, not in a bulk class left
+    /// behind by a stream that has ended.
     fn window(&mut self, frames: u64, bytes: u64, thread: &str) {
         let Some(batch) = self.next(frames, bytes) else { return };
         match sched::set_batch(batch) {
@@ -482,6 +485,10 @@ impl Reader<'_> {
                 } else {
                     Some(HOUSEKEEPING)
                 };
+                if timeout.is_none() {
+                    // Asleep until a frame: no bulk stream runs through it.
+                    self.class.window(0, 0, self.thread);
+                }
                 if let Err(e) = self.poll.poll(&mut events, timeout)
                     && e.kind() != io::ErrorKind::Interrupted
                 {
