@@ -391,12 +391,7 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
     std::fs::write(cfg, format!("{{ {}, 0x02,0,0,0,0x77,0x01, c16(0x88b5), fill(0x00, 46) }}\n", dst.join(",")))
         .unwrap();
     let load = Running::start(&lab.pods[0].ns, &["trafgen", "-i", cfg, "-o", "eth0", "-q"]);
-    let mut busy = Vec::new();
-    let t = std::time::Instant::now();
-    while busy.len() < cpus.len() && t.elapsed() < Duration::from_secs(15) {
-        busy = reader_threads(pid, "ubp1");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let busy = sample_until(Duration::from_secs(15), || reader_threads(pid, "ubp1"), |b| b.len() >= cpus.len());
     let helpers = d.query(&["stats"])["daemon"]["reader_helpers"].as_u64();
     drop(load);
     assert_eq!(busy.len(), cpus.len(), "a thread per CPU while each CPU sends: {busy:?}");
@@ -487,12 +482,7 @@ fn a_port_with_steady_frames_from_two_cpus_gets_a_helper_on_the_second_without_b
         )
     };
     let (p0, p1) = (pinger(cpus[0]), pinger(cpus[1]));
-    let mut seen = Vec::new();
-    let t = std::time::Instant::now();
-    while seen.len() < 2 && t.elapsed() < Duration::from_secs(10) {
-        seen = reader_threads(pid, "ubp1");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let seen = sample_until(Duration::from_secs(10), || reader_threads(pid, "ubp1"), |s| s.len() >= 2);
     let helpers = d.query(&["stats"])["daemon"]["reader_helpers"].as_u64();
     drop((p0, p1));
     assert_eq!(seen.len(), 2, "a helper while two CPUs send steadily: {seen:?}");
@@ -524,12 +514,11 @@ fn a_thread_carrying_tcp_super_frames_stops_preempting_and_its_small_frame_twin_
     }
     let _server = Iperf3Server::start(&lab.pods[1].ns, "10.0.0.2");
     let client = Running::start(&lab.pods[0].ns, &["iperf3", "-c", "10.0.0.2", "-t", "20"]);
-    let (mut on_data, mut on_acks) = (reader_threads(pid, data), reader_threads(pid, acks));
-    let t = std::time::Instant::now();
-    while !on_data.iter().any(|r| r.3 == BATCH) && t.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(50));
-        (on_data, on_acks) = (reader_threads(pid, data), reader_threads(pid, acks));
-    }
+    let (on_data, on_acks) = sample_until(
+        Duration::from_secs(15),
+        || (reader_threads(pid, data), reader_threads(pid, acks)),
+        |(d, _)| d.iter().any(|r| r.3 == BATCH),
+    );
     drop(client);
     let batch: Vec<_> = on_data.iter().filter(|r| r.3 == BATCH).collect();
     assert!(!batch.is_empty(), "a thread of the data port runs SCHED_BATCH during the stream: {on_data:?}");

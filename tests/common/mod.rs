@@ -23,6 +23,20 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Samples `f` until `done` holds for a sample, for at most `limit`, and
+/// returns the last sample: the caller asserts on it, and shows it in the
+/// message when the wait ran out.
+pub fn sample_until<T>(limit: Duration, mut f: impl FnMut() -> T, mut done: impl FnMut(&T) -> bool) -> T {
+    let t = Instant::now();
+    loop {
+        let v = f();
+        if done(&v) || t.elapsed() >= limit {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A lab name unique to this process and test.
 pub fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
