@@ -5,11 +5,15 @@
 # 64-byte UDP from trafgen on every pair. Prints each pair's share and the
 # aggregate, so a starved pair shows.
 #   bash benches/lab/pairs.sh            (as root; PAIRS=8 SECS=5 ROUNDS=3)
+# MODES="kbridge userbridge" and TESTS="tcp udp64" choose a subset (one
+# switch's TCP alone, to profile it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PAIRS=${PAIRS:-8}
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
+MODES=${MODES:-kbridge userbridge}
+TESTS=${TESTS:-tcp udp64}
 BIN=${BIN:-target/release/userbridge}
 [ -x "$BIN" ] || cargo build --release --quiet
 N=ubpr$$
@@ -131,14 +135,20 @@ else:
 PY
 }
 
+for t in $TESTS; do case $t in tcp|udp64) ;; *) echo "pairs: unknown test $t (tcp, udp64)" >&2; exit 2 ;; esac; done
+for m in $MODES; do case $m in kbridge|userbridge) ;; *) echo "pairs: unknown mode $m (kbridge, userbridge)" >&2; exit 2 ;; esac; done
 build
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in kbridge userbridge; do
-    switch_up $mode
-    # shellcheck disable=SC2046
-    summary "round $r $mode" tcp $(tcp)
-    # shellcheck disable=SC2046
-    summary "round $r $mode" udp64 $(udp64)
+  for mode in $MODES; do
+    switch_up "$mode"
+    for t in $TESTS; do
+      case $t in
+        # shellcheck disable=SC2046
+        tcp) summary "round $r $mode" tcp $(tcp) ;;
+        # shellcheck disable=SC2046
+        udp64) summary "round $r $mode" udp64 $(udp64) ;;
+      esac
+    done
     switch_down
   done
 done
