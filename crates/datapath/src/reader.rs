@@ -370,7 +370,13 @@ impl Class {
         match sched::set_batch(batch) {
             Ok(()) => {
                 self.batch = batch;
-                tracing::debug!(thread, batch, frames, bytes, "reader class: SCHED_BATCH while its frames are bulk");
+                tracing::debug!(
+                    thread,
+                    batch,
+                    frames,
+                    bytes,
+                    "reader class changed (SCHED_BATCH while its frames are bulk)"
+                );
             }
             Err(e) => {
                 self.managed = false;
@@ -419,8 +425,8 @@ impl Reader<'_> {
         let mut last_housekeeping = Instant::now();
         let mut last_frame = last_housekeeping;
         let (mut window_start, mut slept) = (last_housekeeping, Duration::ZERO);
-        // Frames and their bytes this thread forwarded in the window.
-        let (mut window_frames, mut window_bytes) = (0u64, 0u64);
+        // Bytes this thread forwarded in the window (its frames are its members' `frames`).
+        let mut window_bytes = 0u64;
         // Frames arrived since the port was last looked at.
         let mut unchecked = true;
         let mut spins = 0u32;
@@ -441,7 +447,6 @@ impl Reader<'_> {
                 } else {
                     self.fwd.forward(sw, &frames, sw.now_ms());
                     h.frames += frames.len() as u64;
-                    window_frames += frames.len() as u64;
                     window_bytes += frames.iter().map(|f| f.data.len() as u64).sum::<u64>();
                     from = if got { None } else { Some(h.index) };
                     got = true;
@@ -515,12 +520,10 @@ impl Reader<'_> {
                 if lending {
                     self.lend_members(if slept < BUSY_SLEEP_MAX { 1 } else { ACTIVE_FRAMES });
                     self.place();
-                    for h in &mut self.held {
-                        h.frames = 0;
-                    }
                 }
+                let window_frames = self.held.iter_mut().map(|h| std::mem::take(&mut h.frames)).sum();
                 self.class.window(window_frames, window_bytes, self.thread);
-                (window_start, slept, window_frames, window_bytes) = (now, Duration::ZERO, 0, 0);
+                (window_start, slept, window_bytes) = (now, Duration::ZERO, 0);
             }
             if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
                 last_housekeeping = now;
