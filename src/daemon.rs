@@ -142,6 +142,11 @@ pub struct Daemon {
     state: Mutex<Option<StateFile>>,
     /// Addresses put on the host port at run time (`host_address`).
     host_extra: Mutex<Vec<ub_netlink::IpNet>>,
+    /// Held through each `host_address` and `host_address_del`: each looks
+    /// at the port's addresses and then changes them, and two CNI ADDs at
+    /// once for one network would otherwise both find the gateway missing
+    /// and the second fail with EEXIST.
+    host_address_change: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -187,6 +192,7 @@ impl Daemon {
             start_ns,
             state: Mutex::new(None),
             host_extra: Mutex::new(Vec::new()),
+            host_address_change: Mutex::new(()),
             settings: Mutex::new(settings),
         })
     }
@@ -392,6 +398,7 @@ impl Daemon {
     /// other IPv4 address (for IPv6, an overlapping one) is a conflict
     /// unless `force` removes it. Recorded, so it survives a restart.
     pub fn host_address(&self, address: ub_netlink::IpNet, force: bool) -> Result<bool, DaemonError> {
+        let _one_at_a_time = lock(&self.host_address_change);
         let existing = self.host_info()?.addresses;
         let configured = self.host.as_ref().is_some_and(|h| h.addresses.contains(&address));
         if existing.contains(&address) {
@@ -438,6 +445,7 @@ impl Daemon {
         if self.host.as_ref().is_some_and(|h| h.addresses.contains(&address)) {
             return Err(DaemonError::HostAddressConfigured(address));
         }
+        let _one_at_a_time = lock(&self.host_address_change);
         let had = self.host_info()?.addresses.contains(&address);
         if had {
             self.in_host_ns(|nl, idx| nl.del_addr(idx, address))?;
