@@ -1,0 +1,189 @@
+/* The least a userspace switch on AF_PACKET can spend per frame, for
+ * throughput: userbridge's reader layout with nothing of userbridge in it.
+ * Not part of userbridge: a lower bound for the 64-byte figures of
+ * ../shared/lab-bench.sh and benches/lab/pairs.sh (docs/benchmarks.md,
+ * "The floor for targets 3 and 4").
+ *
+ *   batch [-t] A1 B1 [A2 B2 ...]
+ *
+ * Frames from Ai go out of Bi and back; no parsing, no table, no vnet
+ * header (so no TCP super-frames: trafgen's UDP only). As userbridge does:
+ * every interface is a PACKET_FANOUT group by CPU with one socket per CPU;
+ * the reader for CPU c is pinned to c at nice -10 and sleeps in epoll_wait
+ * on its sockets; a ready socket is drained with recvmmsg of 32 and each
+ * batch sent with one sendmmsg on the reader's socket of the peer
+ * interface. With -t each batch goes out through a PACKET_TX_RING on that
+ * socket instead (one send() per batch, no msghdr per frame), with
+ * PACKET_VNET_HDR both ways and hdr_len set to the frame's length, so the
+ * kernel copies each frame whole and a slot is free again once sent.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+
+#ifndef PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+#define PACKET_FANOUT_FLAG_IGNORE_OUTGOING 0x4000
+#endif
+
+#define BATCH 32
+#define SLOT 2048
+#define MAX_IFS 64
+
+#define RING_FRAMES 256
+#define VNET 10 /* struct virtio_net_hdr */
+
+static int n_ifs, n_cpus, tx_ring;
+static int ifindex[MAX_IFS];
+
+static int open_member(int i, int fanout_id) {
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(ETH_P_ALL));
+  if (fd < 0) { perror("socket"); exit(1); }
+  int one = 1;
+  /* Frames a reader sends out of this interface are not ours to relay. */
+  if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) { perror("PACKET_IGNORE_OUTGOING"); exit(1); }
+  struct sockaddr_ll a = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = ifindex[i] };
+  if (tx_ring) {
+    int v2 = TPACKET_V2;
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v2, sizeof v2) < 0) { perror("PACKET_VERSION"); exit(1); }
+    if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) { perror("PACKET_VNET_HDR"); exit(1); }
+    struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = RING_FRAMES / 2, .tp_frame_size = SLOT, .tp_frame_nr = RING_FRAMES };
+    if (setsockopt(fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req) < 0) { perror("PACKET_TX_RING"); exit(1); }
+  }
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("bind"); exit(1); }
+  /* As userbridge's: room for a burst while the reader is off the CPU. */
+  int rcvbuf = 8 << 20, sndbuf = 4 << 20;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) { perror("SO_RCVBUFFORCE"); exit(1); }
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0) { perror("SO_SNDBUFFORCE"); exit(1); }
+  /* A group has its own hook: the member's PACKET_IGNORE_OUTGOING does not
+   * apply to it, the group's flag (Linux 6.2) does. */
+  int fanout = fanout_id | ((PACKET_FANOUT_CPU | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
+  if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &fanout, sizeof fanout) < 0) { perror("PACKET_FANOUT"); exit(1); }
+  return fd;
+}
+
+struct reader { int cpu; int *fd; /* one per interface */ char **ring; unsigned *next; };
+
+/* Puts a received frame (vnet header first) in the next TX ring slot;
+ * false when that slot is still being sent. */
+static int ring_put(char *ring, unsigned *next, const char *frame, unsigned len) {
+  struct tpacket2_hdr *h = (struct tpacket2_hdr *)(ring + (size_t)*next * SLOT);
+  if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) return 0;
+  char *data = (char *)h + TPACKET2_HDRLEN - sizeof(struct sockaddr_ll);
+  memcpy(data, frame, len);
+  unsigned short whole = (unsigned short)(len - VNET); /* hdr_len: copy the frame whole */
+  memcpy(data + 2, &whole, 2);
+  h->tp_len = len;
+  __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+  *next = (*next + 1) % RING_FRAMES;
+  return 1;
+}
+
+static void *run(void *arg) {
+  struct reader *r = arg;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(r->cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) < 0) { perror("sched_setaffinity"); exit(1); }
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10) < 0) { perror("setpriority"); exit(1); }
+  int ep = epoll_create1(0);
+  for (int i = 0; i < n_ifs; i++) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, r->fd[i], &ev) < 0) { perror("epoll_ctl"); exit(1); }
+  }
+  static __thread char buf[BATCH][SLOT];
+  struct iovec iov[BATCH];
+  struct mmsghdr in[BATCH], out[BATCH];
+  for (int k = 0; k < BATCH; k++) {
+    iov[k] = (struct iovec){ buf[k], SLOT };
+    memset(&in[k], 0, sizeof in[k]);
+    in[k].msg_hdr.msg_iov = &iov[k];
+    in[k].msg_hdr.msg_iovlen = 1;
+  }
+  struct iovec oiov[BATCH];
+  for (;;) {
+    struct epoll_event evs[MAX_IFS];
+    int n = epoll_wait(ep, evs, MAX_IFS, -1);
+    if (n < 0) { if (errno == EINTR) continue; perror("epoll_wait"); exit(1); }
+    for (int e = 0; e < n; e++) {
+      int i = (int)evs[e].data.u32, peer = i ^ 1;
+      for (;;) {
+        int got = recvmmsg(r->fd[i], in, BATCH, MSG_DONTWAIT, NULL);
+        if (got <= 0) break;
+        if (tx_ring) {
+          for (int k = 0; k < got; k++)
+            if (!ring_put(r->ring[peer], &r->next[peer], buf[k], in[k].msg_len)) {
+              send(r->fd[peer], NULL, 0, MSG_DONTWAIT);
+              if (!ring_put(r->ring[peer], &r->next[peer], buf[k], in[k].msg_len)) break; /* full: drop */
+            }
+          send(r->fd[peer], NULL, 0, MSG_DONTWAIT);
+          if (got < BATCH) break;
+          continue;
+        }
+        for (int k = 0; k < got; k++) {
+          oiov[k] = (struct iovec){ buf[k], in[k].msg_len };
+          memset(&out[k], 0, sizeof out[k]);
+          out[k].msg_hdr.msg_iov = &oiov[k];
+          out[k].msg_hdr.msg_iovlen = 1;
+        }
+        for (int sent = 0; sent < got;) {
+          int s = sendmmsg(r->fd[peer], out + sent, (unsigned)(got - sent), 0);
+          if (s <= 0) break; /* a full peer drops the rest, as a switch does */
+          sent += s;
+        }
+        if (got < BATCH) break; /* the socket is empty */
+      }
+    }
+  }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "-t")) { tx_ring = 1; argv++; argc--; }
+  n_ifs = argc - 1;
+  if (n_ifs < 2 || n_ifs % 2 || n_ifs > MAX_IFS) {
+    fprintf(stderr, "usage: batch [-t] A1 B1 [A2 B2 ...] (pairs of interfaces, at most %d)\n", MAX_IFS);
+    return 2;
+  }
+  for (int i = 0; i < n_ifs; i++) {
+    ifindex[i] = (int)if_nametoindex(argv[i + 1]);
+    if (!ifindex[i]) { fprintf(stderr, "batch: no interface %s\n", argv[i + 1]); return 1; }
+  }
+  n_cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  struct reader *rs = calloc((size_t)n_cpus, sizeof *rs);
+  for (int c = 0; c < n_cpus; c++) {
+    rs[c].cpu = c;
+    rs[c].fd = calloc((size_t)n_ifs, sizeof(int));
+    rs[c].ring = calloc((size_t)n_ifs, sizeof(char *));
+    rs[c].next = calloc((size_t)n_ifs, sizeof(unsigned));
+  }
+  /* Every CPU's socket joins the interface's group before any reader runs. */
+  for (int i = 0; i < n_ifs; i++)
+    for (int c = 0; c < n_cpus; c++) {
+      rs[c].fd[i] = open_member(i, (getpid() + i) & 0xffff);
+      if (tx_ring) {
+        rs[c].ring[i] = mmap(NULL, (size_t)RING_FRAMES * SLOT, PROT_READ | PROT_WRITE, MAP_SHARED, rs[c].fd[i], 0);
+        if (rs[c].ring[i] == MAP_FAILED) { perror("mmap"); exit(1); }
+      }
+    }
+  pthread_t t;
+  for (int c = 1; c < n_cpus; c++) pthread_create(&t, NULL, run, &rs[c]);
+  run(&rs[0]);
+}
