@@ -207,9 +207,15 @@ fn vlan_case(rx: &str) {
     };
     inject(&lab.pods[1].ns, &[tagged([0xff; 6], b, 10)]); // pod 2 announces itself in VLAN 10
     let dump = Tcpdump::start(&lab.pods[1].ns, "vlan 10");
-    inject(&lab.pods[0].ns, &[tagged(b, a, 10), tagged(b, a, 10)]);
+    {
+        // Queued while the daemon is stopped, they leave in one batch of 10:
+        // through ubp2's TX ring, the tag spliced into the slot.
+        let _stopped = Stopped::stop(d.child.id());
+        inject(&lab.pods[0].ns, &vec![tagged(b, a, 10); 10]);
+    }
     let seen = dump.finish_after(&mark(&lab.pods[0].ns));
-    assert_eq!(seen.iter().filter(|l| l.contains("vlan 10, p 3") && l.contains("0x88b5")).count(), 2, "{seen:#?}");
+    assert_eq!(seen.iter().filter(|l| l.contains("vlan 10, p 3") && l.contains("0x88b5")).count(), 10, "{seen:#?}");
+    assert_eq!(socket_maps(d.child.id()).iter().filter(|&&m| m == 256 << 10).count(), 1, "ubp2's TX ring");
     let fdb = d.query(&["fdb", "show"]);
     let in_vlan = |mac: [u8; 6], port: &str| {
         fdb.as_array()
@@ -603,4 +609,126 @@ fn frames_the_host_sends_on_a_port_are_not_forwarded() {
     // switch would have been read before it.
     wait_until("the marker to be counted", Duration::from_secs(5), || d.counter("ubp1", "rx_frames") >= 1);
     assert_eq!(d.counter("ubp1", "rx_frames"), 1, "ubp1 received only pod 1's marker");
+}
+
+/// A process stopped with SIGSTOP, continued when this is dropped (panics
+/// included), so the daemon's own guard can stop it afterwards.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        assert!(std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
+}
+
+/// The sizes of `pid`'s shared mappings of sockets (a packet socket's ring).
+fn socket_maps(pid: u32) -> Vec<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines()
+        .filter(|l| l.contains("socket:["))
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_small_frames_leaves_through_the_tx_ring_whole_and_in_order() {
+    // A batch of frames that fit a TX ring slot is written into the egress
+    // port's PACKET_TX_RING and sent with one `send`. The kernel must copy
+    // each frame whole (vnet hdr_len = the frame's length): a slot is written
+    // again as soon as its frame is sent, while the receiving socket may
+    // still hold it. 2000 datagrams of every size wait in pod 2's socket,
+    // 15 times the ring's slots, and are read only when all have arrived.
+    use std::net::UdpSocket;
+    let lab = lab("txring", 2);
+    let d = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
+    assert!(socket_maps(d.child.id()).is_empty(), "no ring before a burst: {:?}", socket_maps(d.child.id()));
+    const N: u32 = 2000;
+    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7777").unwrap()).unwrap();
+    // Room for all of them (the default holds about a hundred).
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 32 << 20).unwrap();
+    let payload = |seq: u32| -> Vec<u8> {
+        let len = 4 + (seq as usize * 37) % 1400;
+        let mut p = seq.to_be_bytes().to_vec();
+        p.extend((4..len).map(|k| (seq as usize * 7 + k).to_le_bytes()[0]));
+        p
+    };
+    let tx = NetNs::open(&lab.pods[0].ns).unwrap().run(|| UdpSocket::bind("10.0.0.1:0").unwrap()).unwrap();
+    let sent_on_2 = || Daemon::port(&d.query(&["stats"]), "ubp2")["counters"]["tx_frames"].as_u64().unwrap();
+    let before = sent_on_2();
+    {
+        // The datagrams queue in ubp1's socket while the daemon is stopped, so
+        // its reader takes them in full batches.
+        let _stopped = Stopped::stop(d.child.id());
+        for seq in 0..N {
+            tx.send_to(&payload(seq), "10.0.0.2:7777").unwrap();
+        }
+    }
+    let maps = sample_until(Duration::from_secs(5), || socket_maps(d.child.id()), |m| !m.is_empty());
+    assert_eq!(maps, vec![256 << 10], "one 256 KiB TX ring, on ubp2");
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (mut got, mut bad, mut out_of_order) = (0u32, Vec::new(), 0);
+    let mut last = None;
+    // Every datagram is in the socket before the first read.
+    wait_until("2000 datagrams through ubp2", Duration::from_secs(10), || sent_on_2() >= before + u64::from(N));
+    while got < N {
+        let n = rx.recv(&mut buf).expect("a datagram within 5 s");
+        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        if buf[..n] != payload(seq)[..] {
+            bad.push(seq);
+        }
+        if last.is_some_and(|l| seq <= l) {
+            out_of_order += 1;
+        }
+        last = Some(seq);
+        got += 1;
+    }
+    assert!(bad.is_empty(), "{} of {N} datagrams arrived changed, first {:?}", bad.len(), &bad[..bad.len().min(10)]);
+    assert_eq!(out_of_order, 0, "datagrams out of order");
+    let st = d.query(&["stats"]);
+    assert_eq!(Daemon::port(&st, "ubp2")["counters"]["drops"]["tx_error"], 0, "{st:#}");
+}
+
+#[test]
+fn frames_the_tx_ring_could_not_send_are_counted_and_the_ring_goes_on_when_the_link_is_back() {
+    // A frame the kernel refuses stays in its slot (link down: `send` fails
+    // before taking any). The port must count such frames as failed, give
+    // the slots back, and write the next frames where the kernel will look
+    // for them, or nothing would leave through the ring again.
+    use ub_port::{PortTx, TxFrame};
+    let lab = lab("txdown", 2);
+    let sw = lab.switch_ns();
+    let (_rx, tx, _) =
+        NetNs::open(&sw).unwrap().run(|| ub_port::afpacket::open("ubp2", Default::default()).unwrap()).unwrap();
+    let f = frame(lab.pods[1].mac.0, [2, 0, 0, 0, 0x78, 1], 60);
+    let batch = vec![TxFrame::new(&f, None, None); 20];
+    let received = || if_stat(&lab.pods[1].ns, "eth0", "rx_packets");
+    let before = received();
+    let o = tx.send_batch(&batch);
+    assert_eq!((o.sent, o.failed), (20, 0), "link up: the ring sends them all");
+    ns_ok(&sw, &["ip", "link", "set", "ubp2", "down"]);
+    let o = tx.send_batch(&batch);
+    assert_eq!((o.sent, o.failed), (0, 20), "link down: every frame refused and counted");
+    ns_ok(&sw, &["ip", "link", "set", "ubp2", "up"]);
+    wait_until("ubp2 up", Duration::from_secs(5), || {
+        ns_ok(&sw, &["cat", "/sys/class/net/ubp2/operstate"]).trim() == "up"
+    });
+    for round in 0..10 {
+        // More than the ring's slots in all: the kernel's head and ours stay together.
+        let o = tx.send_batch(&batch);
+        assert_eq!((o.sent, o.failed), (20, 0), "round {round} after the link came back");
+    }
+    wait_until("pod 2 got the 220 frames sent", Duration::from_secs(5), || received() >= before + 220);
+    assert_eq!(received(), before + 220, "and only those");
 }

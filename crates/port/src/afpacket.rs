@@ -1,17 +1,19 @@
-//! AF_PACKET port: a TPACKET_V3 RX ring and `sendmmsg` TX on one socket,
-//! with PACKET_VNET_HDR (GSO super-frames and partial checksums cross the
-//! switch intact), PACKET_IGNORE_OUTGOING (we never see what we sent), the
-//! offloaded VLAN tag taken from the ring header and promiscuous membership.
+//! AF_PACKET port: `recvmmsg` (or a TPACKET_V3 RX ring) and `sendmmsg` on
+//! one socket, small frames sent through a TX ring on a second, with
+//! PACKET_VNET_HDR (GSO super-frames and partial checksums cross the switch
+//! intact), PACKET_IGNORE_OUTGOING (we never see what we sent), the
+//! offloaded VLAN tag taken from auxdata or the ring header, and
+//! promiscuous membership.
 //!
 //! The `afpacket` crate offers none of this (no ring, no vnet header, bare
 //! RawFd), hence this module; see docs/architecture.md.
 
 pub use crate::sys::Fanout;
-use crate::sys::{self, MmsgScratch, Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
+use crate::sys::{self, MmsgScratch, Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TxRing};
 use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use ub_netlink::{Link, Rtnl};
 
 /// How a port receives.
@@ -124,7 +126,9 @@ pub fn open_link(link: &Link, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPack
     sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
     let fd = Arc::new(fd);
     let mut readers = vec![AfPacketRx { fd: fd.clone(), rx, name: name.to_string(), ifindex: link.index }];
-    let tx = AfPacketTx { fd: fd.clone(), mtu: link.mtu };
+    // The TX ring's socket is bound here, in the port's namespace; its ring
+    // is mapped later, from whichever reader first sends a burst.
+    let tx = AfPacketTx { fd: fd.clone(), mtu: link.mtu, ring: TxRing::open(link.index).ok().map(Mutex::new) };
     let opened =
         Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
     if ring.fanout > 1 {
@@ -280,18 +284,93 @@ impl PortRx for AfPacketRx {
     }
 }
 
-/// Transmit half: one `sendmmsg` per batch, frames gathered straight from
-/// the ingress port's memory.
+/// Transmit half. Frames a TX ring slot holds (not GSO super-frames) go
+/// through the port's [`TxRing`]: written into slots, one `send` a batch.
+/// The rest, and a batch sent while another reader is using the ring, go
+/// with one `sendmmsg`, gathered straight from the ingress port's memory.
 #[derive(Debug)]
 pub struct AfPacketTx {
     fd: Arc<OwnedFd>,
     mtu: u32,
+    /// `None` when the send socket could not be made (`sendmmsg` only).
+    ring: Option<Mutex<TxRing>>,
+}
+
+/// Slots in a port's TX ring (256 KiB; a batch is at most [`BATCH`] frames,
+/// and a slot is free again as soon as the kernel has sent its frame).
+const TX_RING_SLOTS: usize = 128;
+
+/// The ring is mapped on the port's first batch of at least this many
+/// frames: a port that only ever sends a few at a time (ARP, a ping) never
+/// spends memory on one.
+const TX_RING_AFTER: usize = 8;
+
+/// Whether a frame goes through the TX ring: it fits a slot and is not a
+/// GSO super-frame (those stay gathered, never copied whole).
+fn ring_takes(f: &TxFrame<'_>) -> bool {
+    f.wire_len() <= sys::TX_RING_ROOM && !f.vnet.is_some_and(|v| v.is_gso())
+}
+
+impl AfPacketTx {
+    fn sendmmsg<'f>(&self, frames: &'f [TxFrame<'f>]) -> (usize, usize) {
+        let mut scratch = MmsgScratch::<BATCH>::new();
+        sys::send_frames(self.fd.as_fd(), &mut scratch, frames.iter(), true)
+    }
+
+    /// Sends `frames` in order: each run the ring takes through it (flushed
+    /// before what follows), the others with `sendmmsg`.
+    fn send_with_ring(&self, ring: &mut TxRing, frames: &[TxFrame<'_>]) -> (usize, usize) {
+        let (mut sent, mut failed) = (0, 0);
+        let mut i = 0;
+        while i < frames.len() {
+            let mut full = false;
+            while let Some(f) = frames.get(i).filter(|f| ring_takes(f)) {
+                let (head, (tags, n), tail) = f.parts();
+                let (vnet, pieces) = (f.wire_vnet().to_bytes(), [head, &tags[..n], tail]);
+                if !ring.put(vnet, pieces) {
+                    // The next slot is still being sent: send what is written, try once more.
+                    let (s, e) = ring.flush();
+                    (sent, failed) = (sent + s, failed + e);
+                    if !ring.put(vnet, pieces) {
+                        full = true;
+                        break;
+                    }
+                }
+                i += 1;
+            }
+            let (s, e) = ring.flush();
+            (sent, failed) = (sent + s, failed + e);
+            // Then, in order, what the ring does not take (or all the rest, when it is full).
+            let end = if full {
+                frames.len()
+            } else {
+                (i..frames.len()).find(|&k| ring_takes(&frames[k])).unwrap_or(frames.len())
+            };
+            if end > i {
+                let (s, e) = self.sendmmsg(&frames[i..end]);
+                (sent, failed) = (sent + s, failed + e);
+                i = end;
+            }
+        }
+        (sent, failed)
+    }
 }
 
 impl PortTx for AfPacketTx {
     fn send_batch(&self, frames: &[TxFrame<'_>]) -> SendOutcome {
-        let mut scratch = MmsgScratch::<BATCH>::new();
-        let (sent, failed) = sys::send_frames(self.fd.as_fd(), &mut scratch, frames.iter(), true);
+        // Another reader sending on this port keeps the ring: this batch does not wait.
+        let mut ring = self.ring.as_ref().and_then(|m| m.try_lock().ok());
+        if let Some(r) = ring.as_deref_mut()
+            && !r.is_mapped()
+            && frames.len() >= TX_RING_AFTER
+        {
+            // A ring that cannot be mapped (memory) leaves `sendmmsg`, for good.
+            let _ = r.map(TX_RING_SLOTS);
+        }
+        let (sent, failed) = match ring.as_deref_mut().filter(|r| r.is_mapped()) {
+            Some(r) => self.send_with_ring(r, frames),
+            None => self.sendmmsg(frames),
+        };
         // Exact when nothing failed; on a partial failure, the first `sent` frames.
         let bytes = frames.iter().take(sent).map(|f| f.wire_len() as u64).sum();
         SendOutcome { sent, bytes, failed }

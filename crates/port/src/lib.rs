@@ -6,7 +6,8 @@
 //! to the port. Frames are borrowed, not copied: an RX frame is a slice of
 //! the receive buffers (`recvmmsg`'s slots, or the mmap'ed ring with `--rx
 //! ring`), and a TX frame sent to another AF_PACKET port goes from that
-//! slice straight into `sendmmsg`.
+//! slice straight into `sendmmsg`, or, if it fits one, into a slot of the
+//! port's TX ring (one copy, cheaper than `sendmmsg`'s per-frame work).
 //!
 //! Backends: [`afpacket`] (veth and any Ethernet link), [`tap`]
 //! (`/dev/net/tun`), [`mem`] (no kernel at all: unit tests and benches).

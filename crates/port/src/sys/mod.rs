@@ -1,6 +1,7 @@
 //! Every `unsafe` block of the port crate, one file per kernel object:
 //! packet sockets and their options ([`socket`]), the TPACKET_V3 ring
-//! ([`ring`]), `recvmmsg`/`sendmmsg` ([`mmsg`]) and the tun device ([`tun`]).
+//! ([`ring`]), `recvmmsg`/`sendmmsg` ([`mmsg`]), the TX ring ([`txring`])
+//! and the tun device ([`tun`]).
 //! The rest of the crate is safe code over the small, safe API exported here.
 #![allow(unsafe_code)]
 
@@ -42,14 +43,17 @@ mod mmsg;
 mod ring;
 mod socket;
 mod tun;
+mod txring;
 
 pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
 pub use ring::{Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
+use socket::bind_packet_protocol;
 pub use socket::{
     Fanout, add_promisc, bind_packet, join_fanout, packet_drops, packet_socket, set_packet_version_v3,
     take_socket_error,
 };
 pub use tun::{read_nb, tun_open_tap, writev};
+pub use txring::{ROOM as TX_RING_ROOM, TxRing};
 
 pub(crate) fn setsockopt<T>(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, val: &T) -> io::Result<()> {
     // SAFETY: val points to a live T of the length given.

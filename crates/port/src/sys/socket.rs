@@ -50,10 +50,16 @@ pub fn packet_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 /// Binds the socket to `ifindex` for all protocols.
 pub fn bind_packet(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    bind_packet_protocol(fd, ifindex, ETH_P_ALL_BE)
+}
+
+/// Binds the socket to `ifindex` for `protocol` (network byte order); 0
+/// receives nothing (a socket that only sends).
+pub(crate) fn bind_packet_protocol(fd: BorrowedFd<'_>, ifindex: u32, protocol: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
     let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
     sll.sll_family = AF_PACKET;
-    sll.sll_protocol = ETH_P_ALL_BE;
+    sll.sll_protocol = protocol;
     sll.sll_ifindex = ifindex_int(ifindex)?;
     // SAFETY: sll is a live sockaddr_ll and the length matches it.
     syscall!(unsafe {

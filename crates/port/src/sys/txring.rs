@@ -1,0 +1,192 @@
+//! The PACKET_TX_RING a port sends small frames through: frames are
+//! written into slots shared with the kernel and one `send` hands the kernel
+//! all of them, with no `msghdr` or iovec to copy in and check per frame.
+//!
+//! Its own socket, bound to the port with protocol 0, so it receives
+//! nothing; TPACKET_V2 slots of [`SLOT`] bytes; PACKET_VNET_HDR, and each
+//! frame's header says `hdr_len` = the frame's length, which makes the
+//! kernel copy the whole frame into the skb's linear part (`tpacket_snd`:
+//! `copylen` is `hdr_len`). Left at the headers' length, the rest of the
+//! frame would become page fragments pointing into the slot, and a veth
+//! copies such fragments again, into pages of its own, before the frame
+//! enters the pod (`skb_orphan_frags` in `__dev_forward_skb`): 9-11% more
+//! CPU per 64-byte frame, measured (docs/benchmarks.md). A slot is written
+//! again once the kernel has marked it available.
+
+use super::setsockopt;
+use std::io;
+use std::mem::zeroed;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const TPACKET_V2: libc::c_int = 1;
+/// Bytes per slot.
+pub const SLOT: usize = 2048;
+/// Where a frame's bytes start in a slot: `TPACKET2_HDRLEN -
+/// sizeof(struct sockaddr_ll)`, as `tpacket_snd` reads it.
+const DATA: usize = 32;
+/// The largest frame a slot takes (after the vnet header).
+pub const ROOM: usize = SLOT - DATA - crate::VnetHdr::LEN;
+
+/// A send-only packet socket on a port, and the TX ring once mapped.
+#[derive(Debug)]
+pub struct TxRing {
+    fd: OwnedFd,
+    /// The mapping; null until [`TxRing::map`].
+    base: *mut u8,
+    slots: usize,
+    /// The slot the next frame goes in; the kernel's own head when nothing
+    /// is pending (`flush` keeps them together).
+    next: usize,
+    /// Frames written since the last flush.
+    pending: usize,
+    /// A `map` failed: the socket stays without a ring.
+    gave_up: bool,
+}
+
+// SAFETY: the mapping is owned by the TxRing and only touched through &mut self.
+unsafe impl Send for TxRing {}
+
+impl TxRing {
+    /// The socket, bound to `ifindex` in the calling thread's network
+    /// namespace, with no ring yet (no memory): [`TxRing::map`] adds it.
+    pub fn open(ifindex: u32) -> io::Result<TxRing> {
+        let fd = super::packet_socket()?;
+        super::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, TPACKET_V2)?;
+        super::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        // Room for a ring's worth of frames in flight (default ~200 KiB).
+        let _ = super::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
+        // Protocol 0: the socket sends on the port and receives nothing.
+        super::bind_packet_protocol(fd.as_fd(), ifindex, 0)?;
+        Ok(TxRing { fd, base: std::ptr::null_mut(), slots: 0, next: 0, pending: 0, gave_up: false })
+    }
+
+    /// Whether the ring is mapped.
+    pub fn is_mapped(&self) -> bool {
+        !self.base.is_null()
+    }
+
+    /// Sets up and maps a ring of `slots` slots (even, at least 2). After
+    /// one failure (no memory, a kernel without TX rings) it does not try
+    /// again.
+    pub fn map(&mut self, slots: usize) -> io::Result<()> {
+        if self.is_mapped() || self.gave_up || slots < 2 || !slots.is_multiple_of(2) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let r = self.map_once(slots);
+        self.gave_up = r.is_err();
+        r
+    }
+
+    fn map_once(&mut self, slots: usize) -> io::Result<()> {
+        let u32_of = |v: usize| u32::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        // SAFETY: tpacket_req is plain old data; all-zero is valid.
+        let mut req: libc::tpacket_req = unsafe { zeroed() };
+        req.tp_block_size = 4096;
+        req.tp_block_nr = u32_of(slots * SLOT / 4096)?;
+        req.tp_frame_size = u32_of(SLOT)?;
+        req.tp_frame_nr = u32_of(slots)?;
+        setsockopt(self.fd.as_fd(), libc::SOL_PACKET, libc::PACKET_TX_RING, &req)?;
+        // SAFETY: maps the ring just set up on fd, of exactly its length; the kernel
+        // validates both.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                slots * SLOT,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        self.base = p.cast();
+        self.slots = slots;
+        Ok(())
+    }
+
+    fn status(&self, i: usize) -> &AtomicU32 {
+        assert!(i < self.slots);
+        // SAFETY: slot i lies inside the mapping; tp_status is the u32 at its start,
+        // aligned because slots are 2048-byte aligned; the kernel changes it
+        // concurrently, which is what the atomic is for.
+        unsafe { AtomicU32::from_ptr(self.base.wrapping_add(i * SLOT).cast::<u32>()) }
+    }
+
+    /// Writes a frame, given as pieces laid end to end after its vnet header,
+    /// into the next slot. False (nothing written) when that slot is still
+    /// being sent, the frame is larger than [`ROOM`] or the ring is not mapped.
+    pub fn put(&mut self, vnet: [u8; 10], pieces: [&[u8]; 3]) -> bool {
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        let i = self.next;
+        // Available: none of the owner bits (a timestamp flag may be set with it).
+        let busy = libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING | libc::TP_STATUS_WRONG_FORMAT;
+        if len > ROOM || !self.is_mapped() || self.status(i).load(Ordering::Acquire) & busy != 0 {
+            return false;
+        }
+        // SAFETY: the slot is available: the kernel neither reads nor writes it until
+        // its status says SEND_REQUEST, which we store last (Release). It lies inside
+        // the mapping and DATA + 10 + len <= SLOT.
+        let slot = unsafe { std::slice::from_raw_parts_mut(self.base.wrapping_add(i * SLOT), SLOT) };
+        let mut at = DATA;
+        slot[at..at + 10].copy_from_slice(&vnet);
+        // hdr_len = the whole frame: the kernel copies all of it (module comment).
+        #[allow(clippy::cast_possible_truncation, reason = "len <= ROOM < 2048")]
+        slot[at + 2..at + 4].copy_from_slice(&(len as u16).to_le_bytes());
+        at += 10;
+        for p in pieces {
+            slot[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        // tpacket2_hdr: tp_status(4) tp_len(4)
+        #[allow(clippy::cast_possible_truncation, reason = "10 + len < 2048")]
+        slot[4..8].copy_from_slice(&((10 + len) as u32).to_ne_bytes());
+        self.status(i).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.next = (i + 1) % self.slots;
+        self.pending += 1;
+        true
+    }
+
+    /// Has the kernel send every frame written since the last flush. Returns
+    /// how many it took and how many it refused (link down, no buffer space,
+    /// a malformed header): those slots are made available again and the
+    /// next frame goes where the kernel will look for it.
+    pub fn flush(&mut self) -> (usize, usize) {
+        if self.pending == 0 {
+            return (0, 0);
+        }
+        // SAFETY: a null buffer of length 0 is what a TX ring's send takes; no pointer
+        // is dereferenced.
+        let _ = syscall!(unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) });
+        // The kernel takes frames in order from its head, which was the first
+        // pending slot; what it did not take is still SEND_REQUEST (or
+        // WRONG_FORMAT, where it stopped).
+        let first = (self.next + self.slots - self.pending) % self.slots;
+        let mut refused = 0;
+        for k in 0..self.pending {
+            let i = (first + k) % self.slots;
+            let s = self.status(i).load(Ordering::Acquire);
+            if s == libc::TP_STATUS_SEND_REQUEST || s == libc::TP_STATUS_WRONG_FORMAT {
+                if refused == 0 {
+                    self.next = i;
+                }
+                self.status(i).store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
+                refused += 1;
+            }
+        }
+        let taken = self.pending - refused;
+        self.pending = 0;
+        (taken, refused)
+    }
+}
+
+impl Drop for TxRing {
+    fn drop(&mut self) {
+        if self.is_mapped() {
+            // SAFETY: base/len describe the mapping made in map(); no borrow outlives self.
+            unsafe { libc::munmap(self.base.cast(), self.slots * SLOT) };
+        }
+    }
+}
