@@ -643,11 +643,14 @@ fn socket_maps(pid: u32) -> Vec<u64> {
 #[test]
 fn a_burst_of_small_frames_leaves_through_the_tx_ring_whole_and_in_order() {
     // A batch of frames that fit a TX ring slot is written into the egress
-    // port's PACKET_TX_RING and sent with one `send`. The kernel must copy
-    // each frame whole (vnet hdr_len = the frame's length): a slot is written
-    // again as soon as its frame is sent, while the receiving socket may
-    // still hold it. 2000 datagrams of every size wait in pod 2's socket,
-    // 15 times the ring's slots, and are read only when all have arrived.
+    // port's PACKET_TX_RING and sent with one `send`, and a slot is written
+    // again once its frame is sent. 2000 datagrams of every size (with
+    // their checksums left to the receiver, as a pod sends them) go through
+    // ubp2's 128 slots, each slot 15 times, and wait in pod 2's socket
+    // until all have arrived: each must be there, unchanged, in order. (A
+    // veth copies a slot's pages itself before a frame enters a pod, so this
+    // cannot tell the whole-frame copy from page fragments; that choice is
+    // a measured cost, in docs/benchmarks.md.)
     use std::net::UdpSocket;
     let lab = lab("txring", 2);
     let d = Daemon::start(&lab, &[]);
