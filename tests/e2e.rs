@@ -397,7 +397,14 @@ fn one_reader_per_idle_port_and_pinned_helpers_while_every_cpu_keeps_it_busy() {
     std::fs::write(cfg, format!("{{ {}, 0x02,0,0,0,0x77,0x01, c16(0x88b5), fill(0x00, 46) }}\n", dst.join(",")))
         .unwrap();
     let load = Running::start(&lab.pods[0].ns, &["trafgen", "-i", cfg, "-o", "eth0", "-q"]);
-    let busy = sample_until(Duration::from_secs(15), || reader_threads(pid, "ubp1"), |b| b.len() >= cpus.len());
+    // Settled: the port's thread moves home before it starts a helper, and
+    // a helper pins itself once it runs.
+    let one_per_cpu = |b: &Vec<(String, Vec<usize>, i32, u32)>| {
+        let mut on: Vec<usize> = b.iter().filter(|t| t.1.len() == 1).map(|t| t.1[0]).collect();
+        on.sort_unstable();
+        on == cpus
+    };
+    let busy = sample_until(Duration::from_secs(15), || reader_threads(pid, "ubp1"), one_per_cpu);
     let helpers = d.query(&["stats"])["daemon"]["reader_helpers"].as_u64();
     drop(load);
     assert_eq!(busy.len(), cpus.len(), "a thread per CPU while each CPU sends: {busy:?}");

@@ -518,8 +518,10 @@ impl Reader<'_> {
             }
             if now.duration_since(window_start) >= WINDOW {
                 if lending {
-                    self.lend_members(if slept < BUSY_SLEEP_MAX { 1 } else { ACTIVE_FRAMES });
+                    // Home first: a helper started for another member never
+                    // shares a CPU with this thread, not even until it moves.
                     self.place();
+                    self.lend_members(if slept < BUSY_SLEEP_MAX { 1 } else { ACTIVE_FRAMES });
                 }
                 let window_frames = self.held.iter_mut().map(|h| std::mem::take(&mut h.frames)).sum();
                 self.class.window(window_frames, window_bytes, self.thread);
