@@ -773,3 +773,26 @@ fn vlan_keys_make_access_ports() {
         .collect();
     assert!(pvids.contains(&100) && pvids.contains(&200), "{shown}");
 }
+
+#[test]
+fn a_plugin_run_outside_the_daemons_namespace_says_where_to_run_it() {
+    // The plugin puts the pod's gateway on the host port the daemon
+    // reports, so that port must be this namespace's own: the same name and
+    // the same MAC. Run elsewhere, the plugin refuses (code 7) and says
+    // where to run it, also where an interface of the same name exists.
+    let node = Node::new("where", Plugin::Userbridge);
+    let elsewhere = TestNs::new(&format!("{}e", node.name()));
+    let pod = TestNs::new(&format!("{}p", node.name()));
+    let add = |cid: &str| {
+        plugin_call(&elsewhere.0, Plugin::Userbridge, "ADD", cid, Some(&pod.0), node.conf.to_string().as_bytes())
+    };
+    let (code, err) = add("where1");
+    assert_eq!((code, err["code"].as_u64()), (1, Some(7)), "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("cni0 is not in this network namespace"), "{err}");
+    // A namesake: another cni0, with a MAC of its own.
+    ns_ok(&elsewhere.0, &["ip", "link", "add", "cni0", "type", "veth", "peer", "name", "cni0p"]);
+    let (code, err) = add("where2");
+    assert_eq!((code, err["code"].as_u64()), (1, Some(7)), "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("cni0 is not in this network namespace"), "{err}");
+    assert_eq!(node.leftovers(), (0, vec![], BTreeSet::new()), "nothing of the refused ADDs");
+}

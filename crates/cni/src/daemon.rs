@@ -76,8 +76,7 @@ impl Daemon {
                 ),
             ));
         }
-        let here = ub_netlink::Rtnl::open()?.link_by_name(&host.name)?;
-        if here.and_then(|l| l.mac) != Some(host.mac.0) {
+        if !ub_netlink::Rtnl::open()?.has_link(&host.name, host.mac.0)? {
             return Err(CniError::new(
                 code::INVALID_NETWORK_CONFIG,
                 format!(

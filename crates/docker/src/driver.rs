@@ -108,8 +108,7 @@ impl Driver {
             )),
             other => other.into(),
         })?;
-        let here = Rtnl::open()?.link_by_name(&host.name)?;
-        if here.and_then(|l| l.mac) != Some(host.mac.0) {
+        if !Rtnl::open()?.has_link(&host.name, host.mac.0)? {
             return Err(DriverError::Refused(format!(
                 "the userbridge daemon's host port {} is not in this network namespace: run the driver (and dockerd) where the daemon runs",
                 host.name

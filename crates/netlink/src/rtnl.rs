@@ -119,6 +119,13 @@ impl Rtnl {
         }
     }
 
+    /// Whether this namespace has link `name` with MAC `mac`: the very
+    /// interface another process described (a daemon's host port), not just
+    /// one of the same name.
+    pub fn has_link(&mut self, name: &str, mac: [u8; 6]) -> Result<bool> {
+        Ok(self.link_by_name(name)?.and_then(|l| l.mac) == Some(mac))
+    }
+
     /// Looks a link up by index; `Ok(None)` if there is no such link.
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
