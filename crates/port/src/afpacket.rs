@@ -121,14 +121,17 @@ pub fn open_link(link: &Link, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPack
     ring.validate().map_err(|m| PortError::io("ring", name, io::Error::new(io::ErrorKind::InvalidInput, m)))?;
     let e = |what| move |err| PortError::io(what, name, err);
     let (fd, rx) = rx_socket(name, link.index, &ring)?;
-    // Room for a few GSO super-frames in flight.
-    set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, 4 << 20);
+    set_buffer(fd.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF);
     sys::add_promisc(fd.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
     let fd = Arc::new(fd);
     let mut readers = vec![AfPacketRx { fd: fd.clone(), rx, name: name.to_string(), ifindex: link.index }];
     // The TX ring's socket is bound here, in the port's namespace; its ring
     // is mapped later, from whichever reader first sends a burst.
-    let tx = AfPacketTx { fd: fd.clone(), mtu: link.mtu, ring: TxRing::open(link.index).ok().map(Mutex::new) };
+    let tx_ring = TxRing::open(link.index).ok().map(|r| {
+        set_buffer(r.socket(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF);
+        Mutex::new(r)
+    });
+    let tx = AfPacketTx { fd: fd.clone(), mtu: link.mtu, ring: tx_ring };
     let opened =
         Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
     if ring.fanout > 1 {
@@ -186,6 +189,10 @@ fn set_buffer(fd: BorrowedFd<'_>, force: libc::c_int, plain: libc::c_int, bytes:
         let _ = sys::set_int_opt(fd, libc::SOL_SOCKET, plain, bytes);
     }
 }
+
+/// Send buffer of a port's sockets, bytes: room for a few GSO super-frames,
+/// or a TX ring's worth of small frames, in flight (the default is ~200 KiB).
+const SNDBUF: i32 = 4 << 20;
 
 /// Receive queue of a `recvmmsg` socket, bytes (the kernel charges an skb's
 /// truesize, about 1 KiB for a small frame).

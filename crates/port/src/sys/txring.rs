@@ -16,7 +16,7 @@
 use super::setsockopt;
 use std::io;
 use std::mem::zeroed;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 const TPACKET_V2: libc::c_int = 1;
@@ -54,11 +54,14 @@ impl TxRing {
         let fd = super::packet_socket()?;
         super::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VERSION, TPACKET_V2)?;
         super::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        // Room for a ring's worth of frames in flight (default ~200 KiB).
-        let _ = super::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
         // Protocol 0: the socket sends on the port and receives nothing.
         super::bind_packet_protocol(fd.as_fd(), ifindex, 0)?;
         Ok(TxRing { fd, base: std::ptr::null_mut(), slots: 0, next: 0, pending: 0, gave_up: false })
+    }
+
+    /// The socket, for its options.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Whether the ring is mapped.
