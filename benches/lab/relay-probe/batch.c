@@ -4,7 +4,7 @@
  * ../shared/lab-bench.sh and benches/lab/pairs.sh (docs/benchmarks.md,
  * "The floor for targets 3 and 4").
  *
- *   batch [-t] A1 B1 [A2 B2 ...]
+ *   batch [-t] [-r] A1 B1 [A2 B2 ...]
  *
  * Frames from Ai go out of Bi and back; no parsing, no table, no vnet
  * header (so no TCP super-frames: trafgen's UDP only). As userbridge does:
@@ -16,6 +16,10 @@
  * socket instead (one send() per batch, no msghdr per frame), with
  * PACKET_VNET_HDR both ways and hdr_len set to the frame's length, so the
  * kernel copies each frame whole and a slot is free again once sent.
+ * With -r each socket receives into a TPACKET_V2 PACKET_RX_RING (RX_SLOTS
+ * slots of 2 KiB, default 1024) instead of recvmmsg: the kernel copies the
+ * frame into a slot in its softirq and wakes the reader per frame as for
+ * recvmmsg (unlike TPACKET_V3's blocks, which wait for a block timer).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -50,7 +54,7 @@
 #define RING_FRAMES 256
 #define VNET 10 /* struct virtio_net_hdr */
 
-static int n_ifs, n_cpus, tx_ring;
+static int n_ifs, n_cpus, tx_ring, rx_ring, rx_slots = 1024;
 static int ifindex[MAX_IFS];
 
 static int open_member(int i, int fanout_id) {
@@ -60,10 +64,17 @@ static int open_member(int i, int fanout_id) {
   /* Frames a reader sends out of this interface are not ours to relay. */
   if (setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) { perror("PACKET_IGNORE_OUTGOING"); exit(1); }
   struct sockaddr_ll a = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = ifindex[i] };
-  if (tx_ring) {
+  if (tx_ring || rx_ring) {
     int v2 = TPACKET_V2;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v2, sizeof v2) < 0) { perror("PACKET_VERSION"); exit(1); }
-    if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) { perror("PACKET_VNET_HDR"); exit(1); }
+  }
+  /* Before any ring: the kernel refuses PACKET_VNET_HDR once one is set. */
+  if (tx_ring && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) { perror("PACKET_VNET_HDR"); exit(1); }
+  if (rx_ring) {
+    struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = (unsigned)rx_slots / 2, .tp_frame_size = SLOT, .tp_frame_nr = (unsigned)rx_slots };
+    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) { perror("PACKET_RX_RING"); exit(1); }
+  }
+  if (tx_ring) {
     struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = RING_FRAMES / 2, .tp_frame_size = SLOT, .tp_frame_nr = RING_FRAMES };
     if (setsockopt(fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req) < 0) { perror("PACKET_TX_RING"); exit(1); }
   }
@@ -79,7 +90,7 @@ static int open_member(int i, int fanout_id) {
   return fd;
 }
 
-struct reader { int cpu; int *fd; /* one per interface */ char **ring; unsigned *next; };
+struct reader { int cpu; int *fd; /* one per interface */ char **ring; unsigned *next; char **rx; unsigned *rx_next; };
 
 /* Puts a received frame (vnet header first) in the next TX ring slot;
  * false when that slot is still being sent. */
@@ -94,6 +105,48 @@ static int ring_put(char *ring, unsigned *next, const char *frame, unsigned len)
   __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
   *next = (*next + 1) % RING_FRAMES;
   return 1;
+}
+
+/* Relays what the RX ring of interface i holds, a batch of at most 32 at a
+ * time; a slot goes back to the kernel once its frame has been sent. */
+static void relay_ring(struct reader *r, int i, int peer, struct mmsghdr *out, struct iovec *oiov) {
+  int vnet = tx_ring ? VNET : 0; /* the vnet header sits just before the frame */
+  for (;;) {
+    struct tpacket2_hdr *slot[BATCH];
+    int got = 0;
+    while (got < BATCH) {
+      struct tpacket2_hdr *h = (struct tpacket2_hdr *)(r->rx[i] + (size_t)r->rx_next[i] * SLOT);
+      if (!(__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) break;
+      slot[got++] = h;
+      r->rx_next[i] = (r->rx_next[i] + 1) % (unsigned)rx_slots;
+    }
+    if (!got) return;
+    if (tx_ring) {
+      for (int k = 0; k < got; k++) {
+        const char *f = (const char *)slot[k] + slot[k]->tp_mac - vnet;
+        unsigned len = slot[k]->tp_snaplen + (unsigned)vnet;
+        if (!ring_put(r->ring[peer], &r->next[peer], f, len)) {
+          send(r->fd[peer], NULL, 0, MSG_DONTWAIT);
+          ring_put(r->ring[peer], &r->next[peer], f, len); /* full: drop */
+        }
+      }
+      send(r->fd[peer], NULL, 0, MSG_DONTWAIT);
+    } else {
+      for (int k = 0; k < got; k++) {
+        oiov[k] = (struct iovec){ (char *)slot[k] + slot[k]->tp_mac, slot[k]->tp_snaplen };
+        memset(&out[k], 0, sizeof out[k]);
+        out[k].msg_hdr.msg_iov = &oiov[k];
+        out[k].msg_hdr.msg_iovlen = 1;
+      }
+      for (int sent = 0; sent < got;) {
+        int s = sendmmsg(r->fd[peer], out + sent, (unsigned)(got - sent), 0);
+        if (s <= 0) break;
+        sent += s;
+      }
+    }
+    for (int k = 0; k < got; k++) __atomic_store_n(&slot[k]->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    if (got < BATCH) return;
+  }
 }
 
 static void *run(void *arg) {
@@ -124,6 +177,10 @@ static void *run(void *arg) {
     if (n < 0) { if (errno == EINTR) continue; perror("epoll_wait"); exit(1); }
     for (int e = 0; e < n; e++) {
       int i = (int)evs[e].data.u32, peer = i ^ 1;
+      if (rx_ring) {
+        relay_ring(r, i, peer, out, oiov);
+        continue;
+      }
       for (;;) {
         int got = recvmmsg(r->fd[i], in, BATCH, MSG_DONTWAIT, NULL);
         if (got <= 0) break;
@@ -156,10 +213,16 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && !strcmp(argv[1], "-t")) { tx_ring = 1; argv++; argc--; }
+  for (; argc > 1 && argv[1][0] == '-'; argv++, argc--) {
+    if (!strcmp(argv[1], "-t")) tx_ring = 1;
+    else if (!strcmp(argv[1], "-r")) rx_ring = 1;
+    else { fprintf(stderr, "batch: unknown option %s\n", argv[1]); return 2; }
+  }
+  if (getenv("RX_SLOTS")) rx_slots = atoi(getenv("RX_SLOTS"));
+  if (rx_slots < 2 || rx_slots % 2) { fprintf(stderr, "batch: RX_SLOTS must be even and at least 2\n"); return 2; }
   n_ifs = argc - 1;
   if (n_ifs < 2 || n_ifs % 2 || n_ifs > MAX_IFS) {
-    fprintf(stderr, "usage: batch [-t] A1 B1 [A2 B2 ...] (pairs of interfaces, at most %d)\n", MAX_IFS);
+    fprintf(stderr, "usage: batch [-t] [-r] A1 B1 [A2 B2 ...] (pairs of interfaces, at most %d)\n", MAX_IFS);
     return 2;
   }
   for (int i = 0; i < n_ifs; i++) {
@@ -173,14 +236,20 @@ int main(int argc, char **argv) {
     rs[c].fd = calloc((size_t)n_ifs, sizeof(int));
     rs[c].ring = calloc((size_t)n_ifs, sizeof(char *));
     rs[c].next = calloc((size_t)n_ifs, sizeof(unsigned));
+    rs[c].rx = calloc((size_t)n_ifs, sizeof(char *));
+    rs[c].rx_next = calloc((size_t)n_ifs, sizeof(unsigned));
   }
   /* Every CPU's socket joins the interface's group before any reader runs. */
   for (int i = 0; i < n_ifs; i++)
     for (int c = 0; c < n_cpus; c++) {
       rs[c].fd[i] = open_member(i, (getpid() + i) & 0xffff);
-      if (tx_ring) {
-        rs[c].ring[i] = mmap(NULL, (size_t)RING_FRAMES * SLOT, PROT_READ | PROT_WRITE, MAP_SHARED, rs[c].fd[i], 0);
-        if (rs[c].ring[i] == MAP_FAILED) { perror("mmap"); exit(1); }
+      /* One mapping: the RX ring first, then the TX ring. */
+      size_t rx_len = rx_ring ? (size_t)rx_slots * SLOT : 0, tx_len = tx_ring ? (size_t)RING_FRAMES * SLOT : 0;
+      if (rx_len + tx_len) {
+        char *m = mmap(NULL, rx_len + tx_len, PROT_READ | PROT_WRITE, MAP_SHARED, rs[c].fd[i], 0);
+        if (m == MAP_FAILED) { perror("mmap"); exit(1); }
+        rs[c].rx[i] = m;
+        rs[c].ring[i] = m + rx_len;
       }
     }
   pthread_t t;
