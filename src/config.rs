@@ -23,7 +23,7 @@ pub struct ConfigError(pub Vec<String>);
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "metrics", "storm_pps", "loop_detect",
+        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "ring_slots", "metrics", "storm_pps", "loop_detect",
         "readers", "fanout", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir", "vlan_filtering"])]
     pub config: Option<PathBuf>,
     /// The pods' gateway, as `cni0` is: create TAP interface NAME in the
@@ -68,8 +68,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
     /// How ports receive: `mmsg` (recvmmsg with PACKET_AUXDATA, woken per
-    /// arrival: lowest latency) or `ring` (TPACKET_V3 ring, batches; a partly
-    /// filled block waits up to --retire-ms).
+    /// arrival: lowest latency), `slots` (TPACKET_V2 ring of 2 KiB slots,
+    /// woken per arrival, less CPU per small frame; --ring-slots × 2 KiB of
+    /// kernel memory per port and reader) or `ring` (TPACKET_V3 ring,
+    /// batches; a partly filled block waits up to --retire-ms).
     #[arg(long, value_enum, default_value_t = RxArg::Mmsg)]
     pub rx: RxArg,
     /// RX ring (--rx ring): blocks per port.
@@ -81,6 +83,11 @@ pub struct RunArgs {
     /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
+    /// RX slots (--rx slots): slots per port and reader, 2 KiB each (an
+    /// even count, 64-65536; the default, 32 MiB, held a 64-byte flood on a
+    /// busy 2-CPU node without a loss, docs/benchmarks.md).
+    #[arg(long, default_value_t = 16_384)]
+    pub ring_slots: usize,
     /// Receive halves per port (`auto`: one per CPU this process may use, at
     /// most 8), in a PACKET_FANOUT group by CPU: member i takes the frames
     /// that arrived on CPU i (mod N). One thread per port serves them, on the
@@ -177,6 +184,7 @@ pub fn parse_readers(s: &str) -> Result<Readers, String> {
 pub enum RxArg {
     Ring,
     Mmsg,
+    Slots,
 }
 
 impl From<RxArg> for ub_port::afpacket::RxMode {
@@ -184,6 +192,7 @@ impl From<RxArg> for ub_port::afpacket::RxMode {
         match m {
             RxArg::Ring => ub_port::afpacket::RxMode::Ring,
             RxArg::Mmsg => ub_port::afpacket::RxMode::Mmsg,
+            RxArg::Slots => ub_port::afpacket::RxMode::Slots,
         }
     }
 }
@@ -261,6 +270,7 @@ impl RunArgs {
             block_kib: self.block_kib,
             blocks: self.ring_blocks,
             retire_ms: self.retire_ms,
+            slots: self.ring_slots,
             fanout: self.readers.count(),
             spread: self.fanout.into(),
         };
@@ -514,6 +524,7 @@ struct RingSection {
     blocks: Option<usize>,
     block_kib: Option<usize>,
     retire_ms: Option<u32>,
+    slots: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -648,6 +659,7 @@ impl Settings {
                 blocks: r.blocks.unwrap_or(dflt.blocks),
                 block_kib: r.block_kib.unwrap_or(dflt.block_kib),
                 retire_ms: r.retire_ms.unwrap_or(dflt.retire_ms),
+                slots: r.slots.unwrap_or(dflt.slots),
                 fanout: s.ring.fanout,
                 spread: s.ring.spread,
             };
@@ -895,6 +907,10 @@ vlans = [{ vid = 10, pvid = true, untagged = true }, { vid = 20 }]
         let s = Settings::parse("ports = [\"a\"]\n[threads]\nreaders_per_port = \"auto\"\n", "c.toml").unwrap();
         assert_eq!(s.ring.fanout, Readers::Auto.count());
         assert!(s.ring.fanout >= 1);
+        let s = Settings::parse("ports = [\"a\"]\n[ring]\nmode = \"slots\"\nslots = 1024\n", "c.toml").unwrap();
+        assert_eq!((s.ring.mode, s.ring.slots), (ub_port::afpacket::RxMode::Slots, 1024));
+        let e = Settings::parse("ports = [\"a\"]\n[ring]\nmode = \"slots\"\nslots = 1001\n", "c.toml").unwrap_err().0;
+        assert_eq!(e, vec!["c.toml: [ring] or [threads]: 1001 RX ring slots: use an even count from 64 to 65536"]);
         let e = Settings::parse("", "c.toml").unwrap_err().0;
         assert!(e[0].contains("no ports"), "{e:?}");
         let e = Settings::parse("ports = [\"a\"\n", "c.toml").unwrap_err().0;

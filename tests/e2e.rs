@@ -21,6 +21,11 @@ fn three_pods_flood_arp_then_unicast_icmp_with_the_ring() {
     flood_case(&["--rx", "ring"]);
 }
 
+#[test]
+fn three_pods_flood_arp_then_unicast_icmp_with_rx_slots() {
+    flood_case(&["--rx", "slots", "--ring-slots", "256"]);
+}
+
 /// One unpinned reader per port at nice 0, as before readers per CPU became
 /// the default (which every other test runs with).
 const ONE_READER: &[&str] = &["--readers", "1", "--reader-nice", "0"];
@@ -72,6 +77,11 @@ fn counters_match_the_pods_own_counters_exactly_with_the_ring() {
 }
 
 #[test]
+fn counters_match_the_pods_own_counters_exactly_with_rx_slots() {
+    counters_case(&["--rx", "slots", "--ring-slots", "256"]);
+}
+
+#[test]
 fn counters_match_the_pods_own_counters_exactly_with_one_reader_per_port() {
     counters_case(ONE_READER);
 }
@@ -104,6 +114,12 @@ fn tcp_with_default_offloads_crosses_the_switch_fast() {
 #[test]
 fn tcp_with_default_offloads_crosses_the_switch_fast_with_the_ring() {
     tcp_case(&["--rx", "ring"]);
+}
+
+#[test]
+fn tcp_with_default_offloads_crosses_the_switch_fast_with_rx_slots() {
+    // Every TSO super-frame is too big for a slot: all of them come whole through the socket.
+    tcp_case(&["--rx", "slots", "--ring-slots", "1024"]);
 }
 
 #[test]
@@ -182,19 +198,24 @@ fn a_port_whose_link_is_down_resumes_when_it_comes_up() {
 
 #[test]
 fn vlan_tags_taken_off_by_the_kernel_are_put_back() {
-    vlan_case("mmsg");
+    vlan_case(&["--rx", "mmsg"]);
 }
 
 #[test]
 fn vlan_tags_taken_off_by_the_kernel_are_put_back_with_the_ring() {
-    vlan_case("ring");
+    vlan_case(&["--rx", "ring"]);
 }
 
-fn vlan_case(rx: &str) {
+#[test]
+fn vlan_tags_taken_off_by_the_kernel_are_put_back_with_rx_slots() {
+    vlan_case(&["--rx", "slots", "--ring-slots", "256"]);
+}
+
+fn vlan_case(args: &[&str]) {
     // The receiving kernel moves an 802.1Q tag into packet metadata before a
     // packet socket sees the frame; the switch must re-insert it on egress.
     let lab = lab("vlan", 2);
-    let d = Daemon::start(&lab, &["--rx", rx]);
+    let d = Daemon::start(&lab, args);
     let (a, b) = (lab.pods[0].mac.0, lab.pods[1].mac.0);
     let tagged = |dst: [u8; 6], src: [u8; 6], vid: u16| {
         let mut f = dst.to_vec();
@@ -647,6 +668,60 @@ fn socket_maps(pid: u32) -> Vec<u64> {
         .collect()
 }
 
+/// Datagram `seq` of a burst: its number, then `len - 4` bytes that
+/// depend on it.
+fn datagram(seq: u32, len: usize) -> Vec<u8> {
+    let mut p = seq.to_be_bytes().to_vec();
+    p.extend((4..len).map(|k| (seq as usize * 7 + k).to_le_bytes()[0]));
+    p
+}
+
+/// Sends datagrams `payload(0..n)` from pod 1 to pod 2 while the daemon is
+/// stopped, so they queue on ubp1 and its reader takes them in full
+/// batches; runs `after_send` once the daemon goes on; waits until ubp2 has
+/// sent them all, and only then reads pod 2's socket: every datagram must
+/// be there, unchanged and in order.
+fn burst_through_stopped_daemon(
+    lab: &Lab,
+    d: &Daemon,
+    n: u32,
+    payload: impl Fn(u32) -> Vec<u8>,
+    after_send: impl FnOnce(),
+) {
+    use std::net::UdpSocket;
+    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7777").unwrap()).unwrap();
+    // Room for all of them (the default holds about a hundred).
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 32 << 20).unwrap();
+    let tx = NetNs::open(&lab.pods[0].ns).unwrap().run(|| UdpSocket::bind("10.0.0.1:0").unwrap()).unwrap();
+    let before = d.counter("ubp2", "tx_frames");
+    {
+        let _stopped = Stopped::stop(d.child.id());
+        for seq in 0..n {
+            tx.send_to(&payload(seq), "10.0.0.2:7777").unwrap();
+        }
+    }
+    after_send();
+    wait_until(&format!("{n} datagrams through ubp2"), Duration::from_secs(10), || {
+        d.counter("ubp2", "tx_frames") >= before + u64::from(n)
+    });
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (mut bad, mut out_of_order, mut last) = (Vec::new(), 0, None);
+    for _ in 0..n {
+        let len = rx.recv(&mut buf).expect("a datagram within 5 s");
+        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        if buf[..len] != payload(seq)[..] {
+            bad.push(seq);
+        }
+        if last.is_some_and(|l| seq <= l) {
+            out_of_order += 1;
+        }
+        last = Some(seq);
+    }
+    assert!(bad.is_empty(), "{} of {n} datagrams arrived changed, first {:?}", bad.len(), &bad[..bad.len().min(10)]);
+    assert_eq!(out_of_order, 0, "datagrams out of order");
+}
+
 #[test]
 fn a_burst_of_small_frames_leaves_through_the_tx_ring_whole_and_in_order() {
     // A batch of frames that fit a TX ring slot is written into the egress
@@ -658,56 +733,43 @@ fn a_burst_of_small_frames_leaves_through_the_tx_ring_whole_and_in_order() {
     // veth copies a slot's pages itself before a frame enters a pod, so this
     // cannot tell the whole-frame copy from page fragments; that choice is
     // a measured cost, in docs/benchmarks.md.)
-    use std::net::UdpSocket;
     let lab = lab("txring", 2);
     let d = Daemon::start(&lab, &[]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
     assert!(socket_maps(d.child.id()).is_empty(), "no ring before a burst: {:?}", socket_maps(d.child.id()));
-    const N: u32 = 2000;
-    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7777").unwrap()).unwrap();
-    // Room for all of them (the default holds about a hundred).
-    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 32 << 20).unwrap();
-    let payload = |seq: u32| -> Vec<u8> {
-        let len = 4 + (seq as usize * 37) % 1400;
-        let mut p = seq.to_be_bytes().to_vec();
-        p.extend((4..len).map(|k| (seq as usize * 7 + k).to_le_bytes()[0]));
-        p
-    };
-    let tx = NetNs::open(&lab.pods[0].ns).unwrap().run(|| UdpSocket::bind("10.0.0.1:0").unwrap()).unwrap();
-    let before = d.counter("ubp2", "tx_frames");
-    {
-        // The datagrams queue in ubp1's socket while the daemon is stopped, so
-        // its reader takes them in full batches.
-        let _stopped = Stopped::stop(d.child.id());
-        for seq in 0..N {
-            tx.send_to(&payload(seq), "10.0.0.2:7777").unwrap();
-        }
-    }
-    let maps = sample_until(Duration::from_secs(5), || socket_maps(d.child.id()), |m| !m.is_empty());
-    assert_eq!(maps, vec![256 << 10], "one 256 KiB TX ring, on ubp2");
-    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = vec![0u8; 2048];
-    let (mut got, mut bad, mut out_of_order) = (0u32, Vec::new(), 0);
-    let mut last = None;
-    // Every datagram is in the socket before the first read.
-    wait_until("2000 datagrams through ubp2", Duration::from_secs(10), || {
-        d.counter("ubp2", "tx_frames") >= before + u64::from(N)
+    let payload = |seq: u32| -> Vec<u8> { datagram(seq, 4 + (seq as usize * 37) % 1400) };
+    burst_through_stopped_daemon(&lab, &d, 2000, payload, || {
+        let maps = sample_until(Duration::from_secs(5), || socket_maps(d.child.id()), |m| !m.is_empty());
+        assert_eq!(maps, vec![256 << 10], "one 256 KiB TX ring, on ubp2");
     });
-    while got < N {
-        let n = rx.recv(&mut buf).expect("a datagram within 5 s");
-        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
-        if buf[..n] != payload(seq)[..] {
-            bad.push(seq);
-        }
-        if last.is_some_and(|l| seq <= l) {
-            out_of_order += 1;
-        }
-        last = Some(seq);
-        got += 1;
-    }
-    assert!(bad.is_empty(), "{} of {N} datagrams arrived changed, first {:?}", bad.len(), &bad[..bad.len().min(10)]);
-    assert_eq!(out_of_order, 0, "datagrams out of order");
     assert_eq!(d.counter("ubp2", "tx_error"), 0);
+}
+
+#[test]
+fn with_rx_slots_frames_too_big_for_a_slot_arrive_whole_and_in_order_among_small_ones() {
+    // `--rx slots`: a frame that does not fit its 2 KiB slot gets the slot
+    // with its first bytes and TP_STATUS_COPY, and the whole frame is queued
+    // on the socket; the reader must match each such slot with the next
+    // whole frame from the socket. 600 datagrams, two in three of them
+    // 2000-8000 bytes (jumbo frames, MTU 9000), queue while the daemon is
+    // stopped, so a walk of the ring meets more of those slots than one
+    // `recvmmsg` takes. Each must reach pod 2 unchanged and in order, and
+    // none may be cut short.
+    let lab = lab("slots", 2);
+    for p in &lab.pods {
+        ns_ok(&p.ns, &["ip", "link", "set", "eth0", "mtu", "9000"]);
+        ns_ok(&lab.switch_ns(), &["ip", "link", "set", &p.port, "mtu", "9000"]);
+    }
+    let d = Daemon::start(&lab, &["--rx", "slots", "--ring-slots", "2048"]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
+    let payload = |seq: u32| -> Vec<u8> {
+        let len =
+            if seq.is_multiple_of(3) { 4 + (seq as usize * 37) % 1400 } else { 2000 + (seq as usize * 131) % 6000 };
+        datagram(seq, len)
+    };
+    burst_through_stopped_daemon(&lab, &d, 600, payload, || {});
+    assert_eq!(d.counter("ubp1", "truncated"), 0, "frames cut short at ubp1");
+    assert_eq!(d.counter("ubp1", "ring_full"), 0, "frames the ring had no slot for");
 }
 
 #[test]

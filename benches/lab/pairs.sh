@@ -6,7 +6,8 @@
 # aggregate, so a starved pair shows.
 #   bash benches/lab/pairs.sh            (as root; PAIRS=8 SECS=5 ROUNDS=3)
 # MODES="kbridge userbridge" and TESTS="tcp udp64" choose a subset (one
-# switch's TCP alone, to profile it).
+# switch's TCP alone, to profile it); EXTRA='--rx slots' passes more
+# options to the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PAIRS=${PAIRS:-8}
@@ -61,7 +62,8 @@ switch_up() {
     userbridge)
       args=()
       for i in $(seq 1 "$PAIRS"); do args+=(--port "pa$i" --port "pb$i"); done
-      ip netns exec "$SW" "$BIN" run "${args[@]}" --socket "/tmp/$N-ub.sock" --state-dir "/tmp/$N-state" --log-level warn &
+      # shellcheck disable=SC2086 # EXTRA is words on purpose
+      ip netns exec "$SW" "$BIN" run "${args[@]}" --socket "/tmp/$N-ub.sock" --state-dir "/tmp/$N-state" --log-level warn ${EXTRA:-} &
       DPID=$!
       for _ in $(seq 100); do [ -S "/tmp/$N-ub.sock" ] && break; sleep 0.1; done ;;
   esac

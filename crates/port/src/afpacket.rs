@@ -1,4 +1,4 @@
-//! AF_PACKET port: `recvmmsg` (or a TPACKET_V3 RX ring) and `sendmmsg` on
+//! AF_PACKET port: `recvmmsg` (or a TPACKET_V2 or V3 RX ring) and `sendmmsg` on
 //! one socket, small frames sent through a TX ring on a second, with
 //! PACKET_VNET_HDR (GSO super-frames and partial checksums cross the switch
 //! intact), PACKET_IGNORE_OUTGOING (we never see what we sent), the
@@ -9,7 +9,7 @@
 //! RawFd), hence this module; see docs/architecture.md.
 
 pub use crate::sys::Fanout;
-use crate::sys::{self, MmsgScratch, Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TxRing};
+use crate::sys::{self, MmsgScratch, Ring, SlotRing, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TxRing};
 use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,6 +27,11 @@ pub enum RxMode {
     /// (docs/benchmarks.md).
     #[default]
     Mmsg,
+    /// TPACKET_V2 ring of 2 KiB slots: a wake-up per arrival like `Mmsg`,
+    /// no syscall or skb per small frame; frames too big for a slot (GSO
+    /// super-frames) are read whole from the socket. Costs `slots` × 2 KiB
+    /// of kernel memory per receive half, held from the start.
+    Slots,
 }
 
 /// How a port receives: the mode, and the ring geometry when it is a ring
@@ -41,6 +46,8 @@ pub struct RxConfig {
     pub blocks: usize,
     /// Longest a partly filled block waits before user space sees it, ms.
     pub retire_ms: u32,
+    /// Slots of the TPACKET_V2 ring (`RxMode::Slots`), 2 KiB each.
+    pub slots: usize,
     /// Receive halves (and reader threads) per port, in a PACKET_FANOUT
     /// group; 1 means a plain socket.
     pub fanout: usize,
@@ -50,7 +57,15 @@ pub struct RxConfig {
 
 impl Default for RxConfig {
     fn default() -> Self {
-        RxConfig { mode: RxMode::Mmsg, block_kib: 256, blocks: 8, retire_ms: 1, fanout: 1, spread: Fanout::FlowOrCpu }
+        RxConfig {
+            mode: RxMode::Mmsg,
+            block_kib: 256,
+            blocks: 8,
+            retire_ms: 1,
+            slots: 16_384,
+            fanout: 1,
+            spread: Fanout::FlowOrCpu,
+        }
     }
 }
 
@@ -67,6 +82,9 @@ impl RxConfig {
         }
         if !(2..=1024).contains(&self.blocks) {
             return Err(format!("{} ring blocks: use 2 to 1024", self.blocks));
+        }
+        if !(64..=65_536).contains(&self.slots) || !self.slots.is_multiple_of(2) {
+            return Err(format!("{} RX ring slots: use an even count from 64 to 65536", self.slots));
         }
         if !(1..=1000).contains(&self.retire_ms) {
             return Err(format!("block retire timeout {} ms: use 1 to 1000", self.retire_ms));
@@ -166,19 +184,30 @@ fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPa
             held: None,
         },
         RxMode::Mmsg => {
-            sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
-                .map_err(e("enabling PACKET_AUXDATA"))?;
-            // The queue a burst waits in while the reader is off the CPU; the
-            // default (~200 KiB) holds only a few hundred small frames.
-            set_buffer(fd.as_fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, MMSG_RCVBUF);
-            RxPath::Mmsg {
-                recv: sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?,
-                drained: false,
-            }
+            let recv = mmsg_receive(fd.as_fd(), name)?;
+            RxPath::Mmsg { recv, drained: false }
+        }
+        RxMode::Slots => {
+            // Switches the socket to TPACKET_V2 (no ring is set yet, so it may).
+            let ring = SlotRing::new(fd.as_fd(), ring.slots).map_err(e("setting up the RX ring"))?;
+            // The frames too big for a slot wait whole on the socket, read with recvmmsg.
+            let copies = mmsg_receive(fd.as_fd(), name)?;
+            RxPath::Slots { ring, next: 0, held: 0, copies, drained: false }
         }
     };
     sys::bind_packet(fd.as_fd(), ifindex).map_err(e("binding the packet socket"))?;
     Ok((fd, rx))
+}
+
+/// Makes `fd` ready for `recvmmsg`: auxdata on, a deep receive queue, and
+/// the buffers.
+fn mmsg_receive(fd: BorrowedFd<'_>, name: &str) -> Result<sys::MmsgRecv, PortError> {
+    let e = |what| move |err| PortError::io(what, name, err);
+    sys::set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(e("enabling PACKET_AUXDATA"))?;
+    // The queue a burst waits in while the reader is off the CPU; the
+    // default (~200 KiB) holds only a few hundred small frames.
+    set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, MMSG_RCVBUF);
+    sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))
 }
 
 /// Sets a socket buffer to `bytes`: with `force` (beyond the sysctl limit,
@@ -212,6 +241,16 @@ enum RxPath {
     /// `drained`: the last `recvmmsg` returned fewer frames than slots.
     Mmsg {
         recv: sys::MmsgRecv,
+        drained: bool,
+    },
+    /// `held` slots before `next` are the last batch's, released at the
+    /// next call; `copies` reads the frames too big for a slot; `drained`:
+    /// the last batch stopped at a slot the kernel had not filled.
+    Slots {
+        ring: SlotRing,
+        next: usize,
+        held: usize,
+        copies: sys::MmsgRecv,
         drained: bool,
     },
 }
@@ -253,6 +292,52 @@ impl PortRx for AfPacketRx {
                     });
                 });
             }
+            RxPath::Slots { ring, next, held, copies, drained } => {
+                let n = ring.slots();
+                for k in 0..*held {
+                    ring.release((*next + n - *held + k) % n);
+                }
+                let ring: &'a SlotRing = ring;
+                let mut frames = [None; BATCH];
+                let (mut got, mut copied, mut empty) = (0, 0, false);
+                while got < BATCH {
+                    let Some(f) = ring.frame((*next + got) % n) else {
+                        empty = true;
+                        break;
+                    };
+                    if f.copied() && copied == MMSG_SLOTS {
+                        break; // one recvmmsg takes this many whole frames: the rest next time
+                    }
+                    copied += usize::from(f.copied());
+                    frames[got] = Some(f);
+                    got += 1;
+                }
+                (*held, *next, *drained) = (got, (*next + got) % n, empty);
+                // The whole frames of the slots marked as copies, in the slots' order.
+                let mut whole: [&'a [u8]; MMSG_SLOTS] = [&[]; MMSG_SLOTS];
+                let mut w = 0;
+                if copied > 0 {
+                    copies.recv_up_to(self.fd.as_fd(), copied, |f| {
+                        whole[w] = f.data;
+                        w += 1;
+                    })?;
+                }
+                let mut whole = whole[..w].iter();
+                for f in frames.iter().take(got).flatten() {
+                    // A copy is missing when the socket's queue was full: then what the slot has.
+                    let copy = if f.copied() { whole.next() } else { None };
+                    let (vnet, data) = match copy.map(|d| (d.first_chunk::<10>(), d.get(10..))) {
+                        Some((Some(v), Some(d))) => (Some(v), d),
+                        _ => (f.vnet, f.data),
+                    };
+                    out.push(RxFrame {
+                        data,
+                        vnet: vnet.map(VnetHdr::from_bytes),
+                        offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
+                        wire_len: f.wire_len,
+                    });
+                }
+            }
             RxPath::Mmsg { recv, drained } => {
                 *drained = false;
                 let got = recv.recv(self.fd.as_fd(), |f| {
@@ -276,7 +361,7 @@ impl PortRx for AfPacketRx {
     }
 
     fn drained(&self) -> bool {
-        matches!(self.rx, RxPath::Mmsg { drained: true, .. })
+        matches!(self.rx, RxPath::Mmsg { drained: true, .. } | RxPath::Slots { drained: true, .. })
     }
 
     fn check(&mut self) -> Health {

@@ -226,13 +226,24 @@ impl MmsgRecv {
 
     /// Receives what is ready (non-blocking) and calls `f` for each frame.
     /// Returns how many were received; 0 when none was ready.
-    pub fn recv<'a>(&'a mut self, fd: BorrowedFd<'_>, mut f: impl FnMut(MmsgFrame<'a>)) -> io::Result<usize> {
-        for m in self.msgs.iter_mut() {
+    pub fn recv<'a>(&'a mut self, fd: BorrowedFd<'_>, f: impl FnMut(MmsgFrame<'a>)) -> io::Result<usize> {
+        self.recv_up_to(fd, self.msgs.len(), f)
+    }
+
+    /// As [`MmsgRecv::recv`], at most `max` frames (and at most the slots).
+    pub fn recv_up_to<'a>(
+        &'a mut self,
+        fd: BorrowedFd<'_>,
+        max: usize,
+        mut f: impl FnMut(MmsgFrame<'a>),
+    ) -> io::Result<usize> {
+        let max = max.min(self.msgs.len());
+        for m in self.msgs[..max].iter_mut() {
             m.msg_hdr.msg_controllen = CMSG_SPACE;
             m.msg_hdr.msg_flags = 0;
             m.msg_len = 0;
         }
-        let n = u32::try_from(self.msgs.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(max).unwrap_or(u32::MAX);
         let msgs = self.msgs.as_mut_ptr();
         // SAFETY: every mmsghdr points to an iovec and control buffer owned by self,
         // sized as declared; the kernel writes at most those lengths.

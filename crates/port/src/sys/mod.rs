@@ -1,7 +1,7 @@
 //! Every `unsafe` block of the port crate, one file per kernel object:
 //! packet sockets and their options ([`socket`]), the TPACKET_V3 ring
-//! ([`ring`]), `recvmmsg`/`sendmmsg` ([`mmsg`]), the TX ring ([`txring`])
-//! and the tun device ([`tun`]).
+//! ([`ring`]), the TPACKET_V2 receive ring ([`slots`]), `recvmmsg`/`sendmmsg`
+//! ([`mmsg`]), the TX ring ([`txring`]) and the tun device ([`tun`]).
 //! The rest of the crate is safe code over the small, safe API exported here.
 #![allow(unsafe_code)]
 
@@ -41,12 +41,14 @@ macro_rules! syscall {
 
 mod mmsg;
 mod ring;
+mod slots;
 mod socket;
 mod tun;
 mod txring;
 
 pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
 pub use ring::{Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
+pub use slots::SlotRing;
 use socket::bind_packet_protocol;
 pub use socket::{
     Fanout, add_promisc, bind_packet, join_fanout, packet_drops, packet_socket, set_packet_version_v3,

@@ -18,15 +18,25 @@ pub struct Ring {
 // SAFETY: the mapping is owned by the Ring and only touched through &self / &mut self.
 unsafe impl Send for Ring {}
 
-/// One received frame inside a user-owned block.
+/// One received frame in a user-owned block (V3) or slot (V2,
+/// [`super::SlotRing`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RingFrame<'a> {
     pub vnet: Option<&'a [u8; 10]>,
+    /// What the ring holds of the frame: all of it unless [`Self::copied`].
     pub data: &'a [u8],
     pub wire_len: u32,
     pub status: u32,
     pub vlan_tci: u16,
     pub vlan_tpid: u16,
+}
+
+impl RingFrame<'_> {
+    /// A V2 slot holds only the start of the frame; the whole frame waits
+    /// on the socket (PACKET_COPY_THRESH). Never set in a V3 block.
+    pub fn copied(&self) -> bool {
+        self.status & libc::TP_STATUS_COPY != 0
+    }
 }
 
 pub const TP_STATUS_VLAN_VALID: u32 = libc::TP_STATUS_VLAN_VALID;
@@ -47,39 +57,8 @@ impl Ring {
         req.tp_retire_blk_tov = retire_ms;
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         let len = block_size * block_nr;
-        // SAFETY: mapping a fresh region of the length the ring was set up with; the
-        // kernel validates the fd and length.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        let p = if p == libc::MAP_FAILED {
-            // MAP_LOCKED can fail under RLIMIT_MEMLOCK; the ring works unlocked too.
-            // SAFETY: as above, without MAP_LOCKED.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            p
-        } else {
-            p
-        };
-        Ok(Ring { base: p.cast(), len, block_size, block_nr })
+        let p = map_ring(fd, len)?;
+        Ok(Ring { base: p, len, block_size, block_nr })
     }
 
     pub fn block_nr(&self) -> usize {
@@ -153,6 +132,22 @@ impl Ring {
     pub fn release(&mut self, i: usize) {
         self.status_word(i).store(libc::TP_STATUS_KERNEL, Ordering::Release);
     }
+}
+
+/// Maps the `len` bytes of the ring(s) set up on `fd`, locked in memory when
+/// RLIMIT_MEMLOCK allows (the ring works unlocked too).
+pub(super) fn map_ring(fd: BorrowedFd<'_>, len: usize) -> io::Result<*mut u8> {
+    for flags in [libc::MAP_SHARED | libc::MAP_LOCKED, libc::MAP_SHARED] {
+        // SAFETY: mapping a fresh region of the length the ring was set up with; the
+        // kernel validates the fd and length.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd.as_raw_fd(), 0)
+        };
+        if p != libc::MAP_FAILED {
+            return Ok(p.cast());
+        }
+    }
+    Err(io::Error::last_os_error())
 }
 
 impl Drop for Ring {

@@ -19,7 +19,7 @@ use std::mem::zeroed;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-const TPACKET_V2: libc::c_int = 1;
+pub(super) const TPACKET_V2: libc::c_int = 1;
 /// Bytes per slot.
 pub const SLOT: usize = 2048;
 /// Where a frame's bytes start in a slot: `TPACKET2_HDRLEN -
@@ -46,6 +46,19 @@ pub struct TxRing {
 
 // SAFETY: the mapping is owned by the TxRing and only touched through &mut self.
 unsafe impl Send for TxRing {}
+
+/// A TPACKET_V2 ring of `slots` slots of [`SLOT`] bytes, two to a page:
+/// single pages, which the kernel always finds.
+pub(super) fn v2_request(slots: usize) -> io::Result<libc::tpacket_req> {
+    let u32_of = |v: usize| u32::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    // SAFETY: tpacket_req is plain old data; all-zero is valid.
+    let mut req: libc::tpacket_req = unsafe { zeroed() };
+    req.tp_block_size = 4096;
+    req.tp_block_nr = u32_of(slots * SLOT / 4096)?;
+    req.tp_frame_size = u32_of(SLOT)?;
+    req.tp_frame_nr = u32_of(slots)?;
+    Ok(req)
+}
 
 impl TxRing {
     /// The socket, bound to `ifindex` in the calling thread's network
@@ -82,14 +95,7 @@ impl TxRing {
     }
 
     fn map_once(&mut self, slots: usize) -> io::Result<()> {
-        let u32_of = |v: usize| u32::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-        // SAFETY: tpacket_req is plain old data; all-zero is valid.
-        let mut req: libc::tpacket_req = unsafe { zeroed() };
-        req.tp_block_size = 4096;
-        req.tp_block_nr = u32_of(slots * SLOT / 4096)?;
-        req.tp_frame_size = u32_of(SLOT)?;
-        req.tp_frame_nr = u32_of(slots)?;
-        setsockopt(self.fd.as_fd(), libc::SOL_PACKET, libc::PACKET_TX_RING, &req)?;
+        setsockopt(self.fd.as_fd(), libc::SOL_PACKET, libc::PACKET_TX_RING, &v2_request(slots)?)?;
         // SAFETY: maps the ring just set up on fd, of exactly its length; the kernel
         // validates both.
         let p = unsafe {
