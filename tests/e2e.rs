@@ -773,6 +773,63 @@ fn with_rx_slots_frames_too_big_for_a_slot_arrive_whole_and_in_order_among_small
 }
 
 #[test]
+fn with_rx_slots_a_link_flap_leaves_the_slots_in_step_with_their_copies() {
+    // ubp1 going down and up while frames too big for a slot wait in its
+    // ring leaves ENETDOWN pending on its sockets. Had the reader's
+    // `recvmmsg` of those frames' copies failed on it, the copies would stay
+    // queued and be matched with the next frames' slots: pods would get old
+    // frames in place of new ones. Every datagram sent after the flap must
+    // reach pod 2 as itself and in order (those sent before may be lost).
+    use std::net::UdpSocket;
+    let lab = lab("slotflap", 2);
+    let sw = lab.switch_ns();
+    for p in &lab.pods {
+        ns_ok(&p.ns, &["ip", "link", "set", "eth0", "mtu", "9000"]);
+        ns_ok(&sw, &["ip", "link", "set", &p.port, "mtu", "9000"]);
+    }
+    let d = Daemon::start(&lab, &["--rx", "slots", "--ring-slots", "1024"]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
+    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7777").unwrap()).unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 32 << 20).unwrap();
+    let tx = NetNs::open(&lab.pods[0].ns).unwrap().run(|| UdpSocket::bind("10.0.0.1:0").unwrap()).unwrap();
+    let payload = |seq: u32| datagram(seq, 3000 + seq as usize * 17);
+    {
+        let _stopped = Stopped::stop(d.child.id());
+        // Sent from the last CPU, so they wait in a member other than the
+        // first, whose error the reader's link check clears anyway.
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut last = rustix::thread::CpuSet::new();
+        last.set(cpus - 1);
+        rustix::thread::sched_setaffinity(None, &last).unwrap();
+        for seq in 0..40 {
+            tx.send_to(&payload(seq), "10.0.0.2:7777").unwrap();
+        }
+        ns_ok(&sw, &["ip", "link", "set", "ubp1", "down"]);
+        ns_ok(&sw, &["ip", "link", "set", "ubp1", "up"]);
+    }
+    let up = |ns: &str, dev: &str| ns_ok(ns, &["cat", &format!("/sys/class/net/{dev}/operstate")]).trim() == "up";
+    wait_until("pod 1's link back up", Duration::from_secs(5), || up(&lab.pods[0].ns, "eth0"));
+    wait_until("ubp1 up again in the daemon", Duration::from_secs(5), || {
+        Daemon::port(&d.query(&["port", "list"]), "ubp1")["state"] == "up"
+    });
+    for seq in 40..80 {
+        tx.send_to(&payload(seq), "10.0.0.2:7777").unwrap();
+    }
+    rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = vec![0u8; 9000];
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|&l| l < 79) {
+        let Ok(n) = rx.recv(&mut buf) else { break };
+        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        assert_eq!(buf[..n], payload(seq)[..], "datagram {seq} arrived changed");
+        seen.push(seq);
+    }
+    assert!(seen.is_sorted(), "out of order: {seen:?}");
+    let after: Vec<u32> = seen.iter().copied().filter(|&s| s >= 40).collect();
+    assert_eq!(after, (40..80).collect::<Vec<_>>(), "the datagrams sent after the flap; all seen: {seen:?}");
+}
+
+#[test]
 fn frames_the_tx_ring_could_not_send_are_counted_and_the_ring_goes_on_when_the_link_is_back() {
     // A frame the kernel refuses stays in its slot (link down: `send` fails
     // before taking any). The port must count such frames as failed, give

@@ -9,7 +9,9 @@
 //! RawFd), hence this module; see docs/architecture.md.
 
 pub use crate::sys::Fanout;
-use crate::sys::{self, MmsgScratch, Ring, SlotRing, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TxRing};
+use crate::sys::{
+    self, MmsgScratch, Ring, RingFrame, SlotRing, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TxRing,
+};
 use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -227,6 +229,10 @@ const SNDBUF: i32 = 4 << 20;
 /// truesize, about 1 KiB for a small frame).
 const MMSG_RCVBUF: i32 = 8 << 20;
 
+/// Most queued frames dropped to bring RX slots and their copies back in
+/// step (more than a full receive queue of super-frames holds).
+const RESYNC_MAX: usize = 4096;
+
 /// Frames per `recvmmsg` (each slot holds a vnet header and a 64 KiB frame;
 /// pages are touched only as frames need them).
 pub const MMSG_SLOTS: usize = 32;
@@ -262,6 +268,14 @@ pub struct AfPacketRx {
     rx: RxPath,
     name: String,
     ifindex: u32,
+}
+
+/// Whether `whole`, a frame read from the socket, is the one whose start
+/// slot `f` holds: same length, same first bytes (headers with their
+/// sequence numbers and IP ids, so two frames of a stream differ).
+fn is_copy_of(whole: &[u8], f: &RingFrame<'_>) -> bool {
+    let head = &f.data[..f.data.len().min(128)];
+    whole.len() == f.wire_len as usize && whole.starts_with(head)
 }
 
 fn offloaded_tag(status: u32, tci: u16, tpid: u16) -> Option<(u16, u16)> {
@@ -317,18 +331,28 @@ impl PortRx for AfPacketRx {
                 let mut whole: [&'a [u8]; MMSG_SLOTS] = [&[]; MMSG_SLOTS];
                 let mut w = 0;
                 if copied > 0 {
+                    // A pending socket error (ENETDOWN) would fail this recvmmsg and
+                    // leave the copies queued, to be matched with later slots.
+                    let _ = sys::take_socket_error(self.fd.as_fd());
                     copies.recv_up_to(self.fd.as_fd(), copied, |f| {
                         whole[w] = f.data;
                         w += 1;
                     })?;
                 }
                 let mut whole = whole[..w].iter();
+                let mut astray = false;
                 for f in frames.iter().take(got).flatten() {
-                    // A copy is missing when the socket's queue was full: then what the slot has.
                     let copy = if f.copied() { whole.next() } else { None };
                     let (vnet, data) = match copy.map(|d| (d.first_chunk::<10>(), d.get(10..))) {
-                        Some((Some(v), Some(d))) => (Some(v), d),
-                        _ => (f.vnet, f.data),
+                        Some((Some(v), Some(d))) if is_copy_of(d, f) => (Some(v), d),
+                        // Not this slot's frame: the queue and the ring have gone out of step.
+                        Some(_) => {
+                            astray = true;
+                            (f.vnet, f.data)
+                        }
+                        // No copy was queued (the socket's queue was full), or none read:
+                        // what the slot has, which the datapath drops as truncated.
+                        None => (f.vnet, f.data),
                     };
                     out.push(RxFrame {
                         data,
@@ -336,6 +360,15 @@ impl PortRx for AfPacketRx {
                         offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
                         wire_len: f.wire_len,
                     });
+                }
+                if astray {
+                    // Whatever waits now belongs to slots already read: drop it, so the
+                    // next slots meet their own copies (theirs come after it). The
+                    // reader logs the error; the frames above are forwarded first.
+                    let n = sys::discard_queued(self.fd.as_fd(), RESYNC_MAX);
+                    return Err(io::Error::other(format!(
+                        "RX slots and the frames queued for them were out of step: {n} queued frames dropped"
+                    )));
                 }
             }
             RxPath::Mmsg { recv, drained } => {
@@ -470,5 +503,26 @@ impl PortTx for AfPacketTx {
 
     fn mtu(&self) -> u32 {
         self.mtu
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(data: &[u8], wire_len: u32) -> RingFrame<'_> {
+        RingFrame { vnet: None, data, wire_len, status: libc::TP_STATUS_COPY, vlan_tci: 0, vlan_tpid: 0 }
+    }
+
+    #[test]
+    fn a_copy_matches_only_its_own_slot() {
+        // Two segments of one stream: same headers but the sequence number.
+        let frame =
+            |seq: u8| -> Vec<u8> { (0..3000usize).map(|i| if i == 40 { seq } else { i.to_le_bytes()[0] }).collect() };
+        let (a, b) = (frame(1), frame(2));
+        assert!(is_copy_of(&a, &slot(&a[..1972], 3000)));
+        assert!(!is_copy_of(&b, &slot(&a[..1972], 3000)), "another frame's copy, same length");
+        assert!(!is_copy_of(&a[..2999], &slot(&a[..1972], 3000)), "a copy of another length");
+        assert!(is_copy_of(&a[..64], &slot(&a[..64], 64)), "a slot shorter than the compared head");
     }
 }

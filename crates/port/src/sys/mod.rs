@@ -47,11 +47,11 @@ mod tun;
 mod txring;
 
 pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
-pub use ring::{Ring, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
+pub use ring::{Ring, RingFrame, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
 pub use slots::SlotRing;
 use socket::bind_packet_protocol;
 pub use socket::{
-    Fanout, add_promisc, bind_packet, join_fanout, packet_drops, packet_socket, set_packet_version_v3,
+    Fanout, add_promisc, bind_packet, discard_queued, join_fanout, packet_drops, packet_socket, set_packet_version_v3,
     take_socket_error,
 };
 pub use tun::{read_nb, tun_open_tap, writev};

@@ -40,6 +40,24 @@ pub fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     Ok((v != 0).then(|| io::Error::from_raw_os_error(v)))
 }
 
+/// Drops what waits in the socket's receive queue, at most `max` frames,
+/// without reading it; returns how many.
+pub fn discard_queued(fd: BorrowedFd<'_>, max: usize) -> usize {
+    let mut n = 0;
+    while n < max {
+        // SAFETY: a zero-length receive into no buffer; MSG_TRUNC takes the datagram off
+        // the queue whole without copying anything.
+        let r = syscall!(unsafe {
+            libc::recv(fd.as_raw_fd(), std::ptr::null_mut(), 0, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+        });
+        if r.is_err() {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 /// Frames dropped by the kernel since the last call (PACKET_STATISTICS).
 pub fn packet_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: tpacket_stats_v3 is plain old data; all-zero is valid.
