@@ -676,6 +676,27 @@ fn datagram(seq: u32, len: usize) -> Vec<u8> {
     p
 }
 
+/// A UDP socket in pod 2 on 10.0.0.2:7777 with room for a burst (the
+/// default buffer holds about a hundred datagrams), and one in pod 1 to
+/// send to it.
+fn udp_ends(lab: &Lab) -> (std::net::UdpSocket, std::net::UdpSocket) {
+    use std::net::UdpSocket;
+    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7777").unwrap()).unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 32 << 20).unwrap();
+    let tx = NetNs::open(&lab.pods[0].ns).unwrap().run(|| UdpSocket::bind("10.0.0.1:0").unwrap()).unwrap();
+    (rx, tx)
+}
+
+/// Two pods whose links, both ends, take jumbo frames (MTU 9000).
+fn jumbo_lab(tag: &str) -> Lab {
+    let lab = lab(tag, 2);
+    for p in &lab.pods {
+        ns_ok(&p.ns, &["ip", "link", "set", "eth0", "mtu", "9000"]);
+        ns_ok(&lab.switch_ns(), &["ip", "link", "set", &p.port, "mtu", "9000"]);
+    }
+    lab
+}
+
 /// Sends datagrams `payload(0..n)` from pod 1 to pod 2 while the daemon is
 /// stopped, so they queue on ubp1 and its reader takes them in full
 /// batches; runs `after_send` once the daemon goes on; waits until ubp2 has
@@ -688,11 +709,7 @@ fn burst_through_stopped_daemon(
     payload: impl Fn(u32) -> Vec<u8>,
     after_send: impl FnOnce(),
 ) {
-    use std::net::UdpSocket;
-    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7777").unwrap()).unwrap();
-    // Room for all of them (the default holds about a hundred).
-    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 32 << 20).unwrap();
-    let tx = NetNs::open(&lab.pods[0].ns).unwrap().run(|| UdpSocket::bind("10.0.0.1:0").unwrap()).unwrap();
+    let (rx, tx) = udp_ends(lab);
     let before = d.counter("ubp2", "tx_frames");
     {
         let _stopped = Stopped::stop(d.child.id());
@@ -755,11 +772,7 @@ fn with_rx_slots_frames_too_big_for_a_slot_arrive_whole_and_in_order_among_small
     // stopped, so a walk of the ring meets more of those slots than one
     // `recvmmsg` takes. Each must reach pod 2 unchanged and in order, and
     // none may be cut short.
-    let lab = lab("slots", 2);
-    for p in &lab.pods {
-        ns_ok(&p.ns, &["ip", "link", "set", "eth0", "mtu", "9000"]);
-        ns_ok(&lab.switch_ns(), &["ip", "link", "set", &p.port, "mtu", "9000"]);
-    }
+    let lab = jumbo_lab("slots");
     let d = Daemon::start(&lab, &["--rx", "slots", "--ring-slots", "2048"]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
     let payload = |seq: u32| -> Vec<u8> {
@@ -780,18 +793,11 @@ fn with_rx_slots_a_link_flap_leaves_the_slots_in_step_with_their_copies() {
     // queued and be matched with the next frames' slots: pods would get old
     // frames in place of new ones. Every datagram sent after the flap must
     // reach pod 2 as itself and in order (those sent before may be lost).
-    use std::net::UdpSocket;
-    let lab = lab("slotflap", 2);
+    let lab = jumbo_lab("slotflap");
     let sw = lab.switch_ns();
-    for p in &lab.pods {
-        ns_ok(&p.ns, &["ip", "link", "set", "eth0", "mtu", "9000"]);
-        ns_ok(&sw, &["ip", "link", "set", &p.port, "mtu", "9000"]);
-    }
     let d = Daemon::start(&lab, &["--rx", "slots", "--ring-slots", "1024"]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
-    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7777").unwrap()).unwrap();
-    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 32 << 20).unwrap();
-    let tx = NetNs::open(&lab.pods[0].ns).unwrap().run(|| UdpSocket::bind("10.0.0.1:0").unwrap()).unwrap();
+    let (rx, tx) = udp_ends(&lab);
     let payload = |seq: u32| datagram(seq, 3000 + seq as usize * 17);
     {
         let _stopped = Stopped::stop(d.child.id());
