@@ -10,6 +10,10 @@
 # ports named {P1} and {P2}, e.g. '/tmp/relay poll {P1} {P2}'
 # (benches/lab/relay-probe/).
 # PING_CPU=N runs the pinging process on CPU N only.
+# For each switch other than the bridge it also prints the CPU time its
+# process spent per round trip (`perf stat -e task-clock` during the ping:
+# both hops, the answering pod's softirq included, as it runs in the thread
+# that sends into its veth).
 # TRACE=1 also records scheduler and xmit events with `perf` during each
 # userbridge round and splits every round trip into its two hops through
 # the switch: the time from the pod's send to the switch's send on the other
@@ -31,7 +35,7 @@ down() {
   if [ -n "$DPID" ]; then kill -TERM "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true; fi
   DPID=""
   for n in a b sw; do ip netns del "$N-$n" 2>/dev/null || true; done
-  rm -f "$SOCK" "/tmp/$N.perf"
+  rm -f "$SOCK" "/tmp/$N.perf" "/tmp/$N.stat"
 }
 trap down EXIT
 
@@ -110,6 +114,10 @@ for r in $(seq 1 "$ROUNDS"); do
       perf record -q -a -e sched:sched_switch,net:net_dev_xmit -o "/tmp/$N.perf" -- \
         ip netns exec "$N-a" "${PIN[@]}" ping -c "$COUNT" -i 0.002 10.79.0.2 2>/dev/null | percentiles | sed "s|^|round $r $b: |"
       hops
+    elif [ "$b" != bridge ]; then
+      perf stat -x, -e task-clock -p "$DPID" -o "/tmp/$N.stat" -- \
+        ip netns exec "$N-a" "${PIN[@]}" ping -c "$COUNT" -i 0.002 10.79.0.2 | percentiles | sed "s|^|round $r $b: |" | tr -d '\n'
+      awk -F, -v n="$COUNT" '$3 == "task-clock" { cpu = sprintf("  switch CPU %.1f us per round trip", 1000 * $1 / n) } END { print cpu }' "/tmp/$N.stat"
     else
       ip netns exec "$N-a" "${PIN[@]}" ping -c "$COUNT" -i 0.002 10.79.0.2 | percentiles | sed "s|^|round $r $b: |"
     fi

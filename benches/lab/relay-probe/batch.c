@@ -17,7 +17,7 @@
  * PACKET_VNET_HDR both ways and hdr_len set to the frame's length, so the
  * kernel copies each frame whole and a slot is free again once sent.
  * With -r each socket receives into a TPACKET_V2 PACKET_RX_RING (RX_SLOTS
- * slots of 2 KiB, default 1024) instead of recvmmsg: the kernel copies the
+ * slots of RX_SLOT bytes, default 1024 of 2048) instead of recvmmsg: the kernel copies the
  * frame into a slot in its softirq and wakes the reader per frame as for
  * recvmmsg (unlike TPACKET_V3's blocks, which wait for a block timer).
  */
@@ -54,7 +54,7 @@
 #define RING_FRAMES 256
 #define VNET 10 /* struct virtio_net_hdr */
 
-static int n_ifs, n_cpus, tx_ring, rx_ring, rx_slots = 1024;
+static int n_ifs, n_cpus, tx_ring, rx_ring, rx_slots = 1024, rx_slot = SLOT;
 static int ifindex[MAX_IFS];
 
 static int open_member(int i, int fanout_id) {
@@ -71,7 +71,7 @@ static int open_member(int i, int fanout_id) {
   /* Before any ring: the kernel refuses PACKET_VNET_HDR once one is set. */
   if (tx_ring && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) { perror("PACKET_VNET_HDR"); exit(1); }
   if (rx_ring) {
-    struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = (unsigned)rx_slots / 2, .tp_frame_size = SLOT, .tp_frame_nr = (unsigned)rx_slots };
+    struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = (unsigned)(rx_slots / (4096 / rx_slot)), .tp_frame_size = (unsigned)rx_slot, .tp_frame_nr = (unsigned)rx_slots };
     if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) { perror("PACKET_RX_RING"); exit(1); }
   }
   if (tx_ring) {
@@ -115,7 +115,7 @@ static void relay_ring(struct reader *r, int i, int peer, struct mmsghdr *out, s
     struct tpacket2_hdr *slot[BATCH];
     int got = 0;
     while (got < BATCH) {
-      struct tpacket2_hdr *h = (struct tpacket2_hdr *)(r->rx[i] + (size_t)r->rx_next[i] * SLOT);
+      struct tpacket2_hdr *h = (struct tpacket2_hdr *)(r->rx[i] + (size_t)r->rx_next[i] * (size_t)rx_slot);
       if (!(__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) break;
       slot[got++] = h;
       r->rx_next[i] = (r->rx_next[i] + 1) % (unsigned)rx_slots;
@@ -219,7 +219,9 @@ int main(int argc, char **argv) {
     else { fprintf(stderr, "batch: unknown option %s\n", argv[1]); return 2; }
   }
   if (getenv("RX_SLOTS")) rx_slots = atoi(getenv("RX_SLOTS"));
-  if (rx_slots < 2 || rx_slots % 2) { fprintf(stderr, "batch: RX_SLOTS must be even and at least 2\n"); return 2; }
+  if (getenv("RX_SLOT")) rx_slot = atoi(getenv("RX_SLOT"));
+  if (rx_slot < 128 || rx_slot > 4096 || 4096 % rx_slot) { fprintf(stderr, "batch: RX_SLOT must divide 4096, at least 128\n"); return 2; }
+  if (rx_slots < 4096 / rx_slot || rx_slots % (4096 / rx_slot)) { fprintf(stderr, "batch: RX_SLOTS must be a multiple of 4096 / RX_SLOT\n"); return 2; }
   n_ifs = argc - 1;
   if (n_ifs < 2 || n_ifs % 2 || n_ifs > MAX_IFS) {
     fprintf(stderr, "usage: batch [-t] [-r] A1 B1 [A2 B2 ...] (pairs of interfaces, at most %d)\n", MAX_IFS);
@@ -244,7 +246,7 @@ int main(int argc, char **argv) {
     for (int c = 0; c < n_cpus; c++) {
       rs[c].fd[i] = open_member(i, (getpid() + i) & 0xffff);
       /* One mapping: the RX ring first, then the TX ring. */
-      size_t rx_len = rx_ring ? (size_t)rx_slots * SLOT : 0, tx_len = tx_ring ? (size_t)RING_FRAMES * SLOT : 0;
+      size_t rx_len = rx_ring ? (size_t)rx_slots * (size_t)rx_slot : 0, tx_len = tx_ring ? (size_t)RING_FRAMES * SLOT : 0;
       if (rx_len + tx_len) {
         char *m = mmap(NULL, rx_len + tx_len, PROT_READ | PROT_WRITE, MAP_SHARED, rs[c].fd[i], 0);
         if (m == MAP_FAILED) { perror("mmap"); exit(1); }
