@@ -1,7 +1,8 @@
 //! Every `unsafe` block of the port crate, one file per kernel object:
 //! packet sockets and their options ([`socket`]), the TPACKET_V3 ring
 //! ([`ring`]), the TPACKET_V2 receive ring ([`slots`]), `recvmmsg`/`sendmmsg`
-//! ([`mmsg`]), the TX ring ([`txring`]) and the tun device ([`tun`]).
+//! ([`mmsg`]), the TX ring ([`txring`]), what the two TPACKET_V2 rings share
+//! ([`v2`]) and the tun device ([`tun`]).
 //! The rest of the crate is safe code over the small, safe API exported here.
 #![allow(unsafe_code)]
 
@@ -45,6 +46,7 @@ mod slots;
 mod socket;
 mod tun;
 mod txring;
+mod v2;
 
 pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
 pub use ring::{Ring, RingFrame, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};

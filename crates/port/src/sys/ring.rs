@@ -57,7 +57,7 @@ impl Ring {
         req.tp_retire_blk_tov = retire_ms;
         setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         let len = block_size * block_nr;
-        let p = map_ring(fd, len)?;
+        let p = map_ring(fd, len, true)?;
         Ok(Ring { base: p, len, block_size, block_nr })
     }
 
@@ -134,10 +134,11 @@ impl Ring {
     }
 }
 
-/// Maps the `len` bytes of the ring(s) set up on `fd`, locked in memory when
-/// RLIMIT_MEMLOCK allows (the ring works unlocked too).
-pub(super) fn map_ring(fd: BorrowedFd<'_>, len: usize) -> io::Result<*mut u8> {
-    for flags in [libc::MAP_SHARED | libc::MAP_LOCKED, libc::MAP_SHARED] {
+/// Maps the `len` bytes of the ring(s) set up on `fd`; with `try_lock`,
+/// locked in memory when RLIMIT_MEMLOCK allows (the ring works unlocked too).
+pub(super) fn map_ring(fd: BorrowedFd<'_>, len: usize, try_lock: bool) -> io::Result<*mut u8> {
+    let locked = [libc::MAP_SHARED | libc::MAP_LOCKED, libc::MAP_SHARED];
+    for &flags in if try_lock { &locked[..] } else { &locked[1..] } {
         // SAFETY: mapping a fresh region of the length the ring was set up with; the
         // kernel validates the fd and length.
         let p = unsafe {

@@ -10,61 +10,43 @@
 //! the reader takes it from there with `recvmmsg`.
 
 use super::ring::RingFrame;
-use super::setsockopt;
-use super::txring::{SLOT, TPACKET_V2, v2_request};
+use super::v2::{SLOT, TPACKET_V2, V2Ring};
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 /// A TPACKET_V2 RX ring mapped into memory.
 #[derive(Debug)]
 pub struct SlotRing {
-    base: *mut u8,
-    slots: usize,
+    ring: V2Ring,
 }
-
-// SAFETY: the mapping is owned by the SlotRing and only touched through &self / &mut self.
-unsafe impl Send for SlotRing {}
 
 impl SlotRing {
     /// Selects TPACKET_V2 on `fd` (not yet bound, so no frame is missed),
     /// sets up a ring of `slots` slots (even, at least 2) and maps it.
     /// Frames that do not fit a slot are queued whole on the socket.
     pub fn new(fd: BorrowedFd<'_>, slots: usize) -> io::Result<SlotRing> {
-        if slots < 2 || !slots.is_multiple_of(2) {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        }
         super::set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, TPACKET_V2)?;
         super::set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
-        setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &v2_request(slots)?)?;
-        let base = super::ring::map_ring(fd, slots * SLOT)?;
-        Ok(SlotRing { base, slots })
+        Ok(SlotRing { ring: V2Ring::map(fd, libc::PACKET_RX_RING, slots, true)? })
     }
 
     pub fn slots(&self) -> usize {
-        self.slots
-    }
-
-    fn status(&self, i: usize) -> &AtomicU32 {
-        assert!(i < self.slots);
-        // SAFETY: slot i lies inside the mapping; tp_status is the u32 at its start,
-        // aligned because slots are 2048-byte aligned; the kernel changes it
-        // concurrently, which is what the atomic is for.
-        unsafe { AtomicU32::from_ptr(self.base.wrapping_add(i * SLOT).cast::<u32>()) }
+        self.ring.slots()
     }
 
     /// Slot `i`'s frame, if the kernel has handed the slot to user space.
     /// Offsets the kernel wrote are bounds-checked: a slot whose frame does
     /// not lie inside it comes back with no bytes.
     pub fn frame(&self, i: usize) -> Option<RingFrame<'_>> {
-        let status = self.status(i).load(Ordering::Acquire);
+        let status = self.ring.status(i).load(Ordering::Acquire);
         if status & libc::TP_STATUS_USER == 0 {
             return None;
         }
         // SAFETY: the slot is user-owned (status USER, read with Acquire), so the kernel
         // does not write it until it is released, which needs &mut self and so cannot
         // happen while the frame (borrowing &self) lives; it lies inside the mapping.
-        let slot: &[u8] = unsafe { std::slice::from_raw_parts(self.base.wrapping_add(i * SLOT), SLOT) };
+        let slot: &[u8] = unsafe { std::slice::from_raw_parts(self.ring.slot_ptr(i), SLOT) };
         let rd32 = |off: usize| u32::from_ne_bytes([slot[off], slot[off + 1], slot[off + 2], slot[off + 3]]);
         let rd16 = |off: usize| u16::from_ne_bytes([slot[off], slot[off + 1]]);
         // tpacket2_hdr: status(4) len(4) snaplen(4) mac(2) net(2) sec(4) nsec(4) vlan_tci(2) vlan_tpid(2) pad(4)
@@ -76,13 +58,6 @@ impl SlotRing {
 
     /// Hands slot `i` back to the kernel.
     pub fn release(&mut self, i: usize) {
-        self.status(i).store(libc::TP_STATUS_KERNEL, Ordering::Release);
-    }
-}
-
-impl Drop for SlotRing {
-    fn drop(&mut self) {
-        // SAFETY: base/slots describe the mapping made in new(); no borrow outlives self.
-        unsafe { libc::munmap(self.base.cast(), self.slots * SLOT) };
+        self.ring.status(i).store(libc::TP_STATUS_KERNEL, Ordering::Release);
     }
 }

@@ -13,15 +13,11 @@
 //! CPU per 64-byte frame, measured (docs/benchmarks.md). A slot is written
 //! again once the kernel has marked it available.
 
-use super::setsockopt;
+use super::v2::{SLOT, TPACKET_V2, V2Ring};
 use std::io;
-use std::mem::zeroed;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
-pub(super) const TPACKET_V2: libc::c_int = 1;
-/// Bytes per slot.
-pub const SLOT: usize = 2048;
 /// Where a frame's bytes start in a slot: `TPACKET2_HDRLEN -
 /// sizeof(struct sockaddr_ll)`, as `tpacket_snd` reads it.
 const DATA: usize = 32;
@@ -32,9 +28,8 @@ pub const ROOM: usize = SLOT - DATA - crate::VnetHdr::LEN;
 #[derive(Debug)]
 pub struct TxRing {
     fd: OwnedFd,
-    /// The mapping; null until [`TxRing::map`].
-    base: *mut u8,
-    slots: usize,
+    /// The ring; none until [`TxRing::map`].
+    ring: Option<V2Ring>,
     /// The slot the next frame goes in; the kernel's own head when nothing
     /// is pending (`flush` keeps them together).
     next: usize,
@@ -42,22 +37,6 @@ pub struct TxRing {
     pending: usize,
     /// A `map` failed: the socket stays without a ring.
     gave_up: bool,
-}
-
-// SAFETY: the mapping is owned by the TxRing and only touched through &mut self.
-unsafe impl Send for TxRing {}
-
-/// A TPACKET_V2 ring of `slots` slots of [`SLOT`] bytes, two to a page:
-/// single pages, which the kernel always finds.
-pub(super) fn v2_request(slots: usize) -> io::Result<libc::tpacket_req> {
-    let u32_of = |v: usize| u32::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-    // SAFETY: tpacket_req is plain old data; all-zero is valid.
-    let mut req: libc::tpacket_req = unsafe { zeroed() };
-    req.tp_block_size = 4096;
-    req.tp_block_nr = u32_of(slots * SLOT / 4096)?;
-    req.tp_frame_size = u32_of(SLOT)?;
-    req.tp_frame_nr = u32_of(slots)?;
-    Ok(req)
 }
 
 impl TxRing {
@@ -69,7 +48,7 @@ impl TxRing {
         super::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
         // Protocol 0: the socket sends on the port and receives nothing.
         super::bind_packet_protocol(fd.as_fd(), ifindex, 0)?;
-        Ok(TxRing { fd, base: std::ptr::null_mut(), slots: 0, next: 0, pending: 0, gave_up: false })
+        Ok(TxRing { fd, ring: None, next: 0, pending: 0, gave_up: false })
     }
 
     /// The socket, for its options.
@@ -79,49 +58,22 @@ impl TxRing {
 
     /// Whether the ring is mapped.
     pub fn is_mapped(&self) -> bool {
-        !self.base.is_null()
+        self.ring.is_some()
     }
 
     /// Sets up and maps a ring of `slots` slots (even, at least 2). After
     /// one failure (no memory, a kernel without TX rings) it does not try
     /// again.
     pub fn map(&mut self, slots: usize) -> io::Result<()> {
-        if self.is_mapped() || self.gave_up || slots < 2 || !slots.is_multiple_of(2) {
+        if self.is_mapped() || self.gave_up {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        let r = self.map_once(slots);
+        // Not locked: 256 KiB a port, written by us, read by the kernel only
+        // while it sends.
+        let r = V2Ring::map(self.fd.as_fd(), libc::PACKET_TX_RING, slots, false);
         self.gave_up = r.is_err();
-        r
-    }
-
-    fn map_once(&mut self, slots: usize) -> io::Result<()> {
-        setsockopt(self.fd.as_fd(), libc::SOL_PACKET, libc::PACKET_TX_RING, &v2_request(slots)?)?;
-        // SAFETY: maps the ring just set up on fd, of exactly its length; the kernel
-        // validates both.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                slots * SLOT,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        self.base = p.cast();
-        self.slots = slots;
+        self.ring = Some(r?);
         Ok(())
-    }
-
-    fn status(&self, i: usize) -> &AtomicU32 {
-        assert!(i < self.slots);
-        // SAFETY: slot i lies inside the mapping; tp_status is the u32 at its start,
-        // aligned because slots are 2048-byte aligned; the kernel changes it
-        // concurrently, which is what the atomic is for.
-        unsafe { AtomicU32::from_ptr(self.base.wrapping_add(i * SLOT).cast::<u32>()) }
     }
 
     /// Writes a frame, given as pieces laid end to end after its vnet header,
@@ -132,13 +84,14 @@ impl TxRing {
         let i = self.next;
         // Available: none of the owner bits (a timestamp flag may be set with it).
         let busy = libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING | libc::TP_STATUS_WRONG_FORMAT;
-        if len > ROOM || !self.is_mapped() || self.status(i).load(Ordering::Acquire) & busy != 0 {
+        let Some(ring) = &self.ring else { return false };
+        if len > ROOM || ring.status(i).load(Ordering::Acquire) & busy != 0 {
             return false;
         }
         // SAFETY: the slot is available: the kernel neither reads nor writes it until
         // its status says SEND_REQUEST, which we store last (Release). It lies inside
         // the mapping and DATA + 10 + len <= SLOT.
-        let slot = unsafe { std::slice::from_raw_parts_mut(self.base.wrapping_add(i * SLOT), SLOT) };
+        let slot = unsafe { std::slice::from_raw_parts_mut(ring.slot_ptr(i), SLOT) };
         let mut at = DATA;
         slot[at..at + 10].copy_from_slice(&vnet);
         // hdr_len = the whole frame: the kernel copies all of it (module comment).
@@ -152,8 +105,8 @@ impl TxRing {
         // tpacket2_hdr: tp_status(4) tp_len(4)
         #[allow(clippy::cast_possible_truncation, reason = "10 + len < 2048")]
         slot[4..8].copy_from_slice(&((10 + len) as u32).to_ne_bytes());
-        self.status(i).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
-        self.next = (i + 1) % self.slots;
+        ring.status(i).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.next = (i + 1) % ring.slots();
         self.pending += 1;
         true
     }
@@ -163,6 +116,7 @@ impl TxRing {
     /// a malformed header): those slots are made available again and the
     /// next frame goes where the kernel will look for it.
     pub fn flush(&mut self) -> (usize, usize) {
+        let Some(ring) = &self.ring else { return (0, 0) };
         if self.pending == 0 {
             return (0, 0);
         }
@@ -172,30 +126,22 @@ impl TxRing {
         // The kernel takes frames in order from its head, which was the first
         // pending slot; what it did not take is still SEND_REQUEST (or
         // WRONG_FORMAT, where it stopped).
-        let first = (self.next + self.slots - self.pending) % self.slots;
+        let slots = ring.slots();
+        let first = (self.next + slots - self.pending) % slots;
         let mut refused = 0;
         for k in 0..self.pending {
-            let i = (first + k) % self.slots;
-            let s = self.status(i).load(Ordering::Acquire);
+            let i = (first + k) % slots;
+            let s = ring.status(i).load(Ordering::Acquire);
             if s == libc::TP_STATUS_SEND_REQUEST || s == libc::TP_STATUS_WRONG_FORMAT {
                 if refused == 0 {
                     self.next = i;
                 }
-                self.status(i).store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
+                ring.status(i).store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
                 refused += 1;
             }
         }
         let taken = self.pending - refused;
         self.pending = 0;
         (taken, refused)
-    }
-}
-
-impl Drop for TxRing {
-    fn drop(&mut self) {
-        if self.is_mapped() {
-            // SAFETY: base/len describe the mapping made in map(); no borrow outlives self.
-            unsafe { libc::munmap(self.base.cast(), self.slots * SLOT) };
-        }
     }
 }
