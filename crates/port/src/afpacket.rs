@@ -278,6 +278,18 @@ fn is_copy_of(whole: &[u8], f: &RingFrame<'_>) -> bool {
     whole.len() == f.wire_len as usize && whole.starts_with(head)
 }
 
+/// The frame a V3 block entry or a V2 slot describes, its bytes `data`
+/// after the vnet header `vnet`: the ring's own, or, for a frame too big
+/// for its slot, the whole frame read from the socket.
+fn ring_rx_frame<'a>(f: &RingFrame<'a>, vnet: Option<&'a [u8; 10]>, data: &'a [u8]) -> RxFrame<'a> {
+    RxFrame {
+        data,
+        vnet: vnet.map(VnetHdr::from_bytes),
+        offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
+        wire_len: f.wire_len,
+    }
+}
+
 fn offloaded_tag(status: u32, tci: u16, tpid: u16) -> Option<(u16, u16)> {
     let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 { tpid } else { 0x8100 };
     (status & TP_STATUS_VLAN_VALID != 0).then_some((tpid, tci))
@@ -297,14 +309,7 @@ impl PortRx for AfPacketRx {
                     return Ok(());
                 }
                 *held = Some(i);
-                ring.block_frames(i, |f| {
-                    out.push(RxFrame {
-                        data: f.data,
-                        vnet: f.vnet.map(VnetHdr::from_bytes),
-                        offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
-                        wire_len: f.wire_len,
-                    });
-                });
+                ring.block_frames(i, |f| out.push(ring_rx_frame(&f, f.vnet, f.data)));
             }
             RxPath::Slots { ring, next, held, copies, drained } => {
                 let n = ring.slots();
@@ -343,8 +348,8 @@ impl PortRx for AfPacketRx {
                 let mut astray = false;
                 for f in frames.iter().take(got).flatten() {
                     let copy = if f.copied() { whole.next() } else { None };
-                    let (vnet, data) = match copy.map(|d| (d.first_chunk::<10>(), d.get(10..))) {
-                        Some((Some(v), Some(d))) if is_copy_of(d, f) => (Some(v), d),
+                    let (vnet, data) = match copy.map(|d| d.split_first_chunk::<{ VnetHdr::LEN }>()) {
+                        Some(Some((v, d))) if is_copy_of(d, f) => (Some(v), d),
                         // Not this slot's frame: the queue and the ring have gone out of step.
                         Some(_) => {
                             astray = true;
@@ -354,12 +359,7 @@ impl PortRx for AfPacketRx {
                         // what the slot has, which the datapath drops as truncated.
                         None => (f.vnet, f.data),
                     };
-                    out.push(RxFrame {
-                        data,
-                        vnet: vnet.map(VnetHdr::from_bytes),
-                        offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
-                        wire_len: f.wire_len,
-                    });
+                    out.push(ring_rx_frame(f, vnet, data));
                 }
                 if astray {
                     // Whatever waits now belongs to slots already read: drop it, so the
@@ -374,7 +374,7 @@ impl PortRx for AfPacketRx {
             RxPath::Mmsg { recv, drained } => {
                 *drained = false;
                 let got = recv.recv(self.fd.as_fd(), |f| {
-                    if let (Some(v), Some(data)) = (f.data.first_chunk::<10>(), f.data.get(VnetHdr::LEN..)) {
+                    if let Some((v, data)) = f.data.split_first_chunk::<{ VnetHdr::LEN }>() {
                         out.push(RxFrame {
                             data,
                             vnet: Some(VnetHdr::from_bytes(v)),
