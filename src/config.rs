@@ -23,7 +23,7 @@ pub struct ConfigError(pub Vec<String>);
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "ring_slots", "metrics", "storm_pps", "loop_detect",
+        "fdb_max_per_port", "netns", "rx", "ring_blocks", "block_kib", "retire_ms", "ring_slots", "busy_pps", "metrics", "storm_pps", "loop_detect",
         "readers", "fanout", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir", "vlan_filtering"])]
     pub config: Option<PathBuf>,
     /// The pods' gateway, as `cni0` is: create TAP interface NAME in the
@@ -67,11 +67,14 @@ pub struct RunArgs {
     /// Enter this network namespace (as in `ip netns exec NAME`) before attaching.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
-    /// How ports receive: `mmsg` (recvmmsg with PACKET_AUXDATA, woken per
-    /// arrival: lowest latency), `slots` (TPACKET_V2 ring of 2 KiB slots,
-    /// woken per arrival, less CPU per small frame; --ring-slots × 2 KiB of
-    /// kernel memory per port and reader) or `ring` (TPACKET_V3 ring,
-    /// batches; a partly filled block waits up to --retire-ms).
+    /// How ports receive: `busy-slots` (mmsg, and slots while a port is
+    /// busy: from --busy-pps frames/s the port takes its slots, and gives
+    /// them back after 2 s under a fifth of that), `mmsg` (recvmmsg with
+    /// PACKET_AUXDATA, woken per arrival: lowest latency), `slots` (TPACKET_V2
+    /// ring of 2 KiB slots, woken per arrival, less CPU per small frame;
+    /// --ring-slots × 2 KiB of kernel memory per port and reader, held from
+    /// the start) or `ring` (TPACKET_V3 ring, batches; a partly filled block
+    /// waits up to --retire-ms).
     #[arg(long, value_enum, default_value_t = RxArg::Mmsg)]
     pub rx: RxArg,
     /// RX ring (--rx ring): blocks per port.
@@ -83,11 +86,16 @@ pub struct RunArgs {
     /// RX ring (--rx ring): longest a partly filled block waits before the reader sees it, in ms.
     #[arg(long, default_value_t = 1)]
     pub retire_ms: u32,
-    /// RX slots (--rx slots): slots per port and reader, 2 KiB each (an
+    /// RX slots (--rx slots, busy-slots): slots per port and reader, 2 KiB each (an
     /// even count, 64-65536; the default, 32 MiB, held a 64-byte flood on a
     /// busy 2-CPU node without a loss, docs/benchmarks.md).
     #[arg(long, default_value_t = 16_384)]
     pub ring_slots: usize,
+    /// --rx busy-slots: frames per second (the port's readers together)
+    /// from which a port takes its RX slots; it gives them back after 2 s
+    /// under a fifth of it (1000-100000000).
+    #[arg(long, default_value_t = 100_000, value_name = "FRAMES")]
+    pub busy_pps: u64,
     /// Receive halves per port (`auto`: one per CPU this process may use, at
     /// most 8), in a PACKET_FANOUT group by CPU: member i takes the frames
     /// that arrived on CPU i (mod N). One thread per port serves them, on the
@@ -96,9 +104,10 @@ pub struct RunArgs {
     /// their own CPUs, and so does a member's steady stream while it is not.
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
     pub readers: Readers,
-    /// How a port's members share its frames: `flow` (a TCP or connected-UDP
-    /// flow stays with one member, so its frames are never reordered; other
-    /// frames by CPU) or `cpu` (by the CPU a frame arrived on).
+    /// How a port's members share its frames: `flow` (a TCP flow stays with
+    /// one member, so its segments are never reordered; other frames by CPU,
+    /// so a UDP sender that moves between CPUs may see its datagrams
+    /// reordered) or `cpu` (by the CPU a frame arrived on).
     #[arg(long, value_enum, default_value_t = FanoutArg::Flow)]
     pub fanout: FanoutArg,
     /// Leave the reader threads unpinned (by default, with one member per
@@ -185,6 +194,7 @@ pub enum RxArg {
     Ring,
     Mmsg,
     Slots,
+    BusySlots,
 }
 
 impl From<RxArg> for ub_port::afpacket::RxMode {
@@ -193,6 +203,7 @@ impl From<RxArg> for ub_port::afpacket::RxMode {
             RxArg::Ring => ub_port::afpacket::RxMode::Ring,
             RxArg::Mmsg => ub_port::afpacket::RxMode::Mmsg,
             RxArg::Slots => ub_port::afpacket::RxMode::Slots,
+            RxArg::BusySlots => ub_port::afpacket::RxMode::BusySlots,
         }
     }
 }
@@ -201,8 +212,8 @@ impl From<RxArg> for ub_port::afpacket::RxMode {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FanoutArg {
-    /// By flow (a TCP or connected UDP flow stays on one reader, in order),
-    /// by CPU for frames without a flow hash.
+    /// By flow (a TCP flow stays on one reader, in order), by CPU for
+    /// other frames and TCP without a flow hash.
     Flow,
     /// By the CPU the frame arrived on: a frame is forwarded on the core that
     /// sent it, but one flow's frames may be reordered between readers.
@@ -271,6 +282,7 @@ impl RunArgs {
             blocks: self.ring_blocks,
             retire_ms: self.retire_ms,
             slots: self.ring_slots,
+            busy_pps: self.busy_pps,
             fanout: self.readers.count(),
             spread: self.fanout.into(),
         };
@@ -525,6 +537,7 @@ struct RingSection {
     block_kib: Option<usize>,
     retire_ms: Option<u32>,
     slots: Option<usize>,
+    busy_pps: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -660,6 +673,7 @@ impl Settings {
                 block_kib: r.block_kib.unwrap_or(dflt.block_kib),
                 retire_ms: r.retire_ms.unwrap_or(dflt.retire_ms),
                 slots: r.slots.unwrap_or(dflt.slots),
+                busy_pps: r.busy_pps.unwrap_or(dflt.busy_pps),
                 fanout: s.ring.fanout,
                 spread: s.ring.spread,
             };
@@ -911,6 +925,10 @@ vlans = [{ vid = 10, pvid = true, untagged = true }, { vid = 20 }]
         assert_eq!((s.ring.mode, s.ring.slots), (ub_port::afpacket::RxMode::Slots, 1024));
         let e = Settings::parse("ports = [\"a\"]\n[ring]\nmode = \"slots\"\nslots = 1001\n", "c.toml").unwrap_err().0;
         assert_eq!(e, vec!["c.toml: [ring] or [threads]: 1001 RX ring slots: use an even count from 64 to 65536"]);
+        let s = Settings::parse("ports = [\"a\"]\n[ring]\nmode = \"busy-slots\"\nbusy_pps = 5000\n", "c.toml").unwrap();
+        assert_eq!((s.ring.mode, s.ring.busy_pps), (ub_port::afpacket::RxMode::BusySlots, 5000));
+        let e = Settings::parse("ports = [\"a\"]\n[ring]\nbusy_pps = 10\n", "c.toml").unwrap_err().0;
+        assert_eq!(e, vec!["c.toml: [ring] or [threads]: busy-slots rate 10 frames/s: use 1000 to 100000000"]);
         let e = Settings::parse("", "c.toml").unwrap_err().0;
         assert!(e[0].contains("no ports"), "{e:?}");
         let e = Settings::parse("ports = [\"a\"\n", "c.toml").unwrap_err().0;

@@ -26,6 +26,12 @@ fn three_pods_flood_arp_then_unicast_icmp_with_rx_slots() {
     flood_case(&["--rx", "slots", "--ring-slots", "256"]);
 }
 
+#[test]
+fn three_pods_flood_arp_then_unicast_icmp_with_rx_busy_slots() {
+    // Never busy: each half waits on its own wait set, holding its socket.
+    flood_case(&["--rx", "busy-slots", "--ring-slots", "256"]);
+}
+
 /// One unpinned reader per port at nice 0, as before readers per CPU became
 /// the default (which every other test runs with).
 const ONE_READER: &[&str] = &["--readers", "1", "--reader-nice", "0"];
@@ -120,6 +126,13 @@ fn tcp_with_default_offloads_crosses_the_switch_fast_with_the_ring() {
 fn tcp_with_default_offloads_crosses_the_switch_fast_with_rx_slots() {
     // Every TSO super-frame is too big for a slot: all of them come whole through the socket.
     tcp_case(&["--rx", "slots", "--ring-slots", "1024"]);
+}
+
+#[test]
+fn tcp_with_default_offloads_crosses_the_switch_fast_with_rx_busy_slots() {
+    // Busy from 1000 frames/s: the stream's ports take rings within its first
+    // 100 ms, and its super-frames go through them (as copies) from there on.
+    tcp_case(&["--rx", "busy-slots", "--ring-slots", "1024", "--busy-pps", "1000"]);
 }
 
 #[test]
@@ -866,4 +879,71 @@ fn frames_the_tx_ring_could_not_send_are_counted_and_the_ring_goes_on_when_the_l
     }
     wait_until("pod 2 got the 220 frames sent", Duration::from_secs(5), || received() >= before + 220);
     assert_eq!(received(), before + 220, "and only those");
+}
+
+#[test]
+fn with_rx_busy_slots_a_stream_takes_rings_and_gives_them_back_every_datagram_in_order() {
+    // `--rx busy-slots`: a port receives with recvmmsg until its frames come
+    // faster than --busy-pps (here 20 k/s), then sets up a TPACKET_V2 ring
+    // per receive half (here 1024 slots, 2 MiB) and steers its frames there;
+    // after 2 s under a fifth of that rate it steers them back and closes the
+    // rings. Twice over, a stream of 50 k datagrams/s goes from pod 1 to pod
+    // 2 until ubp1's rings are mapped, and on for 50 000 more; then the rings
+    // must be given back.
+    // Pod 2 must get every datagram of both streams, in order: across each
+    // switch to the rings and back, the frames before it are read first. The
+    // sender stays on one CPU: UDP is spread over the halves by CPU, so a
+    // sender that moves may be reordered between two readers, rings or not
+    // (docs/architecture.md, "Threads").
+    let lab = lab("busyslots", 2);
+    let d = Daemon::start(&lab, &["--rx", "busy-slots", "--ring-slots", "1024", "--busy-pps", "20000"]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
+    let rings = || socket_maps(d.child.id()).into_iter().filter(|&len| len == 1024 * 2048).count();
+    assert_eq!(rings(), 0, "no RX ring before the port is busy");
+    let (rx, tx) = udp_ends(&lab);
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 128 << 20).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let (mut got, mut buf) = (Vec::new(), [0u8; 64]);
+            // Until the sender is done and nothing came for 200 ms (bounded by the sender's end).
+            loop {
+                match rx.recv(&mut buf) {
+                    Ok(len) if len >= 4 => got.push(u32::from_be_bytes(buf[..4].try_into().unwrap())),
+                    Ok(_) => {}
+                    Err(_) if done.load(std::sync::atomic::Ordering::Acquire) => return got,
+                    Err(_) => {}
+                }
+            }
+        }
+    });
+    let mut one_cpu = rustix::thread::CpuSet::new();
+    one_cpu.set(0);
+    rustix::thread::sched_setaffinity(None, &one_cpu).unwrap();
+    let mut seq = 0u32;
+    for stream in 1..=2 {
+        // 500 datagrams every 10 ms, until the rings are there (at most 10 s), then 50 000 more.
+        let (start, mut more) = (std::time::Instant::now(), None);
+        while more.is_none_or(|m| seq < m) {
+            let tick = std::time::Instant::now();
+            for _ in 0..500 {
+                tx.send_to(&datagram(seq, 16), "10.0.0.2:7777").unwrap();
+                seq += 1;
+            }
+            if more.is_none() && rings() > 0 {
+                more = Some(seq + 50_000);
+            }
+            assert!(more.is_some() || start.elapsed() < Duration::from_secs(10), "stream {stream}: no RX ring in 10 s");
+            std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
+        }
+        wait_until(&format!("stream {stream}: the rings given back"), Duration::from_secs(15), || rings() == 0);
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let got = receiver.join().unwrap();
+    let out_of_order = got.windows(2).filter(|w| w[1] <= w[0]).count();
+    assert_eq!(out_of_order, 0, "datagrams out of order");
+    assert_eq!(got.len(), seq as usize, "datagrams lost (of {seq})");
+    assert_eq!(d.counter("ubp1", "ring_full"), 0, "frames the kernel dropped at ubp1");
 }

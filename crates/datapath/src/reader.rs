@@ -432,6 +432,8 @@ impl Reader<'_> {
         let mut spins = 0u32;
         // The last wait slept (nothing was ready before it).
         let mut woke = false;
+        // A member asked to be ticked again (`PortRx::tick`).
+        let mut ticking = false;
         while !self.stop.load(Ordering::Acquire) {
             let mut got = false;
             let mut check = false;
@@ -485,7 +487,7 @@ impl Reader<'_> {
                     Some(Duration::ZERO)
                 } else if self.helper {
                     Some(HOUSEKEEPING)
-                } else if !unchecked && sw.port(self.id).is_some_and(|p| p.state() == PortState::Up) {
+                } else if !unchecked && !ticking && sw.port(self.id).is_some_and(|p| p.state() == PortState::Up) {
                     None
                 } else {
                     Some(HOUSEKEEPING)
@@ -517,6 +519,10 @@ impl Reader<'_> {
                 return;
             }
             if now.duration_since(window_start) >= WINDOW {
+                ticking = false;
+                for rx in self.held.iter_mut().filter_map(|h| h.rx.as_mut()) {
+                    ticking |= rx.tick(now);
+                }
                 if lending {
                     // Home first: a helper started for another member never
                     // shares a CPU with this thread, not even until it moves.

@@ -8,14 +8,16 @@
 //! The `afpacket` crate offers none of this (no ring, no vnet header, bare
 //! RawFd), hence this module; see docs/architecture.md.
 
+use crate::busy::{self, BusySlots, Phase};
 pub use crate::sys::Fanout;
 use crate::sys::{
-    self, MmsgScratch, Ring, RingFrame, SlotRing, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TxRing,
+    self, MmsgScratch, Ring, RingFrame, SlotRing, Steer, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TxRing,
 };
 use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, validate_ifname};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use ub_netlink::{Link, Rtnl};
 
 /// How a port receives.
@@ -34,6 +36,10 @@ pub enum RxMode {
     /// super-frames) are read whole from the socket. Costs `slots` × 2 KiB
     /// of kernel memory per receive half, held from the start.
     Slots,
+    /// `Mmsg`, and `Slots` only while the port is busy: rings are set up
+    /// when its frame rate rises and closed (their memory given back) when
+    /// it has been quiet for a while (`crate::busy`).
+    BusySlots,
 }
 
 /// How a port receives: the mode, and the ring geometry when it is a ring
@@ -48,8 +54,12 @@ pub struct RxConfig {
     pub blocks: usize,
     /// Longest a partly filled block waits before user space sees it, ms.
     pub retire_ms: u32,
-    /// Slots of the TPACKET_V2 ring (`RxMode::Slots`), 2 KiB each.
+    /// Slots of the TPACKET_V2 ring (`RxMode::Slots`, `RxMode::BusySlots`), 2 KiB each.
     pub slots: usize,
+    /// `RxMode::BusySlots`: frames per second (the port's halves together)
+    /// from which a port takes its rings; it gives them back after
+    /// [`QUIET_FOR`](crate::busy::QUIET_FOR) under a fifth of it.
+    pub busy_pps: u64,
     /// Receive halves (and reader threads) per port, in a PACKET_FANOUT
     /// group; 1 means a plain socket.
     pub fanout: usize,
@@ -65,6 +75,7 @@ impl Default for RxConfig {
             blocks: 8,
             retire_ms: 1,
             slots: 16_384,
+            busy_pps: 100_000,
             fanout: 1,
             spread: Fanout::FlowOrCpu,
         }
@@ -87,6 +98,9 @@ impl RxConfig {
         }
         if !(64..=65_536).contains(&self.slots) || !self.slots.is_multiple_of(2) {
             return Err(format!("{} RX ring slots: use an even count from 64 to 65536", self.slots));
+        }
+        if !(1_000..=100_000_000).contains(&self.busy_pps) {
+            return Err(format!("busy-slots rate {} frames/s: use 1000 to 100000000", self.busy_pps));
         }
         if !(1..=1000).contains(&self.retire_ms) {
             return Err(format!("block retire timeout {} ms: use 1 to 1000", self.retire_ms));
@@ -154,8 +168,17 @@ pub fn open_link(link: &Link, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPack
     let tx = AfPacketTx { fd: fd.clone(), mtu: link.mtu, ring: tx_ring };
     let opened =
         Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
+    if ring.mode == RxMode::BusySlots {
+        return match busy_halves(link, &ring, &mut readers) {
+            Ok(()) => Ok((readers, tx, opened)),
+            // Before Linux 6.2 a group cannot ignore outgoing frames: one reader on recvmmsg.
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) && readers.len() == 1 => Ok((readers, tx, opened)),
+            Err(err) => Err(e("setting up the busy-slots fanout group")(err)),
+        };
+    }
     if ring.fanout > 1 {
-        let group = match sys::join_fanout(fd.as_fd(), 0, ring.spread) {
+        let steer = Steer { members: u32::try_from(ring.fanout).unwrap_or(1), offset: 0 };
+        let group = match sys::join_fanout(fd.as_fd(), 0, ring.spread, steer) {
             Ok(g) => g,
             // Before Linux 6.2 a group cannot ignore outgoing frames: one reader, not a wrong switch.
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => return Ok((readers, tx, opened)),
@@ -163,11 +186,49 @@ pub fn open_link(link: &Link, ring: RxConfig) -> Result<(Vec<AfPacketRx>, AfPack
         };
         for _ in 1..ring.fanout {
             let (fd, rx) = rx_socket(name, link.index, &ring)?;
-            sys::join_fanout(fd.as_fd(), group, ring.spread).map_err(e("joining the PACKET_FANOUT group"))?;
+            sys::join_fanout(fd.as_fd(), group, ring.spread, steer).map_err(e("joining the PACKET_FANOUT group"))?;
             readers.push(AfPacketRx { fd: Arc::new(fd), rx, name: name.to_string(), ifindex: link.index });
         }
     }
     Ok((readers, tx, opened))
+}
+
+/// Makes `readers` (its first half already open, on `recvmmsg`) the
+/// `ring.fanout` halves of a busy-slots port: a CBPF fanout group even for
+/// one half (the rings join it when the port is busy), each half waiting on
+/// a wait set of its own. On EINVAL (a kernel before 6.2) `readers` is left
+/// with its first half as it was.
+fn busy_halves(link: &Link, ring: &RxConfig, readers: &mut Vec<AfPacketRx>) -> io::Result<()> {
+    let (name, n) = (link.name.as_str(), ring.fanout);
+    let steer = Steer { members: u32::try_from(n).unwrap_or(1), offset: 0 };
+    let group = sys::join_fanout(readers[0].fd.as_fd(), 0, ring.spread, steer)?;
+    for _ in 1..n {
+        let (fd, rx) = rx_socket(name, link.index, ring).map_err(io::Error::other)?;
+        sys::join_fanout(fd.as_fd(), group, ring.spread, steer)?;
+        readers.push(AfPacketRx { fd: Arc::new(fd), rx, name: name.to_string(), ifindex: link.index });
+    }
+    let waits = readers.iter().map(|r| busy::wait_set(r.fd.as_fd()).map(Arc::new)).collect::<io::Result<Vec<_>>>()?;
+    let shared = Arc::new(BusySlots::new(name, link.index, ring, group, readers[0].fd.clone(), waits.clone())?);
+    let halves = std::mem::take(readers).into_iter().zip(waits).enumerate();
+    *readers = halves
+        .map(|(index, (r, wait))| {
+            let rx = match r.rx {
+                RxPath::Mmsg { recv, .. } => RxPath::BusySlots(BusyRx {
+                    recv,
+                    drained: false,
+                    wait,
+                    shared: shared.clone(),
+                    index,
+                    frames: 0,
+                    ring: None,
+                    socket_done: false,
+                }),
+                other => other,
+            };
+            AfPacketRx { rx, ..r }
+        })
+        .collect();
+    Ok(())
 }
 
 /// A packet socket bound to `ifindex` that receives the way `ring` says.
@@ -185,7 +246,8 @@ fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPa
             next: 0,
             held: None,
         },
-        RxMode::Mmsg => {
+        // A busy-slots half starts on recvmmsg (busy_halves makes it one).
+        RxMode::Mmsg | RxMode::BusySlots => {
             let recv = mmsg_receive(fd.as_fd(), name)?;
             RxPath::Mmsg { recv, drained: false }
         }
@@ -194,7 +256,7 @@ fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPa
             let ring = SlotRing::new(fd.as_fd(), ring.slots).map_err(e("setting up the RX ring"))?;
             // The frames too big for a slot wait whole on the socket, read with recvmmsg.
             let copies = mmsg_receive(fd.as_fd(), name)?;
-            RxPath::Slots { ring, next: 0, held: 0, copies, drained: false }
+            RxPath::Slots { slots: SlotsRx::new(ring), copies }
         }
     };
     sys::bind_packet(fd.as_fd(), ifindex).map_err(e("binding the packet socket"))?;
@@ -206,10 +268,14 @@ fn rx_socket(name: &str, ifindex: u32, ring: &RxConfig) -> Result<(OwnedFd, RxPa
 fn mmsg_receive(fd: BorrowedFd<'_>, name: &str) -> Result<sys::MmsgRecv, PortError> {
     let e = |what| move |err| PortError::io(what, name, err);
     sys::set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(e("enabling PACKET_AUXDATA"))?;
-    // The queue a burst waits in while the reader is off the CPU; the
-    // default (~200 KiB) holds only a few hundred small frames.
-    set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, MMSG_RCVBUF);
+    deep_queue(fd);
     sys::MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))
+}
+
+/// Gives `fd` the queue a burst waits in while the reader is off the CPU;
+/// the default (~200 KiB) holds only a few hundred small frames.
+pub(crate) fn deep_queue(fd: BorrowedFd<'_>) {
+    set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, MMSG_RCVBUF);
 }
 
 /// Sets a socket buffer to `bytes`: with `force` (beyond the sysctl limit,
@@ -249,16 +315,41 @@ enum RxPath {
         recv: sys::MmsgRecv,
         drained: bool,
     },
-    /// `held` slots before `next` are the last batch's, released at the
-    /// next call; `copies` reads the frames too big for a slot; `drained`:
-    /// the last batch stopped at a slot the kernel had not filled.
+    /// `copies` reads the frames too big for a slot.
     Slots {
-        ring: SlotRing,
-        next: usize,
-        held: usize,
+        slots: SlotsRx,
         copies: sys::MmsgRecv,
-        drained: bool,
     },
+    BusySlots(BusyRx),
+}
+
+/// Reading a TPACKET_V2 RX ring: `held` slots before `next` are the last
+/// batch's, released at the next call; `drained`: the last batch stopped
+/// at a slot the kernel had not filled.
+#[derive(Debug)]
+struct SlotsRx {
+    ring: SlotRing,
+    next: usize,
+    held: usize,
+    drained: bool,
+}
+
+/// A busy-slots half (`crate::busy`): its socket read with `recv`, and
+/// while the port is busy its ring, on a socket of its own; it waits on
+/// `wait`, which holds both. `frames`: received in all, for the port's
+/// rate; `socket_done`: since it took its ring, the socket was found empty
+/// after the port [settled](BusySlots::settled) on the rings, so only the
+/// ring is read.
+#[derive(Debug)]
+struct BusyRx {
+    recv: sys::MmsgRecv,
+    drained: bool,
+    wait: Arc<OwnedFd>,
+    shared: Arc<BusySlots>,
+    index: usize,
+    frames: u64,
+    ring: Option<(OwnedFd, SlotsRx)>,
+    socket_done: bool,
 }
 
 /// Receive half: walks the ring block by block, or `recvmmsg`s.
@@ -295,6 +386,179 @@ fn offloaded_tag(status: u32, tci: u16, tpid: u16) -> Option<(u16, u16)> {
     (status & TP_STATUS_VLAN_VALID != 0).then_some((tpid, tci))
 }
 
+/// Reads one `recvmmsg` batch of `fd` into `out`; returns how many frames
+/// it took (fewer than [`MMSG_SLOTS`]: the socket is empty).
+fn mmsg_batch<'a>(recv: &'a mut sys::MmsgRecv, fd: BorrowedFd<'_>, out: &mut Vec<RxFrame<'a>>) -> io::Result<usize> {
+    recv.recv(fd, |f| {
+        if let Some((v, data)) = f.data.split_first_chunk::<{ VnetHdr::LEN }>() {
+            out.push(RxFrame {
+                data,
+                vnet: Some(VnetHdr::from_bytes(v)),
+                offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
+                wire_len: f.wire_len.unwrap_or(u32::try_from(data.len()).unwrap_or(u32::MAX)),
+            });
+        }
+    })
+}
+
+impl SlotsRx {
+    fn new(ring: SlotRing) -> SlotsRx {
+        SlotsRx { ring, next: 0, held: 0, drained: false }
+    }
+
+    /// Hands the last batch's slots back to the kernel.
+    fn release_held(&mut self) {
+        let n = self.ring.slots();
+        for k in 0..self.held {
+            self.ring.release((self.next + n - self.held + k) % n);
+        }
+        self.held = 0;
+    }
+
+    /// Whether a frame waits in the next slot.
+    fn has_frame(&self) -> bool {
+        self.ring.is_filled(self.next)
+    }
+
+    /// Reads the filled slots from `next` on (at most a batch) into `out`,
+    /// each frame too big for its slot read whole from `fd` with `copies`;
+    /// returns whether it stopped at a slot the kernel had not filled.
+    fn recv<'a>(
+        &'a mut self,
+        fd: BorrowedFd<'_>,
+        copies: &'a mut sys::MmsgRecv,
+        out: &mut Vec<RxFrame<'a>>,
+    ) -> io::Result<bool> {
+        self.release_held();
+        let SlotsRx { ring, next, held, drained } = self;
+        let n = ring.slots();
+        let ring: &'a SlotRing = ring;
+        let mut frames = [None; BATCH];
+        let (mut got, mut copied, mut empty) = (0, 0, false);
+        while got < BATCH {
+            let Some(f) = ring.frame((*next + got) % n) else {
+                empty = true;
+                break;
+            };
+            if f.copied() && copied == MMSG_SLOTS {
+                break; // one recvmmsg takes this many whole frames: the rest next time
+            }
+            copied += usize::from(f.copied());
+            frames[got] = Some(f);
+            got += 1;
+        }
+        (*held, *next, *drained) = (got, (*next + got) % n, empty);
+        // The whole frames of the slots marked as copies, in the slots' order.
+        let mut whole: [&'a [u8]; MMSG_SLOTS] = [&[]; MMSG_SLOTS];
+        let mut w = 0;
+        if copied > 0 {
+            // A pending socket error (ENETDOWN) would fail this recvmmsg and
+            // leave the copies queued, to be matched with later slots.
+            let _ = sys::take_socket_error(fd);
+            copies.recv_up_to(fd, copied, |f| {
+                whole[w] = f.data;
+                w += 1;
+            })?;
+        }
+        let mut whole = whole[..w].iter();
+        let mut astray = false;
+        for f in frames.iter().take(got).flatten() {
+            let copy = if f.copied() { whole.next() } else { None };
+            let (vnet, data) = match copy.map(|d| d.split_first_chunk::<{ VnetHdr::LEN }>()) {
+                Some(Some((v, d))) if is_copy_of(d, f) => (Some(v), d),
+                // Not this slot's frame: the queue and the ring have gone out of step.
+                Some(_) => {
+                    astray = true;
+                    (f.vnet, f.data)
+                }
+                // No copy was queued (the socket's queue was full), or none read:
+                // what the slot has, which the datapath drops as truncated.
+                None => (f.vnet, f.data),
+            };
+            out.push(ring_rx_frame(f, vnet, data));
+        }
+        if astray {
+            // Whatever waits now belongs to slots already read: drop it, so the
+            // next slots meet their own copies (theirs come after it). The
+            // reader logs the error; the frames above are forwarded first.
+            let n = sys::discard_queued(fd, RESYNC_MAX);
+            return Err(io::Error::other(format!(
+                "RX slots and the frames queued for them were out of step: {n} queued frames dropped"
+            )));
+        }
+        Ok(empty)
+    }
+}
+
+impl BusyRx {
+    /// Takes the ring set up for this half when the port has gone busy, or
+    /// closes it once the port is quiet and the ring read empty.
+    fn settle(&mut self) {
+        match (&mut self.ring, self.shared.phase()) {
+            (None, Phase::Slots) => {
+                self.ring = self.shared.take(self.index).map(|r| (r.fd, SlotsRx::new(r.ring)));
+                self.socket_done = false;
+            }
+            (Some((_, slots)), Phase::Sockets) => {
+                slots.release_held();
+                if !slots.has_frame() {
+                    // Closes the ring's socket and unmaps the ring: once both are gone the
+                    // socket leaves the group and the wait set, and the kernel frees the ring.
+                    self.ring = None;
+                    self.shared.freed();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One batch: from the socket, or from the ring. Frames before the
+    /// switch to the ring are on the socket, those after it in the ring; the
+    /// other way round when the port goes quiet.
+    fn recv<'a>(&'a mut self, sock: BorrowedFd<'_>, out: &mut Vec<RxFrame<'a>>) -> io::Result<()> {
+        self.settle();
+        let phase = self.shared.phase();
+        let BusyRx { recv, drained, ring, frames, shared, index, socket_done, .. } = self;
+        let has_ring = ring.is_some();
+        // Busy: the socket until it is empty, then the ring (once settled, the
+        // ring alone: no syscall per batch). Going quiet: the ring, then the socket.
+        let ring_first = match ring {
+            None => false,
+            Some(_) if phase == Phase::Slots && *socket_done => true,
+            Some(_) if phase == Phase::Slots => {
+                let empty = sys::first_queued_len(sock)? == 0;
+                *socket_done = empty && shared.settled(Instant::now());
+                empty
+            }
+            Some((_, slots)) => slots.has_frame(),
+        };
+        match ring.as_mut().filter(|_| ring_first) {
+            Some((fd, slots)) => {
+                *drained = false;
+                // Going quiet, the socket may have frames that came after these.
+                *drained = slots.recv(fd.as_fd(), recv, out)? && phase == Phase::Slots;
+            }
+            None => {
+                *drained = false;
+                let got = mmsg_batch(recv, sock, out)?;
+                // Going busy, the ring may have frames that came after these.
+                *drained = got < MMSG_SLOTS && !(phase == Phase::Slots && has_ring);
+            }
+        }
+        *frames += out.len() as u64;
+        shared.count(*index, *frames);
+        Ok(())
+    }
+
+    /// Looks at the port's rate (the step it calls for is taken here), and
+    /// takes or closes this half's ring; true while the port has rings.
+    fn tick(&mut self, now: Instant) -> bool {
+        self.shared.look(now);
+        self.settle();
+        self.ring.is_some() || self.shared.phase() != Phase::Sockets
+    }
+}
+
 impl PortRx for AfPacketRx {
     fn recv_batch<'a>(&'a mut self, out: &mut Vec<RxFrame<'a>>) -> io::Result<()> {
         out.clear();
@@ -311,101 +575,57 @@ impl PortRx for AfPacketRx {
                 *held = Some(i);
                 ring.block_frames(i, |f| out.push(ring_rx_frame(&f, f.vnet, f.data)));
             }
-            RxPath::Slots { ring, next, held, copies, drained } => {
-                let n = ring.slots();
-                for k in 0..*held {
-                    ring.release((*next + n - *held + k) % n);
-                }
-                let ring: &'a SlotRing = ring;
-                let mut frames = [None; BATCH];
-                let (mut got, mut copied, mut empty) = (0, 0, false);
-                while got < BATCH {
-                    let Some(f) = ring.frame((*next + got) % n) else {
-                        empty = true;
-                        break;
-                    };
-                    if f.copied() && copied == MMSG_SLOTS {
-                        break; // one recvmmsg takes this many whole frames: the rest next time
-                    }
-                    copied += usize::from(f.copied());
-                    frames[got] = Some(f);
-                    got += 1;
-                }
-                (*held, *next, *drained) = (got, (*next + got) % n, empty);
-                // The whole frames of the slots marked as copies, in the slots' order.
-                let mut whole: [&'a [u8]; MMSG_SLOTS] = [&[]; MMSG_SLOTS];
-                let mut w = 0;
-                if copied > 0 {
-                    // A pending socket error (ENETDOWN) would fail this recvmmsg and
-                    // leave the copies queued, to be matched with later slots.
-                    let _ = sys::take_socket_error(self.fd.as_fd());
-                    copies.recv_up_to(self.fd.as_fd(), copied, |f| {
-                        whole[w] = f.data;
-                        w += 1;
-                    })?;
-                }
-                let mut whole = whole[..w].iter();
-                let mut astray = false;
-                for f in frames.iter().take(got).flatten() {
-                    let copy = if f.copied() { whole.next() } else { None };
-                    let (vnet, data) = match copy.map(|d| d.split_first_chunk::<{ VnetHdr::LEN }>()) {
-                        Some(Some((v, d))) if is_copy_of(d, f) => (Some(v), d),
-                        // Not this slot's frame: the queue and the ring have gone out of step.
-                        Some(_) => {
-                            astray = true;
-                            (f.vnet, f.data)
-                        }
-                        // No copy was queued (the socket's queue was full), or none read:
-                        // what the slot has, which the datapath drops as truncated.
-                        None => (f.vnet, f.data),
-                    };
-                    out.push(ring_rx_frame(f, vnet, data));
-                }
-                if astray {
-                    // Whatever waits now belongs to slots already read: drop it, so the
-                    // next slots meet their own copies (theirs come after it). The
-                    // reader logs the error; the frames above are forwarded first.
-                    let n = sys::discard_queued(self.fd.as_fd(), RESYNC_MAX);
-                    return Err(io::Error::other(format!(
-                        "RX slots and the frames queued for them were out of step: {n} queued frames dropped"
-                    )));
-                }
+            RxPath::Slots { slots, copies } => {
+                slots.recv(self.fd.as_fd(), copies, out)?;
             }
+            RxPath::BusySlots(b) => b.recv(self.fd.as_fd(), out)?,
             RxPath::Mmsg { recv, drained } => {
                 *drained = false;
-                let got = recv.recv(self.fd.as_fd(), |f| {
-                    if let Some((v, data)) = f.data.split_first_chunk::<{ VnetHdr::LEN }>() {
-                        out.push(RxFrame {
-                            data,
-                            vnet: Some(VnetHdr::from_bytes(v)),
-                            offloaded_tag: offloaded_tag(f.status, f.vlan_tci, f.vlan_tpid),
-                            wire_len: f.wire_len.unwrap_or(u32::try_from(data.len()).unwrap_or(u32::MAX)),
-                        });
-                    }
-                })?;
-                *drained = got < MMSG_SLOTS;
+                *drained = mmsg_batch(recv, self.fd.as_fd(), out)? < MMSG_SLOTS;
             }
         }
         Ok(())
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+        match &self.rx {
+            RxPath::BusySlots(b) => Some(b.wait.as_fd()),
+            _ => Some(self.fd.as_fd()),
+        }
     }
 
     fn drained(&self) -> bool {
-        matches!(self.rx, RxPath::Mmsg { drained: true, .. } | RxPath::Slots { drained: true, .. })
+        match &self.rx {
+            RxPath::Mmsg { drained, .. } => *drained,
+            RxPath::Slots { slots, .. } => slots.drained,
+            RxPath::BusySlots(b) => b.drained,
+            RxPath::Ring { .. } => false,
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> bool {
+        match &mut self.rx {
+            RxPath::BusySlots(b) => b.tick(now),
+            _ => false,
+        }
     }
 
     fn check(&mut self) -> Health {
         // Clears the pending error (ENETDOWN) so the wait descriptor quietens.
         let _ = sys::take_socket_error(self.fd.as_fd());
+        if let RxPath::BusySlots(BusyRx { ring: Some((fd, _)), .. }) = &self.rx {
+            let _ = sys::take_socket_error(fd.as_fd());
+        }
         // The kernel re-arms a packet socket when its link comes back up.
         crate::link_health(self.ifindex, &self.name)
     }
 
     fn kernel_drops(&self) -> u64 {
-        sys::packet_drops(self.fd.as_fd()).map_or(0, u64::from)
+        let ring = match &self.rx {
+            RxPath::BusySlots(BusyRx { ring: Some((fd, _)), .. }) => sys::packet_drops(fd.as_fd()).map_or(0, u64::from),
+            _ => 0,
+        };
+        sys::packet_drops(self.fd.as_fd()).map_or(0, u64::from) + ring
     }
 }
 

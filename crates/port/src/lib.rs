@@ -15,6 +15,7 @@
 //! exclusively ([`claim`]).
 
 pub mod afpacket;
+mod busy;
 pub mod claim;
 pub mod host;
 pub mod mem;
@@ -256,6 +257,14 @@ pub trait PortRx: Send {
     /// every frame that arrives after that (a socket under edge-triggered
     /// epoll does). `false` when unsure.
     fn drained(&self) -> bool {
+        false
+    }
+
+    /// Called by the reader every few milliseconds while it runs, and at
+    /// least once a second while this returns true: a receive half that
+    /// changes how it receives with load (`--rx busy-slots`) looks at its
+    /// port's rate here. `now` is the reader's clock.
+    fn tick(&mut self, _now: std::time::Instant) -> bool {
         false
     }
 

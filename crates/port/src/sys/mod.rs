@@ -53,8 +53,8 @@ pub use ring::{Ring, RingFrame, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID}
 pub use slots::SlotRing;
 use socket::bind_packet_protocol;
 pub use socket::{
-    Fanout, add_promisc, bind_packet, discard_queued, join_fanout, packet_drops, packet_socket, set_packet_version_v3,
-    take_socket_error,
+    Fanout, Steer, add_promisc, bind_packet, discard_queued, drop_all, first_queued_len, join_fanout, packet_drops,
+    packet_socket, set_packet_version_v3, steer_fanout, take_socket_error,
 };
 pub use tun::{read_nb, tun_open_tap, writev};
 pub use txring::{ROOM as TX_RING_ROOM, TxRing};

@@ -26,9 +26,27 @@ impl SlotRing {
     /// sets up a ring of `slots` slots (even, at least 2) and maps it.
     /// Frames that do not fit a slot are queued whole on the socket.
     pub fn new(fd: BorrowedFd<'_>, slots: usize) -> io::Result<SlotRing> {
+        Self::prepare(fd)?;
+        Self::map(fd, slots)
+    }
+
+    /// Makes `fd`, which has no ring, ready for one: TPACKET_V2, and frames
+    /// too big for a slot queued whole on the socket.
+    pub fn prepare(fd: BorrowedFd<'_>) -> io::Result<()> {
         super::set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_VERSION, TPACKET_V2)?;
-        super::set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)?;
+        super::set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, 1)
+    }
+
+    /// Sets up a ring of `slots` slots on `fd`, [prepared](Self::prepare)
+    /// and with no ring, and maps it. On a bound socket the kernel takes it
+    /// off its interface meanwhile and empties its receive queue.
+    pub fn map(fd: BorrowedFd<'_>, slots: usize) -> io::Result<SlotRing> {
         Ok(SlotRing { ring: V2Ring::map(fd, libc::PACKET_RX_RING, slots, true)? })
+    }
+
+    /// Whether slot `i` is user space's (the kernel has put a frame in it).
+    pub fn is_filled(&self, i: usize) -> bool {
+        self.ring.status(i).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
     }
 
     pub fn slots(&self) -> usize {

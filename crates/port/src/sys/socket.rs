@@ -95,8 +95,6 @@ pub fn add_promisc(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mr)
 }
 
-/// PACKET_FANOUT mode: a frame goes to the socket of the CPU it arrived on.
-const PACKET_FANOUT_CPU: u32 = 2;
 /// PACKET_FANOUT flag: the kernel picks a group id no one else uses.
 const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
 /// PACKET_FANOUT flag (Linux 6.2): the group ignores outgoing frames. A
@@ -121,7 +119,19 @@ pub enum Fanout {
     FlowOrCpu,
 }
 
-/// The FlowOrCpu program. At fanout time the frame's data starts at its
+/// Which members a group's program picks: member `offset + x % members`,
+/// where `x` is what the [`Fanout`] spreads by. A group of `members`
+/// receive halves steers to them with offset 0; the RX slots a busy port
+/// appends after them (`crate::busy`) are `members..2 * members`, picked
+/// by offset `members`. The kernel takes the result modulo the group's
+/// size, so while fewer sockets are joined the result still falls on one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steer {
+    pub members: u32,
+    pub offset: u32,
+}
+
+/// The group's program. At fanout time the frame's data starts at its
 /// network header (the kernel runs the group's program before a packet
 /// socket pushes the MAC header back), so the IP protocol is byte 9 of an
 /// IPv4 header and the next header byte 6 of an IPv6 one; the EtherType,
@@ -129,21 +139,24 @@ pub enum Fanout {
 /// next instruction is `pc + 1 + offset`.
 ///
 /// ```text
-/// 0  A = skb->protocol               (ancillary)
-/// 1  if A == 0x0800 goto 4           (IPv4)
-/// 2  if A == 0x86dd goto 6           (IPv6)
-/// 3  goto 11                          (anything else: by CPU)
-/// 4  A = byte [9]                     (IPv4 protocol)
+/// FlowOrCpu                              Cpu
+/// 0  A = skb->protocol   (ancillary)    0  A = cpu
+/// 1  if A == 0x0800 goto 4  (IPv4)      1  A %= members
+/// 2  if A == 0x86dd goto 6  (IPv6)      2  A += offset
+/// 3  goto 11             (other: CPU)   3  return A
+/// 4  A = byte [9]        (IPv4 protocol)
 /// 5  goto 7
-/// 6  A = byte [6]                     (IPv6 next header)
-/// 7  if A != 6 goto 11                (not TCP: by CPU)
-/// 8  A = skb->hash                    (ancillary)
+/// 6  A = byte [6]        (IPv6 next header)
+/// 7  if A != 6 goto 11   (not TCP: by CPU)
+/// 8  A = skb->hash       (ancillary)
 /// 9  if A == 0 goto 11
-/// 10 return A
-/// 11 A = cpu                          (ancillary)
-/// 12 return A
+/// 10 goto 12
+/// 11 A = cpu             (ancillary)
+/// 12 A %= members
+/// 13 A += offset
+/// 14 return A
 /// ```
-fn flow_or_cpu_program() -> [libc::sock_filter; 13] {
+fn fanout_program(mode: Fanout, steer: Steer) -> Vec<libc::sock_filter> {
     #[allow(clippy::cast_possible_truncation, reason = "BPF opcodes fit 16 bits")]
     let op = |c: u32| c as u16;
     let s = |code: u32, k: u32| libc::sock_filter { code: op(code), jt: 0, jf: 0, k };
@@ -156,44 +169,76 @@ fn flow_or_cpu_program() -> [libc::sock_filter; 13] {
     );
     let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
     let ja = libc::BPF_JMP | libc::BPF_JA;
-    let ret_a = libc::BPF_RET | libc::BPF_A;
-    [
-        /* 0 */ s(ld_h, ad(libc::SKF_AD_PROTOCOL)),
-        /* 1 */ j(jeq, 0x0800, 2, 0),
-        /* 2 */ j(jeq, 0x86dd, 3, 0),
-        /* 3 */ s(ja, 7),
-        /* 4 */ s(ld_b, 9),
-        /* 5 */ s(ja, 1),
-        /* 6 */ s(ld_b, 6),
-        /* 7 */ j(jeq, 6, 0, 3),
-        /* 8 */ s(ld_w, ad(libc::SKF_AD_RXHASH)),
-        /* 9 */ j(jeq, 0, 1, 0),
-        /* 10 */ s(ret_a, 0),
-        /* 11 */ s(ld_w, ad(libc::SKF_AD_CPU)),
-        /* 12 */ s(ret_a, 0),
-    ]
+    let tail = [
+        s(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, steer.members.max(1)),
+        s(libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K, steer.offset),
+        s(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let head = match mode {
+        Fanout::Cpu => vec![s(ld_w, ad(libc::SKF_AD_CPU))],
+        Fanout::FlowOrCpu => vec![
+            /* 0 */ s(ld_h, ad(libc::SKF_AD_PROTOCOL)),
+            /* 1 */ j(jeq, 0x0800, 2, 0),
+            /* 2 */ j(jeq, 0x86dd, 3, 0),
+            /* 3 */ s(ja, 7),
+            /* 4 */ s(ld_b, 9),
+            /* 5 */ s(ja, 1),
+            /* 6 */ s(ld_b, 6),
+            /* 7 */ j(jeq, 6, 0, 3),
+            /* 8 */ s(ld_w, ad(libc::SKF_AD_RXHASH)),
+            /* 9 */ j(jeq, 0, 1, 0),
+            /* 10 */ s(ja, 1),
+            /* 11 */ s(ld_w, ad(libc::SKF_AD_CPU)),
+        ],
+    };
+    head.into_iter().chain(tail).collect()
 }
 
-/// Joins `fd` (bound to its interface) to fanout group `group` spreading
-/// frames as `mode` says, ignoring outgoing frames; `group` 0 asks the
-/// kernel for a new unique id (and sets the group's program), which is
-/// returned. EINVAL on kernels before 6.2.
-pub fn join_fanout(fd: BorrowedFd<'_>, group: u16, mode: Fanout) -> io::Result<u16> {
-    let kind = match mode {
-        Fanout::Cpu => PACKET_FANOUT_CPU,
-        Fanout::FlowOrCpu => PACKET_FANOUT_CBPF,
-    };
+/// Joins `fd` (bound to its interface) to fanout group `group` in CBPF
+/// mode, ignoring outgoing frames; `group` 0 asks the kernel for a new
+/// unique id and gives the group the program of `mode` and `steer`. Returns
+/// the group's id. EINVAL on kernels before 6.2.
+pub fn join_fanout(fd: BorrowedFd<'_>, group: u16, mode: Fanout, steer: Steer) -> io::Result<u16> {
     let flags = PACKET_FANOUT_FLAG_IGNORE_OUTGOING | if group == 0 { PACKET_FANOUT_FLAG_UNIQUEID } else { 0 };
-    let arg: u32 = u32::from(group) | ((kind | flags) << 16);
+    let arg: u32 = u32::from(group) | ((PACKET_FANOUT_CBPF | flags) << 16);
     setsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
-    if group == 0 && mode == Fanout::FlowOrCpu {
-        let mut prog = flow_or_cpu_program();
-        let fprog = libc::sock_fprog { len: u16::try_from(prog.len()).unwrap_or(0), filter: prog.as_mut_ptr() };
-        setsockopt(fd, libc::SOL_PACKET, PACKET_FANOUT_DATA, &fprog)?;
+    if group == 0 {
+        steer_fanout(fd, mode, steer)?;
     }
     let mut v: u32 = 0;
     getsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &mut v)?;
     Ok(u16::try_from(v & 0xffff).unwrap_or(0))
+}
+
+/// Replaces the program of the group `fd` is a member of (the kernel swaps
+/// it under RCU: each frame sees the old program or the new one).
+pub fn steer_fanout(fd: BorrowedFd<'_>, mode: Fanout, steer: Steer) -> io::Result<()> {
+    let mut prog = fanout_program(mode, steer);
+    let len = u16::try_from(prog.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fprog = libc::sock_fprog { len, filter: prog.as_mut_ptr() };
+    setsockopt(fd, libc::SOL_PACKET, PACKET_FANOUT_DATA, &fprog)
+}
+
+/// Attaches a socket filter that drops every frame (`drop_all`), or takes
+/// it off. A socket must be bound before it may join a fanout group, and
+/// until it has joined it would receive a copy of every frame.
+pub fn drop_all(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    if !on {
+        return setsockopt(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0);
+    }
+    #[allow(clippy::cast_possible_truncation, reason = "BPF opcodes fit 16 bits")]
+    let mut prog = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
+    let fprog = libc::sock_fprog { len: 1, filter: prog.as_mut_ptr() };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+/// Bytes of the first frame waiting in the socket's receive queue; 0 when
+/// none waits (SIOCINQ).
+pub fn first_queued_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCINQ writes one int through the pointer, which points to a live int.
+    syscall!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -223,6 +268,8 @@ mod tests {
                 c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
                     pc += usize::from(if a == f.k { f.jt } else { f.jf })
                 }
+                c if c == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K => a %= f.k,
+                c if c == libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K => a += f.k,
                 c if c == libc::BPF_RET | libc::BPF_A => return a,
                 c => panic!("opcode {c:#x}"),
             }
@@ -232,7 +279,9 @@ mod tests {
 
     #[test]
     fn tcp_goes_by_flow_the_rest_by_cpu() {
-        let p = super::flow_or_cpu_program();
+        use super::{Fanout, Steer, fanout_program};
+        // A large group, so the results are the raw hash and CPU.
+        let p = fanout_program(Fanout::FlowOrCpu, Steer { members: 1 << 30, offset: 0 });
         let mut v4 = [0u8; 20];
         v4[9] = 6;
         assert_eq!(run(&p, 0x0800, &v4, 0xabcd, 1), 0xabcd, "IPv4 TCP: its hash");
@@ -245,5 +294,25 @@ mod tests {
         v6[6] = 58;
         assert_eq!(run(&p, 0x86dd, &v6, 0x1234, 0), 0, "ICMPv6: the CPU");
         assert_eq!(run(&p, 0x0806, &v4, 0x1234, 1), 1, "ARP: the CPU");
+    }
+
+    #[test]
+    fn the_program_picks_a_member_of_its_own_half_of_the_group() {
+        // Members 0..3 are the receive halves, 3..6 the RX slots appended
+        // after them: each half's program stays in its half, whatever the hash
+        // or CPU, and a frame goes to the same index in either half.
+        use super::{Fanout, Steer, fanout_program};
+        let mut tcp = [0u8; 20];
+        tcp[9] = 6;
+        for mode in [Fanout::Cpu, Fanout::FlowOrCpu] {
+            let socks = fanout_program(mode, Steer { members: 3, offset: 0 });
+            let slots = fanout_program(mode, Steer { members: 3, offset: 3 });
+            for (hash, cpu) in [(0xabcd, 0), (0xffff_ffff, 1), (7, 5), (0, 63)] {
+                let a = run(&socks, 0x0800, &tcp, hash, cpu);
+                let b = run(&slots, 0x0800, &tcp, hash, cpu);
+                assert!(a < 3, "{mode:?} {hash:#x} {cpu}: {a}");
+                assert_eq!(b, a + 3, "{mode:?} {hash:#x} {cpu}");
+            }
+        }
     }
 }
