@@ -75,7 +75,7 @@ pub struct RunArgs {
     /// --ring-slots × 2 KiB of kernel memory per port and reader, held from
     /// the start) or `ring` (TPACKET_V3 ring, batches; a partly filled block
     /// waits up to --retire-ms).
-    #[arg(long, value_enum, default_value_t = RxArg::Mmsg)]
+    #[arg(long, value_enum, default_value_t = RxArg::BusySlots)]
     pub rx: RxArg,
     /// RX ring (--rx ring): blocks per port.
     #[arg(long, default_value_t = 8)]

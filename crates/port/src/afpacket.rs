@@ -26,10 +26,8 @@ pub enum RxMode {
     /// TPACKET_V3 ring: batches without a syscall per frame; a partly filled
     /// block waits up to `retire_ms` before the reader sees it.
     Ring,
-    /// `recvmmsg` with PACKET_AUXDATA: a wake-up per arrival, no block timer.
-    /// The default: measured lower latency and higher TCP throughput
-    /// (docs/benchmarks.md).
-    #[default]
+    /// `recvmmsg` with PACKET_AUXDATA: a wake-up per arrival, no block timer;
+    /// lower latency and higher TCP throughput than `Ring` (docs/benchmarks.md).
     Mmsg,
     /// TPACKET_V2 ring of 2 KiB slots: a wake-up per arrival like `Mmsg`,
     /// no syscall or skb per small frame; frames too big for a slot (GSO
@@ -38,7 +36,10 @@ pub enum RxMode {
     Slots,
     /// `Mmsg`, and `Slots` only while the port is busy: rings are set up
     /// when its frame rate rises and closed (their memory given back) when
-    /// it has been quiet for a while (`crate::busy`).
+    /// it has been quiet for a while (`crate::busy`). The default: `Mmsg`'s
+    /// latency and idle memory, `Slots`' CPU per small frame under a flood
+    /// (docs/benchmarks.md).
+    #[default]
     BusySlots,
 }
 
@@ -70,7 +71,7 @@ pub struct RxConfig {
 impl Default for RxConfig {
     fn default() -> Self {
         RxConfig {
-            mode: RxMode::Mmsg,
+            mode: RxMode::BusySlots,
             block_kib: 256,
             blocks: 8,
             retire_ms: 1,
