@@ -592,8 +592,9 @@ fn a_receive_that_empties_the_socket_says_so_and_a_full_one_does_not() {
     use ub_port::afpacket::MMSG_SLOTS;
     let lab = lab("drained", 2);
     let sw = lab.switch_ns();
-    let mut rxs =
-        NetNs::open(&sw).unwrap().run(|| ub_port::afpacket::open("ubp1", Default::default()).unwrap().0).unwrap();
+    // `recvmmsg` itself (a busy-slots half waits on an epoll set, not on its socket).
+    let mmsg = ub_port::afpacket::RxConfig { mode: ub_port::afpacket::RxMode::Mmsg, ..Default::default() };
+    let mut rxs = NetNs::open(&sw).unwrap().run(|| ub_port::afpacket::open("ubp1", mmsg).unwrap().0).unwrap();
     assert_eq!(rxs.len(), 1, "one receive half by default");
     let rx = &mut rxs[0];
     // What the socket holds, in bytes (`Rmem` in the namespace's
