@@ -21,6 +21,7 @@
 # the port's thread ran on the CPU its frame came from.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/lab/pods.sh
 ROUNDS=${ROUNDS:-3}
 COUNT=${COUNT:-1000}
 TRACE=${TRACE:-0}
@@ -42,14 +43,7 @@ trap down EXIT
 # Pods a (10.79.0.1) and b (10.79.0.2), host ends pa and pb in $N-sw, joined
 # by the bridge or by BIN.
 up() {
-  for n in a b sw; do ip netns add "$N-$n"; ip -n "$N-$n" link set lo up; done
-  for p in a b; do
-    ip link add eth0 netns "$N-$p" type veth peer name "p$p" netns "$N-sw"
-    ip -n "$N-sw" link set "p$p" up
-    ip -n "$N-$p" link set eth0 up
-  done
-  ip -n "$N-a" addr add 10.79.0.1/24 dev eth0
-  ip -n "$N-b" addr add 10.79.0.2/24 dev eth0
+  two_pods "$N" 10.79.0
   if [ "$1" = bridge ]; then
     ip -n "$N-sw" link add br0 type bridge
     ip -n "$N-sw" link set pa master br0
