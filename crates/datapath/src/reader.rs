@@ -210,11 +210,8 @@ pub fn spawn_reader_at(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let mut held = Vec::with_capacity(members.len());
-    for (i, m) in members.into_iter().enumerate() {
-        if let Some(fd) = m.rx.wait_fd() {
-            // Edge-triggered: a member is drained until it is empty before waiting.
-            poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), token(i), Interest::READABLE)?;
-        }
+    for (i, mut m) in members.into_iter().enumerate() {
+        register(&poll, m.rx.as_mut(), token(i))?;
         held.push(Held { index: i, cpu: m.cpu, rx: Some(m.rx), ready: true, frames: 0, helper: None });
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -582,10 +579,8 @@ impl Reader<'_> {
             if Some(i) == home || h.rx.is_none() || h.frames < min_frames.max(1) || !self.sw.take_helper() {
                 continue;
             }
-            let rx = h.rx.take().expect("checked above");
-            if let Some(fd) = rx.wait_fd() {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
-            }
+            let mut rx = h.rx.take().expect("checked above");
+            deregister(&self.poll, rx.as_mut());
             match spawn_helper(self.id, self.name, h.index, h.cpu, rx, l, self.class) {
                 Ok(helper) => {
                     tracing::debug!(port = %self.name, member = h.index, cpu = ?h.cpu, frames = h.frames,
@@ -651,11 +646,28 @@ impl Reader<'_> {
     }
 }
 
-/// Holds a member again: registered, and drained before the next wait.
-fn hold(poll: &Poll, h: &mut Held, rx: Box<dyn PortRx>) {
+/// Registers `rx` with `poll` under `t`: its wait descriptor (edge-triggered:
+/// a member is drained until it is empty before waiting), and, through
+/// [`PortRx::waiting_in`], any descriptor it opens later.
+fn register(poll: &Poll, rx: &mut dyn PortRx, t: Token) -> io::Result<()> {
     if let Some(fd) = rx.wait_fd() {
-        let _ = poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), token(h.index), Interest::READABLE);
+        poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), t, Interest::READABLE)?;
     }
+    rx.waiting_in(Some((poll.as_raw_fd(), u64::try_from(t.0).unwrap_or(u64::MAX))));
+    Ok(())
+}
+
+/// Undoes [`register`], before `rx` moves to another thread.
+fn deregister(poll: &Poll, rx: &mut dyn PortRx) {
+    rx.waiting_in(None);
+    if let Some(fd) = rx.wait_fd() {
+        let _ = poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+    }
+}
+
+/// Holds a member again: registered, and drained before the next wait.
+fn hold(poll: &Poll, h: &mut Held, mut rx: Box<dyn PortRx>) {
+    let _ = register(poll, rx.as_mut(), token(h.index));
     h.rx = Some(rx);
     h.ready = true;
 }
@@ -669,21 +681,22 @@ fn spawn_helper(
     name: &str,
     index: usize,
     cpu: Option<usize>,
-    rx: Box<dyn PortRx>,
+    mut rx: Box<dyn PortRx>,
     l: &Lending,
     class: Class,
 ) -> Result<Helper, (Box<dyn PortRx>, io::Error)> {
-    let setup = || -> io::Result<(Poll, Arc<Waker>)> {
+    let setup = |rx: &mut dyn PortRx| -> io::Result<(Poll, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        if let Some(fd) = rx.wait_fd() {
-            poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), token(0), Interest::READABLE)?;
-        }
+        register(&poll, rx, token(0))?;
         Ok((poll, waker))
     };
-    let (poll, waker) = match setup() {
+    let (poll, waker) = match setup(rx.as_mut()) {
         Ok(v) => v,
-        Err(e) => return Err((rx, e)),
+        Err(e) => {
+            rx.waiting_in(None);
+            return Err((rx, e));
+        }
     };
     let stop = Arc::new(AtomicBool::new(false));
     let at = Placement { cpu, nice: l.nice };
@@ -703,7 +716,9 @@ fn spawn_helper(
             let (lending, helper) = (None, true);
             let mut r = Reader { sw, id, name, thread, stop, poll, held, lending, helper, fwd, store: vec![], class };
             supervise(&mut r, restart);
-            if let Some(rx) = r.held.pop().and_then(|h| h.rx) {
+            if let Some(mut rx) = r.held.pop().and_then(|h| h.rx) {
+                // Out of this thread's epoll while it is still open.
+                rx.waiting_in(None);
                 let _ = give_back.send((index, rx));
                 let _ = port_waker.wake();
             }

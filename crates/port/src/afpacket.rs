@@ -15,7 +15,7 @@ use crate::sys::{
 };
 use crate::{BATCH, Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, validate_ifname};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ub_netlink::{Link, Rtnl};
@@ -223,6 +223,8 @@ fn busy_halves(link: &Link, ring: &RxConfig, readers: &mut Vec<AfPacketRx>) -> i
                     frames: 0,
                     ring: None,
                     socket_done: false,
+                    reader: None,
+                    ring_in_reader: false,
                 }),
                 other => other,
             };
@@ -351,6 +353,10 @@ struct BusyRx {
     frames: u64,
     ring: Option<(OwnedFd, SlotsRx)>,
     socket_done: bool,
+    /// The epoll descriptor and token of the reader waiting on `wait`.
+    reader: Option<(RawFd, u64)>,
+    /// The ring's socket is in `reader`'s epoll (else in `wait`).
+    ring_in_reader: bool,
 }
 
 /// Receive half: walks the ring block by block, or `recvmmsg`s.
@@ -499,6 +505,10 @@ impl BusyRx {
             (None, Phase::Slots) => {
                 self.ring = self.shared.take(self.index).map(|r| (r.fd, SlotsRx::new(r.ring)));
                 self.socket_done = false;
+                // Set up in the wait set (so a frame wakes the reader at once); into the
+                // reader's own epoll now: one wake-up per frame, not two.
+                self.ring_in_reader = false;
+                self.ring_to_reader();
             }
             (Some((_, slots)), Phase::Sockets) => {
                 slots.release_held();
@@ -506,11 +516,36 @@ impl BusyRx {
                     // Closes the ring's socket and unmaps the ring: once both are gone the
                     // socket leaves the group and the wait set, and the kernel frees the ring.
                     self.ring = None;
+                    self.ring_in_reader = false;
                     self.shared.freed();
                 }
             }
             _ => {}
         }
+    }
+
+    /// Moves the ring's socket from the wait set into the reader's epoll,
+    /// if there are both a ring and a reader. On failure it stays in the
+    /// wait set, which wakes the reader too.
+    fn ring_to_reader(&mut self) {
+        let (Some((fd, _)), Some((ep, token)), false) = (&self.ring, self.reader, self.ring_in_reader) else { return };
+        if sys::epoll_ctl_raw(ep, fd.as_fd(), Some(token)).is_ok() {
+            let _ = busy::wait_set_remove(self.wait.as_fd(), fd.as_fd());
+            self.ring_in_reader = true;
+        }
+    }
+
+    /// The reader waiting on this half changes: the ring's socket, if it is
+    /// in the old reader's epoll, goes back into the wait set first (which
+    /// the next reader registers), then into the new reader's epoll.
+    fn waiting_in(&mut self, reader: Option<(RawFd, u64)>) {
+        if let (Some((fd, _)), Some((ep, _)), true) = (&self.ring, self.reader, self.ring_in_reader) {
+            let _ = busy::wait_set_add(self.wait.as_fd(), fd.as_fd());
+            let _ = sys::epoll_ctl_raw(ep, fd.as_fd(), None);
+            self.ring_in_reader = false;
+        }
+        self.reader = reader;
+        self.ring_to_reader();
     }
 
     /// One batch: from the socket, or from the ring. Frames before the
@@ -608,6 +643,12 @@ impl PortRx for AfPacketRx {
         match &mut self.rx {
             RxPath::BusySlots(b) => b.tick(now),
             _ => false,
+        }
+    }
+
+    fn waiting_in(&mut self, reader: Option<(RawFd, u64)>) {
+        if let RxPath::BusySlots(b) = &mut self.rx {
+            b.waiting_in(reader);
         }
     }
 

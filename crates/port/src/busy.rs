@@ -349,7 +349,7 @@ impl BusySlots {
             sys::bind_packet(fd.as_fd(), self.ifindex)?;
             sys::join_fanout(fd.as_fd(), self.group, self.spread, self.steer(0))?;
             sys::drop_all(fd.as_fd(), false)?;
-            epoll_add(wait.as_fd(), fd.as_fd())?;
+            wait_set_add(wait.as_fd(), fd.as_fd())?;
             made.push(RingSocket { fd, ring });
         }
         for (m, r) in self.mailbox.iter().zip(made) {
@@ -414,15 +414,20 @@ fn ring_socket() -> io::Result<OwnedFd> {
 /// readable when any socket it holds does.
 pub fn wait_set(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-    epoll_add(ep.as_fd(), fd)?;
+    wait_set_add(ep.as_fd(), fd)?;
     Ok(ep)
 }
 
 /// Adds `fd` to the wait set `ep`, edge-triggered as the reader's own
 /// epoll is (a closed socket leaves it by itself).
-fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+pub fn wait_set_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = epoll::EventFlags::IN | epoll::EventFlags::ET;
     Ok(epoll::add(ep, fd, epoll::EventData::new_u64(0), flags)?)
+}
+
+/// Takes `fd` out of the wait set `ep`.
+pub fn wait_set_remove(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(epoll::delete(ep, fd)?)
 }
 
 #[cfg(test)]

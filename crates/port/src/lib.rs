@@ -268,6 +268,13 @@ pub trait PortRx: Send {
         false
     }
 
+    /// The epoll descriptor of the reader that waits on `wait_fd`, and the
+    /// event data (its token) it registered it with; `None` when that reader
+    /// lets go. A half that opens a descriptor of its own later (a busy
+    /// port's ring) adds it there, so its frames wake the reader directly.
+    /// The reader keeps the descriptor open until it calls this with `None`.
+    fn waiting_in(&mut self, _reader: Option<(std::os::fd::RawFd, u64)>) {}
+
     /// Called when the wait descriptor signals an error, and now and then
     /// while the port is down: is the link up, down (it may come back), or
     /// gone for good?

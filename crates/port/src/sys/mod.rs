@@ -59,6 +59,18 @@ pub use socket::{
 pub use tun::{read_nb, tun_open_tap, writev};
 pub use txring::{ROOM as TX_RING_ROOM, TxRing};
 
+/// Adds `fd` (edge-triggered, readable, event data `data`) to the epoll
+/// set numbered `ep`, or with `data` `None` takes it out. `ep` is a number
+/// a reader gave (its own epoll descriptor, open while it holds the port):
+/// a stale number only fails (EBADF, EINVAL, ENOENT).
+pub(crate) fn epoll_ctl_raw(ep: std::os::fd::RawFd, fd: BorrowedFd<'_>, data: Option<u64>) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET).cast_unsigned(), u64: data.unwrap_or(0) };
+    let op = if data.is_some() { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_DEL };
+    // SAFETY: plain syscall on two descriptor numbers and a live epoll_event; the kernel
+    // checks both numbers, so a stale `ep` is an error, never memory unsafety.
+    syscall!(unsafe { libc::epoll_ctl(ep, op, fd.as_raw_fd(), &mut ev) }).map(drop)
+}
+
 pub(crate) fn setsockopt<T>(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, val: &T) -> io::Result<()> {
     // SAFETY: val points to a live T of the length given.
     syscall!(unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (val as *const T).cast(), socklen_of::<T>()) })
