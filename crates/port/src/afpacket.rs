@@ -507,7 +507,6 @@ impl BusyRx {
                 self.socket_done = false;
                 // Set up in the wait set (so a frame wakes the reader at once); into the
                 // reader's own epoll now: one wake-up per frame, not two.
-                self.ring_in_reader = false;
                 self.ring_to_reader();
             }
             (Some((_, slots)), Phase::Sockets) => {

@@ -260,6 +260,15 @@ impl BusySlots {
         self.held.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Closes the rings set up for halves that have not taken them.
+    fn close_untaken(&self) {
+        for m in &self.mailbox {
+            if lock(m).take().is_some() {
+                self.freed();
+            }
+        }
+    }
+
     /// Looks at the port's rate and takes the step [`Policy`] says, unless
     /// another half is looking (then it is that half's to do). Rings are
     /// set up on a thread of its own: zeroing and mapping them takes tens of
@@ -303,11 +312,7 @@ impl BusySlots {
             Step::Free => {
                 self.phase.store(Phase::Sockets as u8, Ordering::Release);
                 // Rings no half took (it had no frame meanwhile) are closed here.
-                for m in &self.mailbox {
-                    if lock(m).take().is_some() {
-                        self.freed();
-                    }
-                }
+                self.close_untaken();
                 tracing::info!(port = %self.name, "port quiet: RX slots given back");
                 true
             }
@@ -360,11 +365,7 @@ impl BusySlots {
         self.phase.store(Phase::Slots as u8, Ordering::Release);
         if let Err(e) = sys::steer_fanout(self.steer_fd.as_fd(), self.spread, self.steer(self.members)) {
             self.phase.store(Phase::Sockets as u8, Ordering::Release);
-            for m in &self.mailbox {
-                if lock(m).take().is_some() {
-                    self.freed();
-                }
-            }
+            self.close_untaken();
             return Err(e);
         }
         let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
