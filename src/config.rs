@@ -88,13 +88,16 @@ pub struct RunArgs {
     pub retire_ms: u32,
     /// RX slots (--rx slots, busy-slots): slots per port and reader, 2 KiB each (an
     /// even count, 64-65536; the default, 32 MiB, held a 64-byte flood on a
-    /// busy 2-CPU node without a loss, docs/benchmarks.md).
+    /// busy 2-CPU node without a loss, docs/benchmarks.md). With busy-slots,
+    /// the most a ring takes: each is sized to hold 100 ms of its port's rate.
     #[arg(long, default_value_t = 16_384)]
     pub ring_slots: usize,
-    /// --rx busy-slots: frames per second (the port's readers together)
-    /// from which a port takes its RX slots; it gives them back after 2 s
-    /// under a fifth of it (1000-100000000).
-    #[arg(long, default_value_t = 100_000, value_name = "FRAMES")]
+    /// --rx busy-slots: frames per second (the port's readers together,
+    /// counting frames a 2 KiB slot holds less those it does not, so a TCP
+    /// stream's super-frames keep its port on recvmmsg) from which a port
+    /// takes its RX slots; it gives them back after 2 s under a fifth of it
+    /// (1000-100000000).
+    #[arg(long, default_value_t = 20_000, value_name = "FRAMES")]
     pub busy_pps: u64,
     /// Receive halves per port (`auto`: one per CPU this process may use, at
     /// most 8), in a PACKET_FANOUT group by CPU: member i takes the frames

@@ -76,7 +76,7 @@ impl Default for RxConfig {
             blocks: 8,
             retire_ms: 1,
             slots: 16_384,
-            busy_pps: 100_000,
+            busy_pps: 20_000,
             fanout: 1,
             spread: Fanout::FlowOrCpu,
         }
@@ -220,7 +220,7 @@ fn busy_halves(link: &Link, ring: &RxConfig, readers: &mut Vec<AfPacketRx>) -> i
                     wait,
                     shared: shared.clone(),
                     index,
-                    frames: 0,
+                    frames: busy::Counted::default(),
                     ring: None,
                     socket_done: false,
                     reader: None,
@@ -350,7 +350,7 @@ struct BusyRx {
     wait: Arc<OwnedFd>,
     shared: Arc<BusySlots>,
     index: usize,
-    frames: u64,
+    frames: busy::Counted,
     ring: Option<(OwnedFd, SlotsRx)>,
     socket_done: bool,
     /// The epoll descriptor and token of the reader waiting on `wait`.
@@ -580,7 +580,9 @@ impl BusyRx {
                 *drained = got < MMSG_SLOTS && !(phase == Phase::Slots && has_ring);
             }
         }
-        *frames += out.len() as u64;
+        let fit = out.iter().filter(|f| f.wire_len as usize <= sys::SLOT_ROOM).count() as u64;
+        frames.fit += fit;
+        frames.big += out.len() as u64 - fit;
         shared.count(*index, *frames);
         Ok(())
     }

@@ -9,7 +9,8 @@
 //!   whose program picks member `x % n` (`x` the CPU or TCP flow hash,
 //!   [`Steer`]).
 //! - Going busy, the port makes `n` fresh sockets (in its own network
-//!   namespace), gives each a ring, and joins them to the group, in order,
+//!   namespace), gives each a ring sized to the port's rate
+//!   ([`slots_for`]), and joins them to the group, in order,
 //!   so they are members `n..2n`; then it replaces the program with one
 //!   that picks member `n + x % n`. Each frame sees the old program or the
 //!   new one, so for each half the frames before the switch are on its
@@ -17,7 +18,8 @@
 //!   until it is empty, then its ring.
 //! - Going quiet, the program picks the sockets again; after a grace
 //!   period each half reads its ring until it is empty, then closes that
-//!   socket, which leaves the group and gives the ring's memory back.
+//!   socket, which leaves the group and gives the ring's memory back. A
+//!   port that outgrows its rings does the same, then takes larger ones.
 //!
 //! A half waits on an epoll descriptor of its own that holds its socket and,
 //! while it has one, its ring's socket: the reader never sees the change.
@@ -34,10 +36,12 @@ use std::time::{Duration, Instant};
 use ub_netlink::NetNs;
 
 /// A port takes rings when its halves together receive at least
-/// `RxConfig::busy_pps` frames per second (by default 100 k: a 64-byte
-/// flood through one port is 300-450 k/s on the 2-CPU lab, a TCP stream's
-/// GSO super-frames and ACKs well under it); a port with rings gives them
-/// back once it has stayed under a fifth of that for this long.
+/// `RxConfig::busy_pps` frames per second more that a slot holds whole than
+/// frames it does not (by default 20 k: eight 64-byte floods at once are
+/// 30-45 k/s a port on the 2-CPU lab, one flood 300-450 k/s, a TCP
+/// stream's ACKs a few k/s; its data port, with a small tail frame for
+/// every two or so super-frames, never gets there); a port with rings
+/// gives them back once it has stayed under a fifth of that for this long.
 pub const QUIET_FOR: Duration = Duration::from_secs(2);
 /// The shortest span a rate is taken over.
 pub const LOOK: Duration = Duration::from_millis(50);
@@ -48,6 +52,22 @@ pub const LOOK: Duration = Duration::from_millis(50);
 pub const GRACE: Duration = Duration::from_millis(20);
 /// After rings could not be set up (no memory), how long before trying again.
 pub const RETRY: Duration = Duration::from_secs(10);
+/// A ring is sized to hold this long of the rate that made its port busy
+/// (in whole powers of two of slots, at most `--ring-slots`): 16 384 slots,
+/// 36 ms of a 450 k/s flood, lost nothing on the 2-CPU lab where 8 192
+/// (18 ms) lost up to 1.5% (docs/architecture.md). A port busy at 40 k/s
+/// so takes 4 096 slots, 8 MiB, not 32: less memory, and set up four times
+/// faster by a thread that may get little CPU on a busy node.
+pub const HOLD: Duration = Duration::from_millis(100);
+/// The fewest slots a ring is given (2 MiB).
+pub const MIN_SLOTS: usize = 1024;
+
+/// Slots for a ring that is to hold [`HOLD`] of `pps` frames a second: a
+/// power of two from [`MIN_SLOTS`] to `max` (or `max`, if it is smaller).
+pub fn slots_for(pps: u64, max: usize) -> usize {
+    let want = usize::try_from(u128::from(pps) * HOLD.as_millis() / 1000).unwrap_or(usize::MAX);
+    want.checked_next_power_of_two().unwrap_or(usize::MAX).clamp(MIN_SLOTS.min(max), max)
+}
 
 /// Where a port's frames go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,20 +96,40 @@ impl Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Stay,
-    /// Set up rings and steer frames to them.
-    Attach,
-    /// Steer frames back to the sockets.
-    Detach,
+    /// Set up rings of this many slots and steer frames to them.
+    Attach(usize),
+    /// Steer frames back to the sockets: the port is quiet, or (`outgrown`)
+    /// its rings hold less than a quarter of [`HOLD`] at its rate now and
+    /// will be set up again, larger, once they are closed.
+    Detach {
+        outgrown: bool,
+    },
     /// The grace period is over: halves may close their rings.
     Free,
 }
 
-/// When a port takes rings and gives them back: from its frame count and
-/// the time, both given (no clock of its own).
+/// Frames a port's halves have received in all: those a 2 KiB slot holds
+/// whole (`fit`), which a ring takes for less CPU than `recvmmsg`, and the
+/// rest (`big`: GSO super-frames, jumbo frames), for which a ring only adds
+/// a slot and a copy of the frame's head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub fit: u64,
+    pub big: u64,
+}
+
+/// When a port takes rings and gives them back: from its frame counts and
+/// the time, both given (no clock of its own). The rate it goes by is the
+/// frames a slot holds less those it does not, per second: a port whose
+/// frames are mostly super-frames stays on `recvmmsg` however many small
+/// ones come with them.
 #[derive(Debug)]
 pub struct Policy {
     busy_pps: u64,
-    last: Option<(Instant, u64)>,
+    max_slots: usize,
+    /// Slots of the rings the port holds or is setting up.
+    slots: usize,
+    last: Option<(Instant, Counted)>,
     phase: Option<Phase>,
     quiet_since: Option<Instant>,
     left_at: Option<Instant>,
@@ -97,9 +137,19 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Rings from `busy_pps` frames per second, given back under a fifth of it.
-    pub fn new(busy_pps: u64) -> Policy {
-        Policy { busy_pps, last: None, phase: None, quiet_since: None, left_at: None, retry_at: None }
+    /// Rings from `busy_pps` frames per second, given back under a fifth of
+    /// it; of at most `max_slots` slots.
+    pub fn new(busy_pps: u64, max_slots: usize) -> Policy {
+        Policy {
+            busy_pps,
+            max_slots,
+            slots: 0,
+            last: None,
+            phase: None,
+            quiet_since: None,
+            left_at: None,
+            retry_at: None,
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -108,7 +158,7 @@ impl Policy {
 
     /// Looks at the port at `now`, when its halves have received `frames`
     /// in all and `held` of them still hold a ring.
-    pub fn look(&mut self, now: Instant, frames: u64, held: usize) -> Step {
+    pub fn look(&mut self, now: Instant, frames: Counted, held: usize) -> Step {
         let Some((t0, f0)) = self.last else {
             self.last = Some((now, frames));
             return Step::Stay;
@@ -123,19 +173,27 @@ impl Policy {
         }
         self.last = Some((now, frames));
         let ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX).max(1);
-        let rate = frames.saturating_sub(f0).saturating_mul(1000) / ms;
+        let net = frames.fit.saturating_sub(f0.fit).saturating_sub(frames.big.saturating_sub(f0.big));
+        let rate = net.saturating_mul(1000) / ms;
         match self.phase() {
             Phase::Sockets => {
                 let may = held == 0 && self.retry_at.is_none_or(|t| now >= t);
-                if rate >= self.busy_pps && may { Step::Attach } else { Step::Stay }
+                if rate >= self.busy_pps && may {
+                    self.slots = slots_for(rate, self.max_slots);
+                    Step::Attach(self.slots)
+                } else {
+                    Step::Stay
+                }
             }
             Phase::Slots if rate < self.busy_pps / 5 => {
                 let since = *self.quiet_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= QUIET_FOR { Step::Detach } else { Step::Stay }
+                let quiet = now.saturating_duration_since(since) >= QUIET_FOR;
+                if quiet { Step::Detach { outgrown: false } } else { Step::Stay }
             }
             Phase::Slots => {
                 self.quiet_since = None;
-                Step::Stay
+                let outgrown = self.slots < self.max_slots && slots_for(rate, self.max_slots) >= 4 * self.slots;
+                if outgrown { Step::Detach { outgrown: true } } else { Step::Stay }
             }
             Phase::Leaving => Step::Stay,
         }
@@ -144,13 +202,13 @@ impl Policy {
     /// The outcome of a step the port took at `now`.
     pub fn took(&mut self, step: Step, ok: bool, now: Instant) {
         match (step, ok) {
-            (Step::Attach, true) => {
+            (Step::Attach(_), true) => {
                 self.phase = Some(Phase::Slots);
                 self.quiet_since = None;
                 self.retry_at = None;
             }
-            (Step::Attach, false) => self.retry_at = Some(now + RETRY),
-            (Step::Detach, _) => {
+            (Step::Attach(_), false) => self.retry_at = Some(now + RETRY),
+            (Step::Detach { .. }, _) => {
                 // Even if steering back failed, the rings keep being read; go on.
                 self.phase = Some(Phase::Leaving);
                 self.left_at = Some(now);
@@ -174,7 +232,10 @@ pub struct RingSocket {
 /// Frames counted by one half (its own cache line: each half writes its own).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Count(AtomicU64);
+struct Count {
+    fit: AtomicU64,
+    big: AtomicU64,
+}
 
 /// What a port's halves share.
 #[derive(Debug)]
@@ -184,7 +245,6 @@ pub struct BusySlots {
     spread: Fanout,
     members: u32,
     group: u16,
-    slots: usize,
     /// The port's namespace, where its ring sockets are made.
     netns: NetNs,
     /// A member's socket, to replace the group's program through.
@@ -226,7 +286,6 @@ impl BusySlots {
             spread: rx.spread,
             members: u32::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
             group,
-            slots: rx.slots,
             netns,
             steer_fd,
             waits,
@@ -237,7 +296,7 @@ impl BusySlots {
             attaching: AtomicBool::new(false),
             steered_ns: AtomicU64::new(0),
             base: Instant::now(),
-            policy: Mutex::new(Policy::new(rx.busy_pps)),
+            policy: Mutex::new(Policy::new(rx.busy_pps, rx.slots)),
         })
     }
 
@@ -246,8 +305,9 @@ impl BusySlots {
     }
 
     /// Half `i` has received `frames` in all.
-    pub fn count(&self, i: usize, frames: u64) {
-        self.counts[i].0.store(frames, Ordering::Relaxed);
+    pub fn count(&self, i: usize, frames: Counted) {
+        self.counts[i].fit.store(frames.fit, Ordering::Relaxed);
+        self.counts[i].big.store(frames.big, Ordering::Relaxed);
     }
 
     /// Half `i`'s ring socket, if one was set up for it and it has not taken it.
@@ -278,17 +338,20 @@ impl BusySlots {
             return;
         }
         let Ok(mut policy) = self.policy.try_lock() else { return };
-        let frames = self.counts.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+        let frames = self.counts.iter().fold(Counted::default(), |sum, c| Counted {
+            fit: sum.fit + c.fit.load(Ordering::Relaxed),
+            big: sum.big + c.big.load(Ordering::Relaxed),
+        });
         let step = policy.look(now, frames, self.held.load(Ordering::Acquire));
         let ok = match step {
             Step::Stay => return,
-            Step::Attach => {
+            Step::Attach(slots) => {
                 self.attaching.store(true, Ordering::Release);
                 let this = self.clone();
                 let spawned = std::thread::Builder::new().name(format!("slots-{}", self.name)).spawn(move || {
                     step_aside();
-                    let ok = this.attach_logged();
-                    lock(&this.policy).took(Step::Attach, ok, Instant::now());
+                    let ok = this.attach_logged(slots);
+                    lock(&this.policy).took(step, ok, Instant::now());
                     this.attaching.store(false, Ordering::Release);
                 });
                 match spawned {
@@ -300,7 +363,10 @@ impl BusySlots {
                     }
                 }
             }
-            Step::Detach => {
+            Step::Detach { outgrown } => {
+                if outgrown {
+                    tracing::info!(port = %self.name, "port busier than its RX slots hold: giving them back for larger ones");
+                }
                 self.steered_ns.store(0, Ordering::Release);
                 let steered = sys::steer_fanout(self.steer_fd.as_fd(), self.spread, self.steer(0));
                 if let Err(e) = &steered {
@@ -313,7 +379,7 @@ impl BusySlots {
                 self.phase.store(Phase::Sockets as u8, Ordering::Release);
                 // Rings no half took (it had no frame meanwhile) are closed here.
                 self.close_untaken();
-                tracing::info!(port = %self.name, "port quiet: RX slots given back");
+                tracing::info!(port = %self.name, "RX slots given back");
                 true
             }
         };
@@ -321,10 +387,10 @@ impl BusySlots {
     }
 
     /// [`attach`](Self::attach), said in the log.
-    fn attach_logged(&self) -> bool {
-        match self.attach() {
+    fn attach_logged(&self, slots: usize) -> bool {
+        match self.attach(slots) {
             Ok(()) => {
-                tracing::info!(port = %self.name, slots = self.slots, halves = self.members, "port busy: RX slots taken");
+                tracing::info!(port = %self.name, slots, halves = self.members, "port busy: RX slots taken");
                 true
             }
             Err(e) => {
@@ -339,16 +405,16 @@ impl BusySlots {
         Steer { members: self.members, offset }
     }
 
-    /// Sets up a ring socket for each half, joined in the halves' order
-    /// after them, hands them over, and steers frames to them. On an error,
-    /// whatever was set up is closed (and leaves the group).
-    fn attach(&self) -> io::Result<()> {
+    /// Sets up a ring socket of `slots` slots for each half, joined in the
+    /// halves' order after them, hands them over, and steers frames to them.
+    /// On an error, whatever was set up is closed (and leaves the group).
+    fn attach(&self, slots: usize) -> io::Result<()> {
         let n = self.waits.len();
         let fresh = self.netns.run(|| (0..n).map(|_| ring_socket()).collect::<io::Result<Vec<_>>>());
         let fresh = fresh.map_err(io::Error::other)??;
         let mut made = Vec::with_capacity(n);
         for (fd, wait) in fresh.into_iter().zip(&self.waits) {
-            let ring = SlotRing::map(fd.as_fd(), self.slots)?;
+            let ring = SlotRing::map(fd.as_fd(), slots)?;
             // Until it has joined the group the socket would get every frame.
             sys::drop_all(fd.as_fd(), true)?;
             sys::bind_packet(fd.as_fd(), self.ifindex)?;
@@ -439,64 +505,125 @@ mod tests {
         t0 + Duration::from_millis(ms)
     }
 
+    /// `n` frames in all, every one of which a slot holds.
+    fn fit(n: u64) -> Counted {
+        Counted { fit: n, big: 0 }
+    }
+
     #[test]
     fn a_busy_port_takes_rings_and_gives_them_back_when_quiet() {
         let t0 = Instant::now();
-        let mut p = Policy::new(100_000);
-        assert_eq!(p.look(t0, 0, 0), Step::Stay, "the first look only counts");
+        let mut p = Policy::new(100_000, 16_384);
+        assert_eq!(p.look(t0, fit(0), 0), Step::Stay, "the first look only counts");
         // 1000 frames in 100 ms: 10 k/s, not busy.
-        assert_eq!(p.look(at(t0, 100), 1000, 0), Step::Stay);
+        assert_eq!(p.look(at(t0, 100), fit(1000), 0), Step::Stay);
         // Too short a span to judge: waits for LOOK.
-        assert_eq!(p.look(at(t0, 110), 100_000, 0), Step::Stay);
+        assert_eq!(p.look(at(t0, 110), fit(100_000), 0), Step::Stay);
         // 50 000 frames in 100 ms: 500 k/s.
-        assert_eq!(p.look(at(t0, 200), 51_000, 0), Step::Attach);
-        p.took(Step::Attach, true, at(t0, 200));
+        assert_eq!(p.look(at(t0, 200), fit(51_000), 0), Step::Attach(16_384));
+        p.took(Step::Attach(16_384), true, at(t0, 200));
         assert_eq!(p.phase(), Phase::Slots);
         // Still busy, then quiet: rings are kept for QUIET_FOR.
-        assert_eq!(p.look(at(t0, 300), 101_000, 2), Step::Stay);
-        assert_eq!(p.look(at(t0, 1300), 101_000, 2), Step::Stay, "quiet from here");
-        assert_eq!(p.look(at(t0, 2300), 101_100, 2), Step::Stay);
-        assert_eq!(p.look(at(t0, 3300), 101_100, 2), Step::Detach, "quiet for 2 s");
-        p.took(Step::Detach, true, at(t0, 3300));
+        assert_eq!(p.look(at(t0, 300), fit(101_000), 2), Step::Stay);
+        assert_eq!(p.look(at(t0, 1300), fit(101_000), 2), Step::Stay, "quiet from here");
+        assert_eq!(p.look(at(t0, 2300), fit(101_100), 2), Step::Stay);
+        assert_eq!(p.look(at(t0, 3300), fit(101_100), 2), Step::Detach { outgrown: false }, "quiet for 2 s");
+        p.took(Step::Detach { outgrown: false }, true, at(t0, 3300));
         assert_eq!(p.phase(), Phase::Leaving);
-        assert_eq!(p.look(at(t0, 3310), 101_100, 2), Step::Stay, "within the grace period");
-        assert_eq!(p.look(at(t0, 3320), 101_100, 2), Step::Free);
+        assert_eq!(p.look(at(t0, 3310), fit(101_100), 2), Step::Stay, "within the grace period");
+        assert_eq!(p.look(at(t0, 3320), fit(101_100), 2), Step::Free);
         p.took(Step::Free, true, at(t0, 3320));
         assert_eq!(p.phase(), Phase::Sockets);
-        assert_eq!(p.look(at(t0, 3320), 101_100, 2), Step::Stay, "counting starts afresh");
+        assert_eq!(p.look(at(t0, 3320), fit(101_100), 2), Step::Stay, "counting starts afresh");
         // Busy again while a half still holds its ring: not until it has closed it.
-        assert_eq!(p.look(at(t0, 3420), 201_100, 1), Step::Stay);
-        assert_eq!(p.look(at(t0, 3520), 301_100, 0), Step::Attach);
+        assert_eq!(p.look(at(t0, 3420), fit(201_100), 1), Step::Stay);
+        assert_eq!(p.look(at(t0, 3520), fit(301_100), 0), Step::Attach(16_384));
     }
 
     #[test]
     fn a_burst_between_quiet_spells_keeps_the_rings() {
         let t0 = Instant::now();
-        let mut p = Policy::new(100_000);
-        p.look(t0, 0, 0);
-        assert_eq!(p.look(at(t0, 100), 50_000, 0), Step::Attach);
-        p.took(Step::Attach, true, at(t0, 100));
+        let mut p = Policy::new(100_000, 16_384);
+        p.look(t0, fit(0), 0);
+        assert_eq!(p.look(at(t0, 100), fit(50_000), 0), Step::Attach(16_384));
+        p.took(Step::Attach(16_384), true, at(t0, 100));
         // Half the rate that took them (above a fifth of it) keeps them, however long.
         for k in 1..=10 {
-            assert_eq!(p.look(at(t0, 100 + k * 500), 50_000 + k * 25_000, 2), Step::Stay, "50 k/s");
+            assert_eq!(p.look(at(t0, 100 + k * 500), fit(50_000 + k * 25_000), 2), Step::Stay, "50 k/s");
         }
         let t0 = t0 + Duration::from_secs(5);
-        assert_eq!(p.look(at(t0, 1100), 300_000, 2), Step::Stay, "quiet");
-        assert_eq!(p.look(at(t0, 2000), 400_000, 2), Step::Stay, "busy again: the quiet spell restarts");
-        assert_eq!(p.look(at(t0, 3100), 400_000, 2), Step::Stay, "quiet for 1.1 s");
-        assert_eq!(p.look(at(t0, 5100), 400_000, 2), Step::Detach, "quiet for 3.1 s");
+        assert_eq!(p.look(at(t0, 1100), fit(300_000), 2), Step::Stay, "quiet");
+        assert_eq!(p.look(at(t0, 2000), fit(400_000), 2), Step::Stay, "busy again: the quiet spell restarts");
+        assert_eq!(p.look(at(t0, 3100), fit(400_000), 2), Step::Stay, "quiet for 1.1 s");
+        assert_eq!(p.look(at(t0, 5100), fit(400_000), 2), Step::Detach { outgrown: false }, "quiet for 3.1 s");
     }
 
     #[test]
     fn rings_that_could_not_be_set_up_are_tried_again_later() {
         let t0 = Instant::now();
-        let mut p = Policy::new(100_000);
-        p.look(t0, 0, 0);
-        assert_eq!(p.look(at(t0, 100), 50_000, 0), Step::Attach);
-        p.took(Step::Attach, false, at(t0, 100));
+        let mut p = Policy::new(100_000, 16_384);
+        p.look(t0, fit(0), 0);
+        assert_eq!(p.look(at(t0, 100), fit(50_000), 0), Step::Attach(16_384));
+        p.took(Step::Attach(16_384), false, at(t0, 100));
         assert_eq!(p.phase(), Phase::Sockets);
-        assert_eq!(p.look(at(t0, 200), 100_000, 0), Step::Stay, "within RETRY");
+        assert_eq!(p.look(at(t0, 200), fit(100_000), 0), Step::Stay, "within RETRY");
         let later = 100 + u64::try_from(RETRY.as_millis()).unwrap();
-        assert_eq!(p.look(at(t0, later), 100_000 + later * 500, 0), Step::Attach);
+        assert_eq!(p.look(at(t0, later), fit(100_000 + later * 500), 0), Step::Attach(16_384));
+    }
+
+    #[test]
+    fn frames_too_big_for_a_slot_offset_those_it_holds() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(20_000, 16_384);
+        p.look(t0, Counted::default(), 0);
+        // A TCP stream's data port: 25 k small tail frames/s with 50 k super-frames/s.
+        let tcp = |ms: u64| Counted { fit: ms * 25, big: ms * 50 };
+        for k in 1..=10 {
+            assert_eq!(p.look(at(t0, k * 100), tcp(k * 100), 0), Step::Stay, "mostly super-frames");
+        }
+        // 64-byte frames at 50 k/s with 10 k super-frames/s: 40 k/s net.
+        let c = tcp(1000);
+        let mixed = Counted { fit: c.fit + 5000, big: c.big + 1000 };
+        assert_eq!(p.look(at(t0, 1100), mixed, 0), Step::Attach(4096));
+        p.took(Step::Attach(4096), true, at(t0, 1100));
+        // Then super-frames alone, at any rate: quiet.
+        let later = |ms: u64| Counted { fit: mixed.fit, big: mixed.big + ms * 50 };
+        assert_eq!(p.look(at(t0, 1200), later(100), 2), Step::Stay, "quiet from here");
+        assert_eq!(p.look(at(t0, 3200), later(2100), 2), Step::Detach { outgrown: false }, "quiet for 2 s");
+    }
+
+    #[test]
+    fn a_ring_holds_a_tenth_of_a_second_of_the_rate_in_powers_of_two() {
+        assert_eq!(slots_for(0, 16_384), MIN_SLOTS);
+        assert_eq!(slots_for(20_000, 16_384), 2048);
+        assert_eq!(slots_for(40_000, 16_384), 4096);
+        assert_eq!(slots_for(41_000, 16_384), 8192);
+        assert_eq!(slots_for(450_000, 16_384), 16_384, "at most --ring-slots");
+        assert_eq!(slots_for(40_000, 256), 256, "--ring-slots under MIN_SLOTS");
+        assert_eq!(slots_for(u64::MAX, 65_536), 65_536);
+    }
+
+    #[test]
+    fn a_port_that_outgrows_its_rings_gives_them_back_and_takes_larger_ones() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(20_000, 16_384);
+        p.look(t0, fit(0), 0);
+        // 40 k/s: 4096 slots.
+        let s1 = p.look(at(t0, 100), fit(4000), 0);
+        assert_eq!(s1, Step::Attach(4096));
+        p.took(s1, true, at(t0, 100));
+        // Twice that still fits (50 ms held at 80 k/s).
+        assert_eq!(p.look(at(t0, 200), fit(12_000), 2), Step::Stay, "80 k/s");
+        // 450 k/s: the ring would hold 9 ms.
+        let s2 = p.look(at(t0, 300), fit(57_000), 2);
+        assert_eq!(s2, Step::Detach { outgrown: true });
+        p.took(s2, true, at(t0, 300));
+        assert_eq!(p.look(at(t0, 320), fit(66_000), 2), Step::Free);
+        p.took(Step::Free, true, at(t0, 320));
+        assert_eq!(p.look(at(t0, 320), fit(66_000), 0), Step::Stay, "counting starts afresh");
+        assert_eq!(p.look(at(t0, 420), fit(111_000), 0), Step::Attach(16_384));
+        p.took(Step::Attach(16_384), true, at(t0, 420));
+        // At --ring-slots already: kept at any rate.
+        assert_eq!(p.look(at(t0, 520), fit(211_000), 2), Step::Stay, "1 M/s");
     }
 }

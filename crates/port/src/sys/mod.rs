@@ -50,7 +50,7 @@ mod v2;
 
 pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
 pub use ring::{Ring, RingFrame, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
-pub use slots::SlotRing;
+pub use slots::{ROOM as SLOT_ROOM, SlotRing};
 use socket::bind_packet_protocol;
 pub use socket::{
     Fanout, Steer, add_promisc, bind_packet, discard_queued, drop_all, first_queued_len, join_fanout, packet_drops,

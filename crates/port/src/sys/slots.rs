@@ -15,6 +15,13 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 
+/// The longest frame a slot holds whole. `tpacket_rcv` puts a frame's
+/// first byte `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` bytes into its slot
+/// (80: the slot's header and the `sockaddr_ll`), plus the vnet header
+/// (10), less the 14-byte Ethernet header: 76 bytes in. A longer frame
+/// (a GSO super-frame, a jumbo frame) goes whole to the socket as well.
+pub const ROOM: usize = SLOT - 76;
+
 /// A TPACKET_V2 RX ring mapped into memory.
 #[derive(Debug)]
 pub struct SlotRing {
