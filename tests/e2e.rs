@@ -940,65 +940,113 @@ fn frames_the_tx_ring_could_not_send_are_counted_and_the_ring_goes_on_when_the_l
 fn with_rx_busy_slots_a_stream_takes_rings_and_gives_them_back_every_datagram_in_order() {
     // `--rx busy-slots`: a port receives with recvmmsg until its frames come
     // faster than --busy-pps (here 20 k/s), then sets up a TPACKET_V2 ring
-    // per receive half (here 1024 slots, 2 MiB) and steers its frames there;
+    // per receive half (here at most 1024 slots, 2 MiB) and steers its frames there;
     // after 2 s under a fifth of that rate it steers them back and closes the
     // rings. Twice over, a stream of 50 k datagrams/s goes from pod 1 to pod
     // 2 until ubp1's rings are mapped, and on for 50 000 more; then the rings
     // must be given back.
     // Pod 2 must get every datagram of both streams, in order: across each
-    // switch to the rings and back, the frames before it are read first. The
-    // sender stays on one CPU: UDP is spread over the halves by CPU, so a
-    // sender that moves may be reordered between two readers, rings or not
-    // (docs/architecture.md, "Threads").
+    // switch to the rings and back, the frames before it are read first.
     let lab = lab("busyslots", 2);
     let d = Daemon::start(&lab, &["--rx", "busy-slots", "--ring-slots", "1024", "--busy-pps", "20000"]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
     let rings = || socket_maps(d.child.id()).into_iter().filter(|&len| len == 1024 * 2048).count();
     assert_eq!(rings(), 0, "no RX ring before the port is busy");
-    let (rx, tx) = udp_ends(&lab);
-    rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 128 << 20).unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let receiver = std::thread::spawn({
-        let done = done.clone();
-        move || {
-            let (mut got, mut buf) = (Vec::new(), [0u8; 64]);
-            // Until the sender is done and nothing came for 200 ms (bounded by the sender's end).
-            loop {
-                match rx.recv(&mut buf) {
-                    Ok(len) if len >= 4 => got.push(u32::from_be_bytes(buf[..4].try_into().unwrap())),
-                    Ok(_) => {}
-                    Err(_) if done.load(std::sync::atomic::Ordering::Acquire) => return got,
-                    Err(_) => {}
+    let mut stream = Stream::start(&lab);
+    for n in 1..=2 {
+        stream.paced(500, &format!("stream {n}: an RX ring"), || rings() > 0, 50_000);
+        wait_until(&format!("stream {n}: the rings given back"), Duration::from_secs(15), || rings() == 0);
+    }
+    stream.all_arrived_in_order();
+    assert_eq!(d.counter("ubp1", "ring_full"), 0, "frames the kernel dropped at ubp1");
+}
+
+#[test]
+fn with_rx_busy_slots_a_port_that_outgrows_its_rings_takes_larger_ones_every_datagram_in_order() {
+    // A ring holds 100 ms of the rate that made its port busy: busy from
+    // 10 k/s, a stream of 15 k datagrams/s gets 2048 slots (4 MiB; 4096 if
+    // it was counted over 20.5 k/s). At 100 k/s those hold 20 ms, under a
+    // quarter of that: the port gives them back and takes rings of 8192 or
+    // more slots (16 MiB and up). Pod 2 gets every datagram, in order,
+    // across both changes and the last giving back.
+    let lab = lab("outgrow", 2);
+    let d = Daemon::start(&lab, &["--rx", "busy-slots", "--busy-pps", "10000"]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
+    const MIB: u64 = 1 << 20;
+    let rings = |sizes: &[u64]| socket_maps(d.child.id()).into_iter().filter(|len| sizes.contains(len)).count();
+    let (small, large) = ([4 * MIB, 8 * MIB], [16 * MIB, 32 * MIB]);
+    let mut stream = Stream::start(&lab);
+    stream.paced(150, "rings for 15 k/s", || rings(&small) > 0, 15_000);
+    assert_eq!(rings(&large), 0, "rings sized to 15 k/s, not to --ring-slots");
+    stream.paced(1000, "larger rings for 100 k/s", || rings(&large) > 0, 100_000);
+    wait_until("the rings given back", Duration::from_secs(15), || rings(&small) + rings(&large) == 0);
+    stream.all_arrived_in_order();
+    assert_eq!(d.counter("ubp1", "ring_full"), 0, "frames the kernel dropped at ubp1");
+}
+
+/// Numbered datagrams from pod 1 to pod 2 (`udp_ends`, pod 2's buffer 128
+/// MiB), and a thread in pod 2 that keeps the numbers that arrive. The
+/// sending (test) thread stays on CPU 0: UDP is spread over a port's
+/// halves by CPU, so a sender that moves may be reordered between two
+/// readers, rings or not (docs/architecture.md, "Threads").
+struct Stream {
+    tx: std::net::UdpSocket,
+    sent: u32,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    receiver: std::thread::JoinHandle<Vec<u32>>,
+}
+
+impl Stream {
+    fn start(lab: &Lab) -> Stream {
+        let (rx, tx) = udp_ends(lab);
+        rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 128 << 20).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let receiver = std::thread::spawn({
+            let done = done.clone();
+            move || {
+                let (mut got, mut buf) = (Vec::new(), [0u8; 64]);
+                // Until the sender is done and nothing came for 200 ms (bounded by the sender's end).
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(len) if len >= 4 => got.push(u32::from_be_bytes(buf[..4].try_into().unwrap())),
+                        Ok(_) => {}
+                        Err(_) if done.load(std::sync::atomic::Ordering::Acquire) => return got,
+                        Err(_) => {}
+                    }
                 }
             }
-        }
-    });
-    let mut one_cpu = rustix::thread::CpuSet::new();
-    one_cpu.set(0);
-    rustix::thread::sched_setaffinity(None, &one_cpu).unwrap();
-    let mut seq = 0u32;
-    for stream in 1..=2 {
-        // 500 datagrams every 10 ms, until the rings are there (at most 10 s), then 50 000 more.
-        let (start, mut more) = (std::time::Instant::now(), None);
-        while more.is_none_or(|m| seq < m) {
+        });
+        let mut one_cpu = rustix::thread::CpuSet::new();
+        one_cpu.set(0);
+        rustix::thread::sched_setaffinity(None, &one_cpu).unwrap();
+        Stream { tx, sent: 0, done, receiver }
+    }
+
+    /// Sends `per_tick` datagrams every 10 ms until `until` holds (at most
+    /// 10 s: else `what` did not happen), then `more` datagrams at that pace.
+    fn paced(&mut self, per_tick: u32, what: &str, until: impl Fn() -> bool, more: u32) {
+        let (start, mut end) = (std::time::Instant::now(), None);
+        while end.is_none_or(|m| self.sent < m) {
             let tick = std::time::Instant::now();
-            for _ in 0..500 {
-                tx.send_to(&datagram(seq, 16), "10.0.0.2:7777").unwrap();
-                seq += 1;
+            for _ in 0..per_tick {
+                self.tx.send_to(&datagram(self.sent, 16), "10.0.0.2:7777").unwrap();
+                self.sent += 1;
             }
-            if more.is_none() && rings() > 0 {
-                more = Some(seq + 50_000);
+            if end.is_none() && until() {
+                end = Some(self.sent + more);
             }
-            assert!(more.is_some() || start.elapsed() < Duration::from_secs(10), "stream {stream}: no RX ring in 10 s");
+            assert!(end.is_some() || start.elapsed() < Duration::from_secs(10), "no {what} in 10 s");
             std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
         }
-        wait_until(&format!("stream {stream}: the rings given back"), Duration::from_secs(15), || rings() == 0);
     }
-    done.store(true, std::sync::atomic::Ordering::Release);
-    let got = receiver.join().unwrap();
-    let out_of_order = got.windows(2).filter(|w| w[1] <= w[0]).count();
-    assert_eq!(out_of_order, 0, "datagrams out of order");
-    assert_eq!(got.len(), seq as usize, "datagrams lost (of {seq})");
-    assert_eq!(d.counter("ubp1", "ring_full"), 0, "frames the kernel dropped at ubp1");
+
+    /// Pod 2 got every datagram sent, in order.
+    fn all_arrived_in_order(self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        let got = self.receiver.join().unwrap();
+        let out_of_order = got.windows(2).filter(|w| w[1] <= w[0]).count();
+        assert_eq!(out_of_order, 0, "datagrams out of order");
+        assert_eq!(got.len(), self.sent as usize, "datagrams lost (of {})", self.sent);
+    }
 }
