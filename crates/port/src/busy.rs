@@ -21,8 +21,10 @@
 //!   socket, which leaves the group and gives the ring's memory back. A
 //!   port that outgrows its rings does the same, then takes larger ones.
 //!
-//! A half waits on an epoll descriptor of its own that holds its socket and,
-//! while it has one, its ring's socket: the reader never sees the change.
+//! A half's reader waits on an epoll descriptor of the half's own, its wait
+//! set, where a new ring's socket is put; the half moves its socket, and
+//! its ring's once it takes it, from there into the reader's own epoll:
+//! the reader never sees the change, and a frame wakes it directly.
 //! When to switch is [`Policy`], pure logic over injected time.
 
 use crate::afpacket::RxConfig;
