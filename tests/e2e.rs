@@ -694,46 +694,45 @@ impl Drop for Stopped {
 
 /// The sizes of `pid`'s shared mappings of sockets (a packet socket's ring).
 fn socket_maps(pid: u32) -> Vec<u64> {
+    socket_mappings(pid).into_iter().map(|(len, _)| len).collect()
+}
+
+/// The daemon `pid`'s mappings of sockets (its RX and TX rings): each
+/// one's length in bytes and its socket's inode.
+fn socket_mappings(pid: u32) -> Vec<(u64, String)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     maps.lines()
-        .filter(|l| l.contains("socket:["))
         .filter_map(|l| {
+            let inode = l.split("socket:[").nth(1)?.strip_suffix(']')?;
             let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-            Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+            Some((u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?, inode.to_string()))
         })
+        .collect()
+}
+
+/// The inodes of the packet sockets bound to `port`, in `lab`'s switch
+/// namespace (`/proc/net/packet`: sk RefCnt Type Proto Iface R Rmem User
+/// Inode, Iface an ifindex).
+fn packet_socket_inodes(lab: &Lab, port: &str) -> Vec<String> {
+    let sw = lab.switch_ns();
+    let ifindex = ns_ok(&sw, &["cat", &format!("/sys/class/net/{port}/ifindex")]).trim().to_string();
+    let packet = ns_ok(&sw, &["cat", "/proc/net/packet"]);
+    packet
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 9 && f[4] == ifindex)
+        .map(|f| f[8].to_string())
         .collect()
 }
 
 /// The ports of `lab` on which the daemon `pid` has an RX ring of `len`
 /// bytes mapped: each such mapping names its socket's inode, which
-/// `/proc/net/packet` (in the switch's namespace) ties to an interface.
+/// `/proc/net/packet` ties to an interface.
 fn ring_ports(lab: &Lab, pid: u32, len: u64) -> Vec<String> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let inodes: Vec<&str> = maps
-        .lines()
-        .filter(|l| {
-            let range = l.split_whitespace().next().and_then(|r| r.split_once('-'));
-            let size =
-                range.and_then(|(a, b)| Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?));
-            size == Some(len)
-        })
-        .filter_map(|l| l.split("socket:[").nth(1)?.strip_suffix(']'))
-        .collect();
-    let sw = lab.switch_ns();
-    // sk RefCnt Type Proto Iface R Rmem User Inode
-    let packet = ns_ok(&sw, &["cat", "/proc/net/packet"]);
-    let ifindexes: Vec<&str> = packet
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 9 && inodes.contains(&f[8])).then_some(f[4])
-        })
-        .collect();
-    lab.ports()
-        .into_iter()
-        .filter(|p| ifindexes.contains(&ns_ok(&sw, &["cat", &format!("/sys/class/net/{p}/ifindex")]).trim()))
-        .collect()
+    let rings: Vec<String> =
+        socket_mappings(pid).into_iter().filter(|(l, _)| *l == len).map(|(_, inode)| inode).collect();
+    lab.ports().into_iter().filter(|p| packet_socket_inodes(lab, p).iter().any(|i| rings.contains(i))).collect()
 }
 
 /// Datagram `seq` of a burst: its number, then `len - 4` bytes that
@@ -1001,17 +1000,7 @@ fn with_rx_busy_slots_an_idle_ports_socket_wakes_its_reader_directly() {
     let d = Daemon::start(&lab, &["--rx", "busy-slots"]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
     let pid = d.child.id();
-    let sw = lab.switch_ns();
-    let ifindex = ns_ok(&sw, &["cat", "/sys/class/net/ubp1/ifindex"]).trim().to_string();
-    // The inodes of ubp1's packet sockets (sk RefCnt Type Proto Iface R Rmem User Inode).
-    let packet = ns_ok(&sw, &["cat", "/proc/net/packet"]);
-    let sockets: Vec<String> = packet
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() >= 9 && f[4] == ifindex)
-        .map(|f| format!("socket:[{}]", f[8]))
-        .collect();
+    let sockets: Vec<String> = packet_socket_inodes(&lab, "ubp1").iter().map(|i| format!("socket:[{i}]")).collect();
     assert!(!sockets.is_empty(), "ubp1 has packet sockets");
     let link = |fd: &str| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|p| p.display().to_string());
     // For each epoll of the daemon, what its registered descriptors are.
