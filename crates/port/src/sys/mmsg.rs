@@ -2,21 +2,26 @@
 //! control message on receive and gathered iovecs on send.
 
 use std::io;
-use std::mem::{align_of, size_of, zeroed};
+use std::mem::{MaybeUninit, align_of, size_of, zeroed};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Scratch for one `sendmmsg`: headers and iovecs for up to `N` frames,
-/// each as vnet header + MACs + up to two tags + rest.
+/// each as vnet header + MACs + up to two tags + rest. Left uninitialised:
+/// a send writes the entries of the frames it sends and nothing else (a
+/// ping's frame wrote all 4.6 KiB of it zeroed before; docs/benchmarks.md).
 pub struct MmsgScratch<const N: usize> {
-    msgs: [libc::mmsghdr; N],
-    iovs: [[libc::iovec; 4]; N],
-    hdrs: [[u8; 18]; N],
+    msgs: [MaybeUninit<libc::mmsghdr>; N],
+    iovs: [MaybeUninit<[libc::iovec; 4]>; N],
+    hdrs: [MaybeUninit<[u8; 18]>; N],
 }
 
 impl<const N: usize> MmsgScratch<N> {
     pub fn new() -> Self {
-        // SAFETY: all fields are plain old data for which all-zero is valid.
-        unsafe { zeroed() }
+        MmsgScratch {
+            msgs: [const { MaybeUninit::uninit() }; N],
+            iovs: [const { MaybeUninit::uninit() }; N],
+            hdrs: [const { MaybeUninit::uninit() }; N],
+        }
     }
 }
 
@@ -34,19 +39,23 @@ pub fn send_frames<'f, const N: usize>(
     loop {
         let mut n = 0;
         for f in frames.by_ref() {
-            let h = &mut scratch.hdrs[n];
-            let iov = &mut scratch.iovs[n];
-            let mut k = 0;
+            let mut h = [0u8; 18];
             if vnet {
                 h[..10].copy_from_slice(&f.wire_vnet().to_bytes());
+            }
+            let (head, (tags, t), tail) = f.parts();
+            h[10..10 + t].copy_from_slice(&tags[..t]);
+            let h = scratch.hdrs[n].write(h);
+            let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+            let mut iov = [empty; 4];
+            let mut k = 0;
+            if vnet {
                 iov[k] = libc::iovec { iov_base: h.as_mut_ptr().cast(), iov_len: 10 };
                 k += 1;
             }
-            let (head, (tags, t), tail) = f.parts();
             iov[k] = libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() };
             k += 1;
             if t > 0 {
-                h[10..10 + t].copy_from_slice(&tags[..t]);
                 iov[k] = libc::iovec { iov_base: h[10..].as_mut_ptr().cast(), iov_len: t };
                 k += 1;
             }
@@ -54,11 +63,12 @@ pub fn send_frames<'f, const N: usize>(
                 iov[k] = libc::iovec { iov_base: tail.as_ptr() as *mut _, iov_len: tail.len() };
                 k += 1;
             }
+            let iov = scratch.iovs[n].write(iov);
             // SAFETY: msghdr is plain old data; all-zero is valid.
             let mut mh: libc::msghdr = unsafe { zeroed() };
             mh.msg_iov = iov.as_mut_ptr();
             mh.msg_iovlen = k;
-            scratch.msgs[n] = libc::mmsghdr { msg_hdr: mh, msg_len: 0 };
+            scratch.msgs[n].write(libc::mmsghdr { msg_hdr: mh, msg_len: 0 });
             n += 1;
             if n == N {
                 break;
@@ -71,7 +81,8 @@ pub fn send_frames<'f, const N: usize>(
         let mut chunk_failed = 0;
         let mut waited = false;
         while i < n {
-            let msgs = scratch.msgs[i..].as_mut_ptr();
+            // Entries i..n were written above (MaybeUninit<T> has T's layout).
+            let msgs = scratch.msgs[i..].as_mut_ptr().cast::<libc::mmsghdr>();
             let count = u32::try_from(n - i).unwrap_or(u32::MAX);
             // SAFETY: msgs[i..n] are initialised above and point to iovecs and bytes
             // (scratch and the caller's frames) that live across the call.
