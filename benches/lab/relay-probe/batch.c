@@ -4,7 +4,7 @@
  * ../shared/lab-bench.sh and benches/lab/pairs.sh (docs/benchmarks.md,
  * "The floor for targets 3 and 4").
  *
- *   batch [-t] [-r] A1 B1 [A2 B2 ...]
+ *   batch [-t] [-r] [-p] A1 B1 [A2 B2 ...]
  *
  * Frames from Ai go out of Bi and back; no parsing, no table, no vnet
  * header (so no TCP super-frames: trafgen's UDP only). As userbridge does:
@@ -20,10 +20,21 @@
  * slots of RX_SLOT bytes, default 1024 of 2048) instead of recvmmsg: the kernel copies the
  * frame into a slot in its softirq and wakes the reader per frame as for
  * recvmmsg (unlike TPACKET_V3's blocks, which wait for a block timer).
+ * With -p the threads are laid out as userbridge's port threads instead
+ * (target 1's floor for that layout, "Where a ping's time goes"): one
+ * thread per interface at nice -10, unpinned (run it under taskset), with
+ * every CPU's member of its interface in its epoll (edge-triggered), each
+ * batch sent with sendmmsg on the peer interface's member of the same CPU;
+ * -t and -r do not apply to it. The socket options userbridge sets that
+ * this probe does not, each on when its variable is set: VNET=1
+ * (PACKET_VNET_HDR both ways; without -t and -r), AUX=1 (PACKET_AUXDATA), CBPF=1 (the fanout
+ * group picks its member with userbridge's classic BPF program, TCP by flow
+ * hash, the rest by CPU, instead of PACKET_FANOUT_CPU).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -54,7 +65,7 @@
 #define RING_FRAMES 256
 #define VNET 10 /* struct virtio_net_hdr */
 
-static int n_ifs, n_cpus, tx_ring, rx_ring, rx_slots = 1024, rx_slot = SLOT;
+static int n_ifs, n_cpus, tx_ring, rx_ring, per_port, rx_slots = 1024, rx_slot = SLOT;
 static int ifindex[MAX_IFS];
 
 static int open_member(int i, int fanout_id) {
@@ -78,6 +89,8 @@ static int open_member(int i, int fanout_id) {
     struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = RING_FRAMES / 2, .tp_frame_size = SLOT, .tp_frame_nr = RING_FRAMES };
     if (setsockopt(fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req) < 0) { perror("PACKET_TX_RING"); exit(1); }
   }
+  if (getenv("VNET") && !tx_ring && !rx_ring && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) { perror("PACKET_VNET_HDR"); exit(1); }
+  if (getenv("AUX") && setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one) < 0) { perror("PACKET_AUXDATA"); exit(1); }
   if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("bind"); exit(1); }
   /* As userbridge's: room for a burst while the reader is off the CPU. */
   int rcvbuf = 8 << 20, sndbuf = 4 << 20;
@@ -85,8 +98,19 @@ static int open_member(int i, int fanout_id) {
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0) { perror("SO_SNDBUFFORCE"); exit(1); }
   /* A group has its own hook: the member's PACKET_IGNORE_OUTGOING does not
    * apply to it, the group's flag (Linux 6.2) does. */
-  int fanout = fanout_id | ((PACKET_FANOUT_CPU | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
+  int cbpf = getenv("CBPF") != NULL;
+  int fanout = fanout_id | (((cbpf ? 6 : PACKET_FANOUT_CPU) | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
   if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &fanout, sizeof fanout) < 0) { perror("PACKET_FANOUT"); exit(1); }
+  if (cbpf) {
+    struct sock_filter prog[] = {
+      { 0x28, 0, 0, (unsigned)(SKF_AD_OFF + SKF_AD_PROTOCOL) }, { 0x15, 2, 0, 0x0800 }, { 0x15, 3, 0, 0x86dd }, { 0x05, 0, 0, 7 },
+      { 0x30, 0, 0, 9 }, { 0x05, 0, 0, 1 }, { 0x30, 0, 0, 6 }, { 0x15, 0, 3, 6 },
+      { 0x20, 0, 0, (unsigned)(SKF_AD_OFF + SKF_AD_RXHASH) }, { 0x15, 1, 0, 0 }, { 0x05, 0, 0, 1 },
+      { 0x20, 0, 0, (unsigned)(SKF_AD_OFF + SKF_AD_CPU) }, { 0x94, 0, 0, (unsigned)n_cpus }, { 0x04, 0, 0, 0 }, { 0x16, 0, 0, 0 },
+    };
+    struct sock_fprog fp = { sizeof prog / sizeof prog[0], prog };
+    if (setsockopt(fd, SOL_PACKET, 22, &fp, sizeof fp) < 0) { perror("PACKET_FANOUT_DATA"); exit(1); }
+  }
   return fd;
 }
 
@@ -212,10 +236,58 @@ static void *run(void *arg) {
   return NULL;
 }
 
+struct port_reader { int i; struct reader *rs; };
+
+static void *run_port(void *arg) {
+  struct port_reader *p = arg;
+  int i = p->i, peer = i ^ 1;
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10) < 0) { perror("setpriority"); exit(1); }
+  int ep = epoll_create1(0);
+  for (int c = 0; c < n_cpus; c++) {
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u32 = (uint32_t)c };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, p->rs[c].fd[i], &ev) < 0) { perror("epoll_ctl"); exit(1); }
+  }
+  static __thread char buf[BATCH][SLOT];
+  struct iovec iov[BATCH], oiov[BATCH];
+  struct mmsghdr in[BATCH], out[BATCH];
+  for (int k = 0; k < BATCH; k++) {
+    iov[k] = (struct iovec){ buf[k], SLOT };
+    memset(&in[k], 0, sizeof in[k]);
+    in[k].msg_hdr.msg_iov = &iov[k];
+    in[k].msg_hdr.msg_iovlen = 1;
+  }
+  for (;;) {
+    struct epoll_event evs[64];
+    int n = epoll_wait(ep, evs, 64, -1);
+    if (n < 0) { if (errno == EINTR) continue; perror("epoll_wait"); exit(1); }
+    for (int e = 0; e < n; e++) {
+      int c = (int)evs[e].data.u32;
+      for (;;) {
+        int got = recvmmsg(p->rs[c].fd[i], in, BATCH, MSG_DONTWAIT, NULL);
+        if (got <= 0) break;
+        for (int k = 0; k < got; k++) {
+          oiov[k] = (struct iovec){ buf[k], in[k].msg_len };
+          memset(&out[k], 0, sizeof out[k]);
+          out[k].msg_hdr.msg_iov = &oiov[k];
+          out[k].msg_hdr.msg_iovlen = 1;
+        }
+        for (int sent = 0; sent < got;) {
+          int s = sendmmsg(p->rs[c].fd[peer], out + sent, (unsigned)(got - sent), 0);
+          if (s <= 0) break;
+          sent += s;
+        }
+        if (got < BATCH) break;
+      }
+    }
+  }
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   for (; argc > 1 && argv[1][0] == '-'; argv++, argc--) {
     if (!strcmp(argv[1], "-t")) tx_ring = 1;
     else if (!strcmp(argv[1], "-r")) rx_ring = 1;
+    else if (!strcmp(argv[1], "-p")) per_port = 1;
     else { fprintf(stderr, "batch: unknown option %s\n", argv[1]); return 2; }
   }
   if (getenv("RX_SLOTS")) rx_slots = atoi(getenv("RX_SLOTS"));
@@ -224,7 +296,7 @@ int main(int argc, char **argv) {
   if (rx_slots < 4096 / rx_slot || rx_slots % (4096 / rx_slot)) { fprintf(stderr, "batch: RX_SLOTS must be a multiple of 4096 / RX_SLOT\n"); return 2; }
   n_ifs = argc - 1;
   if (n_ifs < 2 || n_ifs % 2 || n_ifs > MAX_IFS) {
-    fprintf(stderr, "usage: batch [-t] [-r] A1 B1 [A2 B2 ...] (pairs of interfaces, at most %d)\n", MAX_IFS);
+    fprintf(stderr, "usage: batch [-t] [-r] [-p] A1 B1 [A2 B2 ...] (pairs of interfaces, at most %d)\n", MAX_IFS);
     return 2;
   }
   for (int i = 0; i < n_ifs; i++) {
@@ -255,6 +327,17 @@ int main(int argc, char **argv) {
       }
     }
   pthread_t t;
+  if (per_port) {
+    /* As userbridge's port threads: one per interface, all its CPUs'
+     * members in its epoll, sending on the peer's member of the same CPU;
+     * no pinning (run it under taskset), nice -10. */
+    struct port_reader *ps = calloc((size_t)n_ifs, sizeof *ps);
+    for (int i = 0; i < n_ifs; i++) {
+      ps[i] = (struct port_reader){ i, rs };
+      if (i) pthread_create(&t, NULL, run_port, &ps[i]);
+    }
+    run_port(&ps[0]);
+  }
   for (int c = 1; c < n_cpus; c++) pthread_create(&t, NULL, run, &rs[c]);
   run(&rs[0]);
 }
