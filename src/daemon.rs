@@ -839,6 +839,27 @@ fn check_capabilities(s: &Settings) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard one. A port holds about
+/// two descriptors per reader and a few more (sockets, epolls, wakers: 21
+/// with `--readers 8`), so 110 pods on a node of 8 CPUs or more need some
+/// 2 300; systemd starts a service with a soft limit of 1024 (kept low for
+/// programs that use `select`, which nothing in the daemon does) and a hard
+/// one of 524 288, there to be raised to.
+fn raise_open_files() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (lim.current, lim.maximum) else { return };
+    if soft >= hard {
+        return;
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) }) {
+        Ok(()) => tracing::debug!(from = soft, to = hard, "open-files limit raised to the hard limit"),
+        Err(e) => {
+            tracing::warn!(limit = soft, error = %e, "could not raise the open-files limit; ports may fail to open")
+        }
+    }
+}
+
 pub fn run(a: RunArgs) -> Result<(), DaemonError> {
     let settings = a.settings()?;
     check_capabilities(&settings)?;
@@ -847,6 +868,7 @@ pub fn run(a: RunArgs) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::LogLevel(settings.log_level.clone(), e.to_string()))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    raise_open_files();
 
     // Metrics are served in the namespace the daemon was started in, and the
     // host port lives there.

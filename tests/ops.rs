@@ -31,6 +31,20 @@ fn hot_add_a_pod_and_ping_it_within_a_second() {
 }
 
 #[test]
+fn a_low_soft_open_files_limit_is_raised_so_that_every_port_opens() {
+    // Six ports with eight readers each hold some 120 descriptors. Under a
+    // soft limit of 64 (hard 4096) the daemon must raise its own limit, as
+    // it must under systemd (soft 1024, hard 524288) for 110 pods.
+    let lab = lab("nofile", 6);
+    let d = Daemon::start_wrapped(&lab, &["prlimit", "--nofile=64:4096", "--"], &["--readers", "8"]);
+    assert_eq!(names(&d.query(&["port", "list"])).len(), 6);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    assert_eq!(line.split_whitespace().nth(3), Some("4096"), "{line}");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.6", 1), "no ping across the last port opened");
+}
+
+#[test]
 fn removing_a_port_under_load_leaves_another_pairs_tcp_connection_alone() {
     let lab = lab("del", 4);
     let d = Daemon::start(&lab, &[]);

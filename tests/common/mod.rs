@@ -164,9 +164,26 @@ impl Daemon {
 
     /// Starts the daemon with the lab's ports (plus `extra`) without waiting.
     pub fn spawn(lab: &Lab, extra: &[&str]) -> Daemon {
+        Self::spawn_wrapped(lab, &[], extra)
+    }
+
+    /// As [`Daemon::start`], run through `wrapper`: a program and its
+    /// arguments, which then runs the daemon's command (`prlimit ... --`).
+    pub fn start_wrapped(lab: &Lab, wrapper: &[&str], extra: &[&str]) -> Daemon {
+        Self::wait_ready(Self::spawn_wrapped(lab, wrapper, extra))
+    }
+
+    fn spawn_wrapped(lab: &Lab, wrapper: &[&str], extra: &[&str]) -> Daemon {
         let socket = PathBuf::from(format!("/tmp/{}.sock", lab.name));
         let state_dir = state_dir_of(&socket);
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["run", "--netns", &lab.switch_ns(), "--socket", socket.to_str().unwrap(), "--log-level", "warn"]);
         cmd.arg("--state-dir").arg(&state_dir);
         for p in lab.ports() {
