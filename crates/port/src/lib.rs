@@ -337,13 +337,32 @@ pub enum PortError {
 
 impl PortError {
     pub(crate) fn io(what: &'static str, name: &str, source: io::Error) -> PortError {
-        let hint = match source.raw_os_error() {
+        let hint = match errno(&source) {
             Some(libc::EPERM) | Some(libc::EACCES) => " (needs CAP_NET_RAW and CAP_NET_ADMIN: run as root)",
             Some(libc::ENOMEM) => " (ring too large: lower --ring-blocks or --block-kib)",
+            Some(libc::EMFILE) => {
+                " (the daemon's open-files limit is reached: a port holds about two descriptors per reader; \
+                 raise the hard limit, LimitNOFILE= under systemd, or lower --readers)"
+            }
+            Some(libc::ENFILE) => " (the system's open-files limit is reached: fs.file-max)",
             _ => "",
         };
         PortError::Io { what, name: name.to_string(), source, hint }
     }
+}
+
+/// The errno behind `e`, also where it wraps a netlink error (a port
+/// opened from another thread's namespace). A wrapped [`PortError`] has
+/// its hint in its own message already: none.
+fn errno(e: &io::Error) -> Option<i32> {
+    if let Some(n) = e.raw_os_error() {
+        return Some(n);
+    }
+    let inner = e.get_ref()?;
+    if let Some(n) = inner.downcast_ref::<ub_netlink::Error>() {
+        return n.raw_os_error();
+    }
+    inner.downcast_ref::<io::Error>().and_then(errno)
 }
 
 /// The state of link `ifindex`, which must still be called `name`: the port
@@ -482,6 +501,17 @@ mod tests {
         let mut f = vec![1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x81, 0x00, 0x00, 0x05, 0x08, 0x00];
         f.extend_from_slice(&[0xaa; 46]);
         f
+    }
+
+    #[test]
+    fn running_out_of_descriptors_says_which_limit_even_when_wrapped() {
+        let emfile = || io::Error::from_raw_os_error(libc::EMFILE);
+        for source in [emfile(), io::Error::other(emfile())] {
+            let m = PortError::io("opening", "p1", source).to_string();
+            assert!(m.contains("open-files limit is reached") && m.contains("LimitNOFILE"), "{m}");
+        }
+        let m = PortError::io("opening", "p1", io::Error::from_raw_os_error(libc::ENFILE)).to_string();
+        assert!(m.contains("fs.file-max"), "{m}");
     }
 
     #[test]
