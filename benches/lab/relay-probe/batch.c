@@ -173,6 +173,39 @@ static void relay_ring(struct reader *r, int i, int peer, struct mmsghdr *out, s
   }
 }
 
+/* A reader's recvmmsg and sendmmsg headers over its own BATCH buffers. */
+struct mmsg {
+  char (*buf)[SLOT];
+  struct iovec iov[BATCH], oiov[BATCH];
+  struct mmsghdr in[BATCH], out[BATCH];
+};
+
+static void mmsg_init(struct mmsg *m, char (*buf)[SLOT]) {
+  memset(m, 0, sizeof *m);
+  m->buf = buf;
+  for (int k = 0; k < BATCH; k++) {
+    m->iov[k] = (struct iovec){ buf[k], SLOT };
+    m->in[k].msg_hdr.msg_iov = &m->iov[k];
+    m->in[k].msg_hdr.msg_iovlen = 1;
+  }
+}
+
+/* Sends the `got` frames the last recvmmsg took out of `to`, one sendmmsg
+ * (a full peer drops the rest, as a switch does). */
+static void mmsg_send(struct mmsg *m, int to, int got) {
+  for (int k = 0; k < got; k++) {
+    m->oiov[k] = (struct iovec){ m->buf[k], m->in[k].msg_len };
+    memset(&m->out[k], 0, sizeof m->out[k]);
+    m->out[k].msg_hdr.msg_iov = &m->oiov[k];
+    m->out[k].msg_hdr.msg_iovlen = 1;
+  }
+  for (int sent = 0; sent < got;) {
+    int s = sendmmsg(to, m->out + sent, (unsigned)(got - sent), 0);
+    if (s <= 0) break;
+    sent += s;
+  }
+}
+
 static void *run(void *arg) {
   struct reader *r = arg;
   cpu_set_t set;
@@ -186,15 +219,8 @@ static void *run(void *arg) {
     if (epoll_ctl(ep, EPOLL_CTL_ADD, r->fd[i], &ev) < 0) { perror("epoll_ctl"); exit(1); }
   }
   static __thread char buf[BATCH][SLOT];
-  struct iovec iov[BATCH];
-  struct mmsghdr in[BATCH], out[BATCH];
-  for (int k = 0; k < BATCH; k++) {
-    iov[k] = (struct iovec){ buf[k], SLOT };
-    memset(&in[k], 0, sizeof in[k]);
-    in[k].msg_hdr.msg_iov = &iov[k];
-    in[k].msg_hdr.msg_iovlen = 1;
-  }
-  struct iovec oiov[BATCH];
+  static __thread struct mmsg m;
+  mmsg_init(&m, buf);
   for (;;) {
     struct epoll_event evs[MAX_IFS];
     int n = epoll_wait(ep, evs, MAX_IFS, -1);
@@ -202,32 +228,21 @@ static void *run(void *arg) {
     for (int e = 0; e < n; e++) {
       int i = (int)evs[e].data.u32, peer = i ^ 1;
       if (rx_ring) {
-        relay_ring(r, i, peer, out, oiov);
+        relay_ring(r, i, peer, m.out, m.oiov);
         continue;
       }
       for (;;) {
-        int got = recvmmsg(r->fd[i], in, BATCH, MSG_DONTWAIT, NULL);
+        int got = recvmmsg(r->fd[i], m.in, BATCH, MSG_DONTWAIT, NULL);
         if (got <= 0) break;
         if (tx_ring) {
           for (int k = 0; k < got; k++)
-            if (!ring_put(r->ring[peer], &r->next[peer], buf[k], in[k].msg_len)) {
+            if (!ring_put(r->ring[peer], &r->next[peer], buf[k], m.in[k].msg_len)) {
               send(r->fd[peer], NULL, 0, MSG_DONTWAIT);
-              if (!ring_put(r->ring[peer], &r->next[peer], buf[k], in[k].msg_len)) break; /* full: drop */
+              if (!ring_put(r->ring[peer], &r->next[peer], buf[k], m.in[k].msg_len)) break; /* full: drop */
             }
           send(r->fd[peer], NULL, 0, MSG_DONTWAIT);
-          if (got < BATCH) break;
-          continue;
-        }
-        for (int k = 0; k < got; k++) {
-          oiov[k] = (struct iovec){ buf[k], in[k].msg_len };
-          memset(&out[k], 0, sizeof out[k]);
-          out[k].msg_hdr.msg_iov = &oiov[k];
-          out[k].msg_hdr.msg_iovlen = 1;
-        }
-        for (int sent = 0; sent < got;) {
-          int s = sendmmsg(r->fd[peer], out + sent, (unsigned)(got - sent), 0);
-          if (s <= 0) break; /* a full peer drops the rest, as a switch does */
-          sent += s;
+        } else {
+          mmsg_send(&m, r->fd[peer], got);
         }
         if (got < BATCH) break; /* the socket is empty */
       }
@@ -248,14 +263,8 @@ static void *run_port(void *arg) {
     if (epoll_ctl(ep, EPOLL_CTL_ADD, p->rs[c].fd[i], &ev) < 0) { perror("epoll_ctl"); exit(1); }
   }
   static __thread char buf[BATCH][SLOT];
-  struct iovec iov[BATCH], oiov[BATCH];
-  struct mmsghdr in[BATCH], out[BATCH];
-  for (int k = 0; k < BATCH; k++) {
-    iov[k] = (struct iovec){ buf[k], SLOT };
-    memset(&in[k], 0, sizeof in[k]);
-    in[k].msg_hdr.msg_iov = &iov[k];
-    in[k].msg_hdr.msg_iovlen = 1;
-  }
+  static __thread struct mmsg m;
+  mmsg_init(&m, buf);
   for (;;) {
     struct epoll_event evs[64];
     int n = epoll_wait(ep, evs, 64, -1);
@@ -263,19 +272,9 @@ static void *run_port(void *arg) {
     for (int e = 0; e < n; e++) {
       int c = (int)evs[e].data.u32;
       for (;;) {
-        int got = recvmmsg(p->rs[c].fd[i], in, BATCH, MSG_DONTWAIT, NULL);
+        int got = recvmmsg(p->rs[c].fd[i], m.in, BATCH, MSG_DONTWAIT, NULL);
         if (got <= 0) break;
-        for (int k = 0; k < got; k++) {
-          oiov[k] = (struct iovec){ buf[k], in[k].msg_len };
-          memset(&out[k], 0, sizeof out[k]);
-          out[k].msg_hdr.msg_iov = &oiov[k];
-          out[k].msg_hdr.msg_iovlen = 1;
-        }
-        for (int sent = 0; sent < got;) {
-          int s = sendmmsg(p->rs[c].fd[peer], out + sent, (unsigned)(got - sent), 0);
-          if (s <= 0) break;
-          sent += s;
-        }
+        mmsg_send(&m, p->rs[c].fd[peer], got);
         if (got < BATCH) break;
       }
     }
