@@ -27,9 +27,9 @@
  * batch sent with sendmmsg on the peer interface's member of the same CPU;
  * -t and -r do not apply to it. The socket options userbridge sets that
  * this probe does not, each on when its variable is set: VNET=1
- * (PACKET_VNET_HDR both ways; without -t and -r), AUX=1 (PACKET_AUXDATA), CBPF=1 (the fanout
- * group picks its member with userbridge's classic BPF program, TCP by flow
- * hash, the rest by CPU, instead of PACKET_FANOUT_CPU).
+ * (PACKET_VNET_HDR both ways; without -t and -r), AUX=1 (PACKET_AUXDATA),
+ * CBPF=1 (the fanout group picks its member with userbridge's classic BPF
+ * program, TCP by flow hash, the rest by CPU, instead of PACKET_FANOUT_CPU).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -99,17 +99,30 @@ static int open_member(int i, int fanout_id) {
   /* A group has its own hook: the member's PACKET_IGNORE_OUTGOING does not
    * apply to it, the group's flag (Linux 6.2) does. */
   int cbpf = getenv("CBPF") != NULL;
-  int fanout = fanout_id | (((cbpf ? 6 : PACKET_FANOUT_CPU) | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
+  int fanout = fanout_id | (((cbpf ? PACKET_FANOUT_CBPF : PACKET_FANOUT_CPU) | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
   if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &fanout, sizeof fanout) < 0) { perror("PACKET_FANOUT"); exit(1); }
   if (cbpf) {
+    /* userbridge's program (crates/port/src/sys/socket.rs, fanout_program):
+     * TCP over IPv4 or IPv6 by its flow hash when it has one, the rest by CPU. */
     struct sock_filter prog[] = {
-      { 0x28, 0, 0, (unsigned)(SKF_AD_OFF + SKF_AD_PROTOCOL) }, { 0x15, 2, 0, 0x0800 }, { 0x15, 3, 0, 0x86dd }, { 0x05, 0, 0, 7 },
-      { 0x30, 0, 0, 9 }, { 0x05, 0, 0, 1 }, { 0x30, 0, 0, 6 }, { 0x15, 0, 3, 6 },
-      { 0x20, 0, 0, (unsigned)(SKF_AD_OFF + SKF_AD_RXHASH) }, { 0x15, 1, 0, 0 }, { 0x05, 0, 0, 1 },
-      { 0x20, 0, 0, (unsigned)(SKF_AD_OFF + SKF_AD_CPU) }, { 0x94, 0, 0, (unsigned)n_cpus }, { 0x04, 0, 0, 0 }, { 0x16, 0, 0, 0 },
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, (unsigned)(SKF_AD_OFF + SKF_AD_PROTOCOL)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x86dd, 3, 0),
+      BPF_STMT(BPF_JMP | BPF_JA, 7),
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),
+      BPF_STMT(BPF_JMP | BPF_JA, 1),
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 6),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (unsigned)(SKF_AD_OFF + SKF_AD_RXHASH)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
+      BPF_STMT(BPF_JMP | BPF_JA, 1),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (unsigned)(SKF_AD_OFF + SKF_AD_CPU)),
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)n_cpus),
+      BPF_STMT(BPF_ALU | BPF_ADD | BPF_K, 0),
+      BPF_STMT(BPF_RET | BPF_A, 0),
     };
     struct sock_fprog fp = { sizeof prog / sizeof prog[0], prog };
-    if (setsockopt(fd, SOL_PACKET, 22, &fp, sizeof fp) < 0) { perror("PACKET_FANOUT_DATA"); exit(1); }
+    if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &fp, sizeof fp) < 0) { perror("PACKET_FANOUT_DATA"); exit(1); }
   }
   return fd;
 }
@@ -190,7 +203,7 @@ static void mmsg_init(struct mmsg *m, char (*buf)[SLOT]) {
   }
 }
 
-/* Sends the `got` frames the last recvmmsg took out of `to`, one sendmmsg
+/* Sends the `got` frames the last recvmmsg took through `to` with sendmmsg
  * (a full peer drops the rest, as a switch does). */
 static void mmsg_send(struct mmsg *m, int to, int got) {
   for (int k = 0; k < got; k++) {
