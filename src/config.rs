@@ -107,10 +107,11 @@ pub struct RunArgs {
     /// their own CPUs, and so does a member's steady stream while it is not.
     #[arg(long, value_name = "N|auto", default_value = "auto", value_parser = parse_readers)]
     pub readers: Readers,
-    /// How a port's members share its frames: `flow` (a TCP flow stays with
-    /// one member, so its segments are never reordered; other frames by CPU,
-    /// so a UDP sender that moves between CPUs may see its datagrams
-    /// reordered) or `cpu` (by the CPU a frame arrived on).
+    /// How a port's members share its frames: `flow` (a TCP flow, and a UDP
+    /// flow from a connected socket, stays with one member, so its frames
+    /// are never reordered; other frames by CPU, so the datagrams of an
+    /// unconnected UDP socket that moves between CPUs may be reordered) or
+    /// `cpu` (by the CPU a frame arrived on).
     #[arg(long, value_enum, default_value_t = FanoutArg::Flow)]
     pub fanout: FanoutArg,
     /// Leave the reader threads unpinned (by default, with one member per
@@ -215,8 +216,8 @@ impl From<RxArg> for ub_port::afpacket::RxMode {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FanoutArg {
-    /// By flow (a TCP flow stays on one reader, in order), by CPU for
-    /// other frames and TCP without a flow hash.
+    /// By flow (a TCP or UDP flow stays on one reader, in order), by CPU
+    /// for other frames and for TCP or UDP without a flow hash.
     Flow,
     /// By the CPU the frame arrived on: a frame is forwarded on the core that
     /// sent it, but one flow's frames may be reordered between readers.

@@ -203,14 +203,9 @@ struct Rig {
 impl Rig {
     fn new(tag: &str, pods: usize, imp: Imp) -> Rig {
         let lab = lab(tag, pods);
-        let sw = lab.switch_ns();
         let daemon = match imp {
             Imp::Kernel => {
-                ns_ok(&sw, &["ip", "link", "add", "br0", "type", "bridge"]);
-                for p in lab.ports() {
-                    ns_ok(&sw, &["ip", "link", "set", &p, "master", "br0"]);
-                }
-                ns_ok(&sw, &["ip", "link", "set", "br0", "up"]);
+                kernel_bridge(&lab);
                 None
             }
             Imp::User => Some(Daemon::start(&lab, &[])),

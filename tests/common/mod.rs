@@ -63,6 +63,18 @@ pub fn ns_ok(ns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Joins all of `lab`'s ports to a kernel bridge `br0` in its switch
+/// namespace (removed with the lab): the specification a scenario is run
+/// on beside userbridge.
+pub fn kernel_bridge(lab: &Lab) {
+    let sw = lab.switch_ns();
+    ns_ok(&sw, &["ip", "link", "add", "br0", "type", "bridge"]);
+    for p in lab.ports() {
+        ns_ok(&sw, &["ip", "link", "set", &p, "master", "br0"]);
+    }
+    ns_ok(&sw, &["ip", "link", "set", "br0", "up"]);
+}
+
 pub fn ping(ns: &str, dst: &str, count: u32) -> bool {
     ns_exec(ns, &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "2", "-q", dst]).status.success()
 }

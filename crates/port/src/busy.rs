@@ -6,7 +6,7 @@
 //! only while its frame rate is high does it hold rings:
 //!
 //! - The port's receive halves are members `0..n` of a CBPF fanout group
-//!   whose program picks member `x % n` (`x` the CPU or TCP flow hash,
+//!   whose program picks member `x % n` (`x` the CPU or the flow hash,
 //!   [`Steer`]).
 //! - Going busy, the port makes `n` fresh sockets (in its own network
 //!   namespace), gives each a ring sized to the port's rate

@@ -114,8 +114,10 @@ const PACKET_FANOUT_DATA: libc::c_int = 22;
 pub enum Fanout {
     /// By the CPU the frame arrived on.
     Cpu,
-    /// TCP by its flow hash (one flow, one reader: its segments are never
-    /// reordered between readers), everything else by CPU.
+    /// TCP and UDP by the flow hash their sending socket gave them (one
+    /// flow, one reader: its frames are never reordered between readers);
+    /// everything else by CPU, and so is UDP without a hash (an unconnected
+    /// socket's, a raw flood's from a packet socket such as trafgen's).
     FlowOrCpu,
 }
 
@@ -143,18 +145,19 @@ pub struct Steer {
 /// 0  A = skb->protocol   (ancillary)    0  A = cpu
 /// 1  if A == 0x0800 goto 4  (IPv4)      1  A %= members
 /// 2  if A == 0x86dd goto 6  (IPv6)      2  A += offset
-/// 3  goto 11             (other: CPU)   3  return A
+/// 3  goto 12             (other: CPU)   3  return A
 /// 4  A = byte [9]        (IPv4 protocol)
 /// 5  goto 7
 /// 6  A = byte [6]        (IPv6 next header)
-/// 7  if A != 6 goto 11   (not TCP: by CPU)
-/// 8  A = skb->hash       (ancillary)
-/// 9  if A == 0 goto 11
-/// 10 goto 12
-/// 11 A = cpu             (ancillary)
-/// 12 A %= members
-/// 13 A += offset
-/// 14 return A
+/// 7  if A == 6 goto 9    (TCP)
+/// 8  if A != 17 goto 12  (nor UDP: by CPU)
+/// 9  A = skb->hash       (ancillary)
+/// 10 if A == 0 goto 12   (no hash: by CPU)
+/// 11 goto 13
+/// 12 A = cpu             (ancillary)
+/// 13 A %= members
+/// 14 A += offset
+/// 15 return A
 /// ```
 fn fanout_program(mode: Fanout, steer: Steer) -> Vec<libc::sock_filter> {
     #[allow(clippy::cast_possible_truncation, reason = "BPF opcodes fit 16 bits")]
@@ -180,15 +183,16 @@ fn fanout_program(mode: Fanout, steer: Steer) -> Vec<libc::sock_filter> {
             /* 0 */ s(ld_h, ad(libc::SKF_AD_PROTOCOL)),
             /* 1 */ j(jeq, 0x0800, 2, 0),
             /* 2 */ j(jeq, 0x86dd, 3, 0),
-            /* 3 */ s(ja, 7),
+            /* 3 */ s(ja, 8),
             /* 4 */ s(ld_b, 9),
             /* 5 */ s(ja, 1),
             /* 6 */ s(ld_b, 6),
-            /* 7 */ j(jeq, 6, 0, 3),
-            /* 8 */ s(ld_w, ad(libc::SKF_AD_RXHASH)),
-            /* 9 */ j(jeq, 0, 1, 0),
-            /* 10 */ s(ja, 1),
-            /* 11 */ s(ld_w, ad(libc::SKF_AD_CPU)),
+            /* 7 */ j(jeq, 6, 1, 0),
+            /* 8 */ j(jeq, 17, 0, 3),
+            /* 9 */ s(ld_w, ad(libc::SKF_AD_RXHASH)),
+            /* 10 */ j(jeq, 0, 1, 0),
+            /* 11 */ s(ja, 1),
+            /* 12 */ s(ld_w, ad(libc::SKF_AD_CPU)),
         ],
     };
     head.into_iter().chain(tail).collect()
@@ -278,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn tcp_goes_by_flow_the_rest_by_cpu() {
+    fn tcp_and_udp_go_by_flow_the_rest_by_cpu() {
         use super::{Fanout, Steer, fanout_program};
         // A large group, so the results are the raw hash and CPU.
         let p = fanout_program(Fanout::FlowOrCpu, Steer { members: 1 << 30, offset: 0 });
@@ -287,8 +291,13 @@ mod tests {
         assert_eq!(run(&p, 0x0800, &v4, 0xabcd, 1), 0xabcd, "IPv4 TCP: its hash");
         assert_eq!(run(&p, 0x0800, &v4, 0, 1), 1, "no hash: the CPU");
         v4[9] = 17;
-        assert_eq!(run(&p, 0x0800, &v4, 0xabcd, 1), 1, "IPv4 UDP: the CPU");
+        assert_eq!(run(&p, 0x0800, &v4, 0xabcd, 1), 0xabcd, "IPv4 UDP: its hash");
+        assert_eq!(run(&p, 0x0800, &v4, 0, 1), 1, "UDP with no hash (a raw flood, an unconnected socket): the CPU");
+        v4[9] = 1;
+        assert_eq!(run(&p, 0x0800, &v4, 0xabcd, 1), 1, "ICMP: the CPU");
         let mut v6 = [0u8; 40];
+        v6[6] = 17;
+        assert_eq!(run(&p, 0x86dd, &v6, 0x5678, 0), 0x5678, "IPv6 UDP: its hash");
         v6[6] = 6;
         assert_eq!(run(&p, 0x86dd, &v6, 0x1234, 0), 0x1234, "IPv6 TCP: its hash");
         v6[6] = 58;
