@@ -101,7 +101,8 @@ pub struct RunArgs {
     pub busy_pps: u64,
     /// Receive halves per port (`auto`: one per CPU this process may use, at
     /// most 8), in a PACKET_FANOUT group by CPU: member i takes the frames
-    /// that arrived on CPU i (mod N). One thread per port serves them, on the
+    /// that arrived on CPU i (mod N), a TCP or UDP flow the member its hash
+    /// picks (`--fanout`). One thread per port serves them, on the
     /// CPU its frames arrive on; while the port is busy, helper threads (at
     /// most one per port across the switch) take its other busy members on
     /// their own CPUs, and so does a member's steady stream while it is not.
