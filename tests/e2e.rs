@@ -1105,20 +1105,12 @@ impl Stream {
 /// quickly as it can; returns the numbers pod 2 received, in the order it
 /// received them.
 fn udp_from_a_moving_sender(lab: &Lab, n: u32) -> Vec<u32> {
-    use std::net::UdpSocket;
     // Both stations known first: the stream is known unicast, not a flood.
     assert!(ping(&lab.pods[1].ns, "10.0.0.1", 1), "pod 2 reaches pod 1");
-    let rx = NetNs::open(&lab.pods[1].ns).unwrap().run(|| UdpSocket::bind("10.0.0.2:7778").unwrap()).unwrap();
+    let (rx, tx) = udp_ends(lab);
     rustix::net::sockopt::set_socket_recv_buffer_size_force(&rx, 64 << 20).unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let tx = NetNs::open(&lab.pods[0].ns)
-        .unwrap()
-        .run(|| {
-            let tx = UdpSocket::bind("10.0.0.1:0").unwrap();
-            tx.connect("10.0.0.2:7778").unwrap();
-            tx
-        })
-        .unwrap();
+    tx.connect("10.0.0.2:7777").unwrap();
     let cpus = std::thread::available_parallelism().map_or(1, usize::from).min(2);
     std::thread::spawn(move || {
         for seq in 0..n {
