@@ -50,7 +50,7 @@ fn switch_with_policies() -> Arc<Switch> {
     assert!(sw.set_vlan_filtering(true));
     for p in 0..PORTS {
         let mut pol = sw.policy(p).unwrap().spec.clone();
-        pol.vlans = vec![ub_port::VlanEntry { vid: 10, pvid: true, untagged: true }];
+        pol.vlans = vec![ub_proto::VlanEntry { vid: 10, pvid: true, untagged: true }];
         if p == 0 {
             pol.isolated = true;
             pol.locked = true;

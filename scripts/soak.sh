@@ -15,6 +15,10 @@ BIN=${BIN:-target/release/userbridge}
 [ -x "$BIN" ] || BIN=target/debug/userbridge
 NAME=ubsoak$$
 SOCK=/tmp/$NAME.sock
+# The daemon's state file goes here, not to /run/userbridge, and with the rest at exit.
+STATE=/tmp/$NAME.state
+# The samples stay where CSV says; without CSV, they go with the rest.
+KEEP_CSV=${CSV:+yes}
 CSV=${CSV:-/tmp/$NAME.csv}
 X() { ip netns exec "$@"; }
 pids=()
@@ -30,12 +34,14 @@ cleanup() {
   "$BIN" lab down --name "$NAME" >/dev/null 2>&1 || true
   # Whatever the binary could not remove (a build replaced it meanwhile, say).
   for ns in $(ip netns list | awk -v p="$NAME-" 'index($1, p) == 1 {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
-  rm -f /tmp/$NAME.trafgen
+  rm -f /tmp/$NAME.trafgen /tmp/$NAME.ping
+  rm -rf "$STATE"
+  [ -n "$KEEP_CSV" ] || rm -f "$CSV"
 }
 trap cleanup EXIT
 
 "$BIN" lab up --pods 6 --name "$NAME" >/dev/null
-"$BIN" run --netns "$NAME-sw" --port ubp1 --port ubp2 --port ubp3 --port ubp4 --port ubp5 --port ubp6 --socket "$SOCK" --log-level warn &
+"$BIN" run --netns "$NAME-sw" --port ubp1 --port ubp2 --port ubp3 --port ubp4 --port ubp5 --port ubp6 --socket "$SOCK" --state-dir "$STATE" --log-level warn &
 DPID=$!
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { echo "soak: daemon did not start"; exit 1; }

@@ -47,6 +47,9 @@ cargo run --quiet -- lab demo --name "ubci$$"
 # Unit, property, in-memory datapath and namespace end-to-end tests.
 # The soak's one-minute version (docs/reliability.md has the 10-minute one).
 bash scripts/soak.sh 60 2>&1 | grep '^soak:'
+# The soak leaves nothing behind: no state file, sample or socket of its own.
+left=$(ls -d /run/userbridge/ubsoak* /tmp/ubsoak* 2>/dev/null || true)
+[ -z "$left" ] || { echo "soak: left behind: $left"; exit 1; }
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

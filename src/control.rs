@@ -1,30 +1,31 @@
-//! The control socket: newline-delimited JSON requests and replies on a Unix
-//! socket (mode 0600), documented request by request in docs/control.md.
-//! The requests and replies are the typed ones of `ub_proto`; this module
+//! The control socket: newline-delimited JSON requests and replies on a
+//! Unix socket (mode 0600), documented request by request in
+//! docs/control.md. The requests and replies are `ub_proto`'s; this module
 //! answers each with one handler (`impl Serve for Daemon`).
 //!
 //! Each client has its own thread, a 5 s timeout and a 64 KiB line limit;
-//! at most 16 are served at once, so no client can stall the datapath (which
-//! never waits on the control plane) or take unbounded memory.
+//! at most 16 are served at once (`ub_serve`), so no client can stall the
+//! datapath (which never waits on the control plane) or take unbounded
+//! memory.
 
-use crate::daemon::{Daemon, DaemonError, spawn_supervised};
+use crate::daemon::{Daemon, DaemonError, lock};
 use crate::mirror;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use ub_datapath::MirrorTo;
-use ub_port::{Origin, PortSpec};
+use ub_proto::settings::PCAP_MAX_BYTES;
 use ub_proto::*;
+use ub_serve::{Conn, Limits, Listener};
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
-/// Most clients served at once; more are told to retry.
-const MAX_CLIENTS: usize = 16;
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients served at once; more are told to retry.
+const LIMITS: Limits = Limits { connections: 16, timeout: Duration::from_secs(5) };
 
 /// A request the daemon refuses, in one line that names the problem.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +42,8 @@ pub enum ControlError {
     MirrorSelf,
     #[error("\"pcap\" must be an absolute path")]
     PcapPath,
-    #[error("\"max_bytes\" must be at least 1024")]
-    PcapCap,
+    #[error("\"max_bytes\": {0}")]
+    PcapCap(String),
     #[error("give exactly one of \"to\" (a port) or \"pcap\" (a file)")]
     MirrorTarget,
     #[error("port '{0}' is not mirrored")]
@@ -87,77 +88,12 @@ impl Daemon {
     fn port_names(&self) -> Vec<Option<String>> {
         self.sw.ports().iter().map(|p| p.as_ref().map(|p| p.name.clone())).collect()
     }
-
-    /// The whole status, as `stats` and `/metrics` show it (one snapshot).
-    pub fn status(&self) -> Status {
-        let st = self.sw.stats();
-        let specs = self.specs();
-        let promisc = self.sw.promisc();
-        let pairs = |it: &[(&str, u64)]| it.iter().map(|(k, v)| ((*k).to_string(), *v)).collect();
-        let ports = st
-            .ports
-            .into_iter()
-            .map(|p| {
-                let spec = specs.get(&p.id);
-                PortStatus {
-                    id: p.id,
-                    name: p.name,
-                    kind: p.kind,
-                    state: p.state,
-                    mtu: p.mtu,
-                    fdb_learned: p.fdb_learned,
-                    origin: spec.map_or(Origin::Runtime, |s| s.origin),
-                    promisc: promisc == Some(p.id),
-                    policy: p.policy.spec.clone(),
-                    meta: spec.map(|s| s.meta.clone()).unwrap_or_default(),
-                    counters: Counters {
-                        rx_frames: p.counters.rx_frames,
-                        rx_bytes: p.counters.rx_bytes,
-                        tx_frames: p.counters.tx_frames,
-                        tx_bytes: p.counters.tx_bytes,
-                        flooded: p.counters.flooded,
-                        reader_panics: p.counters.reader_panics,
-                        drops: p.counters.drops.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
-                    },
-                }
-            })
-            .collect();
-        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        Status {
-            ports,
-            vlan_filtering: self.sw.vlan_filtering(),
-            fdb: FdbStatus {
-                entries: st.fdb_entries as u64,
-                learned: st.fdb_learned as u64,
-                ageing_secs: st.ageing_ms as f64 / 1000.0,
-                events: pairs(&st.fdb_events),
-            },
-            links: pairs(&self.links.events()),
-            storm: ub_proto::StormLimits {
-                broadcast_pps: st.storm.broadcast_pps,
-                multicast_pps: st.storm.multicast_pps,
-                unknown_unicast_pps: st.storm.unknown_unicast_pps,
-            },
-            loops: LoopStatus {
-                mode: self.sw.loop_guard.mode().as_str().into(),
-                probe_mac: self.sw.loop_guard.mac,
-                events: pairs(&st.loop_events),
-            },
-            daemon: DaemonStatus {
-                pid: std::process::id(),
-                reloads: ld(&self.counters.reloads),
-                reload_errors: ld(&self.counters.reload_errors),
-                thread_panics: ld(&self.counters.thread_panics),
-                reader_helpers: self.sw.reader_helpers() as u64,
-            },
-        }
-    }
 }
 
 /// Keeps only port `name`, or says there is none.
-fn only_port(ports: &mut Vec<PortStatus>, name: Option<&str>) -> Result<(), ControlError> {
+fn only_port(ports: &mut Vec<PortStatus>, name: Option<&IfName>) -> Result<(), ControlError> {
     if let Some(name) = name {
-        ports.retain(|p| p.name == name);
+        ports.retain(|p| p.name == *name);
         if ports.is_empty() {
             return Err(DaemonError::NoSuchPort(name.to_string()).into());
         }
@@ -191,9 +127,8 @@ impl Serve for Daemon {
         if !r.mac.is_valid_source() {
             return Err(ControlError::NotUnicast(r.mac));
         }
-        let port = self.port_named(&r.port)?;
-        self.add_static(&crate::config::StaticEntry { mac: r.mac, port: port.name.clone(), vlan: r.vlan })?;
-        Ok(FdbAdded { added: r.mac, port: port.name.clone(), vlan: r.vlan })
+        self.add_static(&crate::config::StaticEntry { mac: r.mac, port: r.port.clone(), vlan: r.vlan })?;
+        Ok(FdbAdded { added: r.mac, port: r.port, vlan: r.vlan })
     }
 
     fn fdb_del(&self, r: FdbDel) -> Result<FdbRemoved, ControlError> {
@@ -212,20 +147,20 @@ impl Serve for Daemon {
     }
 
     fn stats(&self, r: Stats) -> Result<Status, ControlError> {
-        let mut s = self.status();
-        only_port(&mut s.ports, r.port.as_deref())?;
+        let mut s = crate::status::of(self);
+        only_port(&mut s.ports, r.port.as_ref())?;
         Ok(s)
     }
 
     fn port_list(&self, r: PortList) -> Result<Vec<PortStatus>, ControlError> {
-        let mut ports = self.status().ports;
-        only_port(&mut ports, r.port.as_deref())?;
+        let mut ports = crate::status::of(self).ports;
+        only_port(&mut ports, r.port.as_ref())?;
         Ok(ports)
     }
 
     fn port_add(&self, r: PortAdd) -> Result<PortAdded, ControlError> {
         let backend = r.backend();
-        if !matches!(backend, ub_port::Backend::Afpacket | ub_port::Backend::Tap) {
+        if !matches!(backend, Backend::Afpacket | Backend::Tap) {
             return Err(ControlError::Backend(backend.as_str()));
         }
         let spec = PortSpec {
@@ -249,10 +184,7 @@ impl Serve for Daemon {
     }
 
     fn port_set(&self, r: PortSet) -> Result<PortPolicySet, ControlError> {
-        let policy = self.change_policy(&r.name, |p| {
-            *p = r.apply(p.clone());
-            Ok(())
-        })?;
+        let policy = self.change_policy(&r.name, |p| *p = r.change.apply(p.clone()))?;
         Ok(PortPolicySet { port: r.name, policy })
     }
 
@@ -268,34 +200,30 @@ impl Serve for Daemon {
                 if r.pvid {
                     p.vlans.iter_mut().for_each(|v| v.pvid = false);
                 }
-                let e = ub_port::VlanEntry { vid, pvid: r.pvid, untagged: r.untagged };
+                let e = VlanEntry { vid, pvid: r.pvid, untagged: r.untagged };
                 match p.vlans.iter_mut().find(|v| v.vid == vid) {
                     Some(v) => *v = e,
                     None => p.vlans.push(e),
                 }
             }
             p.vlans.sort_by_key(|v| v.vid);
-            Ok(())
         })?;
         Ok(VlanPort { port: r.port, vlans: policy.vlans })
     }
 
     fn vlan_del(&self, r: VlanDel) -> Result<VlanPort, ControlError> {
         let vids = vid_range(r.vid, r.vid_end)?;
-        let spec = self.spec(&r.port).ok_or_else(|| DaemonError::NoSuchPort(r.port.clone()))?;
+        let spec = self.spec(&r.port).ok_or_else(|| DaemonError::NoSuchPort(r.port.to_string()))?;
         if let Some(v) = vids.clone().find(|v| !spec.policy.vlans.iter().any(|e| e.vid == *v)) {
-            return Err(ControlError::NotMember(r.port, v));
+            return Err(ControlError::NotMember(r.port.to_string(), v));
         }
-        let policy = self.change_policy(&r.port, |p| {
-            p.vlans.retain(|v| !vids.contains(&v.vid));
-            Ok(())
-        })?;
+        let policy = self.change_policy(&r.port, |p| p.vlans.retain(|v| !vids.contains(&v.vid)))?;
         Ok(VlanPort { port: r.port, vlans: policy.vlans })
     }
 
     fn vlan_show(&self, r: VlanShow) -> Result<Vec<VlanPort>, ControlError> {
-        let mut ports = self.status().ports;
-        only_port(&mut ports, r.port.as_deref())?;
+        let mut ports = crate::status::of(self).ports;
+        only_port(&mut ports, r.port.as_ref())?;
         Ok(ports.into_iter().map(|p| VlanPort { port: p.name, vlans: p.policy.vlans }).collect())
     }
 
@@ -352,20 +280,20 @@ impl Serve for Daemon {
     }
 
     fn set_ageing(&self, r: SetAgeing) -> Result<Ageing, ControlError> {
-        self.sw.fdb.set_ageing_ms(r.secs * 1000);
-        self.set_ageing_setting(r.secs * 1000);
+        self.set_ageing(r.secs * 1000);
         Ok(Ageing { ageing_secs: r.secs })
     }
 
     fn mirror_add(&self, r: MirrorAdd) -> Result<Mirroring, ControlError> {
-        let from = self.port_named(&r.from)?;
+        let r_from = &r.from;
+        let from = self.port_named(r_from)?;
         let target = match (r.to, r.pcap) {
             (Some(to), None) => {
                 let to = self.port_named(&to)?;
                 if to.id == from.id {
                     return Err(ControlError::MirrorSelf);
                 }
-                self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).remove(&from.name);
+                lock(&self.mirrors).remove(r_from);
                 MirrorTo::Port(to.id)
             }
             (None, Some(path)) => {
@@ -373,34 +301,33 @@ impl Serve for Daemon {
                 if !path.is_absolute() || path.as_os_str().len() > 4096 {
                     return Err(ControlError::PcapPath);
                 }
-                let max = r.max_bytes.unwrap_or(100 << 20);
-                if max < 1024 {
-                    return Err(ControlError::PcapCap);
-                }
+                let max = r.max_bytes.unwrap_or(PCAP_MAX_BYTES.default);
+                PCAP_MAX_BYTES.check(max).map_err(ControlError::PcapCap)?;
                 let m = mirror::PcapMirror::create(path, max)?;
                 let sink = m.sink.clone();
-                self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).insert(from.name.clone(), m);
+                lock(&self.mirrors).insert(r_from.clone(), m);
                 MirrorTo::Sink(sink)
             }
             _ => return Err(ControlError::MirrorTarget),
         };
         self.sw.set_mirror(from.id, Some(target));
-        Ok(Mirroring { mirroring: from.name.clone() })
+        Ok(Mirroring { mirroring: r_from.clone() })
     }
 
     fn mirror_del(&self, r: MirrorDel) -> Result<MirrorStopped, ControlError> {
-        let from = self.port_named(&r.from)?;
+        let r_from = &r.from;
+        let from = self.port_named(r_from)?;
         if self.sw.set_mirror(from.id, None).is_none() {
             return Err(ControlError::NotMirrored(from.name.clone()));
         }
         // Joins the pcap writer here, on the control thread, never on a reader.
-        self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).remove(&from.name);
-        Ok(MirrorStopped { stopped: from.name.clone() })
+        lock(&self.mirrors).remove(r_from);
+        Ok(MirrorStopped { stopped: r_from.clone() })
     }
 
     fn mirror_list(&self, _: MirrorList) -> Result<Vec<MirrorInfo>, ControlError> {
         let names = self.port_names();
-        let pcaps = self.mirrors.lock().unwrap_or_else(|e| e.into_inner());
+        let pcaps = lock(&self.mirrors);
         let name = |id: u16| names.get(usize::from(id)).cloned().flatten();
         Ok(self
             .sw
@@ -412,7 +339,7 @@ impl Serve for Daemon {
                 match &*m {
                     MirrorTo::Port(to) => MirrorInfo { from, to: name(*to), file: None },
                     MirrorTo::Sink(_) => {
-                        let file = pcaps.get(&from).map(|m| PcapInfo {
+                        let file = pcaps.get(from.as_str()).map(|m| PcapInfo {
                             pcap: m.sink.path.display().to_string(),
                             max_bytes: m.sink.max_bytes,
                             written: ld(&m.sink.written),
@@ -439,12 +366,41 @@ pub fn handle(d: &Daemon, line: &str) -> (Response, bool) {
     }
 }
 
-/// The listening socket and its thread.
+/// The socket's file, as this daemon bound it: removed when the daemon
+/// stops, unless another daemon has bound the path since (then it is
+/// that daemon's, and stays).
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    ino: (u64, u64),
+}
+
+impl SocketFile {
+    /// Binds `path` (mode 0600).
+    pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), ServerError> {
+        let err = |source| ServerError::Listen { path: path.into(), source };
+        let listener = UnixListener::bind(path).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let m = std::fs::symlink_metadata(path).map_err(err)?;
+        Ok((listener, SocketFile { path: path.into(), ino: (m.dev(), m.ino()) }))
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The listening socket and its accept loop; dropping it stops the loop,
+/// then removes the socket file if it is still this daemon's.
 #[derive(Debug)]
 pub struct Server {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _accepting: ub_serve::Server,
+    _file: SocketFile,
 }
 
 impl Server {
@@ -461,64 +417,31 @@ impl Server {
 
     /// Binds `path` (mode 0600), refusing if another daemon answers there.
     /// Clients can connect from here on: call it once the switch is ready.
-    pub fn start(path: &Path, d: Arc<Daemon>) -> Result<Server, DaemonError> {
+    pub fn start(path: &Path, d: Arc<Daemon>) -> Result<Server, ServerError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| ServerError::Dir { path: dir.into(), source })?;
         }
         Self::check_free(path)?;
-        let listener = UnixListener::bind(path).map_err(|source| ServerError::Listen { path: path.into(), source })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| ServerError::Listen { path: path.into(), source })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
-        let thread = spawn_supervised("control", d.clone(), {
-            let stop = stop.clone();
-            move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-                        active.fetch_sub(1, Ordering::AcqRel);
-                        let _ = (&conn).write_all(Response::err(ub_proto::BUSY).to_line().as_bytes());
-                        continue;
-                    }
-                    let (d, active) = (d.clone(), active.clone());
-                    let spawned = std::thread::Builder::new().name("control-client".into()).spawn(move || {
-                        // A panic answering one client ends that connection, nothing more.
-                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&d, conn))).is_err() {
-                            d.counters.thread_panics.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!("a control client's handler panicked; its connection is closed");
-                        }
-                        active.fetch_sub(1, Ordering::AcqRel);
-                    });
-                    if spawned.is_err() {
-                        tracing::warn!("could not start a control client thread");
-                    }
-                }
+        let (listener, file) = SocketFile::bind(path)?;
+        let panics = d.counters.thread_panics.clone();
+        let handler = Arc::new(move |c: Conn| {
+            if let Conn::Unix(s) = c {
+                serve(&d, s);
             }
-        })?;
-        Ok(Server { path: path.to_path_buf(), stop, thread: Some(thread) })
+        });
+        let accepting = ub_serve::Server::start("control", Listener::Unix(listener), LIMITS, handler, busy, panics)
+            .map_err(|source| ServerError::Listen { path: path.into(), source })?;
+        Ok(Server { _accepting: accepting, _file: file })
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// A client over the cap: told to retry, before its request is read.
+fn busy(mut c: Conn) {
+    let _ = c.write_all(Response::err(ub_proto::BUSY).to_line().as_bytes());
 }
 
 /// Serves one client: requests until EOF, a timeout, or a bad line.
 fn serve(d: &Daemon, conn: UnixStream) {
-    let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
     let mut reader = BufReader::new((&conn).take(u64::MAX));
     let mut line = Vec::new();
     loop {
@@ -539,5 +462,24 @@ fn serve(d: &Daemon, conn: UnixStream) {
         if (&conn).write_all(reply.to_line().as_bytes()).is_err() || close {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_daemon_removes_its_socket_file_but_not_one_another_daemon_bound_since() {
+        let path = std::env::temp_dir().join(format!("ub-control-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (_l1, first) = SocketFile::bind(&path).unwrap();
+        // A second daemon found the path stale (the first not answering yet) and bound it anew.
+        std::fs::remove_file(&path).unwrap();
+        let (_l2, second) = SocketFile::bind(&path).unwrap();
+        drop(first);
+        assert!(path.exists(), "the first daemon removed the second one's socket");
+        drop(second);
+        assert!(!path.exists(), "a daemon leaves its own socket behind");
     }
 }

@@ -14,28 +14,36 @@ use ub_wire::{ArpOp, ArpPacket, ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetFrame};
 
 mod sock;
 
-/// A lab command failed: the lab's own one-line message (it names the
-/// namespace or interface and the fix).
+/// A lab command failed; each says what and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LabError(String);
-
-impl From<String> for LabError {
-    fn from(s: String) -> LabError {
-        LabError(s)
-    }
+pub enum LabError {
+    #[error(transparent)]
+    Lab(#[from] ub_lab::LabError),
+    #[error(transparent)]
+    Netlink(#[from] ub_netlink::Error),
+    #[error(transparent)]
+    Port(#[from] ub_port::PortError),
+    #[error(transparent)]
+    Switch(#[from] ub_datapath::SwitchError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("the daemon of {ns} exited ({status}): {log}")]
+    DaemonExited { ns: String, status: std::process::ExitStatus, log: String },
+    #[error("the daemon of {ns} did not open {} (see {})", sock.display(), log.display())]
+    DaemonSilent { ns: String, sock: PathBuf, log: PathBuf },
+    #[error("no lab named '{0}' (no namespace {0}-sw, {0}-pN or {0}-nN)")]
+    NoLab(String),
+    #[error("the demo needs --pods 2 or more")]
+    DemoPods,
+    #[error("no reply from {0} within 3 s")]
+    NoReply(Ipv4Addr),
+    #[error("the demo did not see the expected frames")]
+    DemoFailed,
 }
 
-impl From<&str> for LabError {
-    fn from(s: &str) -> LabError {
-        LabError(s.to_string())
-    }
-}
-
-impl From<ub_netlink::Error> for LabError {
-    fn from(e: ub_netlink::Error) -> LabError {
-        LabError(e.to_string())
-    }
+/// An I/O failure, saying what was being done.
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabError {
+    move |source| LabError::Io { what: what.to_string(), source }
 }
 
 pub fn lab_up(name: &str, pods: usize) -> Result<(), LabError> {
@@ -56,7 +64,7 @@ pub fn lab_up(name: &str, pods: usize) -> Result<(), LabError> {
 
 /// Where a node lab's daemon of node `i` keeps its socket, state, log and pid.
 fn node_files(name: &str, i: usize) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let base = format!("{}/lab-{name}-n{i}", crate::config::DEFAULT_STATE_DIR);
+    let base = format!("{}/lab-{name}-n{i}", ub_proto::settings::STATE_DIR);
     (
         PathBuf::from(format!("{base}.sock")),
         PathBuf::from(format!("{base}.state")),
@@ -76,7 +84,7 @@ pub fn nodes_up(name: &str, nodes: usize, pods: usize, switching: Switching) -> 
             Switching::Userbridge => {
                 let (sock, state, log, pid) = node_files(name, n.index);
                 let d = start_node_daemon(n, &sock, &state, &log)?;
-                std::fs::write(&pid, format!("{d}\n")).map_err(|e| format!("writing {}: {e}", pid.display()))?;
+                std::fs::write(&pid, format!("{d}\n")).map_err(io(format!("writing {}", pid.display())))?;
                 format!("userbridge pid {d}, socket {}", sock.display())
             }
         };
@@ -98,9 +106,9 @@ pub fn nodes_up(name: &str, nodes: usize, pods: usize, switching: Switching) -> 
 /// Starts node `n`'s daemon in its namespace, detached (its own process
 /// group, its log in a file), and waits for its socket.
 fn start_node_daemon(n: &Node, sock: &Path, state: &Path, log: &Path) -> Result<u32, LabError> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding the userbridge binary: {e}"))?;
-    let out = std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(io("finding the userbridge binary"))?;
+    let out = std::fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
+    let err = out.try_clone().map_err(io(format!("opening {}", log.display())))?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &n.ns]).arg(exe).args(["run", "--host-port", GATEWAY]);
     cmd.args(["--address", &format!("{}/24", n.gateway), "--mtu", &POD_MTU.to_string()]);
@@ -114,18 +122,16 @@ fn start_node_daemon(n: &Node, sock: &Path, state: &Path, log: &Path) -> Result<
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("starting the daemon of {}: {e}", n.ns))?;
+        .map_err(io(format!("starting the daemon of {}", n.ns)))?;
     let t = std::time::Instant::now();
     while std::os::unix::net::UnixStream::connect(sock).is_err() {
         if let Ok(Some(st)) = child.try_wait() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("the daemon of {} exited ({st}): {}", n.ns, text.trim()).into());
+            let log = std::fs::read_to_string(log).unwrap_or_default().trim().to_string();
+            return Err(LabError::DaemonExited { ns: n.ns.clone(), status: st, log });
         }
         if t.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
-            return Err(
-                format!("the daemon of {} did not open {} (see {})", n.ns, sock.display(), log.display()).into()
-            );
+            return Err(LabError::DaemonSilent { ns: n.ns.clone(), sock: sock.into(), log: log.into() });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -165,7 +171,7 @@ pub fn lab_down(name: &str) -> Result<(), LabError> {
         println!("stopped {daemons} daemons of lab '{name}'");
     }
     if n == 0 {
-        return Err(format!("no lab named '{name}' (no namespace {name}-sw, {name}-pN or {name}-nN)").into());
+        return Err(LabError::NoLab(name.to_string()));
     }
     println!("removed {n} namespaces of lab '{name}'");
     Ok(())
@@ -203,7 +209,7 @@ fn describe(f: &[u8]) -> String {
 
 pub fn demo(name: &str, pods: usize) -> Result<(), LabError> {
     if pods < 2 {
-        return Err("the demo needs --pods 2 or more".into());
+        return Err(LabError::DemoPods);
     }
     let lab = Lab::create(name, pods)?;
     println!(
@@ -217,35 +223,35 @@ pub fn demo(name: &str, pods: usize) -> Result<(), LabError> {
     }
 
     // The switch runs in this process, its threads inside the switch namespace.
-    let sw_ns = NetNs::open(&lab.switch_ns()).map_err(|e| e.to_string())?;
+    let sw_ns = NetNs::open(&lab.switch_ns())?;
     let sw = Arc::new(Switch::new(FdbConfig::default()));
-    let readers = sw_ns
-        .run(|| -> Result<Vec<_>, String> {
-            let mut v = Vec::new();
-            for port in lab.ports() {
-                let (rx, tx, _) = ub_port::afpacket::open(&port, Default::default()).map_err(|e| e.to_string())?;
-                let id = sw.add_port(&port, Backend::Afpacket, Box::new(tx)).map_err(|e| e.to_string())?;
-                let members = rx
-                    .into_iter()
-                    .map(|rx| Member { rx: Box::new(rx) as Box<dyn ub_port::PortRx>, cpu: None })
-                    .collect();
-                v.push(spawn_reader_at(sw.clone(), id, members, None, Restart::default()).map_err(|e| e.to_string())?);
-            }
-            Ok(v)
-        })
-        .map_err(|e| e.to_string())??;
+    let readers = sw_ns.run(|| -> Result<Vec<_>, LabError> {
+        let mut v = Vec::new();
+        for port in lab.ports() {
+            let (rx, tx, _) = ub_port::afpacket::open(&port, Default::default())?;
+            let id = sw.add_port(&port, Backend::Afpacket, Box::new(tx))?;
+            let members =
+                rx.into_iter().map(|rx| Member { rx: Box::new(rx) as Box<dyn ub_port::PortRx>, cpu: None }).collect();
+            let reader = spawn_reader_at(sw.clone(), id, members, None, Restart::default());
+            v.push(reader.map_err(io(format!("starting the reader of {port}")))?);
+        }
+        Ok(v)
+    })??;
     println!("2. userbridge attached to {} ports, FDB empty", readers.len());
 
     // Watch what every pod receives, from inside the pods.
     let captures: Vec<sock::Capture> = lab
         .pods
         .iter()
-        .map(|p| NetNs::open(&p.ns).and_then(|ns| ns.run(|| sock::Capture::open("eth0"))).map_err(|e| e.to_string())?)
+        .map(|p| Ok::<_, LabError>(NetNs::open(&p.ns)?.run(|| sock::Capture::open("eth0"))??))
         .collect::<Result<_, _>>()?;
     let dst = lab.pods[1].ip;
-    let pod1 = NetNs::open(&lab.pods[0].ns).map_err(|e| e.to_string())?;
+    let pod1 = NetNs::open(&lab.pods[0].ns)?;
     println!("3. ping {} -> {}", lab.pods[0].ip, dst);
-    let rtt = pod1.run(|| sock::ping(dst, Duration::from_secs(3))).map_err(|e| e.to_string())??;
+    let rtt = pod1
+        .run(|| sock::ping(dst, Duration::from_secs(3)))?
+        .map_err(io(format!("pinging {dst}")))?
+        .ok_or(LabError::NoReply(dst))?;
     println!("     reply in {:.3} ms", rtt.as_secs_f64() * 1000.0);
     std::thread::sleep(Duration::from_millis(50));
 
@@ -284,5 +290,5 @@ pub fn demo(name: &str, pods: usize) -> Result<(), LabError> {
     drop(readers);
     drop(lab);
     println!("5. lab removed");
-    if ok { Ok(()) } else { Err("the demo did not see the expected frames".into()) }
+    if ok { Ok(()) } else { Err(LabError::DemoFailed) }
 }

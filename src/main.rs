@@ -4,9 +4,10 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use ub_proto::{Call, ClientError};
+use ub_proto::{Call, ClientError, IfName, PolicyChange};
+use ub_wire::Mac;
 use userbridge::output::Show;
-use userbridge::{DEFAULT_SOCKET, config, daemon, demo};
+use userbridge::{DEFAULT_SOCKET, config, demo, start};
 
 /// Why a command failed: printed as one line, `userbridge: ...`.
 #[derive(Debug, thiserror::Error)]
@@ -14,11 +15,26 @@ enum CliError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
-    Daemon(#[from] daemon::DaemonError),
-    #[error("{0}")]
-    Config(String),
+    Start(#[from] start::StartError),
+    /// Every problem but the last is printed before it.
+    #[error("{}", .0.0.last().map(String::as_str).unwrap_or("the configuration is not valid"))]
+    CheckConfig(config::ConfigError),
     #[error(transparent)]
     Lab(#[from] demo::LabError),
+    #[error(
+        "{why} (usage: vlan add dev PORT vid N[-M] [pvid] [untagged] | vlan del dev PORT vid N[-M] | vlan show [dev PORT])"
+    )]
+    Vlan { why: String },
+    #[error("installing the CNI plugin into {}: {source}", dir.display())]
+    CniInstall { dir: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Docker(#[from] ub_docker::ServeError),
+    #[error("--log-level {level:?}: {why}")]
+    LogLevel { level: String, why: String },
+    #[error("the current directory: {0}")]
+    CurrentDir(std::io::Error),
+    #[error("the pcap path {} is not UTF-8", .0.display())]
+    PcapPath(PathBuf),
     #[error("{0}")]
     Usage(&'static str),
 }
@@ -67,7 +83,7 @@ enum Cmd {
     Stats {
         /// Only this port.
         #[arg(long, value_name = "IF")]
-        port: Option<String>,
+        port: Option<IfName>,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -118,11 +134,11 @@ enum Cmd {
     Trace {
         /// The port the frame arrives on.
         #[arg(long = "in", value_name = "PORT")]
-        in_port: String,
+        in_port: IfName,
         #[arg(long, value_name = "MAC")]
-        src: String,
+        src: Mac,
         #[arg(long, value_name = "MAC")]
-        dst: String,
+        dst: Mac,
         /// Tagged with this VLAN (802.1Q).
         #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(0..=4095))]
         vlan: Option<u16>,
@@ -183,21 +199,21 @@ enum FdbCmd {
     Show,
     /// Add a static entry: MAC is behind PORT (it never ages or moves).
     Add {
-        mac: String,
-        port: String,
+        mac: Mac,
+        port: IfName,
         #[arg(long, default_value_t = 0)]
         vlan: u16,
     },
     /// Delete the entry for MAC (static or learned).
     Del {
-        mac: String,
+        mac: Mac,
         #[arg(long, default_value_t = 0)]
         vlan: u16,
     },
     /// Forget learned entries, all or those behind one port.
     Flush {
         #[arg(long, value_name = "IF")]
-        port: Option<String>,
+        port: Option<IfName>,
     },
 }
 
@@ -207,22 +223,27 @@ enum PortCmd {
     List {
         /// Only this port.
         #[arg(long, value_name = "IF")]
-        port: Option<String>,
+        port: Option<IfName>,
     },
     /// Attach interface IF (or create and attach TAP NAME) to the running switch.
     Add {
         /// Interface to attach.
         #[arg(required_unless_present = "tap", conflicts_with = "tap")]
-        name: Option<String>,
+        name: Option<IfName>,
         /// Create a TAP interface of this name instead.
         #[arg(long, value_name = "NAME")]
-        tap: Option<String>,
+        tap: Option<IfName>,
     },
     /// Detach port IF: its FDB entries are flushed; other ports forward on.
-    Del { name: String },
+    Del { name: IfName },
     /// Change port IF's policy, as `bridge link set dev IF ...` (docs/policies.md):
     /// only the knobs given change, all at once.
-    Set(Box<PortSetArgs>),
+    Set {
+        /// The port.
+        name: IfName,
+        #[command(flatten)]
+        change: Box<PolicyChange>,
+    },
 }
 
 /// `on` or `off`, as `bridge link set` takes them.
@@ -230,78 +251,6 @@ enum PortCmd {
 enum OnOff {
     On,
     Off,
-}
-
-impl OnOff {
-    fn get(v: Option<OnOff>) -> Option<bool> {
-        v.map(|v| v == OnOff::On)
-    }
-}
-
-#[derive(Args, Debug)]
-struct PortSetArgs {
-    /// The port.
-    name: String,
-    /// Learn the sources of frames received here.
-    #[arg(long, value_enum)]
-    learning: Option<OnOff>,
-    /// Take unknown-unicast floods (known unicast is always delivered).
-    #[arg(long, value_enum)]
-    flood: Option<OnOff>,
-    /// Take multicast floods.
-    #[arg(long, value_enum)]
-    mcast_flood: Option<OnOff>,
-    /// Take broadcast floods.
-    #[arg(long, value_enum)]
-    bcast_flood: Option<OnOff>,
-    /// Exchange frames only with non-isolated ports.
-    #[arg(long, value_enum)]
-    isolated: Option<OnOff>,
-    /// Let a frame go back out of the port it came in on.
-    #[arg(long, value_enum)]
-    hairpin: Option<OnOff>,
-    /// Let only the port's stations (--mac) send.
-    #[arg(long, value_enum)]
-    locked: Option<OnOff>,
-    /// Answer ARP requests for known addresses behind this port; keep
-    /// answered requests from it.
-    #[arg(long, value_enum)]
-    neigh_suppress: Option<OnOff>,
-    /// The port's station (repeat for more): replaces the list; `--mac none` empties it.
-    #[arg(long, value_name = "MAC")]
-    mac: Vec<String>,
-    /// The stations' addresses (repeat for more): replaces the list; `--ip none` empties it.
-    #[arg(long, value_name = "IP")]
-    ip: Vec<String>,
-}
-
-impl PortSetArgs {
-    fn request(self) -> Result<ub_proto::PortSet, CliError> {
-        let list = |v: &[String]| {
-            (!v.is_empty()).then(|| v.iter().filter(|x| x.as_str() != "none").cloned().collect::<Vec<_>>())
-        };
-        let macs = list(&self.mac)
-            .map(|v| v.iter().map(|m| m.parse()).collect::<Result<Vec<ub_wire::Mac>, _>>())
-            .transpose()
-            .map_err(|e: ub_wire::ParseMacError| CliError::Config(e.to_string()))?;
-        let ips = list(&self.ip)
-            .map(|v| v.iter().map(|i| i.parse()).collect::<Result<Vec<std::net::IpAddr>, _>>())
-            .transpose()
-            .map_err(|e| CliError::Config(format!("--ip: {e} (an IPv4 or IPv6 address)")))?;
-        Ok(ub_proto::PortSet {
-            name: self.name,
-            learning: OnOff::get(self.learning),
-            flood: OnOff::get(self.flood),
-            mcast_flood: OnOff::get(self.mcast_flood),
-            bcast_flood: OnOff::get(self.bcast_flood),
-            isolated: OnOff::get(self.isolated),
-            hairpin: OnOff::get(self.hairpin),
-            locked: OnOff::get(self.locked),
-            neigh_suppress: OnOff::get(self.neigh_suppress),
-            macs,
-            ips,
-        })
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -325,9 +274,7 @@ enum NeighCmd {
 /// `vlan add|del|show`, in `bridge vlan`'s words.
 fn vlan_request(words: &[String]) -> Result<ub_proto::Request, CliError> {
     use ub_proto::{VlanAdd, VlanDel, VlanShow};
-    const USAGE: &str =
-        "usage: vlan add dev PORT vid N[-M] [pvid] [untagged] | vlan del dev PORT vid N[-M] | vlan show [dev PORT]";
-    let bad = |m: String| CliError::Config(format!("{m} ({USAGE})"));
+    let bad = |why: String| CliError::Vlan { why };
     let (cmd, rest) = words.split_first().ok_or_else(|| bad("vlan needs add, del or show".into()))?;
     let (mut dev, mut vid, mut pvid, mut untagged) = (None, None, false, false);
     let mut it = rest.iter();
@@ -353,7 +300,10 @@ fn vlan_request(words: &[String]) -> Result<ub_proto::Request, CliError> {
             None => Ok((one(&v)?, None)),
         }
     };
-    let port = |d: Option<String>| d.ok_or_else(|| bad("dev PORT is missing".into()));
+    let port = |d: Option<String>| {
+        let d = d.ok_or_else(|| bad("dev PORT is missing".into()))?;
+        IfName::new(&d).map_err(|e| bad(e.to_string()))
+    };
     Ok(match cmd.as_str() {
         "add" => {
             let (vid, vid_end) = vids(vid)?;
@@ -365,7 +315,7 @@ fn vlan_request(words: &[String]) -> Result<ub_proto::Request, CliError> {
             VlanDel { port: port(dev)?, vid, vid_end }.into()
         }
         "show" if vid.is_some() || pvid || untagged => return Err(bad("show takes only dev PORT".into())),
-        "show" => VlanShow { port: dev }.into(),
+        "show" => VlanShow { port: dev.map(|d| port(Some(d))).transpose()? }.into(),
         other => return Err(bad(format!("unknown vlan command '{other}'"))),
     })
 }
@@ -375,9 +325,9 @@ enum MirrorCmd {
     /// Mirror port FROM to port TO, or to a pcap file (read it with `tcpdump -r`).
     Add {
         #[arg(long, value_name = "IF")]
-        from: String,
+        from: IfName,
         #[arg(long, value_name = "IF", required_unless_present = "pcap", conflicts_with = "pcap")]
-        to: Option<String>,
+        to: Option<IfName>,
         #[arg(long, value_name = "FILE")]
         pcap: Option<PathBuf>,
         /// Size cap of the pcap file, in MiB; frames beyond it are dropped and counted.
@@ -387,7 +337,7 @@ enum MirrorCmd {
     /// Stop mirroring port FROM.
     Del {
         #[arg(long, value_name = "IF")]
-        from: String,
+        from: IfName,
     },
     /// List mirrors, with frames written and dropped for pcap files.
     List,
@@ -435,18 +385,19 @@ enum LabCmd {
     },
 }
 
-fn parse_ethertype(s: &str) -> Result<u16, String> {
+/// An EtherType that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not an EtherType (like 0x0800)")]
+struct BadEthertype(String);
+
+fn parse_ethertype(s: &str) -> Result<u16, BadEthertype> {
     let v = s.strip_prefix("0x").map_or_else(|| s.parse(), |h| u16::from_str_radix(h, 16));
-    v.map_err(|_| format!("'{s}' is not an EtherType (like 0x0800)"))
+    v.map_err(|_| BadEthertype(s.to_string()))
 }
 
 fn absolute(p: PathBuf) -> Result<String, CliError> {
-    let p = if p.is_absolute() {
-        p
-    } else {
-        std::env::current_dir().map_err(|e| CliError::Config(format!("the current directory: {e}")))?.join(p)
-    };
-    p.to_str().map(str::to_string).ok_or(CliError::Usage("the pcap path is not UTF-8"))
+    let p = if p.is_absolute() { p } else { std::env::current_dir().map_err(CliError::CurrentDir)?.join(p) };
+    p.to_str().map(str::to_string).ok_or(CliError::PcapPath(p.clone()))
 }
 
 /// Sends `req` to the daemon and prints its reply: text, or JSON with -j.
@@ -469,48 +420,55 @@ fn main() -> ExitCode {
     if std::env::args_os().len() == 1 && std::env::var_os("CNI_COMMAND").is_some_and(|c| !c.is_empty()) {
         return ub_cni::main();
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as every other error: clap's first, without its usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("userbridge: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     let res: Result<(), CliError> = match cli.cmd {
-        Cmd::Run(args) => daemon::run(*args).map_err(Into::into),
+        Cmd::Run(args) => start::run(*args).map_err(Into::into),
         Cmd::CheckConfig { file } => match config::Settings::load(&file) {
             Ok(s) => {
                 println!(
                     "{}: ok ({} ports, {} taps, {} static entries{})",
                     file.display(),
-                    s.names(ub_port::Backend::Afpacket).len(),
-                    s.names(ub_port::Backend::Tap).len(),
+                    s.names(Backend::Afpacket).len(),
+                    s.names(Backend::Tap).len(),
                     s.statics.len(),
                     s.host.as_ref().map_or_else(String::new, |h| format!(", host port {}", h.name))
                 );
                 Ok(())
             }
-            Err(config::ConfigError(errs)) => {
-                for e in &errs[..errs.len().saturating_sub(1)] {
-                    eprintln!("userbridge: {e}");
+            Err(e) => {
+                for line in &e.0[..e.0.len().saturating_sub(1)] {
+                    eprintln!("userbridge: {line}");
                 }
-                Err(CliError::Config(errs.last().cloned().unwrap_or_default()))
+                Err(CliError::CheckConfig(e))
             }
         },
         Cmd::Fdb { cmd, client: c } => match cmd {
             FdbCmd::Show => ask(&c, FdbShow {}),
-            FdbCmd::Add { mac, port, vlan } => match mac.parse() {
-                Ok(mac) => ask(&c, FdbAdd { mac, port, vlan }),
-                Err(e) => Err(CliError::Config(format!("{e}"))),
-            },
-            FdbCmd::Del { mac, vlan } => match mac.parse() {
-                Ok(mac) => ask(&c, FdbDel { mac, vlan }),
-                Err(e) => Err(CliError::Config(format!("{e}"))),
-            },
+            FdbCmd::Add { mac, port, vlan } => ask(&c, FdbAdd { mac, port, vlan }),
+            FdbCmd::Del { mac, vlan } => ask(&c, FdbDel { mac, vlan }),
             FdbCmd::Flush { port } => ask(&c, FdbFlush { port }),
         },
         Cmd::Stats { port, client: c } => ask(&c, Stats { port }),
         Cmd::Port { cmd, client: c } => match cmd {
             PortCmd::List { port } => ask(&c, PortList { port }),
-            PortCmd::Add { name: Some(n), tap: None } => ask(&c, PortAdd::afpacket(&n)),
-            PortCmd::Add { tap: Some(n), .. } => ask(&c, PortAdd { tap: true, ..PortAdd::afpacket(&n) }),
+            PortCmd::Add { name: Some(n), tap: None } => ask(&c, PortAdd::afpacket(n)),
+            PortCmd::Add { tap: Some(n), .. } => ask(&c, PortAdd { tap: true, ..PortAdd::afpacket(n) }),
             PortCmd::Add { .. } => Err(CliError::Usage("port add needs IF or --tap NAME")),
             PortCmd::Del { name } => ask(&c, PortDel { name, if_exists: false }),
-            PortCmd::Set(a) => a.request().and_then(|r| ask(&c, r)),
+            PortCmd::Set { name, change } => ask(&c, PortSet { name, change: *change }),
         },
         Cmd::Set { cmd: SetCmd::Ageing { secs }, client: c } => ask(&c, SetAgeing { secs }),
         Cmd::Set { cmd: SetCmd::VlanFiltering { state }, client: c } => {
@@ -524,12 +482,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Neigh { cmd: NeighCmd::Show, client: c } => ask(&c, NeighShow {}),
         Cmd::Trace { in_port, src, dst, vlan, ethertype, arp_target, arp_sender, client: c } => {
-            match (src.parse(), dst.parse()) {
-                (Ok(src), Ok(dst)) => {
-                    ask(&c, ub_proto::Trace { in_port, src, dst, vlan, ethertype, arp_target, arp_sender })
-                }
-                (Err(e), _) | (_, Err(e)) => Err(CliError::Config(format!("{e}"))),
-            }
+            ask(&c, ub_proto::Trace { in_port, src, dst, vlan, ethertype, arp_target, arp_sender })
         }
         Cmd::Mirror { cmd, client: c } => match cmd {
             MirrorCmd::Add { from, to: Some(to), .. } => {
@@ -559,7 +512,7 @@ fn main() -> ExitCode {
                 println!("installed {} (the plugin for \"type\": \"userbridge\")", path.display());
                 Ok(())
             }
-            Err(e) => Err(CliError::Config(format!("installing the CNI plugin into {}: {e}", dir.display()))),
+            Err(source) => Err(CliError::CniInstall { dir, source }),
         },
         Cmd::DockerPlugin { name, socket, state, plugin_dir, log_level } => {
             match tracing_subscriber::EnvFilter::try_from_default_env()
@@ -568,10 +521,9 @@ fn main() -> ExitCode {
                 Ok(filter) => {
                     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
                     let state = state.unwrap_or_else(|| ub_docker::Options::default_state(&name));
-                    ub_docker::serve(&ub_docker::Options { name, socket, plugin_dir, state })
-                        .map_err(|e| CliError::Config(e.to_string()))
+                    ub_docker::serve(&ub_docker::Options { name, socket, plugin_dir, state }).map_err(Into::into)
                 }
-                Err(e) => Err(CliError::Config(format!("--log-level {log_level:?}: {e}"))),
+                Err(e) => Err(CliError::LogLevel { level: log_level, why: e.to_string() }),
             }
         }
     };

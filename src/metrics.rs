@@ -1,17 +1,18 @@
 //! `--metrics ADDR`: Prometheus text exposition at `GET /metrics`, built at
-//! scrape time from the same snapshots `stats` shows, off the hot path.
+//! scrape time from the same status `stats` shows (`crate::status`), off
+//! the hot path. HTTP is `ub_serve::http`'s, with its limits.
 
-use crate::daemon::{Daemon, DaemonError, spawn_supervised};
+use crate::daemon::Daemon;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use ub_serve::http::{self, HttpLimits, Refused, Response};
+use ub_serve::{Conn, Limits, Listener};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PortLabel {
@@ -29,10 +30,10 @@ struct EventLabel {
     event: String,
 }
 
-/// Renders every metric in the text format, from the same snapshot `stats`
-/// shows (`Daemon::status`).
+/// Renders every metric in the text format, from the same status `stats`
+/// shows.
 pub fn render(d: &Daemon) -> String {
-    let st = d.status();
+    let st = crate::status::of(d);
     let mut reg = Registry::with_prefix("userbridge");
     let port_counter = |reg: &mut Registry, name: &str, help: &str| {
         let f = Family::<PortLabel, Counter>::default();
@@ -53,7 +54,7 @@ pub fn render(d: &Daemon) -> String {
     let learned = Family::<PortLabel, Gauge>::default();
     reg.register("port_fdb_learned", "Learned FDB entries behind the port", learned.clone());
     for p in &st.ports {
-        let l = PortLabel { port: p.name.clone() };
+        let l = PortLabel { port: p.name.to_string() };
         let c = &p.counters;
         rx_frames.get_or_create(&l).inc_by(c.rx_frames);
         rx_bytes.get_or_create(&l).inc_by(c.rx_bytes);
@@ -62,9 +63,9 @@ pub fn render(d: &Daemon) -> String {
         flooded.get_or_create(&l).inc_by(c.flooded);
         panics.get_or_create(&l).inc_by(c.reader_panics);
         for (reason, n) in &c.drops {
-            drops.get_or_create(&DropLabel { port: p.name.clone(), reason: reason.clone() }).inc_by(*n);
+            drops.get_or_create(&DropLabel { port: p.name.to_string(), reason: reason.clone() }).inc_by(*n);
         }
-        up.get_or_create(&l).set(i64::from(p.state == ub_port::PortState::Up));
+        up.get_or_create(&l).set(i64::from(p.state == ub_proto::PortState::Up));
         learned.get_or_create(&l).set(i64::from(p.fdb_learned));
     }
     let gauge = |v: u64| {
@@ -94,7 +95,12 @@ pub fn render(d: &Daemon) -> String {
         "FDB events: learned, moved, aged, refused, flushed, flaps, flap_refused",
         &st.fdb.events,
     );
-    events(&mut reg, "link_events", "Link events followed: down, up, gone, reattached", &st.links);
+    events(
+        &mut reg,
+        "link_events",
+        "Link events followed: down, up, gone, reattached, host_recreated, resyncs",
+        &st.links,
+    );
     events(&mut reg, "loop_events", "Loop guard: loops detected, ports blocked and unblocked", &st.loops.events);
     let daemon = [
         ("reloads".to_string(), st.daemon.reloads),
@@ -123,11 +129,18 @@ pub enum MetricsError {
     Listener(std::io::Error),
 }
 
-/// The HTTP listener.
+/// A scrape is one short GET: its head fits in 8 KiB, it has no body.
+const HTTP_LIMITS: HttpLimits = HttpLimits { head: 8 << 10, body: 0 };
+
+/// Scrapes served at once; more are told to come back (503).
+const LIMITS: Limits = Limits { connections: 4, timeout: Duration::from_secs(2) };
+
+const TEXT: &str = "text/plain";
+
+/// The HTTP listener and its accept loop; dropping it stops both.
+#[derive(Debug)]
 pub struct Server {
-    stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _accepting: ub_serve::Server,
 }
 
 impl Server {
@@ -137,61 +150,31 @@ impl Server {
         TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })
     }
 
-    pub fn start(l: TcpListener, d: Arc<Daemon>) -> Result<Server, DaemonError> {
+    pub fn start(l: TcpListener, d: Arc<Daemon>) -> Result<Server, MetricsError> {
         let addr = l.local_addr().map_err(MetricsError::Listener)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = spawn_supervised("metrics", d.clone(), {
-            let stop = stop.clone();
-            move || {
-                for conn in l.incoming() {
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    // One scrape at a time: a slow scraper delays only scrapers.
-                    if let Ok(c) = conn {
-                        serve(&d, c);
-                    }
-                }
-            }
-        })?;
+        let panics = d.counters.thread_panics.clone();
+        let handler = Arc::new(move |c: Conn| http::serve(c, HTTP_LIMITS, refused, |req| answer(&d, req)));
+        let accepting = ub_serve::Server::start("metrics", Listener::Tcp(l), LIMITS, handler, busy, panics)
+            .map_err(MetricsError::Listener)?;
         tracing::info!(%addr, "serving metrics at /metrics");
-        Ok(Server { stop, addr, thread: Some(thread) })
+        Ok(Server { _accepting: accepting })
     }
 }
 
-fn serve(d: &Daemon, c: TcpStream) {
-    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut r = BufReader::new(std::io::Read::take(&c, 8192));
-    let mut request = String::new();
-    if r.read_line(&mut request).is_err() {
-        return;
-    }
-    // Skip the headers (bounded by the 8 KiB take).
-    let mut line = String::new();
-    while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-        line.clear();
-    }
-    let mut parts = request.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", render(d)),
-        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
-    };
-    let _ = write!(
-        &c,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+fn refused(r: Refused) -> Response {
+    Response::new(r.status, TEXT, format!("{}\n", r.why))
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+fn busy(mut c: Conn) {
+    let _ = http::write_response(&mut c, &Response::new(503, TEXT, "too many scrapes at once; retry\n"), true);
+}
+
+fn answer(d: &Daemon, req: &http::Request) -> Response {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/metrics") => {
+            Response::new(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", render(d))
         }
+        ("GET", _) => Response::new(404, TEXT, "try /metrics\n"),
+        _ => Response::new(405, TEXT, "GET only\n"),
     }
 }

@@ -39,7 +39,7 @@ impl Show for Vec<PortStatus> {
                 p.mtu,
                 p.fdb_learned
             );
-            if p.origin == ub_port::Origin::Config {
+            if p.origin == Origin::Config {
                 s.push_str(" config");
             }
             if p.promisc {
@@ -66,29 +66,26 @@ impl Show for Vec<PortStatus> {
 }
 
 /// A policy's knobs that are not the default, as `bridge link` words:
-/// ` isolated hairpin locked learning off ...`.
-fn knobs(p: &ub_port::PortPolicy) -> String {
+/// those on first (` isolated hairpin`), then those off (` learning off`).
+fn knobs(p: &PortPolicy) -> String {
     let mut s = String::new();
-    for (on, word) in [
-        (p.isolated, "isolated"),
-        (p.hairpin, "hairpin"),
-        (p.locked, "locked"),
-        (p.neigh_suppress, "neigh_suppress"),
-        (!p.learning, "learning off"),
-        (!p.flood, "flood off"),
-        (!p.mcast_flood, "mcast_flood off"),
-        (!p.bcast_flood, "bcast_flood off"),
-    ] {
-        if on {
-            s.push(' ');
-            s.push_str(word);
+    let values = p.knobs();
+    for want_on in [true, false] {
+        for ((name, _, default), on) in PortPolicy::KNOBS.iter().zip(&values) {
+            if *on != *default && *on == want_on {
+                s.push(' ');
+                s.push_str(name);
+                if !on {
+                    s.push_str(" off");
+                }
+            }
         }
     }
     s
 }
 
 /// `1 PVID untagged`, `10`, ... like `bridge vlan show`.
-fn vlan_words(vlans: &[ub_port::VlanEntry]) -> String {
+fn vlan_words(vlans: &[VlanEntry]) -> String {
     let v: Vec<String> = vlans
         .iter()
         .map(|e| {

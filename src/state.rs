@@ -1,7 +1,7 @@
 //! Ports that survive a restart. The ports added at run time (one per pod,
 //! by the CNI plugin) are recorded, spec and owner's metadata, in a state
-//! file written atomically (a temporary file, fsync, rename) on every
-//! change; a daemon that starts re-attaches every recorded port whose
+//! file replaced whole (`ub_files`: a temporary file renamed over it) on
+//! every change; a daemon that starts re-attaches every recorded port whose
 //! interface still exists and drops the rest with a log line. The kernel
 //! bridge keeps its ports across anything short of being deleted; so must
 //! we across `systemctl restart`.
@@ -12,11 +12,11 @@
 use rustix::fs::{FlockOperation, flock};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use ub_netlink::IpNet;
-use ub_port::{Origin, PortSpec};
+use ub_proto::{Origin, PortSpec};
 
 /// The file's format version; a newer one is refused, not misread.
 const VERSION: u32 = 1;
@@ -29,8 +29,17 @@ pub enum StateError {
     InUse { path: PathBuf, holder: String },
     #[error("state file {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("state file {} is unreadable ({detail}); kept as {}", path.display(), kept.display())]
-    Corrupt { path: PathBuf, detail: String, kept: PathBuf },
+    #[error("state file {} is unreadable ({why}); kept as {}", path.display(), kept.display())]
+    Corrupt { path: PathBuf, why: Unreadable, kept: PathBuf },
+}
+
+/// Why a state file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("format version {0} is newer than this userbridge's {VERSION}")]
+    Newer(u32),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,14 +103,9 @@ impl StateFile {
             }
             Err(source) => return Err(StateError::Io { path: self.path.clone(), source }),
         };
-        let parsed: Result<State, String> =
-            serde_json::from_str(&text).map_err(|e| e.to_string()).and_then(|s: State| {
-                if s.version > VERSION {
-                    Err(format!("format version {} is newer than this userbridge's {VERSION}", s.version))
-                } else {
-                    Ok(s)
-                }
-            });
+        let parsed = serde_json::from_str::<State>(&text)
+            .map_err(Unreadable::from)
+            .and_then(|s| if s.version > VERSION { Err(Unreadable::Newer(s.version)) } else { Ok(s) });
         match parsed {
             Ok(s) => {
                 let saved = Saved {
@@ -111,10 +115,10 @@ impl StateFile {
                 *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved.clone());
                 Ok(saved)
             }
-            Err(detail) => {
+            Err(why) => {
                 let kept = self.path.with_extension("json.corrupt");
                 let _ = std::fs::rename(&self.path, &kept);
-                Err(StateError::Corrupt { path: self.path.clone(), detail, kept })
+                Err(StateError::Corrupt { path: self.path.clone(), why, kept })
             }
         }
     }
@@ -129,14 +133,7 @@ impl StateFile {
         let state =
             State { version: VERSION, ports: saved.ports.clone(), host_addresses: saved.host_addresses.clone() };
         let text = serde_json::to_string_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io)?;
-        // Written whole, then renamed over: a reader (the next daemon) sees
-        // the old file or the new one. No fsync: the file must outlive the
-        // daemon, not the machine, whose reboot takes every veth it lists
-        // with it; the CNI plugin's ADD and DEL wait on this write.
-        f.write_all(text.as_bytes()).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        ub_files::write(&self.path, text.as_bytes()).map_err(io)?;
         *written = Some(saved.clone());
         Ok(())
     }
@@ -152,7 +149,7 @@ impl Drop for StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ub_port::Backend;
+    use ub_proto::Backend;
 
     fn dir(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!("ub-state-test-{}-{tag}", std::process::id()))
@@ -164,7 +161,7 @@ mod tests {
         let sock = Path::new("/tmp/node.sock");
         let s = StateFile::open(&d, sock).unwrap();
         assert_eq!(s.load().unwrap(), Saved::default());
-        let mut p = PortSpec::new("veth1", Backend::Afpacket, Origin::Runtime);
+        let mut p = PortSpec::new(ub_proto::IfName::new("veth1").unwrap(), Backend::Afpacket, Origin::Runtime);
         p.meta.container_id = Some("abc".into());
         let saved = Saved { ports: vec![p], host_addresses: vec!["10.244.1.1/24".parse().unwrap()] };
         s.save(&saved).unwrap();

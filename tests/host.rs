@@ -42,17 +42,6 @@ fn mac_of(ns: &str, name: &str) -> String {
     ns_ok(ns, &["cat", &format!("/sys/class/net/{name}/address")]).trim().to_string()
 }
 
-fn iperf_gbps(client_ns: &str, server_ns: &str, addr: &str, reverse: bool) -> f64 {
-    let _server = Iperf3Server::start(server_ns, addr);
-    let mut args = vec!["timeout", "30", "iperf3", "-c", addr, "-t", "2", "-J"];
-    if reverse {
-        args.push("-R");
-    }
-    let out = ns_ok(client_ns, &args);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9
-}
-
 #[test]
 fn the_host_port_is_the_pods_gateway_and_keeps_its_mac_across_restarts() {
     let lab = lab("gw", 2);
@@ -85,9 +74,7 @@ fn the_host_port_is_the_pods_gateway_and_keeps_its_mac_across_restarts() {
     assert!(ping(&node.0, "10.0.0.2", 2), "node -> pod");
     // TCP with the pods' default offloads, both ways.
     for reverse in [false, true] {
-        let g = iperf_gbps(&lab.pods[0].ns, &node.0, "10.0.0.254", reverse);
-        eprintln!("pod {} host: {g:.2} Gbit/s", if reverse { "<-" } else { "->" });
-        assert!(g > 1.0, "TCP pod/host moved only {g:.2} Gbit/s");
+        tcp_100_mb(&lab.pods[0].ns, &node.0, "10.0.0.254", reverse);
     }
     // A clean stop removes the TAP; the next start has the same MAC, so the
     // pods' ARP caches stay right.

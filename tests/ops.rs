@@ -276,6 +276,93 @@ fn metrics_match_stats() {
 }
 
 #[test]
+fn the_metrics_endpoint_caps_its_connections_and_refuses_an_oversized_head_and_goes_on() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let lab = lab("metcap", 2);
+    let port = 20000 + ((std::process::id() + 7) % 20000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let _d = Daemon::start(&lab, &["--metrics", &addr]);
+    let scrape = || {
+        let url = format!("http://{addr}/metrics");
+        let o = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).output();
+        String::from_utf8(o.unwrap().stdout).unwrap()
+    };
+    assert_eq!(scrape(), "200");
+    // Four connections that send nothing hold every slot (the cap is 4)...
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let mut fifth = TcpStream::connect(&addr).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = String::new();
+    let _ = fifth.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 503"), "a fifth connection: {reply:?}");
+    // ... and free them when they go (or time out, 2 s).
+    drop(idle);
+    wait_until("a scrape served again", Duration::from_secs(5), || scrape() == "200");
+    // A head larger than 8 KiB: refused, and the endpoint goes on.
+    let mut big = TcpStream::connect(&addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = big.write_all(format!("GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "x".repeat(20_000)).as_bytes());
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 431"), "an oversized head: {reply:?}");
+    assert_eq!(scrape(), "200");
+}
+
+#[test]
+fn every_configuration_example_in_the_docs_passes_check_config() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files: Vec<std::path::PathBuf> =
+        std::fs::read_dir(format!("{root}/docs")).unwrap().flatten().map(|e| e.path()).collect();
+    files.push(format!("{root}/README.md").into());
+    files.sort();
+    let mut checked = 0;
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        for rest in text.split("```toml\n").skip(1) {
+            let block = rest.split("\n```").next().unwrap();
+            let tmp = TempFile(format!("/tmp/ubt-doc-{}-{checked}.toml", std::process::id()));
+            std::fs::write(&tmp.0, block).unwrap();
+            let o = std::process::Command::new(BIN).args(["check-config", &tmp.0]).output().unwrap();
+            assert!(
+                o.status.success(),
+                "a configuration example in {} does not pass check-config: {}{block}",
+                f.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            checked += 1;
+        }
+        // A configuration example not marked toml would escape the check.
+        for (i, block) in text.split("```").enumerate().filter(|(i, _)| i % 2 == 1) {
+            let looks_like_config =
+                block.lines().any(|l| l.starts_with("[fdb]") || l.starts_with("[[port]]") || l.starts_with("ports ="));
+            assert!(
+                !looks_like_config || block.starts_with("toml"),
+                "{} block {i} is configuration, not marked toml",
+                f.display()
+            );
+        }
+    }
+    eprintln!("check-config passed {checked} configuration examples in docs/ and README.md");
+    assert!(checked >= 2, "the examples in operations.md and policies.md were found ({checked})");
+}
+
+#[test]
+fn removed_receive_modes_are_refused_in_one_line_naming_what_replaces_them() {
+    for (args, says) in [
+        (&["--rx", "ring"][..], "`busy-slots` (the default) takes RX slots while a port is busy"),
+        (&["--rx", "slots"], "`busy-slots` (the default) takes the same RX slots"),
+        (&["--block-kib", "256"], "set the TPACKET_V3 ring, which was removed"),
+    ] {
+        let o = std::process::Command::new(BIN).args(["run", "--port", "ubt-nosuch0"]).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn mirror_to_pcap_is_readable_by_tcpdump() {
     let lab = lab("mir", 3);
     let d = Daemon::start(&lab, &[]);

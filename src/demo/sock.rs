@@ -10,9 +10,10 @@ pub struct Capture(ub_port::afpacket::AfPacketRx);
 
 impl Capture {
     /// Opens a capture on `ifname` in the calling thread's namespace.
-    pub fn open(ifname: &str) -> Result<Capture, String> {
-        let (rx, _tx, _) = ub_port::afpacket::open(ifname, Default::default()).map_err(|e| e.to_string())?;
-        Ok(Capture(rx.into_iter().next().ok_or("no receive half")?))
+    pub fn open(ifname: &str) -> Result<Capture, ub_port::PortError> {
+        let (rx, _tx, _) = ub_port::afpacket::open(ifname, Default::default())?;
+        let first = rx.into_iter().next().ok_or_else(|| ub_port::PortError::NoSuchInterface(ifname.into()))?;
+        Ok(Capture(first))
     }
 
     /// Every frame received so far, in arrival order.
@@ -39,11 +40,11 @@ fn checksum(b: &[u8]) -> u16 {
     !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
-/// Sends one ICMP echo request to `dst` and waits for the reply.
-pub fn ping(dst: Ipv4Addr, timeout: Duration) -> Result<Duration, String> {
+/// Sends one ICMP echo request to `dst` and waits for the reply: how long
+/// it took, or `None` if none came within `timeout`.
+pub fn ping(dst: Ipv4Addr, timeout: Duration) -> std::io::Result<Option<Duration>> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let mut s =
-        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| format!("raw ICMP socket: {e}"))?;
+    let mut s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
     let id = (std::process::id() & 0xffff) as u16;
     let mut pkt = vec![8u8, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
@@ -52,11 +53,10 @@ pub fn ping(dst: Ipv4Addr, timeout: Duration) -> Result<Duration, String> {
     let c = checksum(&pkt);
     pkt[2..4].copy_from_slice(&c.to_be_bytes());
     let start = Instant::now();
-    s.send_to(&pkt, &SocketAddrV4::new(dst, 0).into()).map_err(|e| format!("sending the ping: {e}"))?;
+    s.send_to(&pkt, &SocketAddrV4::new(dst, 0).into())?;
     let mut buf = [0u8; 1500];
     while start.elapsed() < timeout {
-        s.set_read_timeout(Some(timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1))))
-            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1))))?;
         let n = match s.read(&mut buf) {
             Ok(n) => n,
             Err(_) => break,
@@ -64,8 +64,8 @@ pub fn ping(dst: Ipv4Addr, timeout: Duration) -> Result<Duration, String> {
         // IPv4 header, then ICMP: type 0 (echo reply) with our id.
         let ihl = ((buf[0] & 0x0f) as usize) * 4;
         if n >= ihl + 8 && buf[ihl] == 0 && buf[ihl + 4..ihl + 6] == id.to_be_bytes() {
-            return Ok(start.elapsed());
+            return Ok(Some(start.elapsed()));
         }
     }
-    Err(format!("no reply from {dst} within {timeout:?}"))
+    Ok(None)
 }

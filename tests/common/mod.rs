@@ -13,29 +13,8 @@ pub use ub_lab::Lab;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_userbridge");
 
-/// Waits until `f` holds, polling, for at most `limit`; fails the test with
-/// `what` otherwise. Tests wait for conditions, never for a fixed time.
-pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Samples `f` until `done` holds for a sample, for at most `limit`, and
-/// returns the last sample: the caller asserts on it, and shows it in the
-/// message when the wait ran out.
-pub fn sample_until<T>(limit: Duration, mut f: impl FnMut() -> T, mut done: impl FnMut(&T) -> bool) -> T {
-    let t = Instant::now();
-    loop {
-        let v = f();
-        if done(&v) || t.elapsed() >= limit {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+#[allow(unused_imports)]
+pub use ub_lab::wait::{sample_until, until as wait_until};
 
 /// A lab name unique to this process and test.
 pub fn unique(tag: &str) -> String {
@@ -161,16 +140,14 @@ impl Daemon {
     }
 
     fn wait_ready(mut d: Daemon) -> Daemon {
-        let t = Instant::now();
-        while UnixStream::connect(&d.socket).is_err() {
+        wait_until("the daemon to open its socket", Duration::from_secs(10), || {
             if let Ok(Some(st)) = d.child.try_wait() {
                 let mut err = String::new();
                 let _ = std::io::Read::read_to_string(d.child.stderr.as_mut().unwrap(), &mut err);
                 panic!("daemon exited with {st}: {err}");
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "daemon did not open its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            UnixStream::connect(&d.socket).is_ok()
+        });
         d
     }
 
@@ -284,12 +261,8 @@ impl Drop for Daemon {
             return;
         }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if ub_lab::wait::poll_until(Duration::from_secs(5), || matches!(self.child.try_wait(), Ok(Some(_)))) {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -340,6 +313,26 @@ impl Iperf3Server {
         });
         server
     }
+}
+
+/// TCP with the pods' default offloads moves 100 MB from `client_ns` to
+/// `addr` (a server in `server_ns`; `reverse`: the other way) within 30 s:
+/// the guard against the vnet-header stall (TCP at 0 bit/s when offloads
+/// break). How fast it goes is docs/benchmarks.md's business, not a test's.
+pub fn tcp_100_mb(client_ns: &str, server_ns: &str, addr: &str, reverse: bool) {
+    let _server = Iperf3Server::start(server_ns, addr);
+    let mut args = vec!["timeout", "30", "iperf3", "-c", addr, "-n", "100M", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let o = ns_exec(client_ns, &args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "100 MB of TCP to {addr} did not cross within 30 s: {out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let (bytes, secs) =
+        (v["end"]["sum_received"]["bytes"].as_f64().unwrap(), v["end"]["sum_received"]["seconds"].as_f64().unwrap());
+    assert!(bytes >= 100e6, "only {bytes} bytes of TCP arrived at {addr}");
+    eprintln!("100 MB of TCP to {addr}{} in {secs:.2} s", if reverse { " (reverse)" } else { "" });
 }
 
 impl Drop for Iperf3Server {

@@ -10,15 +10,15 @@ use crate::result::{CniResult, Interface, IpConfig, Route, first_host};
 use crate::{Env, host_veth_name, ipam, masq};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use ub_port::{Backend, PortMeta, PortPolicy, VlanEntry};
+use ub_proto::{Backend, IfName, PortMeta, PortPolicy, VlanEntry};
 use ub_proto::{HostAddress, PortAdd, PortDel, SetVlanFiltering};
 
 /// What ADD has made so far, to undo on failure.
 #[derive(Debug, Default)]
 struct Made {
-    veth: Option<String>,
+    veth: Option<IfName>,
     lease: bool,
-    port: Option<String>,
+    port: Option<IfName>,
     masq: bool,
 }
 
@@ -137,7 +137,7 @@ fn steps(
         cni_version: conf.cni_version.clone(),
         interfaces: vec![
             Interface { name: host.name.clone(), mac: host.mac.to_string(), sandbox: String::new() },
-            Interface { name: veth.clone(), mac: veth_mac.to_string(), sandbox: String::new() },
+            Interface { name: veth.to_string(), mac: veth_mac.to_string(), sandbox: String::new() },
             Interface {
                 name: env.ifname.clone(),
                 mac: pod_mac.to_string(),

@@ -132,7 +132,7 @@ impl NetConf {
                 format!("mtu {}: use 68 to 65535 (or leave it out for the default)", self.mtu),
             ));
         }
-        if self.bridge.is_empty() || ub_port::validate_ifname(&self.bridge).is_err() {
+        if ub_proto::IfName::new(&self.bridge).is_err() {
             return Err(CniError::new(
                 code::INVALID_NETWORK_CONFIG,
                 format!("bridge '{}' is not an interface name: name the daemon's host port", self.bridge),

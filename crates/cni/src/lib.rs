@@ -99,7 +99,9 @@ fn validate_container_id(id: &str) -> Result<(), CniError> {
 /// The interface name's rules and codes, as the reference `skel`'s.
 fn validate_ifname(name: &str) -> Result<(), CniError> {
     let bad = |m: &str| Err(CniError::new(code::INVALID_ENVIRONMENT, m).with_details(name));
-    if name.is_empty() {
+    if ub_proto::IfName::new(name).is_ok() {
+        Ok(())
+    } else if name.is_empty() {
         bad("interface name is empty")
     } else if name.len() >= 16 {
         bad("interface name is too long")
@@ -118,9 +120,9 @@ fn validate_ifname(name: &str) -> Result<(), CniError> {
 /// lets DEL and GC find the port from the container alone, and 44 bits,
 /// all an interface name has room for, make a clash on a node unlikely
 /// (about 3 in 10^8 with 1000 pods).
-pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+pub fn host_veth_name(container_id: &str, ifname: &str) -> ub_proto::IfName {
     let h = ub_netlink::fnv1a(&[container_id.as_bytes(), b"-", ifname.as_bytes()]);
-    format!("veth{:011x}", h >> 20)
+    ub_proto::IfName::new(&format!("veth{:011x}", h >> 20)).expect("veth and 11 hex digits is an interface name")
 }
 
 /// The VERSION answer.
@@ -186,14 +188,8 @@ pub fn main() -> ExitCode {
 /// runtime may be running the old one), so runtimes find it as the plugin
 /// for `"type": "userbridge"`. Returns the path written.
 pub fn install(dir: &Path) -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    std::fs::create_dir_all(dir)?;
     let dst = dir.join("userbridge");
-    let tmp = dir.join(format!(".userbridge.{}.tmp", std::process::id()));
-    std::fs::copy(&exe, &tmp)?;
-    std::fs::rename(&tmp, &dst).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    ub_files::copy(&std::env::current_exe()?, &dst, 0o755)?;
     Ok(dst)
 }
 
@@ -253,6 +249,6 @@ mod tests {
         assert_eq!(a, host_veth_name("0123456789abcdef", "eth0"));
         assert_ne!(a, host_veth_name("0123456789abcdef", "eth1"));
         assert!(a.starts_with("veth") && a.len() == 15, "{a}");
-        assert!(ub_port::validate_ifname(&a).is_ok());
+        assert!(ub_proto::IfName::new(&a).is_ok());
     }
 }

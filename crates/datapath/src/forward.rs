@@ -26,7 +26,8 @@ use crate::vlan::{self, VlanIn};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use ub_fdb::{Learn, PortId};
-use ub_port::{BATCH, PortState, RxFrame, TxFrame, recycle_tx};
+use ub_port::{BATCH, RxFrame, TxFrame, recycle_tx};
+use ub_proto::PortState;
 use ub_wire::{
     ArpPacket, Classified, ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_ARP, EthernetFrame, Mac, VLAN_HLEN,
     classify,

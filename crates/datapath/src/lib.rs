@@ -18,9 +18,9 @@ mod neigh;
 mod policy;
 mod port;
 mod reader;
-mod sched;
 mod storm;
 mod switch;
+mod sys;
 mod trace;
 mod vlan;
 
@@ -36,5 +36,5 @@ pub use storm::{FloodClass, StormGate, StormLimits};
 pub use switch::{Switch, SwitchError, SwitchStats};
 pub use trace::{Trace, TraceEgress, TraceStep};
 pub use ub_fdb::PortId;
-pub use ub_port::{Backend, PortState};
+pub use ub_proto::{Backend, PortState};
 pub use vlan::{QTag, VlanIn};

@@ -12,7 +12,8 @@
 use crate::port::PortTable;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use ub_fdb::{DefaultFdb, PortId};
-use ub_port::{PortState, TxFrame};
+use ub_port::TxFrame;
+use ub_proto::PortState;
 use ub_wire::{LoopProbe, Mac, probe_frame};
 
 /// Probing goes on this long after the last flap (mode `OnFlap`).

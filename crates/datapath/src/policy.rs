@@ -10,7 +10,7 @@
 
 use crate::storm::FloodClass;
 use ub_fdb::PortId;
-use ub_port::PortPolicy;
+use ub_proto::PortPolicy;
 use ub_wire::Mac;
 
 /// What [`egress`] needs of a port, in one byte: kept inline in the port
@@ -73,7 +73,7 @@ impl std::fmt::Debug for VlanSet {
 }
 
 impl VlanSet {
-    pub fn new(entries: &[ub_port::VlanEntry]) -> VlanSet {
+    pub fn new(entries: &[ub_proto::VlanEntry]) -> VlanSet {
         let mut s = VlanSet { member: Box::new([0; 64]), untagged: Box::new([0; 64]), pvid: None };
         for e in entries {
             let (w, b) = (usize::from(e.vid >> 6), e.vid & 63);
@@ -151,7 +151,7 @@ impl Excluded {
 
 impl Policy {
     /// Checks and compiles `spec`.
-    pub fn compile(spec: PortPolicy) -> Result<Policy, String> {
+    pub fn compile(spec: PortPolicy) -> Result<Policy, ub_proto::PolicyError> {
         spec.validate()?;
         let mut f = 0;
         let mut set = |on: bool, bit: u8| f |= if on { bit } else { 0 };

@@ -9,7 +9,8 @@ use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use ub_fdb::PortId;
-use ub_port::{Backend, PortState, PortTx};
+use ub_port::PortTx;
+use ub_proto::{Backend, PortState};
 
 /// Where a mirrored port's frames are copied.
 #[derive(Debug, Clone)]

@@ -21,19 +21,20 @@
 
 use crate::counters::DropKind;
 use crate::forward::Forwarder;
-use crate::sched;
 use crate::switch::Switch;
+use crate::sys;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use ub_fdb::PortId;
-use ub_port::{Health, PortRx, PortState, RxFrame, recycle_rx};
+use ub_port::{Health, PortRx, RxFrame, Waiter, recycle_rx};
+use ub_proto::PortState;
 
 const WAKE: Token = Token(0);
 /// How often a busy or down port is looked at (kernel drops, link state).
@@ -207,11 +208,11 @@ pub fn spawn_reader_at(
     if members.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "a port needs at least one receive half"));
     }
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let poll = Waits::new()?;
+    let waker = Arc::new(Waker::new(poll.poll.registry(), WAKE)?);
     let mut held = Vec::with_capacity(members.len());
     for (i, mut m) in members.into_iter().enumerate() {
-        register(&poll, m.rx.as_mut(), token(i))?;
+        poll.register(m.rx.as_mut(), token(i))?;
         held.push(Held { index: i, cpu: m.cpu, rx: Some(m.rx), ready: true, frames: 0, helper: None });
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -348,7 +349,7 @@ struct Class {
 impl Class {
     /// The calling thread's class, as it starts.
     fn of_this_thread() -> Class {
-        Class { batch: false, managed: sched::normal() }
+        Class { batch: false, managed: sys::normal() }
     }
 
     /// The class to switch to after a window in which the thread forwarded
@@ -364,7 +365,7 @@ impl Class {
     /// behind by a stream that has ended.
     fn window(&mut self, frames: u64, bytes: u64, thread: &str) {
         let Some(batch) = self.next(frames, bytes) else { return };
-        match sched::set_batch(batch) {
+        match sys::set_batch(batch) {
             Ok(()) => {
                 self.batch = batch;
                 tracing::debug!(
@@ -391,7 +392,7 @@ struct Reader<'s> {
     name: &'s str,
     thread: &'s str,
     stop: &'s AtomicBool,
-    poll: Poll,
+    poll: Waits,
     held: Vec<Held>,
     lending: Option<Lending>,
     /// A helper: it ends when its member has been quiet for [`HELPER_IDLE`].
@@ -493,7 +494,7 @@ impl Reader<'_> {
                     // Asleep until a frame: no bulk stream runs through it.
                     self.class.window(0, 0, self.thread);
                 }
-                if let Err(e) = self.poll.poll(&mut events, timeout)
+                if let Err(e) = self.poll.poll.poll(&mut events, timeout)
                     && e.kind() != io::ErrorKind::Interrupted
                 {
                     tracing::error!(port = %self.name, error = %e, "poll failed; reader stops");
@@ -580,7 +581,7 @@ impl Reader<'_> {
                 continue;
             }
             let mut rx = h.rx.take().expect("checked above");
-            deregister(&self.poll, rx.as_mut());
+            self.poll.deregister(rx.as_mut());
             match spawn_helper(self.id, self.name, h.index, h.cpu, rx, l, self.class) {
                 Ok(helper) => {
                     tracing::debug!(port = %self.name, member = h.index, cpu = ?h.cpu, frames = h.frames,
@@ -590,7 +591,7 @@ impl Reader<'_> {
                 Err((rx, e)) => {
                     self.sw.return_helper();
                     tracing::warn!(port = %self.name, error = %e, "no helper thread; the port's thread serves every member");
-                    hold(&self.poll, h, rx);
+                    self.poll.hold(h, rx);
                 }
             }
         }
@@ -607,7 +608,7 @@ impl Reader<'_> {
                 let _ = helper.thread.join();
                 self.sw.return_helper();
             }
-            hold(&self.poll, h, rx);
+            self.poll.hold(h, rx);
         }
         if any {
             self.place();
@@ -646,30 +647,46 @@ impl Reader<'_> {
     }
 }
 
-/// Registers `rx` with `poll` under `t`: its wait descriptor (edge-triggered:
-/// a member is drained until it is empty before waiting), and, through
-/// [`PortRx::waiting_in`], any descriptor it opens later.
-fn register(poll: &Poll, rx: &mut dyn PortRx, t: Token) -> io::Result<()> {
-    if let Some(fd) = rx.wait_fd() {
-        poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), t, Interest::READABLE)?;
-    }
-    rx.waiting_in(Some((poll.as_raw_fd(), u64::try_from(t.0).unwrap_or(u64::MAX))));
-    Ok(())
+/// A reader thread's epoll set, and the handle on it that its receive
+/// halves keep ([`Waiter`]): a duplicate of the set's descriptor, so a half
+/// that adds a socket later always adds it to this set.
+struct Waits {
+    poll: Poll,
+    set: Arc<OwnedFd>,
 }
 
-/// Undoes [`register`], before `rx` moves to another thread.
-fn deregister(poll: &Poll, rx: &mut dyn PortRx) {
-    rx.waiting_in(None);
-    if let Some(fd) = rx.wait_fd() {
-        let _ = poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+impl Waits {
+    fn new() -> io::Result<Waits> {
+        let poll = Poll::new()?;
+        let set = Arc::new(sys::dup_poll(&poll)?);
+        Ok(Waits { poll, set })
     }
-}
 
-/// Holds a member again: registered, and drained before the next wait.
-fn hold(poll: &Poll, h: &mut Held, mut rx: Box<dyn PortRx>) {
-    let _ = register(poll, rx.as_mut(), token(h.index));
-    h.rx = Some(rx);
-    h.ready = true;
+    /// Registers `rx` under `t`: its wait descriptor (edge-triggered: a
+    /// member is drained until it is empty before waiting), and, through
+    /// [`PortRx::waiting_in`], any descriptor it opens later.
+    fn register(&self, rx: &mut dyn PortRx, t: Token) -> io::Result<()> {
+        if let Some(fd) = rx.wait_fd() {
+            self.poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), t, Interest::READABLE)?;
+        }
+        rx.waiting_in(Some(Waiter::new(self.set.clone(), u64::try_from(t.0).unwrap_or(u64::MAX))));
+        Ok(())
+    }
+
+    /// Undoes [`Waits::register`], before `rx` moves to another thread.
+    fn deregister(&self, rx: &mut dyn PortRx) {
+        rx.waiting_in(None);
+        if let Some(fd) = rx.wait_fd() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+    }
+
+    /// Holds a member again: registered, and drained before the next wait.
+    fn hold(&self, h: &mut Held, mut rx: Box<dyn PortRx>) {
+        let _ = self.register(rx.as_mut(), token(h.index));
+        h.rx = Some(rx);
+        h.ready = true;
+    }
 }
 
 /// Starts a helper serving member `index` (`rx`); on failure the member
@@ -685,10 +702,10 @@ fn spawn_helper(
     l: &Lending,
     class: Class,
 ) -> Result<Helper, (Box<dyn PortRx>, io::Error)> {
-    let setup = |rx: &mut dyn PortRx| -> io::Result<(Poll, Arc<Waker>)> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        register(&poll, rx, token(0))?;
+    let setup = |rx: &mut dyn PortRx| -> io::Result<(Waits, Arc<Waker>)> {
+        let poll = Waits::new()?;
+        let waker = Arc::new(Waker::new(poll.poll.registry(), WAKE)?);
+        poll.register(rx, token(0))?;
         Ok((poll, waker))
     };
     let (poll, waker) = match setup(rx.as_mut()) {

@@ -49,28 +49,15 @@ impl FloodClass {
     }
 }
 
-/// Storm control: the most frames per second each port may flood, per class;
-/// 0 means no limit. Each port has one bucket per class, shared by all its
-/// readers (a reader per CPU does not multiply the limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StormLimits {
-    pub broadcast_pps: u32,
-    pub multicast_pps: u32,
-    pub unknown_unicast_pps: u32,
-}
+pub use ub_proto::StormLimits;
 
-impl Default for StormLimits {
-    fn default() -> Self {
-        StormLimits { broadcast_pps: 10_000, multicast_pps: 10_000, unknown_unicast_pps: 10_000 }
-    }
-}
-
-impl StormLimits {
-    pub fn pps(&self, c: FloodClass) -> u32 {
-        match c {
-            FloodClass::Broadcast => self.broadcast_pps,
-            FloodClass::Multicast => self.multicast_pps,
-            FloodClass::UnknownUnicast => self.unknown_unicast_pps,
+impl FloodClass {
+    /// This class's limit in `l`.
+    pub fn pps(self, l: &StormLimits) -> u32 {
+        match self {
+            FloodClass::Broadcast => l.broadcast_pps,
+            FloodClass::Multicast => l.multicast_pps,
+            FloodClass::UnknownUnicast => l.unknown_unicast_pps,
         }
     }
 }
@@ -127,11 +114,11 @@ pub struct PortStorm([StormGate; 3]);
 impl PortStorm {
     #[inline]
     pub fn take(&self, c: FloodClass, limits: &StormLimits, now_ms: u64) -> bool {
-        self.0[c as usize].take(limits.pps(c), now_ms)
+        self.0[c as usize].take(c.pps(limits), now_ms)
     }
 
     pub fn would_pass(&self, c: FloodClass, limits: &StormLimits, now_ms: u64) -> bool {
-        self.0[c as usize].would_pass(limits.pps(c), now_ms)
+        self.0[c as usize].would_pass(c.pps(limits), now_ms)
     }
 }
 
@@ -176,6 +163,6 @@ mod tests {
         assert_eq!(FloodClass::of(Mac([0x01, 0, 0x5e, 0, 0, 1])), FloodClass::Multicast);
         assert_eq!(FloodClass::of(Mac([2, 0, 0, 0, 0, 1])), FloodClass::UnknownUnicast);
         let l = StormLimits { broadcast_pps: 1, multicast_pps: 2, unknown_unicast_pps: 3 };
-        assert_eq!(FloodClass::ALL.map(|c| l.pps(c)), [1, 2, 3]);
+        assert_eq!(FloodClass::ALL.map(|c| c.pps(&l)), [1, 2, 3]);
     }
 }

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use ub_fdb::{DefaultFdb, FdbConfig, MAX_PORTS, PortId};
-use ub_port::{Backend, PortPolicy, PortState, PortTx};
+use ub_port::PortTx;
+use ub_proto::{Backend, PortPolicy, PortState};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SwitchError {
@@ -23,8 +24,8 @@ pub enum SwitchError {
     TooManyPorts,
     #[error("no port with id {0}")]
     NoSuchPort(PortId),
-    #[error("{0}")]
-    BadPolicy(String),
+    #[error(transparent)]
+    BadPolicy(#[from] ub_proto::PolicyError),
 }
 
 /// The switch-wide counts and settings `stats` shows, read at one moment.
@@ -225,7 +226,7 @@ impl Switch {
     /// Gives port `id` a new policy, effective at each reader's next batch
     /// (all of it at once: a batch sees the old policy or the new one).
     pub fn set_policy(&self, id: PortId, spec: PortPolicy) -> Result<(), SwitchError> {
-        let policy = Arc::new(Policy::compile(spec).map_err(SwitchError::BadPolicy)?);
+        let policy = Arc::new(Policy::compile(spec)?);
         self.change(|t| {
             let slot = t.get_mut(usize::from(id)).and_then(Option::as_mut).ok_or(SwitchError::NoSuchPort(id))?;
             *slot = Slot::new(slot.port.clone(), policy);

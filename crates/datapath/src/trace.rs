@@ -14,7 +14,8 @@ use crate::storm::FloodClass;
 use crate::switch::Switch;
 use crate::vlan;
 use ub_fdb::PortId;
-use ub_port::{PortState, RxFrame, TxFrame};
+use ub_port::{RxFrame, TxFrame};
+use ub_proto::PortState;
 use ub_wire::{ArpPacket, Classified, ETHERTYPE_ARP, EthernetFrame, classify};
 
 /// One step of the walk: what was looked at, and what it said.

@@ -86,7 +86,7 @@ pub fn egress<'a>(base: TxFrame<'a>, v: &VlanIn, untagged: bool) -> TxFrame<'a> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ub_port::VlanEntry;
+    use ub_proto::VlanEntry;
 
     fn set(entries: &[(u16, bool, bool)]) -> VlanSet {
         let e: Vec<VlanEntry> =

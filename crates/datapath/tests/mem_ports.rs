@@ -4,14 +4,15 @@
 //! deadline, never a fixed sleep.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use ub_datapath::{
     Backend, DropKind, Event, Forwarder, LoopDetect, Member, MirrorTo, PortState, Restart, StormLimits, Switch,
     spawn_reader, spawn_reader_at,
 };
 use ub_fdb::FdbConfig;
 use ub_port::mem::{self, MemPeer};
-use ub_port::{BATCH, PortPolicy, RxFrame};
+use ub_port::{BATCH, RxFrame};
+use ub_proto::PortPolicy;
 use ub_wire::Mac;
 
 /// Ports with a test at the far end, forwarded by hand at the test's time.
@@ -411,8 +412,8 @@ fn tagged(dst: Mac, src: Mac, vid: u16, len: usize) -> Vec<u8> {
     [&u[..12], &[0x81, 0x00], &vid.to_be_bytes()[..], &u[12..]].concat()
 }
 
-fn vlans(entries: &[(u16, bool, bool)]) -> Vec<ub_port::VlanEntry> {
-    entries.iter().map(|&(vid, pvid, untagged)| ub_port::VlanEntry { vid, pvid, untagged }).collect()
+fn vlans(entries: &[(u16, bool, bool)]) -> Vec<ub_proto::VlanEntry> {
+    entries.iter().map(|&(vid, pvid, untagged)| ub_proto::VlanEntry { vid, pvid, untagged }).collect()
 }
 
 /// bridge_vlan_aware.sh's shape: port 0 a trunk (10 and 20 tagged), port 1
@@ -537,12 +538,8 @@ fn neigh_suppress_answers_for_told_stations_and_keeps_requests_from_suppressing_
     assert_eq!(counts(&r.exchange(0, req)), [0, 1, 1, 1]);
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    ub_lab::wait::until(what, Duration::from_secs(10), f);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use ub_netlink::Rtnl;
-use ub_proto::{Client, ClientError, Host, HostAddress, HostAddressDel, HostInfo, PortAdd, PortDel};
+use ub_proto::{Client, ClientError, Host, HostAddress, HostAddressDel, HostInfo, IfName, PortAdd, PortDel};
 
 /// How long a call waits for a daemon busy with other clients.
 const BUSY_PATIENCE: Duration = Duration::from_secs(30);
@@ -39,9 +39,10 @@ pub struct Driver {
 
 /// The switch port for an endpoint, and the name its container end has
 /// until Docker moves it: `ubd`/`ubc` and 44 bits of the endpoint id's hash.
-pub fn link_names(endpoint: &str) -> (String, String) {
+pub fn link_names(endpoint: &str) -> (IfName, IfName) {
     let tag = format!("{:011x}", ub_netlink::fnv1a(&[endpoint.as_bytes()]) >> 20);
-    (format!("ubd{tag}"), format!("ubc{tag}"))
+    let name = |prefix: &str| IfName::new(&format!("{prefix}{tag}")).expect("3 letters and 11 hex digits is a name");
+    (name("ubd"), name("ubc"))
 }
 
 /// The MAC Docker's bridge driver gives an address (02:42 and the IPv4
@@ -246,12 +247,12 @@ impl Driver {
                     nl.set_mac(l.index, mac.0)?;
                 }
             }
-            let meta = ub_port::PortMeta {
+            let meta = ub_proto::PortMeta {
                 network: Some(ep.network.clone()),
                 endpoint: Some(r.endpoint_id.clone()),
                 ..Default::default()
             };
-            c.call_patiently(PortAdd { meta: Some(meta), ..PortAdd::afpacket(&port) }, BUSY_PATIENCE)?;
+            c.call_patiently(PortAdd { meta: Some(meta), ..PortAdd::afpacket(port.clone()) }, BUSY_PATIENCE)?;
             Ok(())
         })();
         if let Err(e) = made {
@@ -261,7 +262,7 @@ impl Driver {
             return Err(e);
         }
         if let Some(e) = store.state.endpoints.get_mut(&r.endpoint_id) {
-            e.port = Some(port.clone());
+            e.port = Some(port.to_string());
         }
         Self::save(store)?;
         tracing::info!(endpoint = short(&r.endpoint_id), %port, sandbox = %r.sandbox_key, "joined");
@@ -269,7 +270,7 @@ impl Driver {
             net.gateways.iter().find(|g| g.addr().is_ipv4() == v4).map(|g| g.addr().to_string()).unwrap_or_default()
         };
         let j = Joined {
-            interface_name: api::InterfaceName { src_name: peer, dst_prefix: "eth".into() },
+            interface_name: api::InterfaceName { src_name: peer.to_string(), dst_prefix: "eth".into() },
             gateway: gw(true),
             gateway_ipv6: gw(false),
         };

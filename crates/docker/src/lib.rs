@@ -8,23 +8,22 @@
 //! `/run/docker/plugins`), and talks to the daemon only through the
 //! control protocol, as the CNI plugin does.
 //!
-//! - `http.rs`: just enough HTTP for Docker's plugin client
-//! - `api.rs`: the protocol's messages
+//! - `api.rs`: the protocol's messages (HTTP is `ub_serve::http`'s)
 //! - `driver.rs`: each call, against the daemon and the host's links
 //! - `state.rs`: networks and endpoints, kept across restarts
 
 pub mod api;
 pub mod driver;
-pub mod http;
 pub mod state;
 
 pub use driver::{Driver, DriverError, link_names};
 
-use std::io::BufReader;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use ub_serve::http::{self, HttpLimits, Refused, Response};
+use ub_serve::{Conn, Limits, Listener, Server};
 
 /// Where Docker looks for plugin sockets.
 pub const PLUGIN_DIR: &str = "/run/docker/plugins";
@@ -62,6 +61,16 @@ impl Options {
     }
 }
 
+/// Docker's requests are a few KiB (CreateEndpoint with every option).
+const HTTP_LIMITS: HttpLimits = HttpLimits { head: 16 << 10, body: 1 << 20 };
+
+/// Calls served at once (each takes the state's lock in turn): dockerd
+/// keeps a few connections open; more are told to come back.
+const LIMITS: Limits = Limits { connections: 16, timeout: Duration::from_secs(60) };
+
+/// The content type of the plugin protocol's replies.
+const JSON: &str = "application/vnd.docker.plugins.v1+json";
+
 /// Serves Docker until SIGTERM or SIGINT; the socket is removed on the way out.
 pub fn serve(o: &Options) -> Result<(), ServeError> {
     if o.name.is_empty() || !o.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
@@ -82,55 +91,43 @@ pub fn serve(o: &Options) -> Result<(), ServeError> {
     let listener = UnixListener::bind(&sock).map_err(io(&sock))?;
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(ServeError::Signals)?;
-    {
-        let sock = sock.clone();
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                let _ = std::fs::remove_file(&sock);
-                tracing::info!("stopped");
-                std::process::exit(0);
-            }
-        });
-    }
+    let handle = Arc::new(move |c: Conn| http::serve(c, HTTP_LIMITS, refused, |req| answer(&driver, req)));
+    let server = Server::start("docker-http", Listener::Unix(listener), LIMITS, handle, busy, Arc::default())
+        .map_err(io(&sock))?;
     tracing::info!(socket = %sock.display(), daemon = %o.socket.display(), state = %o.state.display(), "serving Docker");
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let d = driver.clone();
-        std::thread::spawn(move || connection(&d, conn));
-    }
+    let _ = signals.forever().next();
+    drop(server);
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// One client connection: requests until it closes (Docker keeps them
-/// alive) or stays idle for a minute.
-fn connection(d: &Driver, conn: UnixStream) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(read) = conn.try_clone() else { return };
-    let mut r = BufReader::new(read);
-    let mut w = conn;
-    loop {
-        let (resp, close) = match http::read_request(&mut r) {
-            Ok(None) => return,
-            Ok(Some(req)) => (answer(d, &req), req.close),
-            Err(resp) => (resp, true),
-        };
-        if http::write_response(&mut w, &resp, close).is_err() || close {
-            return;
-        }
-    }
+/// An error reply in the protocol's shape, `{"Err": "..."}`.
+fn error(status: u16, msg: &str) -> Response {
+    Response::new(status, JSON, serde_json::json!({ "Err": msg }).to_string())
 }
 
-fn answer(d: &Driver, req: &http::Request) -> http::Response {
+fn refused(r: Refused) -> Response {
+    error(r.status, r.why)
+}
+
+/// A connection over the cap: told to come back, then closed.
+fn busy(mut c: Conn) {
+    let _ = http::write_response(&mut c, &error(503, "too many connections to the driver; retry"), true);
+}
+
+/// Answers one call: the driver's reply, or its error with the status Docker expects.
+pub fn answer(d: &Driver, req: &http::Request) -> Response {
     if req.method != "POST" {
-        return http::error(405, "the plugin protocol is POST only");
+        return error(405, "the plugin protocol is POST only");
     }
     let method = req.path.trim_start_matches('/');
     match d.handle(method, &req.body) {
-        Ok(v) => http::Response { status: 200, body: v.to_string() },
+        Ok(v) => Response::new(200, JSON, v.to_string()),
         Err(e) => {
             tracing::warn!(call = method, error = %e, "refused");
             let status = if matches!(e, DriverError::BadRequest { .. }) { 400 } else { 500 };
-            http::error(status, &e.to_string())
+            error(status, &e.to_string())
         }
     }
 }

@@ -55,14 +55,9 @@ impl Store {
         Ok(Store { path: path.to_path_buf(), state })
     }
 
-    /// Writes the state: a temporary file renamed over the old one.
+    /// Writes the state, replacing the file whole.
     pub fn save(&self) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?)?;
-        std::fs::rename(&tmp, &self.path)
+        ub_files::write(&self.path, &serde_json::to_vec_pretty(&self.state).map_err(io::Error::other)?)
     }
 
     pub fn path(&self) -> &Path {

@@ -1,5 +1,6 @@
 use crate::{FdbMap, MAX_PORTS, PortId, key, unkey};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use ub_proto::settings::{AGEING_SECS, FDB_MAX, FDB_MAX_PER_PORT};
 use ub_wire::Mac;
 
 /// One FDB entry. The port and last-seen time are atomics, so refreshing an
@@ -65,9 +66,9 @@ pub struct FdbConfig {
 impl Default for FdbConfig {
     fn default() -> Self {
         FdbConfig {
-            ageing_ms: 300_000,
-            max_entries: 65_536,
-            max_per_port: 8_192,
+            ageing_ms: AGEING_SECS.default * 1000,
+            max_entries: usize::try_from(FDB_MAX.default).unwrap_or(usize::MAX),
+            max_per_port: FDB_MAX_PER_PORT.default,
             flap_moves: 4,
             flap_window_ms: 1_000,
             flap_hold_ms: 10_000,
@@ -75,14 +76,17 @@ impl Default for FdbConfig {
     }
 }
 
-/// Why a source was not learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a source was not learned, or a static entry not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     /// The ingress port already has `max_per_port` learned entries.
+    #[error("the port has as many learned entries as it may (--fdb-max-per-port)")]
     PortLimit,
     /// The table already has `max_entries` learned entries.
+    #[error("the table has as many learned entries as it may (--fdb-max)")]
     TableFull,
     /// The port id is out of range.
+    #[error("no port has that id")]
     BadPort,
 }
 

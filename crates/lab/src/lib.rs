@@ -7,6 +7,7 @@
 //! included), unless [`Lab::persist`] is called.
 
 mod nodes;
+pub mod wait;
 
 pub use nodes::{GATEWAY, MAX_NODE_PODS, MAX_NODES, Node, NodeLab, POD_MTU, Switching};
 
@@ -37,11 +38,36 @@ pub struct Lab {
     keep: bool,
 }
 
-pub type Result<T> = std::result::Result<T, String>;
-
-pub(crate) fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
-    r.map_err(|e| e.to_string())
+/// Building or removing a lab failed; each names what and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("lab name '{0}' must be 1-40 of A-Z a-z 0-9 _ -")]
+    BadName(String),
+    #[error("--pods {0}: a lab has 1 to {MAX_PODS} pods")]
+    Pods(usize),
+    #[error("--pods {0}: a node has 1 to {max} pods", max = nodes::MAX_NODE_PODS)]
+    NodePods(usize),
+    #[error("--nodes {0}: a node lab has {n} nodes (joined by one underlay veth)", n = nodes::MAX_NODES)]
+    Nodes(usize),
+    #[error("lab '{0}' already exists (remove it with `userbridge lab down --name {0}`)")]
+    Exists(String),
+    #[error("the lab has no pod {0}")]
+    NoPod(usize),
+    #[error("no interface {0}")]
+    NoInterface(String),
+    #[error("running `{cmd}` (is iproute2 installed?): {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("`{cmd}` in {ns}: {stderr}")]
+    Command { cmd: String, ns: String, stderr: String },
+    #[error("{what} in {ns}: {source}")]
+    Sysctl { what: &'static str, ns: String, source: std::io::Error },
+    #[error(transparent)]
+    Netlink(#[from] ub_netlink::Error),
+    #[error(transparent)]
+    Prefix(#[from] ipnet::PrefixLenError),
 }
+
+pub type Result<T> = std::result::Result<T, LabError>;
 
 impl Lab {
     /// The switch namespace's name for a lab called `name`.
@@ -58,7 +84,7 @@ impl Lab {
         let ok = !name.is_empty()
             && name.len() <= 40
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok { Ok(()) } else { Err(format!("lab name '{name}' must be 1-40 of A-Z a-z 0-9 _ -")) }
+        if ok { Ok(()) } else { Err(LabError::BadName(name.to_string())) }
     }
 
     /// Builds a lab of `pods` pods. Fails, cleaning up, if any namespace of
@@ -66,19 +92,19 @@ impl Lab {
     pub fn create(name: &str, pods: usize) -> Result<Lab> {
         Self::validate_name(name)?;
         if pods == 0 || pods > MAX_PODS {
-            return Err(format!("--pods {pods}: a lab has 1 to {MAX_PODS} pods"));
+            return Err(LabError::Pods(pods));
         }
         if NetNs::exists(&Self::switch_ns_of(name)) {
-            return Err(format!("lab '{name}' already exists (remove it with `userbridge lab down --name {name}`)"));
+            return Err(LabError::Exists(name.to_string()));
         }
         // The guard is armed before anything is created: a failure half way cleans up.
         let mut lab = Lab { name: name.to_string(), pods: Vec::new(), keep: false };
-        let sw = ctx(NetNs::create(&lab.switch_ns()))?;
-        ctx(sw.run(|| {
+        let sw = NetNs::create(&lab.switch_ns())?;
+        sw.run(|| {
             // The host ends are switch ports, not hosts: no IPv6 chatter from them.
             quiet_ipv6();
             set_up_by_name("lo")
-        }))??;
+        })??;
         for _ in 0..pods {
             lab.add_pod()?;
         }
@@ -89,7 +115,7 @@ impl Lab {
     pub fn add_pod(&mut self) -> Result<&Pod> {
         let i = self.pods.len() + 1;
         if i > MAX_PODS {
-            return Err(format!("a lab has at most {MAX_PODS} pods"));
+            return Err(LabError::Pods(i));
         }
         let pod = self.make_pod(i)?;
         self.pods.push(pod);
@@ -99,17 +125,14 @@ impl Lab {
     /// Deletes pod `i`'s namespace (its veth pair goes with it) and makes it
     /// again with the same names and addresses: a pod restarted in place.
     pub fn recreate_pod(&mut self, i: usize) -> Result<()> {
-        let pod = self.pods.get(i - 1).ok_or_else(|| format!("no pod {i}"))?.clone();
-        ctx(NetNs::delete(&pod.ns))?;
+        let pod = self.pods.get(i - 1).ok_or(LabError::NoPod(i))?.clone();
+        NetNs::delete(&pod.ns)?;
         // The kernel removes the veth pair asynchronously; wait (bounded) until its name is free.
-        let sw = ctx(NetNs::open(&self.switch_ns()))?;
-        for _ in 0..100 {
-            let present = ctx(sw.run(|| Rtnl::open().and_then(|mut nl| nl.link_by_name(&pod.port))))?;
-            if matches!(present, Ok(None)) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let sw = NetNs::open(&self.switch_ns())?;
+        wait::poll_until(std::time::Duration::from_secs(2), || {
+            let present = sw.run(|| Rtnl::open().and_then(|mut nl| nl.link_by_name(&pod.port)));
+            matches!(present, Ok(Ok(None)))
+        });
         self.pods[i - 1] = self.make_pod(i)?;
         Ok(())
     }
@@ -117,8 +140,8 @@ impl Lab {
     /// Makes pod `i`; cleaning up after a failure is `destroy`'s job (by name).
     fn make_pod(&self, i: usize) -> Result<Pod> {
         let name = self.name.clone();
-        let sw = ctx(NetNs::open(&self.switch_ns()))?;
-        let host = u8::try_from(i).ok().filter(|&h| usize::from(h) <= MAX_PODS).ok_or_else(|| format!("no pod {i}"))?;
+        let sw = NetNs::open(&self.switch_ns())?;
+        let host = u8::try_from(i).ok().filter(|&h| usize::from(h) <= MAX_PODS).ok_or(LabError::NoPod(i))?;
         let pod = Pod {
             index: i,
             ns: format!("{name}-p{i}"),
@@ -126,28 +149,28 @@ impl Lab {
             mac: Mac([0x02, 0x00, 0x00, 0x00, 0x00, host]),
             port: format!("ubp{i}"),
         };
-        let ns = ctx(NetNs::create(&pod.ns))?;
-        ctx(sw.run(|| -> Result<()> {
-            let mut nl = ctx(Rtnl::open())?;
-            ctx(nl.add_veth(&pod.port, "eth0", Some(std::os::fd::AsFd::as_fd(&ns))))?;
+        let ns = NetNs::create(&pod.ns)?;
+        sw.run(|| -> Result<()> {
+            let mut nl = Rtnl::open()?;
+            nl.add_veth(&pod.port, "eth0", Some(std::os::fd::AsFd::as_fd(&ns)))?;
             set_up_by_name(&pod.port)
-        }))??;
-        ctx(ns.run(|| -> Result<()> {
+        })??;
+        ns.run(|| -> Result<()> {
             quiet_ipv6();
             set_up_by_name("lo")?;
-            let mut nl = ctx(Rtnl::open())?;
-            let link = ctx(nl.link_by_name("eth0"))?.ok_or("eth0 missing in the pod")?;
-            ctx(nl.set_mac(link.index, pod.mac.0))?;
-            ctx(nl.add_addr_v4(link.index, pod.ip, 24))?;
-            ctx(nl.set_up(link.index, true))
-        }))??;
+            let mut nl = Rtnl::open()?;
+            let link = nl.link_by_name("eth0")?.ok_or_else(|| LabError::NoInterface("eth0".into()))?;
+            nl.set_mac(link.index, pod.mac.0)?;
+            nl.add_addr_v4(link.index, pod.ip, 24)?;
+            Ok(nl.set_up(link.index, true)?)
+        })??;
         Ok(pod)
     }
 
     /// Deletes the last pod's namespace (its veth pair goes with it).
     pub fn remove_last_pod(&mut self) -> Result<()> {
-        let pod = self.pods.pop().ok_or("the lab has no pods")?;
-        ctx(NetNs::delete(&pod.ns))
+        let pod = self.pods.pop().ok_or(LabError::NoPod(1))?;
+        Ok(NetNs::delete(&pod.ns)?)
     }
 
     /// Keeps the namespaces after this value is dropped (for `lab up`).
@@ -201,7 +224,7 @@ pub(crate) fn quiet_ipv6() {
 }
 
 pub(crate) fn set_up_by_name(name: &str) -> Result<()> {
-    let mut nl = ctx(Rtnl::open())?;
-    let link = ctx(nl.link_by_name(name))?.ok_or_else(|| format!("no interface {name}"))?;
-    ctx(nl.set_up(link.index, true))
+    let mut nl = Rtnl::open()?;
+    let link = nl.link_by_name(name)?.ok_or_else(|| LabError::NoInterface(name.to_string()))?;
+    Ok(nl.set_up(link.index, true)?)
 }

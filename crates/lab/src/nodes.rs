@@ -13,7 +13,7 @@
 //! over netlink; the VXLAN device and its neighbour and FDB entries with
 //! iproute2 (`ip`, `bridge`), which must be installed for this lab.
 
-use crate::{Pod, Result, ctx, quiet_ipv6, set_up_by_name};
+use crate::{LabError, Pod, Result, quiet_ipv6, set_up_by_name};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use ub_netlink::{IpNet, NetNs, Rtnl};
@@ -61,7 +61,7 @@ pub struct NodeLab {
 }
 
 fn octet(i: usize) -> Result<u8> {
-    u8::try_from(i).map_err(|_| format!("{i} is out of range"))
+    u8::try_from(i).map_err(|_| LabError::NoPod(i))
 }
 
 /// Runs a command (`ip ...`, `bridge ...`) inside namespace `ns`.
@@ -70,11 +70,12 @@ fn exec(ns: &str, args: &[&str]) -> Result<()> {
         .args(["netns", "exec", ns])
         .args(args)
         .output()
-        .map_err(|e| format!("running `{}` (is iproute2 installed?): {e}", args.join(" ")))?;
+        .map_err(|source| LabError::Spawn { cmd: args.join(" "), source })?;
     if o.status.success() {
         Ok(())
     } else {
-        Err(format!("`{}` in {ns}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim()))
+        let stderr = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        Err(LabError::Command { cmd: args.join(" "), ns: ns.to_string(), stderr })
     }
 }
 
@@ -94,28 +95,28 @@ impl NodeLab {
     pub fn create(name: &str, nodes: usize, pods: usize, switching: Switching) -> Result<NodeLab> {
         crate::Lab::validate_name(name)?;
         if nodes != MAX_NODES {
-            return Err(format!("--nodes {nodes}: a node lab has {MAX_NODES} nodes (joined by one underlay veth)"));
+            return Err(LabError::Nodes(nodes));
         }
         if pods == 0 || pods > MAX_NODE_PODS {
-            return Err(format!("--pods {pods}: a node has 1 to {MAX_NODE_PODS} pods"));
+            return Err(LabError::NodePods(pods));
         }
         if NetNs::exists(&Self::node_ns_of(name, 1)) {
-            return Err(format!("lab '{name}' already exists (remove it with `userbridge lab down --name {name}`)"));
+            return Err(LabError::Exists(name.to_string()));
         }
         // The guard is armed before anything is created: a failure half way cleans up.
         let mut lab = NodeLab { name: name.to_string(), nodes: Vec::new(), switching, keep: false };
         for i in 1..=nodes {
             let ns = Self::node_ns_of(name, i);
-            ctx(ctx(NetNs::create(&ns))?.run(|| {
+            NetNs::create(&ns)?.run(|| {
                 quiet_ipv6();
                 set_up_by_name("lo")
-            }))??;
+            })??;
             let i8 = octet(i)?;
             lab.nodes.push(Node {
                 index: i,
                 ns,
                 underlay: Ipv4Addr::new(192, 168, 100, i8),
-                subnet: ctx(IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 244, i8, 0)), 24))?,
+                subnet: IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 244, i8, 0)), 24)?,
                 gateway: Ipv4Addr::new(10, 244, i8, 1),
                 pods: Vec::new(),
             });
@@ -137,20 +138,20 @@ impl NodeLab {
     /// `ul0` in node 1 and node 2, one veth pair, 192.168.100.i/24.
     fn underlay(&self) -> Result<()> {
         let (a, b) = (&self.nodes[0], &self.nodes[1]);
-        let b_ns = ctx(NetNs::open(&b.ns))?;
-        ctx(ctx(NetNs::open(&a.ns))?.run(|| -> Result<()> {
-            let mut nl = ctx(Rtnl::open())?;
-            ctx(nl.add_veth("ul0", "ul0", Some(std::os::fd::AsFd::as_fd(&b_ns))))?;
-            let l = ctx(nl.link_by_name("ul0"))?.ok_or("ul0 missing")?;
-            ctx(nl.add_addr_v4(l.index, a.underlay, 24))?;
-            ctx(nl.set_up(l.index, true))
-        }))??;
-        ctx(b_ns.run(|| -> Result<()> {
-            let mut nl = ctx(Rtnl::open())?;
-            let l = ctx(nl.link_by_name("ul0"))?.ok_or("ul0 missing")?;
-            ctx(nl.add_addr_v4(l.index, b.underlay, 24))?;
-            ctx(nl.set_up(l.index, true))
-        }))?
+        let b_ns = NetNs::open(&b.ns)?;
+        NetNs::open(&a.ns)?.run(|| -> Result<()> {
+            let mut nl = Rtnl::open()?;
+            nl.add_veth("ul0", "ul0", Some(std::os::fd::AsFd::as_fd(&b_ns)))?;
+            let l = nl.link_by_name("ul0")?.ok_or_else(|| LabError::NoInterface("ul0".into()))?;
+            nl.add_addr_v4(l.index, a.underlay, 24)?;
+            Ok(nl.set_up(l.index, true)?)
+        })??;
+        b_ns.run(|| -> Result<()> {
+            let mut nl = Rtnl::open()?;
+            let l = nl.link_by_name("ul0")?.ok_or_else(|| LabError::NoInterface("ul0".into()))?;
+            nl.add_addr_v4(l.index, b.underlay, 24)?;
+            Ok(nl.set_up(l.index, true)?)
+        })?
     }
 
     /// Pod `j` of node `n` (0-based): its namespace, veth `ubp{j}` (node) -
@@ -165,27 +166,27 @@ impl NodeLab {
             mac: Mac([0x02, 0x00, 0x0a, 0xf4, i8, j8]),
             port: format!("ubp{j}"),
         };
-        let ns = ctx(NetNs::create(&pod.ns))?;
-        ctx(ctx(NetNs::open(&node.ns))?.run(|| -> Result<()> {
-            let mut nl = ctx(Rtnl::open())?;
-            ctx(nl.add_veth(&pod.port, "eth0", Some(std::os::fd::AsFd::as_fd(&ns))))?;
-            let l = ctx(nl.link_by_name(&pod.port))?.ok_or("host end missing")?;
-            ctx(nl.set_mtu(l.index, POD_MTU))?;
-            ctx(nl.set_up(l.index, true))
-        }))??;
+        let ns = NetNs::create(&pod.ns)?;
+        NetNs::open(&node.ns)?.run(|| -> Result<()> {
+            let mut nl = Rtnl::open()?;
+            nl.add_veth(&pod.port, "eth0", Some(std::os::fd::AsFd::as_fd(&ns)))?;
+            let l = nl.link_by_name(&pod.port)?.ok_or_else(|| LabError::NoInterface("the host end".into()))?;
+            nl.set_mtu(l.index, POD_MTU)?;
+            Ok(nl.set_up(l.index, true)?)
+        })??;
         let gw = node.gateway;
-        ctx(ns.run(|| -> Result<()> {
+        ns.run(|| -> Result<()> {
             quiet_ipv6();
             set_up_by_name("lo")?;
-            let mut nl = ctx(Rtnl::open())?;
-            let l = ctx(nl.link_by_name("eth0"))?.ok_or("eth0 missing in the pod")?;
-            ctx(nl.set_mac(l.index, pod.mac.0))?;
-            ctx(nl.set_mtu(l.index, POD_MTU))?;
-            ctx(nl.add_addr_v4(l.index, pod.ip, 24))?;
-            ctx(nl.set_up(l.index, true))?;
-            let default = ctx(IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
-            ctx(nl.add_route(default, Some(IpAddr::V4(gw)), Some(l.index)))
-        }))??;
+            let mut nl = Rtnl::open()?;
+            let l = nl.link_by_name("eth0")?.ok_or_else(|| LabError::NoInterface("eth0".into()))?;
+            nl.set_mac(l.index, pod.mac.0)?;
+            nl.set_mtu(l.index, POD_MTU)?;
+            nl.add_addr_v4(l.index, pod.ip, 24)?;
+            nl.set_up(l.index, true)?;
+            let default = IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)?;
+            Ok(nl.add_route(default, Some(IpAddr::V4(gw)), Some(l.index))?)
+        })??;
         Ok(pod)
     }
 
@@ -251,8 +252,9 @@ impl NodeLab {
             exec(ns, &["ip", "neigh", "add", &vtep, "lladdr", &mac, "dev", "flannel.1", "nud", "permanent"])?;
             exec(ns, &["bridge", "fdb", "append", &mac, "dev", "flannel.1", "dst", &other.underlay.to_string()])?;
         }
-        ctx(ctx(NetNs::open(ns))?.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")))?
-            .map_err(|e| format!("enabling forwarding in {ns}: {e}"))
+        NetNs::open(ns)?
+            .run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
+            .map_err(|source| LabError::Sysctl { what: "enabling forwarding", ns: ns.to_string(), source })
     }
 
     /// Keeps the namespaces after this value is dropped (for `lab up`).

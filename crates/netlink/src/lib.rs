@@ -8,7 +8,7 @@ mod sys;
 
 pub use ipnet::IpNet;
 pub use netns::{NETNS_RUN_DIR, NetNs};
-pub use rtnl::{Link, LinkEvent, LinkWatcher, Route, Rtnl};
+pub use rtnl::{Link, LinkEvent, LinkWatcher, Route, Rtnl, link_events};
 
 /// FNV-1a, 64 bits, over the parts in order: the hash behind every name and
 /// MAC userbridge derives from an id (the host port's MAC, a pod's veth, a
@@ -32,17 +32,19 @@ pub enum Error {
     Kernel { what: String, source: std::io::Error },
     #[error("{what}: malformed netlink reply: {detail}")]
     Decode { what: String, detail: String },
+    #[error("'{0}' is not a valid namespace name (use 1-64 of A-Z a-z 0-9 . _ -)")]
+    BadNetnsName(String),
 }
 
 impl Error {
-    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io { what: what.into(), source }
     }
     /// The errno behind this error, if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } | Error::Kernel { source, .. } => source.raw_os_error(),
-            Error::Decode { .. } => None,
+            Error::Decode { .. } | Error::BadNetnsName(_) => None,
         }
     }
 }

@@ -21,17 +21,17 @@ impl NetNs {
 
     /// Checks `name` is usable as a namespace name: 1 to 64 bytes of
     /// `[A-Za-z0-9_.-]`, not starting with '.'.
-    pub fn validate_name(name: &str) -> std::result::Result<(), String> {
+    pub fn validate_name(name: &str) -> Result<()> {
         let ok = !name.is_empty()
             && name.len() <= 64
             && !name.starts_with('.')
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if ok { Ok(()) } else { Err(format!("'{name}' is not a valid namespace name (use 1-64 of A-Z a-z 0-9 . _ -)")) }
+        if ok { Ok(()) } else { Err(Error::BadNetnsName(name.to_string())) }
     }
 
     /// Creates a new, empty namespace called `name`. Fails if it exists.
     pub fn create(name: &str) -> Result<NetNs> {
-        Self::validate_name(name).map_err(|m| Error::io(m, std::io::ErrorKind::InvalidInput.into()))?;
+        Self::validate_name(name)?;
         let path = Self::path_of(name);
         fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| Error::io(format!("creating {NETNS_RUN_DIR}"), e))?;
         // As iproute2 does: /run/netns a shared mount point of its own, so that
@@ -81,7 +81,7 @@ impl NetNs {
 
     /// Opens an existing namespace.
     pub fn open(name: &str) -> Result<NetNs> {
-        Self::validate_name(name).map_err(|m| Error::io(m, std::io::ErrorKind::InvalidInput.into()))?;
+        Self::validate_name(name)?;
         let file = File::open(Self::path_of(name)).map_err(|e| Error::io(format!("opening namespace {name}"), e))?;
         Ok(NetNs { name: name.to_string(), file })
     }
@@ -89,7 +89,7 @@ impl NetNs {
     /// Unmounts and removes the namespace `name`. Interfaces inside it are
     /// destroyed by the kernel once nothing holds it (veth peers elsewhere go too).
     pub fn delete(name: &str) -> Result<()> {
-        Self::validate_name(name).map_err(|m| Error::io(m, std::io::ErrorKind::InvalidInput.into()))?;
+        Self::validate_name(name)?;
         let path = Self::path_of(name);
         let p = path.to_string_lossy().into_owned();
         let _ = sys::umount_detach(&p);

@@ -3,7 +3,7 @@ use ipnet::IpNet;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// What userbridge needs to know about a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Link {
     pub index: u32,
     pub name: String,
@@ -229,6 +229,23 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// Adds address `net` that this process owns to a link: an IPv6 one
+    /// without duplicate address detection (`nodad`), so it is usable at
+    /// once, as a gateway must be the moment its network exists.
+    pub fn add_addr_owned(&mut self, index: u32, net: IpNet) -> Result<()> {
+        let mut msg = Self::addr_msg(index, net);
+        if net.addr().is_ipv6() {
+            msg.header.flags = AddressHeaderFlags::Nodad;
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.request(
+            &format!("adding {net} to interface #{index}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
     /// Removes address `net` from a link.
     pub fn del_addr(&mut self, index: u32, net: IpNet) -> Result<()> {
         self.request(
@@ -435,15 +452,22 @@ impl LinkWatcher {
             }
             Err(e) => return Err(Error::io("reading link notifications", e)),
         };
-        let mut out = Vec::new();
-        let mut off = 0;
-        while off < n {
-            let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n]) else { break };
-            let len = m.header.length as usize;
-            if len == 0 {
-                break;
-            }
-            off += (len + 3) & !3;
+        Ok(link_events(&self.buf[..n]))
+    }
+}
+
+/// The link events in one datagram of notifications. A message that does
+/// not parse is skipped by the length its header gives, so one odd message
+/// does not take the rest of the datagram with it.
+pub fn link_events(buf: &[u8]) -> Vec<LinkEvent> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 4 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+        if len < 16 || off + len > buf.len() {
+            break;
+        }
+        if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len]) {
             match m.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => {
                     let index = msg.header.index;
@@ -456,6 +480,42 @@ impl LinkWatcher {
                 _ => {}
             }
         }
-        Ok(out)
+        off += (len + 3) & !3;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::LinkMessage;
+
+    fn new_link(index: u32, name: &str) -> Vec<u8> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes.push(LinkAttribute::IfName(name.into()));
+        let mut msg = NetlinkMessage::from(RouteNetlinkMessage::NewLink(link));
+        msg.finalize();
+        let mut buf = vec![0; msg.header.length as usize];
+        msg.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_message_that_does_not_parse_leaves_the_rest_of_its_datagram() {
+        // RTM_NEWLINK (16) of 20 bytes: too short for its ifinfomsg.
+        let mut bad = 20u32.to_ne_bytes().to_vec();
+        bad.extend_from_slice(&16u16.to_ne_bytes());
+        bad.extend_from_slice(&[0; 14]);
+        let datagram = [new_link(3, "veth3"), bad, new_link(4, "veth4")].concat();
+        let names: Vec<String> = link_events(&datagram)
+            .into_iter()
+            .map(|e| match e {
+                LinkEvent::Changed(l) => l.name,
+                LinkEvent::Removed { name, .. } => name,
+            })
+            .collect();
+        assert_eq!(names, ["veth3", "veth4"]);
+        assert!(link_events(&[1, 2, 3]).is_empty(), "a datagram shorter than a header");
     }
 }

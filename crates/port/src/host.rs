@@ -6,9 +6,10 @@
 //! One queue per reader (IFF_MULTI_QUEUE) and the vnet header both ways, so
 //! host-pod TCP keeps its offloads. The interface goes away with the daemon.
 
-use crate::{Backend, Claim, OpenedPort, PortError, PortRx, tap, validate_ifname};
+use crate::{Claim, OpenedPort, PortError, PortRx, tap};
 use std::sync::Arc;
 use ub_netlink::{IpNet, NetNs, Rtnl};
+use ub_proto::{Backend, IfName};
 use ub_wire::Mac;
 
 /// How to make the host port.
@@ -37,12 +38,16 @@ pub fn mac_for(name: &str) -> Mac {
 /// Creates host port `name` as `o` says, claims it, and returns it open.
 /// Refuses a name that already exists (a kernel bridge, a leftover): the
 /// host port is always the daemon's own, new interface.
-pub fn open(name: &str, o: &HostOptions, claim_dir: &std::path::Path, holder: &str) -> Result<OpenedPort, PortError> {
-    validate_ifname(name)?;
+pub fn open(
+    name: &IfName,
+    o: &HostOptions,
+    claim_dir: &std::path::Path,
+    holder: &str,
+) -> Result<OpenedPort, PortError> {
     let make = || -> Result<OpenedPort, PortError> {
         let mut nl = Rtnl::open()?;
         if let Some(l) = nl.link_by_name(name)? {
-            return Err(PortError::Exists { name: name.into(), kind: l.kind.unwrap_or_else(|| "device".into()) });
+            return Err(PortError::Exists { name: name.to_string(), kind: l.kind.unwrap_or_else(|| "device".into()) });
         }
         let (rx, tx, info) = tap::open_queues(name, o.queues)?;
         let nl_err = |e: ub_netlink::Error| PortError::Netlink(e);
@@ -58,7 +63,7 @@ pub fn open(name: &str, o: &HostOptions, claim_dir: &std::path::Path, holder: &s
             std::fs::write(&knob, "0").map_err(|e| PortError::io("enabling IPv6", &info.name, e))?;
         }
         for a in &o.addresses {
-            nl.add_addr(info.ifindex, *a).map_err(nl_err)?;
+            nl.add_addr_owned(info.ifindex, *a).map_err(nl_err)?;
         }
         nl.set_up(info.ifindex, true).map_err(nl_err)?;
         let claim = Claim::take(claim_dir, &info.name, info.ifindex, holder)?;

@@ -3,11 +3,12 @@
 //! (IFF_MULTI_QUEUE for a queue per reader). The interface exists while the
 //! port is open. The host port (the pods' gateway, [`crate::host`]) is one.
 
-use crate::{Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, sys, validate_ifname};
+use crate::{Health, PortError, PortRx, PortTx, RxFrame, SendOutcome, TxFrame, VnetHdr, kernel_name, sys};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use ub_proto::IfName;
 
 /// Frames read per `recv_batch` (tun has no batched read).
 const TAP_BATCH: usize = 16;
@@ -18,7 +19,7 @@ const SLOT: usize = VnetHdr::LEN + 65_550;
 #[derive(Debug, Clone)]
 pub struct TapInfo {
     /// The name the kernel gave it.
-    pub name: String,
+    pub name: IfName,
     pub ifindex: u32,
     pub mtu: u32,
     pub mac: Option<[u8; 6]>,
@@ -27,7 +28,7 @@ pub struct TapInfo {
 /// Creates (or attaches to a persistent) TAP interface `name`, with one queue.
 /// Returns its receive half (in a vector, as every backend's), its transmit
 /// half and what the kernel made of it.
-pub fn open(name: &str) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
+pub fn open(name: &IfName) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
     open_queues(name, 1)
 }
 
@@ -35,8 +36,7 @@ pub fn open(name: &str) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
 /// more than one): a receive half per queue, for a reader each (the kernel
 /// spreads what the host sends over the queues by flow), and one transmit
 /// half that writes on the queue of the CPU it runs on.
-pub fn open_queues(name: &str, queues: usize) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
-    validate_ifname(name)?;
+pub fn open_queues(name: &IfName, queues: usize) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
     let mut fds = Vec::with_capacity(queues.max(1));
     let mut actual = name.to_string();
     for _ in 0..queues.max(1) {
@@ -53,7 +53,7 @@ pub fn open_queues(name: &str, queues: usize) -> Result<(Vec<TapRx>, TapTx, TapI
     }
     let mut nl = ub_netlink::Rtnl::open()?;
     let link = nl.link_by_name(&actual)?.ok_or_else(|| PortError::NoSuchInterface(actual.clone()))?;
-    let info = TapInfo { name: actual, ifindex: link.index, mtu: link.mtu, mac: link.mac };
+    let info = TapInfo { name: kernel_name(actual)?, ifindex: link.index, mtu: link.mtu, mac: link.mac };
     let rx = fds
         .iter()
         .map(|fd| TapRx {
@@ -61,7 +61,7 @@ pub fn open_queues(name: &str, queues: usize) -> Result<(Vec<TapRx>, TapTx, TapI
             slots: vec![0u8; SLOT * TAP_BATCH].into_boxed_slice(),
             lens: [0; TAP_BATCH],
             ifindex: info.ifindex,
-            name: info.name.clone(),
+            name: info.name.to_string(),
         })
         .collect();
     Ok((rx, TapTx { fds, mtu: AtomicU32::new(info.mtu) }, info))

@@ -8,10 +8,19 @@
 //! method per request. A [`Client`] sends any request and gets its typed
 //! reply back. Nothing else speaks to the daemon.
 
+#[cfg(feature = "clap")]
+mod cli;
 mod client;
+mod ifname;
+pub mod port;
+pub mod settings;
 mod types;
 
 pub use client::{Client, ClientError, call};
+pub use ifname::{BadIfName, IFNAME_MAX, IfName};
+pub use port::{
+    Backend, DEFAULT_VLANS, Origin, PolicyChange, PolicyError, PortMeta, PortPolicy, PortSpec, PortState, VlanEntry,
+};
 pub use types::*;
 
 /// Where clients and the daemon meet unless told otherwise (`--socket`,
@@ -190,26 +199,30 @@ protocol! {
 mod tests {
     use super::*;
 
+    fn n(s: &str) -> IfName {
+        IfName::new(s).unwrap()
+    }
+
     #[test]
     fn names_are_the_wire_tags() {
         // The `cmd` serde writes for each request is the name the table lists.
         let reqs: Vec<Request> = vec![
             FdbShow {}.into(),
-            FdbAdd { mac: "02:00:00:00:00:01".parse().unwrap(), port: "p".into(), vlan: 0 }.into(),
+            FdbAdd { mac: "02:00:00:00:00:01".parse().unwrap(), port: n("p"), vlan: 0 }.into(),
             FdbDel { mac: "02:00:00:00:00:01".parse().unwrap(), vlan: 0 }.into(),
             FdbFlush { port: None }.into(),
             Stats { port: None }.into(),
             PortList { port: None }.into(),
-            PortAdd::afpacket("p").into(),
-            PortDel { name: "p".into(), if_exists: false }.into(),
-            PortSet { name: "p".into(), isolated: Some(true), ..PortSet::default() }.into(),
-            VlanAdd { port: "p".into(), vid: 10, vid_end: Some(20), pvid: false, untagged: false }.into(),
-            VlanDel { port: "p".into(), vid: 10, vid_end: None }.into(),
+            PortAdd::afpacket(n("p")).into(),
+            PortDel { name: n("p"), if_exists: false }.into(),
+            PortSet { name: n("p"), change: PolicyChange { isolated: Some(true), ..PolicyChange::default() } }.into(),
+            VlanAdd { port: n("p"), vid: 10, vid_end: Some(20), pvid: false, untagged: false }.into(),
+            VlanDel { port: n("p"), vid: 10, vid_end: None }.into(),
             VlanShow { port: None }.into(),
             SetVlanFiltering { on: true }.into(),
             NeighShow {}.into(),
             Trace {
-                in_port: "p".into(),
+                in_port: n("p"),
                 src: "02:00:00:00:00:01".parse().unwrap(),
                 dst: "ff:ff:ff:ff:ff:ff".parse().unwrap(),
                 vlan: Some(10),
@@ -219,8 +232,8 @@ mod tests {
             }
             .into(),
             SetAgeing { secs: 5 }.into(),
-            MirrorAdd { from: "a".into(), to: Some("b".into()), pcap: None, max_bytes: None }.into(),
-            MirrorDel { from: "a".into() }.into(),
+            MirrorAdd { from: n("a"), to: Some(n("b")), pcap: None, max_bytes: None }.into(),
+            MirrorDel { from: n("a") }.into(),
             MirrorList {}.into(),
             HostInfo {}.into(),
             HostAddress { address: "10.244.1.1/24".parse().unwrap(), force: false }.into(),
@@ -237,10 +250,10 @@ mod tests {
     #[test]
     fn the_wire_format_of_docs_control_md_still_parses() {
         let r = Request::parse(r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09","port":"ubp2"}"#).unwrap();
-        assert_eq!(r, FdbAdd { mac: "02:00:00:00:00:09".parse().unwrap(), port: "ubp2".into(), vlan: 0 }.into());
+        assert_eq!(r, FdbAdd { mac: "02:00:00:00:00:09".parse().unwrap(), port: n("ubp2"), vlan: 0 }.into());
         let r = Request::parse(r#"{"cmd":"port_add","name":"tap0","tap":true}"#).unwrap();
         let Request::PortAdd(p) = r else { panic!() };
-        assert_eq!(p.backend(), ub_port::Backend::Tap);
+        assert_eq!(p.backend(), Backend::Tap);
         let r = Request::parse(r#"{"cmd":"fdb_flush","port":null}"#).unwrap();
         assert_eq!(r, FdbFlush { port: None }.into());
         assert_eq!(Request::parse(r#"{"cmd":"stats"}"#).unwrap(), Stats { port: None }.into());
@@ -260,6 +273,10 @@ mod tests {
             (r#"{"cmd":"vlan_add","port":"a","vid":4095}"#, "vid 4095 is not a VLAN id"),
             (r#"{"cmd":"vlan_add","port":"a","vid":0}"#, "vid 0 is not a VLAN id"),
             (r#"{"cmd":"port_set","name":"a","isolated":"yes"}"#, "expected a boolean"),
+            (r#"{"cmd":"port_set","name":"a","hairpn":true}"#, "unknown field `hairpn`"),
+            (r#"{"cmd":"port_set","isolated":true}"#, "missing field `name`"),
+            (r#"{"cmd":"port_del","name":"bad/name"}"#, "'bad/name' is not a valid interface name"),
+            (r#"{"cmd":"port_set","name":"a b","isolated":true}"#, "'a b' is not a valid interface name"),
         ] {
             match Request::parse(bad) {
                 Err(Parse::BadArgs(m)) => assert!(m.contains(says), "{bad}: {m}"),

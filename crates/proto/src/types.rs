@@ -1,9 +1,11 @@
 //! The requests and their replies, as they go on the wire.
 
+use crate::IfName;
+use crate::port::{Backend, Origin, PolicyChange, PortMeta, PortPolicy, PortState, VlanEntry};
+use crate::settings::AGEING_SECS;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
-use ub_port::{Backend, Origin, PortMeta, PortPolicy, PortState, VlanEntry};
 use ub_wire::Mac;
 
 fn is_false(b: &bool) -> bool {
@@ -21,14 +23,10 @@ fn fdb_vid<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     }
 }
 
-/// Ageing time in seconds: 1 to 1000000.
+/// Ageing time in seconds, in [`AGEING_SECS`]' range.
 fn ageing_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = u64::deserialize(d)?;
-    if (1..=1_000_000).contains(&v) {
-        Ok(v)
-    } else {
-        Err(serde::de::Error::custom(format!("\"secs\" {v} must be 1 to 1000000")))
-    }
+    AGEING_SECS.check(v).map_err(|why| serde::de::Error::custom(format!("\"secs\" {v}: {why}")))
 }
 
 // ---- requests ----
@@ -41,7 +39,7 @@ pub struct FdbShow {}
 #[serde(deny_unknown_fields)]
 pub struct FdbAdd {
     pub mac: Mac,
-    pub port: String,
+    pub port: IfName,
     #[serde(default, deserialize_with = "fdb_vid")]
     pub vlan: u16,
 }
@@ -59,7 +57,7 @@ pub struct FdbDel {
 pub struct FdbFlush {
     /// Only the entries behind this port.
     #[serde(default)]
-    pub port: Option<String>,
+    pub port: Option<IfName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,7 +65,7 @@ pub struct FdbFlush {
 pub struct Stats {
     /// Only this port.
     #[serde(default)]
-    pub port: Option<String>,
+    pub port: Option<IfName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,7 +73,7 @@ pub struct Stats {
 pub struct PortList {
     /// Only this port.
     #[serde(default)]
-    pub port: Option<String>,
+    pub port: Option<IfName>,
 }
 
 /// Attaches a port. The old form `{"name": N, "tap": true}` still works;
@@ -83,7 +81,7 @@ pub struct PortList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortAdd {
-    pub name: String,
+    pub name: IfName,
     /// Shorthand for `"backend": "tap"`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub tap: bool,
@@ -97,8 +95,8 @@ pub struct PortAdd {
 
 impl PortAdd {
     /// An AF_PACKET port with the default policy.
-    pub fn afpacket(name: &str) -> PortAdd {
-        PortAdd { name: name.into(), tap: false, backend: None, policy: None, meta: None }
+    pub fn afpacket(name: IfName) -> PortAdd {
+        PortAdd { name, tap: false, backend: None, policy: None, meta: None }
     }
 
     pub fn backend(&self) -> Backend {
@@ -109,7 +107,7 @@ impl PortAdd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortDel {
-    pub name: String,
+    pub name: IfName,
     /// No error when there is no such port (the CNI plugin's DEL).
     #[serde(default, skip_serializing_if = "is_false")]
     pub if_exists: bool,
@@ -141,58 +139,19 @@ pub struct HostAddressDel {
 }
 
 /// Changes a port's policy (`bridge link set`): only the knobs given; the
-/// rest stay. Applied whole or not at all.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// rest stay. Applied whole or not at all. On the wire the change's knobs
+/// sit beside `name`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PortSet {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub learning: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flood: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mcast_flood: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bcast_flood: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isolated: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hairpin: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locked: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub neigh_suppress: Option<bool>,
-    /// The port's stations (replaces the list).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub macs: Option<Vec<Mac>>,
-    /// Their addresses (replaces the list).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ips: Option<Vec<std::net::IpAddr>>,
+    pub name: IfName,
+    #[serde(flatten)]
+    pub change: PolicyChange,
 }
 
-impl PortSet {
-    /// `policy` with these changes made.
-    pub fn apply(&self, mut p: PortPolicy) -> PortPolicy {
-        let set = |v: Option<bool>, f: &mut bool| {
-            if let Some(v) = v {
-                *f = v;
-            }
-        };
-        set(self.learning, &mut p.learning);
-        set(self.flood, &mut p.flood);
-        set(self.mcast_flood, &mut p.mcast_flood);
-        set(self.bcast_flood, &mut p.bcast_flood);
-        set(self.isolated, &mut p.isolated);
-        set(self.hairpin, &mut p.hairpin);
-        set(self.locked, &mut p.locked);
-        set(self.neigh_suppress, &mut p.neigh_suppress);
-        if let Some(m) = &self.macs {
-            p.macs.clone_from(m);
-        }
-        if let Some(i) = &self.ips {
-            p.ips.clone_from(i);
-        }
-        p
+impl<'de> Deserialize<'de> for PortSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PortSet, D::Error> {
+        let (name, change) = crate::port::named_change(d, "name")?;
+        Ok(PortSet { name, change })
     }
 }
 
@@ -216,7 +175,7 @@ fn member_vid_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Err
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VlanAdd {
-    pub port: String,
+    pub port: IfName,
     #[serde(deserialize_with = "member_vid")]
     pub vid: u16,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "member_vid_opt")]
@@ -231,7 +190,7 @@ pub struct VlanAdd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VlanDel {
-    pub port: String,
+    pub port: IfName,
     #[serde(deserialize_with = "member_vid")]
     pub vid: u16,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "member_vid_opt")]
@@ -242,7 +201,7 @@ pub struct VlanDel {
 #[serde(deny_unknown_fields)]
 pub struct VlanShow {
     #[serde(default)]
-    pub port: Option<String>,
+    pub port: Option<IfName>,
 }
 
 /// Turns VLAN filtering on or off (`ip link set br0 type bridge vlan_filtering 1`).
@@ -263,7 +222,7 @@ pub struct NeighShow {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trace {
-    pub in_port: String,
+    pub in_port: IfName,
     pub src: Mac,
     pub dst: Mac,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,10 +272,10 @@ pub struct SetAgeing {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorAdd {
-    pub from: String,
+    pub from: IfName,
     /// Another port...
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
+    pub to: Option<IfName>,
     /// ...or a pcap file (absolute path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcap: Option<String>,
@@ -328,7 +287,7 @@ pub struct MirrorAdd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorDel {
-    pub from: String,
+    pub from: IfName,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -360,7 +319,7 @@ pub struct FdbEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FdbAdded {
     pub added: Mac,
-    pub port: String,
+    pub port: IfName,
     pub vlan: u16,
 }
 
@@ -394,7 +353,7 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortStatus {
     pub id: u16,
-    pub name: String,
+    pub name: IfName,
     pub kind: Backend,
     pub state: PortState,
     pub mtu: u32,
@@ -420,12 +379,26 @@ pub struct FdbStatus {
 }
 
 /// Storm control: the most frames per second each port may flood, per
-/// class; 0 is no limit.
+/// class; 0 is no limit. Each port has one bucket per class, shared by all
+/// its readers (a reader per CPU does not multiply the limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StormLimits {
     pub broadcast_pps: u32,
     pub multicast_pps: u32,
     pub unknown_unicast_pps: u32,
+}
+
+impl StormLimits {
+    /// The same limit for every class (`--storm-pps`).
+    pub fn all(pps: u32) -> StormLimits {
+        StormLimits { broadcast_pps: pps, multicast_pps: pps, unknown_unicast_pps: pps }
+    }
+}
+
+impl Default for StormLimits {
+    fn default() -> Self {
+        StormLimits::all(crate::settings::STORM_PPS.default)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -472,12 +445,12 @@ pub struct Status {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortAdded {
-    pub added: String,
+    pub added: IfName,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortRemoved {
-    pub removed: String,
+    pub removed: IfName,
     /// False when `if_exists` found no such port.
     #[serde(default = "yes")]
     pub existed: bool,
@@ -513,14 +486,14 @@ pub struct HostAddressRemoved {
 /// A port's policy after `port_set`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortPolicySet {
-    pub port: String,
+    pub port: IfName,
     pub policy: PortPolicy,
 }
 
 /// A port's VLANs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VlanPort {
-    pub port: String,
+    pub port: IfName,
     pub vlans: Vec<VlanEntry>,
 }
 
@@ -574,12 +547,12 @@ pub struct Ageing {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mirroring {
-    pub mirroring: String,
+    pub mirroring: IfName,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MirrorStopped {
-    pub stopped: String,
+    pub stopped: IfName,
 }
 
 /// A mirror: to a port (`to`), or to a pcap file (its fields inline).

@@ -1,8 +1,8 @@
 //! Every `unsafe` block of the port crate, one file per kernel object:
-//! packet sockets and their options ([`socket`]), the TPACKET_V3 ring
-//! ([`ring`]), the TPACKET_V2 receive ring ([`slots`]), `recvmmsg`/`sendmmsg`
-//! ([`mmsg`]), the TX ring ([`txring`]), what the two TPACKET_V2 rings share
-//! ([`v2`]) and the tun device ([`tun`]).
+//! packet sockets and their options ([`socket`]), the TPACKET_V2 receive
+//! ring ([`slots`]), `recvmmsg`/`sendmmsg` ([`mmsg`]), the TX ring
+//! ([`txring`]), what the two TPACKET_V2 rings share ([`v2`]) and the tun
+//! device ([`tun`]).
 //! The rest of the crate is safe code over the small, safe API exported here.
 #![allow(unsafe_code)]
 
@@ -41,7 +41,6 @@ macro_rules! syscall {
 }
 
 mod mmsg;
-mod ring;
 mod slots;
 mod socket;
 mod tun;
@@ -49,7 +48,6 @@ mod txring;
 mod v2;
 
 pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
-pub use ring::{Ring, RingFrame, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
 pub use slots::{ROOM as SLOT_ROOM, SlotRing};
 use socket::bind_packet_protocol;
 pub use socket::{
@@ -58,18 +56,7 @@ pub use socket::{
 };
 pub use tun::{read_nb, tun_open_tap, writev};
 pub use txring::{ROOM as TX_RING_ROOM, TxRing};
-
-/// Adds `fd` (edge-triggered, readable, event data `data`) to the epoll
-/// set numbered `ep`, or with `data` `None` takes it out. `ep` is a number
-/// a reader gave (its own epoll descriptor, open while it holds the port):
-/// a stale number only fails (EBADF, EINVAL, ENOENT).
-pub(crate) fn epoll_ctl_raw(ep: std::os::fd::RawFd, fd: BorrowedFd<'_>, data: Option<u64>) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET).cast_unsigned(), u64: data.unwrap_or(0) };
-    let op = if data.is_some() { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_DEL };
-    // SAFETY: plain syscall on two descriptor numbers and a live epoll_event; the kernel
-    // checks both numbers, so a stale `ep` is an error, never memory unsafety.
-    syscall!(unsafe { libc::epoll_ctl(ep, op, fd.as_raw_fd(), &mut ev) }).map(drop)
-}
+pub use v2::{RingFrame, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
 
 pub(crate) fn setsockopt<T>(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, val: &T) -> io::Result<()> {
     // SAFETY: val points to a live T of the length given.

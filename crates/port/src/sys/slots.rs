@@ -1,16 +1,14 @@
-//! The TPACKET_V2 receive ring (`--rx slots`): the kernel copies each frame
+//! The TPACKET_V2 receive ring of a busy port: the kernel copies each frame
 //! into a 2 KiB slot in its softirq and wakes the reader per frame, as for
 //! `recvmmsg`, with no skb queued, no syscall and no copy per frame on the
-//! reader's side. (TPACKET_V3's blocks, [`super::Ring`], hand frames over a
-//! block at a time, so a lone frame waits for the block timer.)
+//! reader's side.
 //!
 //! A frame too big for a slot (a GSO super-frame, a jumbo frame) gets a
 //! slot with its first bytes and `TP_STATUS_COPY`, and the whole frame is
 //! queued on the socket (PACKET_COPY_THRESH), in the order of the slots:
 //! the reader takes it from there with `recvmmsg`.
 
-use super::ring::RingFrame;
-use super::v2::{SLOT, TPACKET_V2, V2Ring};
+use super::v2::{RingFrame, SLOT, TPACKET_V2, V2Ring};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
@@ -29,14 +27,6 @@ pub struct SlotRing {
 }
 
 impl SlotRing {
-    /// Selects TPACKET_V2 on `fd` (not yet bound, so no frame is missed),
-    /// sets up a ring of `slots` slots (even, at least 2) and maps it.
-    /// Frames that do not fit a slot are queued whole on the socket.
-    pub fn new(fd: BorrowedFd<'_>, slots: usize) -> io::Result<SlotRing> {
-        Self::prepare(fd)?;
-        Self::map(fd, slots)
-    }
-
     /// Makes `fd`, which has no ring, ready for one: TPACKET_V2, and frames
     /// too big for a slot queued whole on the socket.
     pub fn prepare(fd: BorrowedFd<'_>) -> io::Result<()> {

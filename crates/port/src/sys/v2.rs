@@ -6,7 +6,7 @@
 use super::setsockopt;
 use std::io;
 use std::mem::zeroed;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::AtomicU32;
 
 pub(super) const TPACKET_V2: libc::c_int = 1;
@@ -35,7 +35,7 @@ impl V2Ring {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         setsockopt(fd, libc::SOL_PACKET, which, &request(slots)?)?;
-        let base = super::ring::map_ring(fd, slots * SLOT, try_lock)?;
+        let base = map_ring(fd, slots * SLOT, try_lock)?;
         Ok(V2Ring { base, slots })
     }
 
@@ -78,4 +78,44 @@ fn request(slots: usize) -> io::Result<libc::tpacket_req> {
     req.tp_frame_size = u32_of(SLOT)?;
     req.tp_frame_nr = u32_of(slots)?;
     Ok(req)
+}
+
+/// One received frame in a slot of the RX ring ([`super::SlotRing`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RingFrame<'a> {
+    pub vnet: Option<&'a [u8; 10]>,
+    /// What the ring holds of the frame: all of it unless [`Self::copied`].
+    pub data: &'a [u8],
+    pub wire_len: u32,
+    pub status: u32,
+    pub vlan_tci: u16,
+    pub vlan_tpid: u16,
+}
+
+impl RingFrame<'_> {
+    /// The slot holds only the start of the frame; the whole frame waits
+    /// on the socket (PACKET_COPY_THRESH).
+    pub fn copied(&self) -> bool {
+        self.status & libc::TP_STATUS_COPY != 0
+    }
+}
+
+pub const TP_STATUS_VLAN_VALID: u32 = libc::TP_STATUS_VLAN_VALID;
+pub const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+/// Maps the `len` bytes of the ring(s) set up on `fd`; with `try_lock`,
+/// locked in memory when RLIMIT_MEMLOCK allows (the ring works unlocked too).
+pub(super) fn map_ring(fd: BorrowedFd<'_>, len: usize, try_lock: bool) -> io::Result<*mut u8> {
+    let locked = [libc::MAP_SHARED | libc::MAP_LOCKED, libc::MAP_SHARED];
+    for &flags in if try_lock { &locked[..] } else { &locked[1..] } {
+        // SAFETY: mapping a fresh region of the length the ring was set up with; the
+        // kernel validates the fd and length.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd.as_raw_fd(), 0)
+        };
+        if p != libc::MAP_FAILED {
+            return Ok(p.cast());
+        }
+    }
+    Err(io::Error::last_os_error())
 }

@@ -1,8 +1,18 @@
 //! The only unsafe code of this crate: a reader thread's scheduling class
-//! (rustix has no `sched_setscheduler`).
+//! (rustix has no `sched_setscheduler`), and a duplicate of a `mio::Poll`'s
+//! epoll descriptor (mio gives only its number).
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+/// A new descriptor for `poll`'s epoll set (close-on-exec).
+pub(crate) fn dup_poll(poll: &mio::Poll) -> io::Result<OwnedFd> {
+    // SAFETY: the number is `poll`'s own epoll descriptor, open for as long
+    // as `poll`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(poll.as_raw_fd()) };
+    fd.try_clone_to_owned()
+}
 
 /// Whether the calling thread runs in the normal class, SCHED_OTHER. A
 /// reader changes its class only from there: a daemon started under `chrt`

@@ -1,0 +1,484 @@
+//! RX slots while a port is busy (`--rx busy-slots`, the default).
+//!
+//! A TPACKET_V2 ring ([`SlotRing`]) takes small frames for less CPU than
+//! `recvmmsg`, but holds its memory (slots × 2 KiB per receive half) for as
+//! long as it is mapped. Here a port receives with `recvmmsg`, and only
+//! while its frame rate is high does it hold rings:
+//!
+//! - The port's receive halves are members `0..n` of a CBPF fanout group
+//!   whose program picks member `x % n` (`x` the CPU or the flow hash,
+//!   [`Steer`]).
+//! - Going busy, the port makes `n` fresh sockets (in its own network
+//!   namespace), gives each a ring sized to the port's rate
+//!   (`policy::slots_for`), and joins them to the group, in order,
+//!   so they are members `n..2n`; then it replaces the program with one
+//!   that picks member `n + x % n`. Each frame sees the old program or the
+//!   new one, so for each half the frames before the switch are on its
+//!   socket and those after it in its ring; the half reads its socket
+//!   until it is empty, then its ring.
+//! - Going quiet, the program picks the sockets again; after a grace
+//!   period each half reads its ring until it is empty, then closes that
+//!   socket, which leaves the group and gives the ring's memory back. A
+//!   port that outgrows its rings does the same, then takes larger ones.
+//!
+//! A half's reader waits on an epoll descriptor of the half's own, its wait
+//! set, where a new ring's socket is put; the half moves its socket, and
+//! its ring's once it takes it, from there into the reader's own epoll:
+//! the reader never sees the change, and a frame wakes it directly.
+//! When to switch is `policy::Policy`, pure logic over injected time.
+
+mod policy;
+
+pub use policy::QUIET_FOR;
+use policy::{Counted, GRACE, Phase, Policy, RETRY, Step};
+
+use super::RxConfig;
+use super::recv::{SlotsRx, mmsg_batch};
+use super::socket::{MMSG_SLOTS, ring_socket};
+use super::wait::{into_reader, out_of_reader, wait_set, wait_set_add};
+use crate::sys::{self, Fanout, MmsgRecv, SlotRing, Steer};
+use crate::{RxFrame, Waiter};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use ub_netlink::NetNs;
+
+/// A ring's socket, in the group at member `n + i`, and its ring.
+#[derive(Debug)]
+struct RingSocket {
+    pub fd: OwnedFd,
+    pub ring: SlotRing,
+}
+
+/// Frames counted by one half (its own cache line: each half writes its own).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Count {
+    fit: AtomicU64,
+    big: AtomicU64,
+}
+
+/// What a port's halves share.
+#[derive(Debug)]
+struct BusySlots {
+    name: String,
+    ifindex: u32,
+    fanout: Fanout,
+    members: u32,
+    group: u16,
+    /// The port's namespace, where its ring sockets are made.
+    netns: NetNs,
+    /// A member's socket, to replace the group's program through.
+    steer_fd: Arc<OwnedFd>,
+    /// Each half's epoll descriptor, to add its ring socket to.
+    waits: Vec<Arc<OwnedFd>>,
+    counts: Vec<Count>,
+    phase: AtomicU8,
+    /// Ring sockets set up for halves that have not taken them yet.
+    mailbox: Vec<Mutex<Option<RingSocket>>>,
+    /// Frames the kernel dropped on rings closed before a half counted them.
+    closed_drops: AtomicU64,
+    /// Halves (or mailboxes) still holding a ring.
+    held: AtomicUsize,
+    /// Rings are being set up.
+    attaching: AtomicBool,
+    /// When frames were last steered to the rings, ns after `base`; 0 when
+    /// they go to the sockets.
+    steered_ns: AtomicU64,
+    base: Instant,
+    policy: Mutex<Policy>,
+}
+
+impl BusySlots {
+    /// The shared part of a port's halves, `waits` their wait sets, in
+    /// fanout group `group`, which `steer_fd` is a member of; in the
+    /// network namespace of the calling thread.
+    fn new(
+        name: &str,
+        ifindex: u32,
+        rx: &RxConfig,
+        group: u16,
+        steer_fd: Arc<OwnedFd>,
+        waits: Vec<Arc<OwnedFd>>,
+    ) -> io::Result<BusySlots> {
+        let netns = NetNs::current().map_err(io::Error::other)?;
+        let n = waits.len();
+        Ok(BusySlots {
+            name: name.to_string(),
+            ifindex,
+            fanout: rx.fanout,
+            members: u32::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+            group,
+            netns,
+            steer_fd,
+            waits,
+            counts: (0..n).map(|_| Count::default()).collect(),
+            phase: AtomicU8::new(Phase::Sockets as u8),
+            mailbox: (0..n).map(|_| Mutex::new(None)).collect(),
+            closed_drops: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
+            attaching: AtomicBool::new(false),
+            steered_ns: AtomicU64::new(0),
+            base: Instant::now(),
+            policy: Mutex::new(Policy::new(rx.busy_pps, rx.ring_slots)),
+        })
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    /// Half `i` has received `frames` in all.
+    fn count(&self, i: usize, frames: Counted) {
+        self.counts[i].fit.store(frames.fit, Ordering::Relaxed);
+        self.counts[i].big.store(frames.big, Ordering::Relaxed);
+    }
+
+    /// Half `i`'s ring socket, if one was set up for it and it has not taken it.
+    fn take(&self, i: usize) -> Option<RingSocket> {
+        lock(&self.mailbox[i]).take()
+    }
+
+    /// A half closed its ring.
+    fn freed(&self) {
+        self.held.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Closes the rings set up for halves that have not taken them.
+    fn close_untaken(&self) {
+        for m in &self.mailbox {
+            if let Some(r) = lock(m).take() {
+                self.closed_drops.fetch_add(drops_of(r.fd.as_fd()), Ordering::Relaxed);
+                self.freed();
+            }
+        }
+    }
+
+    /// Looks at the port's rate and takes the step [`Policy`] says, unless
+    /// another half is looking (then it is that half's to do). Rings are
+    /// set up on a thread of its own: zeroing and mapping them takes tens of
+    /// milliseconds, which the caller, a reader, spends forwarding.
+    fn look(self: &Arc<Self>, now: Instant) {
+        if self.attaching.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut policy) = self.policy.try_lock() else { return };
+        let frames = self.counts.iter().fold(Counted::default(), |sum, c| Counted {
+            fit: sum.fit + c.fit.load(Ordering::Relaxed),
+            big: sum.big + c.big.load(Ordering::Relaxed),
+        });
+        let step = policy.look(now, frames, self.held.load(Ordering::Acquire));
+        let ok = match step {
+            Step::Stay => return,
+            Step::Attach(slots) => {
+                self.attaching.store(true, Ordering::Release);
+                let this = self.clone();
+                let spawned = std::thread::Builder::new().name(format!("slots-{}", self.name)).spawn(move || {
+                    step_aside();
+                    let ok = this.attach_logged(slots);
+                    lock(&this.policy).took(step, ok, Instant::now());
+                    this.attaching.store(false, Ordering::Release);
+                });
+                match spawned {
+                    Ok(_) => return,
+                    Err(e) => {
+                        self.attaching.store(false, Ordering::Release);
+                        tracing::warn!(port = %self.name, error = %e, "no thread to set up RX slots with");
+                        false
+                    }
+                }
+            }
+            Step::Detach { outgrown } => {
+                if outgrown {
+                    tracing::info!(port = %self.name, "port busier than its RX slots hold: giving them back for larger ones");
+                }
+                self.steered_ns.store(0, Ordering::Release);
+                let steered = sys::steer_fanout(self.steer_fd.as_fd(), self.fanout, self.steer(0));
+                if let Err(e) = &steered {
+                    tracing::warn!(port = %self.name, error = %e, "steering frames back to the sockets failed");
+                }
+                self.phase.store(Phase::Leaving as u8, Ordering::Release);
+                steered.is_ok()
+            }
+            Step::Free => {
+                self.phase.store(Phase::Sockets as u8, Ordering::Release);
+                // Rings no half took (it had no frame meanwhile) are closed here.
+                self.close_untaken();
+                tracing::info!(port = %self.name, "RX slots given back");
+                true
+            }
+        };
+        policy.took(step, ok, now);
+    }
+
+    /// [`attach`](Self::attach), said in the log.
+    fn attach_logged(&self, slots: usize) -> bool {
+        match self.attach(slots) {
+            Ok(()) => {
+                tracing::info!(port = %self.name, slots, halves = self.members, "port busy: RX slots taken");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(port = %self.name, error = %e, retry_s = RETRY.as_secs(),
+                    "port busy, but no RX slots (the port stays on recvmmsg)");
+                false
+            }
+        }
+    }
+
+    fn steer(&self, offset: u32) -> Steer {
+        Steer { members: self.members, offset }
+    }
+
+    /// Sets up a ring socket of `slots` slots for each half, joined in the
+    /// halves' order after them, hands them over, and steers frames to them.
+    /// On an error, whatever was set up is closed (and leaves the group).
+    fn attach(&self, slots: usize) -> io::Result<()> {
+        let n = self.waits.len();
+        let fresh = self.netns.run(|| (0..n).map(|_| ring_socket()).collect::<io::Result<Vec<_>>>());
+        let fresh = fresh.map_err(io::Error::other)??;
+        let mut made = Vec::with_capacity(n);
+        for (fd, wait) in fresh.into_iter().zip(&self.waits) {
+            let ring = SlotRing::map(fd.as_fd(), slots)?;
+            // Until it has joined the group the socket would get every frame.
+            sys::drop_all(fd.as_fd(), true)?;
+            sys::bind_packet(fd.as_fd(), self.ifindex)?;
+            sys::join_fanout(fd.as_fd(), self.group, self.fanout, self.steer(0))?;
+            sys::drop_all(fd.as_fd(), false)?;
+            wait_set_add(wait.as_fd(), fd.as_fd())?;
+            made.push(RingSocket { fd, ring });
+        }
+        for (m, r) in self.mailbox.iter().zip(made) {
+            *lock(m) = Some(r);
+        }
+        self.held.store(n, Ordering::Release);
+        // Halves look for their rings from here on; none gets a frame before the program says so.
+        self.phase.store(Phase::Slots as u8, Ordering::Release);
+        if let Err(e) = sys::steer_fanout(self.steer_fd.as_fd(), self.fanout, self.steer(self.members)) {
+            self.phase.store(Phase::Sockets as u8, Ordering::Release);
+            self.close_untaken();
+            return Err(e);
+        }
+        let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.steered_ns.store(ns, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether frames have gone to the rings for longer than [`GRACE`] at
+    /// `now`: a half that finds its socket empty then will get nothing more
+    /// on it until the port is quiet again.
+    fn settled(&self, now: Instant) -> bool {
+        let ns = self.steered_ns.load(Ordering::Acquire);
+        ns != 0 && now.saturating_duration_since(self.base) >= Duration::from_nanos(ns) + GRACE
+    }
+}
+
+/// Makes the calling thread, started by a reader and so pinned to its CPU
+/// at its priority, yield to the readers: nice 0, on any CPU the process
+/// may use. Set up at the readers' nice -10 beside the busy half's reader,
+/// the rings took half its CPU for 40-60 ms and its socket's queue
+/// overflowed (3 of 20 floods lost 3-21 k frames); at nice 19 they took
+/// seconds on a busy node. Best effort: a refusal leaves it as it was.
+fn step_aside() {
+    let me = Some(rustix::thread::gettid());
+    let _ = rustix::process::setpriority_process(me, 0);
+    if let Ok(all) = rustix::thread::sched_getaffinity(Some(rustix::process::getpid())) {
+        let _ = rustix::thread::sched_setaffinity(None, &all);
+    }
+}
+
+/// Frames the kernel dropped on socket `fd` since the last look.
+fn drops_of(fd: BorrowedFd<'_>) -> u64 {
+    sys::packet_drops(fd).map_or(0, u64::from)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A busy-slots half: its socket read with `recvmmsg`, and
+/// while the port is busy its ring, on a socket of its own. The reader
+/// registers `wait`, where the ring thread puts a new ring's socket; the
+/// half moves its socket, and its ring's once it takes it, from there into
+/// the reader's epoll (`waiting_in`). `frames`: received in all, for the port's
+/// rate; `socket_done`: since it took its ring, the socket was found empty
+/// after the port [settled](BusySlots::settled) on the rings, so only the
+/// ring is read.
+#[derive(Debug)]
+pub(super) struct BusyRx {
+    recv: MmsgRecv,
+    pub(super) drained: bool,
+    wait: Arc<OwnedFd>,
+    shared: Arc<BusySlots>,
+    index: usize,
+    frames: Counted,
+    ring: Option<(OwnedFd, SlotsRx)>,
+    socket_done: bool,
+    /// The reader waiting on `wait`.
+    reader: Option<Waiter>,
+    /// The half's socket is in `reader`'s epoll (else in `wait`).
+    socket_in_reader: bool,
+    /// The ring's socket is in `reader`'s epoll (else in `wait`).
+    ring_in_reader: bool,
+}
+
+impl BusyRx {
+    /// Takes the ring set up for this half when the port has gone busy, or
+    /// closes it once the port is quiet and the ring read empty.
+    fn settle(&mut self) {
+        match (&mut self.ring, self.shared.phase()) {
+            (None, Phase::Slots) => {
+                self.ring = self.shared.take(self.index).map(|r| (r.fd, SlotsRx::new(r.ring)));
+                self.socket_done = false;
+                // Set up in the wait set (so a frame wakes the reader at once); into the
+                // reader's own epoll now: one wake-up per frame, not two.
+                self.ring_to_reader();
+            }
+            (Some((_, slots)), Phase::Sockets) => {
+                slots.release_held();
+                if !slots.has_frame() {
+                    // Its drops, counted before they go with it: a ring outgrown by a burst overflows.
+                    if let Some((fd, _)) = &self.ring {
+                        self.shared.closed_drops.fetch_add(drops_of(fd.as_fd()), Ordering::Relaxed);
+                    }
+                    // Closes the ring's socket and unmaps the ring: once both are gone the
+                    // socket leaves the group and the wait set, and the kernel frees the ring.
+                    self.ring = None;
+                    self.ring_in_reader = false;
+                    self.shared.freed();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the ring's socket from the wait set into the reader's epoll,
+    /// if there are both a ring and a reader. On failure it stays in the
+    /// wait set, which wakes the reader too.
+    fn ring_to_reader(&mut self) {
+        if let (Some((fd, _)), false) = (&self.ring, self.ring_in_reader) {
+            self.ring_in_reader = into_reader(&self.wait, self.reader.as_ref(), fd.as_fd());
+        }
+    }
+
+    /// The reader waiting on this half changes: the half's socket and its
+    /// ring's, where they are in the old reader's epoll, go back into the
+    /// wait set first (which the next reader registers), then into the new
+    /// reader's epoll. There a frame wakes the reader directly: through the
+    /// wait set, a second epoll level, it cost 2-4% more CPU per frame.
+    pub(super) fn waiting_in(&mut self, sock: BorrowedFd<'_>, reader: Option<Waiter>) {
+        if std::mem::take(&mut self.socket_in_reader) {
+            out_of_reader(&self.wait, self.reader.as_ref(), sock);
+        }
+        if let (Some((fd, _)), true) = (&self.ring, std::mem::take(&mut self.ring_in_reader)) {
+            out_of_reader(&self.wait, self.reader.as_ref(), fd.as_fd());
+        }
+        self.reader = reader;
+        self.socket_in_reader = into_reader(&self.wait, self.reader.as_ref(), sock);
+        self.ring_to_reader();
+    }
+
+    /// One batch: from the socket, or from the ring. Frames before the
+    /// switch to the ring are on the socket, those after it in the ring; the
+    /// other way round when the port goes quiet.
+    pub(super) fn recv<'a>(&'a mut self, sock: BorrowedFd<'_>, out: &mut Vec<RxFrame<'a>>) -> io::Result<()> {
+        self.settle();
+        let phase = self.shared.phase();
+        let BusyRx { recv, drained, ring, frames, shared, index, socket_done, .. } = self;
+        let has_ring = ring.is_some();
+        // Busy: the socket until it is empty, then the ring (once settled, the
+        // ring alone: no syscall per batch). Going quiet: the ring, then the socket.
+        let ring_first = match ring {
+            None => false,
+            Some(_) if phase == Phase::Slots && *socket_done => true,
+            Some(_) if phase == Phase::Slots => {
+                let empty = sys::first_queued_len(sock)? == 0;
+                *socket_done = empty && shared.settled(Instant::now());
+                empty
+            }
+            Some((_, slots)) => slots.has_frame(),
+        };
+        match ring.as_mut().filter(|_| ring_first) {
+            Some((fd, slots)) => {
+                *drained = false;
+                // Going quiet, the socket may have frames that came after these.
+                *drained = slots.recv(fd.as_fd(), recv, out)? && phase == Phase::Slots;
+            }
+            None => {
+                *drained = false;
+                let got = mmsg_batch(recv, sock, out)?;
+                // Going busy, the ring may have frames that came after these.
+                *drained = got < MMSG_SLOTS && !(phase == Phase::Slots && has_ring);
+            }
+        }
+        let fit = out.iter().filter(|f| f.wire_len as usize <= sys::SLOT_ROOM).count() as u64;
+        frames.fit += fit;
+        frames.big += out.len() as u64 - fit;
+        shared.count(*index, *frames);
+        Ok(())
+    }
+
+    /// Looks at the port's rate (the step it calls for is taken here), and
+    /// takes or closes this half's ring; true while the port has rings.
+    pub(super) fn tick(&mut self, now: Instant) -> bool {
+        self.shared.look(now);
+        self.settle();
+        self.ring.is_some() || self.shared.phase() != Phase::Sockets
+    }
+
+    /// The descriptor the reader registers: the half's wait set.
+    pub(super) fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.wait.as_fd()
+    }
+
+    /// The ring's socket, while the half holds one.
+    pub(super) fn ring_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.ring.as_ref().map(|(fd, _)| fd.as_fd())
+    }
+
+    /// Frames the kernel dropped on this half's ring since the last call,
+    /// and on rings of the port closed meanwhile.
+    pub(super) fn ring_drops(&self) -> u64 {
+        let open = self.ring_fd().map_or(0, drops_of);
+        open + self.shared.closed_drops.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// Makes the receive halves `socks` (members `0..n` of fanout group
+/// `group`, on `recvmmsg`) the halves of a busy-slots port, each with a
+/// wait set of its own, sharing what decides when the port takes rings.
+pub(super) fn halves(
+    name: &str,
+    ifindex: u32,
+    rx: &RxConfig,
+    group: u16,
+    socks: Vec<(Arc<OwnedFd>, MmsgRecv)>,
+) -> io::Result<Vec<(Arc<OwnedFd>, BusyRx)>> {
+    let waits = socks.iter().map(|(fd, _)| wait_set(fd.as_fd()).map(Arc::new)).collect::<io::Result<Vec<_>>>()?;
+    let steer_fd =
+        socks.first().map(|(fd, _)| fd.clone()).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let shared = Arc::new(BusySlots::new(name, ifindex, rx, group, steer_fd, waits.clone())?);
+    Ok(socks
+        .into_iter()
+        .zip(waits)
+        .enumerate()
+        .map(|(index, ((fd, recv), wait))| {
+            let half = BusyRx {
+                recv,
+                drained: false,
+                wait,
+                shared: shared.clone(),
+                index,
+                frames: Counted::default(),
+                ring: None,
+                socket_done: false,
+                reader: None,
+                socket_in_reader: false,
+                ring_in_reader: false,
+            };
+            (fd, half)
+        })
+        .collect())
+}

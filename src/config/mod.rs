@@ -1,0 +1,250 @@
+//! What the daemon runs with ([`Settings`]), from `run`'s flags
+//! ([`flags`]) or a TOML file ([`file`]). Both fill in a [`Draft`], and one
+//! function checks and completes it ([`Draft::build`]), with each setting's
+//! default and range from `ub_proto::settings`: a value is judged the same
+//! whichever way it came, and its error names the line or the flag.
+
+mod build;
+pub mod file;
+pub mod flags;
+#[cfg(test)]
+mod tests;
+
+pub use flags::{FanoutArg, LoopMode, RunArgs, RxArg};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use ub_datapath::{LoopDetect, StormLimits};
+use ub_fdb::FdbConfig;
+use ub_netlink::IpNet;
+use ub_port::afpacket::RxConfig;
+use ub_proto::settings::{AUTO_READERS_MAX, HOST_MTU, IPV6_MIN_MTU, READER_NICE, READERS_MAX};
+use ub_proto::{IfName, PolicyChange, PortSpec, VlanEntry};
+use ub_wire::Mac;
+
+/// A configuration that does not validate: one line per problem,
+/// `FILE:LINE: what is wrong` (or `--flag VALUE: what is wrong`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// The daemon's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub socket: PathBuf,
+    pub netns: Option<String>,
+    pub metrics: Option<SocketAddr>,
+    pub log_level: String,
+    pub fdb: FdbConfig,
+    pub storm: StormLimits,
+    pub loop_detect: LoopDetect,
+    pub rx: RxConfig,
+    pub threads: ThreadConfig,
+    /// The ports the configuration owns (origin `config`).
+    pub ports: Vec<PortSpec>,
+    pub statics: Vec<StaticEntry>,
+    /// The pods' gateway, if the daemon has one.
+    pub host: Option<HostSettings>,
+    /// Where run-time ports are recorded.
+    pub state_dir: PathBuf,
+    /// Ports' VLAN memberships apply (`vlan_filtering`).
+    pub vlan_filtering: bool,
+}
+
+impl Settings {
+    /// The names of the configured ports of `backend`.
+    pub fn names(&self, backend: ub_proto::Backend) -> Vec<&str> {
+        self.ports.iter().filter(|p| p.backend == backend).map(|p| p.name.as_str()).collect()
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        file::load(path)?.build()
+    }
+}
+
+/// Where reader threads run (how many a port gets is `RxConfig::readers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadConfig {
+    /// Pin the thread serving member i of a port to CPU i.
+    pub pin: bool,
+    /// Nice value of the reader threads.
+    pub nice: i32,
+}
+
+impl Default for ThreadConfig {
+    fn default() -> Self {
+        ThreadConfig { pin: true, nice: READER_NICE.default }
+    }
+}
+
+/// The host port: the pods' gateway (`--host-port` or `[host]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    pub name: IfName,
+    pub addresses: Vec<IpNet>,
+    pub mtu: Option<u32>,
+    pub mac: Mac,
+    /// Its VLANs (`[host] vlans`; VLAN 1 untagged by default), as the
+    /// bridge device's own `bridge vlan ... self`.
+    pub vlans: Option<Vec<VlanEntry>>,
+}
+
+impl HostSettings {
+    /// Checks a host port's settings; the message names what to fix.
+    pub fn new(
+        name: IfName,
+        addresses: Vec<IpNet>,
+        mtu: Option<u32>,
+        mac: Option<Mac>,
+    ) -> Result<HostSettings, String> {
+        for (i, a) in addresses.iter().enumerate() {
+            if addresses[..i].iter().any(|b| b.addr() == a.addr()) {
+                return Err(format!("host port address {} is given twice", a.addr()));
+            }
+        }
+        if let Some(m) = mtu {
+            let v6 = addresses.iter().any(|a| a.addr().is_ipv6());
+            let min = if v6 { IPV6_MIN_MTU } else { HOST_MTU.min };
+            if !(min..=HOST_MTU.max).contains(&m) {
+                let why = if v6 { " (IPv6 needs at least 1280)" } else { "" };
+                return Err(format!("host port MTU {m}: use {min} to {}{why}", HOST_MTU.max));
+            }
+        }
+        let mac = mac.unwrap_or_else(|| ub_port::host::mac_for(&name));
+        Ok(HostSettings { name, addresses, mtu, mac, vlans: None })
+    }
+}
+
+/// A static FDB entry from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEntry {
+    pub mac: Mac,
+    pub port: IfName,
+    pub vlan: u16,
+}
+
+/// `--readers` and `readers_per_port`: a count, or one per CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    Auto,
+    Count(u16),
+}
+
+impl Readers {
+    /// How many receive halves a port gets.
+    pub fn count(self) -> usize {
+        match self {
+            Readers::Count(n) => usize::from(n),
+            Readers::Auto => allowed_cpus().len().clamp(1, AUTO_READERS_MAX),
+        }
+    }
+
+    /// `auto` or 1..=64.
+    pub fn parse(s: &str) -> Result<Readers, String> {
+        if s == "auto" {
+            return Ok(Readers::Auto);
+        }
+        match s.parse::<u16>() {
+            Ok(n) if (1..=READERS_MAX).contains(&usize::from(n)) => Ok(Readers::Count(n)),
+            _ => Err(format!("'{s}' is not `auto` or a count from 1 to {READERS_MAX}")),
+        }
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect())
+        .unwrap_or_default()
+}
+
+/// An address with its prefix length (`--address`, `[host] addresses`).
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    s.parse().map_err(|_| format!("'{s}' is not an address with its prefix length (like 10.244.1.1/24 or fd00::1/64)"))
+}
+
+/// A station's MAC (`--mac`, `[host] mac`, `[[static]] mac`): unicast.
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let m: Mac = s.parse().map_err(|e: ub_wire::ParseMacError| e.to_string())?;
+    if m.is_valid_source() { Ok(m) } else { Err(format!("{m} is not a unicast station address")) }
+}
+
+/// Where a value was given, for its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// A line of the file.
+    Line(usize),
+    /// A flag of `run`.
+    Flag(&'static str),
+}
+
+/// A value and where it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given<T> {
+    pub value: T,
+    pub at: At,
+}
+
+impl<T> Given<T> {
+    pub fn at(value: T, at: At) -> Given<T> {
+        Given { value, at }
+    }
+}
+
+/// A port the configuration lists: its name as given, its backend, its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortDraft {
+    pub name: String,
+    pub backend: ub_proto::Backend,
+    pub change: PolicyChange,
+}
+
+/// A `[[static]]` entry as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticDraft {
+    pub mac: String,
+    pub port: String,
+    pub vlan: u16,
+}
+
+/// The host port as given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostDraft {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub mtu: Option<u32>,
+    pub mac: Option<String>,
+    pub vlans: Option<Vec<VlanEntry>>,
+}
+
+/// A configuration as given, not yet checked: what the flags or the file
+/// say, each value with where it was said. [`Draft::build`] checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Draft {
+    /// The file's name, or `run` for flags: errors start with it when they have no line.
+    pub origin: String,
+    pub socket: Option<PathBuf>,
+    pub netns: Option<Given<String>>,
+    pub metrics: Option<Given<String>>,
+    pub log_level: Option<Given<String>>,
+    pub ageing_secs: Option<Given<u64>>,
+    pub fdb_max: Option<Given<u64>>,
+    pub fdb_max_per_port: Option<Given<u32>>,
+    pub storm: StormLimits,
+    pub loop_detect: Option<LoopMode>,
+    pub rx: Option<Given<RxArg>>,
+    pub ring_slots: Option<Given<usize>>,
+    pub busy_pps: Option<Given<u64>>,
+    pub readers: Option<Given<String>>,
+    pub fanout: Option<FanoutArg>,
+    pub pin: Option<bool>,
+    pub nice: Option<Given<i32>>,
+    pub ports: Vec<Given<PortDraft>>,
+    pub statics: Vec<Given<StaticDraft>>,
+    pub host: Option<Given<HostDraft>>,
+    pub state_dir: Option<PathBuf>,
+    pub vlan_filtering: bool,
+    /// Settings of receive modes that were removed, each with what to use instead.
+    pub removed: Vec<Given<String>>,
+}

@@ -1,0 +1,216 @@
+//! `userbridge run`: the daemon's start-up wiring and its loop. Checks the
+//! capabilities, sets up logging and the open-files limit, opens the
+//! configured ports and the ones a restart brings back, then starts the
+//! link watchers, the metrics endpoint, the control socket and the ager,
+//! and runs the daemon's loop: signals (SIGHUP reloads, SIGINT/SIGTERM
+//! stop) and link events, one at a time, until it is told to stop.
+
+use crate::config::{ConfigError, RunArgs, Settings};
+use crate::daemon::{Daemon, DaemonError, FdbEventLog, Watched};
+use crate::state::{StateError, StateFile};
+use crate::watch::{Seen, Watcher};
+use crate::{control, metrics};
+use crossbeam_channel::{Receiver, RecvTimeoutError, select};
+use std::sync::Arc;
+use ub_netlink::NetNs;
+
+/// Why the daemon did not start; each names the thing and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "missing capability {name} (needed for {why}): run as root, or grant it (e.g. systemd AmbientCapabilities={name})"
+    )]
+    Capability { name: &'static str, why: &'static str },
+    #[error("log level '{level}': {why}")]
+    LogLevel { level: String, why: String },
+    #[error("network namespace {name}: {source} (list namespaces with `ip netns`)")]
+    Netns { name: String, source: ub_netlink::Error },
+    #[error("the namespace the daemon started in: {0}")]
+    StartNs(ub_netlink::Error),
+    #[error("the configured port or static entry: {0}")]
+    Configured(#[from] DaemonError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Control(#[from] control::ServerError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("link notifications: {0}")]
+    Links(ub_netlink::Error),
+    #[error("starting the {what} thread: {source}")]
+    Thread { what: &'static str, source: std::io::Error },
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Capabilities the daemon needs, with why; checked before anything is opened
+/// so a missing one is named instead of surfacing as EPERM on some socket.
+fn check_capabilities(s: &Settings) -> Result<(), StartError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(eff) =
+        status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return Ok(()); // Cannot tell: let the kernel decide.
+    };
+    let mut need = vec![(13, "CAP_NET_RAW", "AF_PACKET sockets for the ports")];
+    need.push((12, "CAP_NET_ADMIN", "promiscuous mode, socket buffers and TAP devices"));
+    if s.netns.is_some() {
+        need.push((21, "CAP_SYS_ADMIN", "entering the network namespace given with --netns"));
+    }
+    for (bit, name, why) in need {
+        if eff & (1 << bit) == 0 {
+            return Err(StartError::Capability { name, why });
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: a port holds about
+/// two descriptors per reader and a few more (21 with `--readers 8`), so
+/// 110 pods on an 8-CPU node need some 2 300, where systemd starts a service
+/// with a soft limit of 1024 (nothing in the daemon uses `select`).
+fn raise_open_files() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (lim.current, lim.maximum) else { return };
+    if soft >= hard {
+        return;
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) }) {
+        Ok(()) => tracing::debug!(from = soft, to = hard, "open-files limit raised to the hard limit"),
+        Err(e) => {
+            tracing::warn!(limit = soft, error = %e, "could not raise the open-files limit; ports may fail to open")
+        }
+    }
+}
+
+fn init_logging(level: &str) -> Result<(), StartError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .map_err(|e| StartError::LogLevel { level: level.to_string(), why: e.to_string() })?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    Ok(())
+}
+
+/// What the daemon's loop is told.
+enum Told {
+    Signal(i32),
+    Seen(Seen),
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(a: RunArgs) -> Result<(), StartError> {
+    let settings = a.settings()?;
+    check_capabilities(&settings)?;
+    init_logging(&settings.log_level)?;
+    raise_open_files();
+
+    // Metrics are served in the namespace the daemon was started in, and the
+    // host port lives there.
+    let metrics_listener = settings.metrics.map(metrics::Server::bind).transpose()?;
+    let start_ns = match (&settings.netns, &settings.host) {
+        (Some(_), Some(_)) => Some(Arc::new(NetNs::current().map_err(StartError::StartNs)?)),
+        _ => None,
+    };
+    if let Some(name) = &settings.netns {
+        // Before any thread exists: every thread started later inherits it.
+        NetNs::open(name).and_then(|n| n.enter()).map_err(|source| StartError::Netns { name: name.clone(), source })?;
+    }
+    // A second daemon on the same socket stops here, before it touches any interface.
+    control::Server::check_free(&settings.socket)?;
+
+    let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
+    // Every configured port opens, or the start fails with the reason; then
+    // the run-time ports recorded before a restart come back.
+    let opened = (|| -> Result<(), StartError> {
+        d.attach_host()?;
+        for spec in &settings.ports {
+            d.attach(spec.clone())?;
+        }
+        for st in &settings.statics {
+            d.add_static(st)?;
+        }
+        d.restore(StateFile::open(&settings.state_dir, &settings.socket)?);
+        Ok(())
+    })();
+    if let Err(e) = opened {
+        d.stop_all();
+        return Err(e);
+    }
+    let (seen_tx, seen) = crossbeam_channel::unbounded();
+    let panics = d.counters.thread_panics.clone();
+    // The pods' namespace; the host port's too, unless it lives in the start namespace.
+    let here = Watched { pods: true, host: d.host.is_some() && d.start_ns.is_none() };
+    let links = Watcher::start(None, here, seen_tx.clone(), panics.clone()).map_err(StartError::Links)?;
+    let host_links = d
+        .start_ns
+        .clone()
+        .map(|ns| Watcher::start(Some(ns), Watched { pods: false, host: true }, seen_tx, panics.clone()))
+        .transpose()
+        .map_err(StartError::Links)?;
+    let metrics = metrics_listener.map(|l| metrics::Server::start(l, d.clone())).transpose()?;
+    // Only now that every port forwards does the socket accept clients: a
+    // client that connects sees a ready switch.
+    let server = control::Server::start(&settings.socket, d.clone())?;
+
+    // Dropping `ager_stop` wakes and ends the ager.
+    let (ager_stop, ager_rx) = crossbeam_channel::bounded::<()>(0);
+    let ager = ub_supervise::spawn("ager", panics, {
+        let d = d.clone();
+        let log = std::sync::Mutex::new(FdbEventLog::default());
+        move || {
+            while let Err(RecvTimeoutError::Timeout) = ager_rx.recv_timeout(d.ager_interval()) {
+                d.age(&mut log.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            }
+        }
+    })
+    .map_err(|source| StartError::Thread { what: "ager", source })?;
+
+    let signals = signal_channel()?;
+    tracing::info!(socket = %settings.socket.display(), ports = d.sw.ports().iter().flatten().count(), "userbridge running");
+    loop {
+        let told = select! {
+            recv(signals) -> s => s.map(Told::Signal),
+            recv(seen) -> s => s.map(Told::Seen),
+        };
+        match told {
+            Ok(Told::Signal(libc::SIGHUP)) => d.reload(),
+            Ok(Told::Signal(sig)) => {
+                tracing::info!(signal = sig, "shutting down");
+                break;
+            }
+            Ok(Told::Seen(Seen::Link(w, ev))) => d.link_event(w, ev),
+            Ok(Told::Seen(Seen::Resynced(w, links))) => d.links_resynced(w, links),
+            Err(_) => break,
+        }
+    }
+    drop(ager_stop);
+    let _ = ager.join();
+    drop(server);
+    drop(metrics);
+    drop(links);
+    drop(host_links);
+    d.stop_all();
+    Ok(())
+}
+
+/// SIGHUP, SIGINT and SIGTERM, as they come.
+fn signal_channel() -> Result<Receiver<i32>, StartError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(StartError::Signals)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| StartError::Thread { what: "signals", source })?;
+    Ok(rx)
+}
