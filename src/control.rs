@@ -43,7 +43,7 @@ pub enum ControlError {
     #[error("\"pcap\" must be an absolute path")]
     PcapPath,
     #[error("\"max_bytes\": {0}")]
-    PcapCap(String),
+    PcapCap(ub_proto::settings::SettingError),
     #[error("give exactly one of \"to\" (a port) or \"pcap\" (a file)")]
     MirrorTarget,
     #[error("port '{0}' is not mirrored")]

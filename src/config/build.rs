@@ -204,9 +204,10 @@ impl Draft {
             if ports.iter().any(|s| s.name == name) {
                 return Err(format!("name '{name}' is also in ports or taps"));
             }
-            let addresses = d.addresses.iter().map(|a| parse_cidr(a)).collect::<Result<Vec<_>, _>>()?;
-            let mac = d.mac.as_deref().map(parse_mac).transpose()?;
-            let h = HostSettings::new(name, addresses, d.mtu, mac)?;
+            let addresses =
+                d.addresses.iter().map(|a| parse_cidr(a)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+            let mac = d.mac.as_deref().map(parse_mac).transpose().map_err(|e| e.to_string())?;
+            let h = HostSettings::new(name, addresses, d.mtu, mac).map_err(|e| e.to_string())?;
             if let Some(v) = &d.vlans {
                 PortPolicy { vlans: v.clone(), ..PortPolicy::default() }
                     .validate()

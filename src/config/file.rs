@@ -2,8 +2,8 @@
 //! into a [`Draft`], each value with its line. docs/operations.md has a
 //! sample, which a test checks.
 
-use super::flags::RING_GEOMETRY_REMOVED;
-use super::{At, ConfigError, Draft, FanoutArg, Given, HostDraft, LoopMode, PortDraft, RxArg, StaticDraft};
+use super::modes::{FanoutArg, LoopMode, RING_GEOMETRY_REMOVED, RxArg};
+use super::{At, ConfigError, Draft, Given, HostDraft, PortDraft, StaticDraft};
 use serde::{Deserialize, Deserializer, de};
 use std::path::{Path, PathBuf};
 use toml::Spanned;

@@ -1,37 +1,37 @@
 //! `userbridge run`'s flags, into a [`Draft`] (or the file `--config` names).
 
+use super::modes::{FanoutArg, LoopMode, RING_GEOMETRY_REMOVED, RxArg};
 use super::{At, ConfigError, Draft, Given, HostDraft, PortDraft, Readers, Settings, file, parse_cidr, parse_mac};
 use clap::Args;
 use std::path::PathBuf;
-use ub_datapath::{LoopDetect, StormLimits};
-use ub_port::afpacket::Fanout;
+use ub_datapath::StormLimits;
 use ub_proto::settings::{
-    AGEING_SECS, BUSY_PPS, FDB_MAX, FDB_MAX_PER_PORT, READER_NICE, RING_SLOTS, STATE_DIR, STORM_PPS,
+    AGEING_SECS, BUSY_PPS, FDB_MAX, FDB_MAX_PER_PORT, READER_NICE, RING_SLOTS, STATE_DIR, STORM_PPS, SettingError,
 };
 use ub_proto::{Backend, PolicyChange};
 
-fn ageing_secs(s: &str) -> Result<u64, String> {
+fn ageing_secs(s: &str) -> Result<u64, SettingError> {
     AGEING_SECS.parse(s)
 }
-fn fdb_max(s: &str) -> Result<u64, String> {
+fn fdb_max(s: &str) -> Result<u64, SettingError> {
     FDB_MAX.parse(s)
 }
-fn fdb_max_per_port(s: &str) -> Result<u32, String> {
+fn fdb_max_per_port(s: &str) -> Result<u32, SettingError> {
     FDB_MAX_PER_PORT.parse(s)
 }
-fn ring_slots(s: &str) -> Result<usize, String> {
+fn ring_slots(s: &str) -> Result<usize, SettingError> {
     RING_SLOTS.parse(s)
 }
-fn busy_pps(s: &str) -> Result<u64, String> {
+fn busy_pps(s: &str) -> Result<u64, SettingError> {
     BUSY_PPS.parse(s)
 }
-fn reader_nice(s: &str) -> Result<i32, String> {
+fn reader_nice(s: &str) -> Result<i32, SettingError> {
     READER_NICE.parse(s)
 }
-fn storm_pps(s: &str) -> Result<u32, String> {
+fn storm_pps(s: &str) -> Result<u32, SettingError> {
     STORM_PPS.parse(s)
 }
-fn readers(s: &str) -> Result<String, String> {
+fn readers(s: &str) -> Result<String, super::BadReaders> {
     Readers::parse(s).map(|_| s.to_string())
 }
 
@@ -144,79 +144,6 @@ pub struct RunArgs {
     /// Removed with `--rx ring`.
     #[arg(long, hide = true, value_name = "N")]
     pub retire_ms: Option<String>,
-}
-
-/// `--rx` (and `[ring] mode`). `ring` and `slots` were removed; they are
-/// still read, to say what replaces them.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RxArg {
-    BusySlots,
-    Mmsg,
-    #[value(hide = true)]
-    Slots,
-    #[value(hide = true)]
-    Ring,
-}
-
-impl RxArg {
-    /// What replaces a removed mode.
-    pub fn removed(self) -> Option<&'static str> {
-        match self {
-            RxArg::BusySlots | RxArg::Mmsg => None,
-            RxArg::Slots => Some(
-                "`slots` was removed: `busy-slots` (the default) takes the same RX slots whenever a port is busy \
-                 (lower --busy-pps, `busy_pps`, to take them sooner)",
-            ),
-            RxArg::Ring => Some(
-                "`ring` (TPACKET_V3 blocks) was removed: `busy-slots` (the default) takes RX slots while a port \
-                 is busy, for less CPU per frame and no block timer (docs/benchmarks.md)",
-            ),
-        }
-    }
-}
-
-/// What a setting of the removed TPACKET_V3 ring says now.
-pub(super) const RING_GEOMETRY_REMOVED: &str =
-    "set the TPACKET_V3 ring, which was removed with `--rx ring`: leave it out (`--ring-slots` sizes the RX slots)";
-
-/// `--fanout`: how a port's receive halves share its frames.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FanoutArg {
-    /// By flow (a TCP or UDP flow stays on one reader, in order), by CPU
-    /// for other frames and for TCP or UDP without a flow hash.
-    Flow,
-    /// By the CPU the frame arrived on.
-    Cpu,
-}
-
-impl From<FanoutArg> for Fanout {
-    fn from(f: FanoutArg) -> Self {
-        match f {
-            FanoutArg::Flow => Fanout::FlowOrCpu,
-            FanoutArg::Cpu => Fanout::Cpu,
-        }
-    }
-}
-
-/// `--loop-detect`, see `ub_datapath::LoopDetect`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LoopMode {
-    Off,
-    OnFlap,
-    Always,
-}
-
-impl From<LoopMode> for LoopDetect {
-    fn from(m: LoopMode) -> LoopDetect {
-        match m {
-            LoopMode::Off => LoopDetect::Off,
-            LoopMode::OnFlap => LoopDetect::OnFlap,
-            LoopMode::Always => LoopDetect::Always,
-        }
-    }
 }
 
 impl RunArgs {

@@ -7,10 +7,12 @@
 mod build;
 pub mod file;
 pub mod flags;
+pub mod modes;
 #[cfg(test)]
 mod tests;
 
-pub use flags::{FanoutArg, LoopMode, RunArgs, RxArg};
+pub use flags::RunArgs;
+pub use modes::{FanoutArg, LoopMode, RxArg};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +80,34 @@ impl Default for ThreadConfig {
     }
 }
 
+/// A host port's settings that do not hold together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("host port address {0} is given twice")]
+    AddressTwice(std::net::IpAddr),
+    #[error("host port MTU {mtu}: use {min} to {max}{}", if *.v6 { " (IPv6 needs at least 1280)" } else { "" })]
+    Mtu { mtu: u32, min: u32, max: u32, v6: bool },
+}
+
+/// `--readers` or `readers_per_port` that is not `auto` or a count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not `auto` or a count from 1 to {READERS_MAX}")]
+pub struct BadReaders(pub String);
+
+/// An address without its prefix length, or not an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an address with its prefix length (like 10.244.1.1/24 or fd00::1/64)")]
+pub struct BadCidr(pub String);
+
+/// A station's MAC that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadMac {
+    #[error(transparent)]
+    Parse(#[from] ub_wire::ParseMacError),
+    #[error("{0} is not a unicast station address")]
+    NotUnicast(Mac),
+}
+
 /// The host port: the pods' gateway (`--host-port` or `[host]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSettings {
@@ -97,18 +127,17 @@ impl HostSettings {
         addresses: Vec<IpNet>,
         mtu: Option<u32>,
         mac: Option<Mac>,
-    ) -> Result<HostSettings, String> {
+    ) -> Result<HostSettings, HostError> {
         for (i, a) in addresses.iter().enumerate() {
             if addresses[..i].iter().any(|b| b.addr() == a.addr()) {
-                return Err(format!("host port address {} is given twice", a.addr()));
+                return Err(HostError::AddressTwice(a.addr()));
             }
         }
         if let Some(m) = mtu {
             let v6 = addresses.iter().any(|a| a.addr().is_ipv6());
             let min = if v6 { IPV6_MIN_MTU } else { HOST_MTU.min };
             if !(min..=HOST_MTU.max).contains(&m) {
-                let why = if v6 { " (IPv6 needs at least 1280)" } else { "" };
-                return Err(format!("host port MTU {m}: use {min} to {}{why}", HOST_MTU.max));
+                return Err(HostError::Mtu { mtu: m, min, max: HOST_MTU.max, v6 });
             }
         }
         let mac = mac.unwrap_or_else(|| ub_port::host::mac_for(&name));
@@ -141,13 +170,13 @@ impl Readers {
     }
 
     /// `auto` or 1..=64.
-    pub fn parse(s: &str) -> Result<Readers, String> {
+    pub fn parse(s: &str) -> Result<Readers, BadReaders> {
         if s == "auto" {
             return Ok(Readers::Auto);
         }
         match s.parse::<u16>() {
             Ok(n) if (1..=READERS_MAX).contains(&usize::from(n)) => Ok(Readers::Count(n)),
-            _ => Err(format!("'{s}' is not `auto` or a count from 1 to {READERS_MAX}")),
+            _ => Err(BadReaders(s.to_string())),
         }
     }
 }
@@ -160,14 +189,14 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 /// An address with its prefix length (`--address`, `[host] addresses`).
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    s.parse().map_err(|_| format!("'{s}' is not an address with its prefix length (like 10.244.1.1/24 or fd00::1/64)"))
+pub fn parse_cidr(s: &str) -> Result<IpNet, BadCidr> {
+    s.parse().map_err(|_| BadCidr(s.to_string()))
 }
 
 /// A station's MAC (`--mac`, `[host] mac`, `[[static]] mac`): unicast.
-pub fn parse_mac(s: &str) -> Result<Mac, String> {
-    let m: Mac = s.parse().map_err(|e: ub_wire::ParseMacError| e.to_string())?;
-    if m.is_valid_source() { Ok(m) } else { Err(format!("{m} is not a unicast station address")) }
+pub fn parse_mac(s: &str) -> Result<Mac, BadMac> {
+    let m: Mac = s.parse()?;
+    if m.is_valid_source() { Ok(m) } else { Err(BadMac::NotUnicast(m)) }
 }
 
 /// Where a value was given, for its error.

@@ -1,5 +1,5 @@
 //! The datapath: reader threads pull a batch of frames from their port and
-//! run it through the forwarding path ([`Forwarder`]): a pure stage that
+//! run it through the forwarding path ([`Forwarder`]): a stage that
 //! classifies, applies policies, learns and decides ([`Forwarder::stage`]),
 //! then a flush that hands each egress port its batch in one syscall.
 //!
@@ -26,7 +26,7 @@ mod vlan;
 
 pub use counters::{CounterSnapshot, DropKind, LocalCounts, PortCounters};
 pub use decide::{Decision, decide, decide_in};
-pub use forward::{Event, Forwarder, Staged};
+pub use forward::{Forwarder, Staged};
 pub use loopguard::{LoopDetect, LoopGuard};
 pub use neigh::{ArpVerdict, NeighEntry, NeighTable, arp_reply, arp_verdict};
 pub use policy::{Excluded, Flags, Policy, VlanSet, egress};

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 use ub_datapath::{
-    Backend, DropKind, Event, Forwarder, LoopDetect, Member, MirrorTo, PortState, Restart, StormLimits, Switch,
-    spawn_reader, spawn_reader_at,
+    Backend, DropKind, Forwarder, LoopDetect, Member, MirrorTo, PortState, Restart, StormLimits, Switch, spawn_reader,
+    spawn_reader_at,
 };
 use ub_fdb::FdbConfig;
 use ub_port::mem::{self, MemPeer};
@@ -117,14 +117,17 @@ fn the_stage_reports_where_each_frame_goes_and_what_it_learned() {
     // Nothing was sent: the stage only decides.
     assert!(r.peers.iter().all(|p| p.take_sent().is_empty()));
     assert_eq!((st.to(0).len(), st.to(1).len(), st.to(2).len()), (0, 2, 2));
-    assert_eq!(st.events, vec![Event::Learned { vid: 0, mac: mac(1) }]);
+    // Learning is the stage's own: the FDB has the source before anything is sent.
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), 5), Some(0));
+    assert_eq!(r.sw.fdb.stats.learned.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!((st.local.rx_frames, st.local.flooded), (2, 2));
     fwd.flush(&r.sw, &ports, st, 5);
     assert_eq!(r.peers[1].take_sent().len(), 2);
     // A station seen on another port moves, and says so.
     let frames = [frame(Mac::BROADCAST, mac(1), 60)];
-    let st = Forwarder::new(2).stage(&r.sw, &ports, &rx(&frames), 6);
-    assert_eq!(st.events, vec![Event::Moved { vid: 0, mac: mac(1), from: 0 }]);
+    let _ = Forwarder::new(2).stage(&r.sw, &ports, &rx(&frames), 6);
+    assert_eq!(r.sw.fdb.lookup(0, mac(1), 6), Some(2));
+    assert_eq!(r.sw.fdb.stats.moved.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 #[test]
@@ -494,6 +497,32 @@ fn trace_explains_each_egress_port_and_changes_nothing() {
     assert!(t.steps.last().unwrap().detail.contains("ingress filter"), "{:?}", t.steps);
 }
 
+#[test]
+fn trace_says_what_forwarding_then_does_frame_by_frame() {
+    // Trace runs the stage itself with a recording observer: whatever it
+    // says of a frame, forwarding the same frame right after does.
+    let mut r = vlan_rig();
+    r.policy(2, |p| p.isolated = true);
+    r.policy(3, |p| p.isolated = true);
+    r.policy(0, |p| p.mcast_flood = false);
+    let frames: Vec<(usize, Vec<u8>)> = vec![
+        (1, frame(Mac::BROADCAST, mac(1), 60)),
+        (0, tagged(mac(1), mac(9), 10, 60)),
+        (0, tagged(Mac::BROADCAST, mac(9), 20, 60)),
+        (3, frame(mac(9), mac(4), 60)),
+        (2, frame(Mac([0x01, 0, 0x5e, 0, 0, 1]), mac(3), 60)),
+        (1, tagged(Mac::BROADCAST, mac(1), 30, 60)),
+        (0, frame(mac(1), mac(9), 60)),
+    ];
+    for (i, f) in frames {
+        let t = r.sw.trace(u16::try_from(i).unwrap(), &f, r.now);
+        let said: Vec<usize> = t.egress.iter().filter(|e| e.sent).map(|e| usize::from(e.port)).collect();
+        let out = r.exchange(i, f);
+        let did: Vec<usize> = (0..out.len()).filter(|&p| !out[p].is_empty()).collect();
+        assert_eq!(said, did, "trace {t:#?}");
+    }
+}
+
 fn arp_frame(op: u16, sha: Mac, sip: [u8; 4], tip: [u8; 4]) -> Vec<u8> {
     let dst = if op == 1 { Mac::BROADCAST } else { mac(1) };
     let mut f = dst.0.to_vec();
@@ -570,7 +599,7 @@ fn a_panicking_reader_is_counted_restarted_and_at_last_failed() {
     let (_rx1, tx1, p1) = mem::port(1500);
     let a = sw.add_port("m0", Backend::Mem, Box::new(tx0)).unwrap();
     sw.add_port("m1", Backend::Mem, Box::new(tx1)).unwrap();
-    let restart = Restart { max_restarts: 2, window: Duration::from_secs(60), backoff: Duration::from_millis(10) };
+    let restart = Restart { backoff: Duration::from_millis(10), ..Restart::at_most(2, Duration::from_secs(60)) };
     let _reader = spawn_reader_at(sw.clone(), a, vec![Member { rx: Box::new(rx0), cpu: None }], None, restart).unwrap();
     let port = sw.port(a).unwrap();
     let forwards = || {

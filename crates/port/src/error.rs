@@ -28,6 +28,8 @@ pub enum PortError {
     Io { what: &'static str, name: String, source: io::Error, hint: &'static str },
     #[error("{0}")]
     Netlink(#[from] ub_netlink::Error),
+    #[error(transparent)]
+    BadRx(#[from] crate::afpacket::BadRxConfig),
 }
 
 impl PortError {

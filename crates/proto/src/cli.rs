@@ -51,10 +51,10 @@ impl FromArgMatches for PolicyChange {
                 self.set_knob(knob, v == "on");
             }
         }
-        if let Some(v) = list(m, "mac", |s| s.parse().map_err(|e: ub_wire::ParseMacError| e.to_string()))? {
+        if let Some(v) = list(m, "mac", |s| s.parse::<ub_wire::Mac>().map_err(|e| e.to_string()))? {
             self.macs = Some(v);
         }
-        let ip = |s: &str| s.parse().map_err(|e| format!("--ip: {e} (an IPv4 or IPv6 address)"));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().map_err(|e| format!("--ip: {e} (an IPv4 or IPv6 address)"));
         if let Some(v) = list(m, "ip", ip)? {
             self.ips = Some(v);
         }
@@ -63,7 +63,8 @@ impl FromArgMatches for PolicyChange {
 }
 
 /// The values of the list flag `id`, `none` left out (so `--mac none` is an
-/// empty list); `None` when the flag is not given.
+/// empty list); `None` when the flag is not given. `parse`'s message goes
+/// into clap's error as it is.
 fn list<T>(m: &ArgMatches, id: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<Vec<T>>, clap::Error> {
     let Some(v) = m.get_many::<String>(id) else { return Ok(None) };
     v.filter(|s| s.as_str() != "none")

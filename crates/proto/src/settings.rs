@@ -18,16 +18,30 @@ pub struct Setting<T: 'static> {
     pub max: T,
 }
 
+/// A value a setting does not take; it says the range (the caller names
+/// the key or the flag, and the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("use {min} to {max}")]
+    OutOfRange { min: String, max: String },
+    #[error("'{text}' is not a number: use {min} to {max}")]
+    NotANumber { text: String, min: String, max: String },
+}
+
 impl<T: Copy + PartialOrd + Display + FromStr> Setting<T> {
-    /// `v` if it is in range; else the range: `use 1 to 1000000` (the
-    /// caller names the key or the flag and the value).
-    pub fn check(&self, v: T) -> Result<T, String> {
-        if self.min <= v && v <= self.max { Ok(v) } else { Err(self.range()) }
+    /// `v` if it is in range.
+    pub fn check(&self, v: T) -> Result<T, SettingError> {
+        if self.min <= v && v <= self.max {
+            Ok(v)
+        } else {
+            Err(SettingError::OutOfRange { min: self.min.to_string(), max: self.max.to_string() })
+        }
     }
 
     /// Parses a flag's value and checks it (a clap `value_parser`).
-    pub fn parse(&self, s: &str) -> Result<T, String> {
-        let v: T = s.parse().map_err(|_| format!("'{s}' is not a number: {}", self.range()))?;
+    pub fn parse(&self, s: &str) -> Result<T, SettingError> {
+        let (min, max) = (self.min.to_string(), self.max.to_string());
+        let v: T = s.parse().map_err(|_| SettingError::NotANumber { text: s.to_string(), min, max })?;
         self.check(v)
     }
 
@@ -96,9 +110,9 @@ mod tests {
     #[test]
     fn a_value_out_of_range_is_named_with_the_range() {
         assert_eq!(AGEING_SECS.check(300), Ok(300));
-        assert_eq!(AGEING_SECS.check(0), Err("use 1 to 1000000".into()));
-        assert_eq!(AGEING_SECS.parse("1000001"), Err("use 1 to 1000000".into()));
-        assert_eq!(AGEING_SECS.parse("x"), Err("'x' is not a number: use 1 to 1000000".into()));
+        assert_eq!(AGEING_SECS.check(0).unwrap_err().to_string(), "use 1 to 1000000");
+        assert_eq!(AGEING_SECS.parse("1000001").unwrap_err().to_string(), "use 1 to 1000000");
+        assert_eq!(AGEING_SECS.parse("x").unwrap_err().to_string(), "'x' is not a number: use 1 to 1000000");
         assert_eq!(READER_NICE.parse("-20"), Ok(-20));
         for s in [AGEING_SECS, FDB_MAX, BUSY_PPS] {
             assert_eq!(s.check(s.default), Ok(s.default), "{}'s default is in its range", s.key);

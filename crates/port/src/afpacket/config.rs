@@ -2,7 +2,7 @@
 //! `--readers` and `--fanout`, each field named after its flag.
 
 pub use crate::sys::Fanout;
-use ub_proto::settings::{BUSY_PPS, READERS_MAX, RING_SLOTS};
+use ub_proto::settings::{BUSY_PPS, READERS_MAX, RING_SLOTS, SettingError};
 
 /// How a port receives (`--rx`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,17 +46,29 @@ impl Default for RxConfig {
     }
 }
 
+/// Receive settings a port cannot work with; each names its flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRxConfig {
+    #[error("--ring-slots {0}: {1}")]
+    RingSlots(usize, SettingError),
+    #[error("--ring-slots {0}: use an even count")]
+    OddRingSlots(usize),
+    #[error("--busy-pps {0}: {1}")]
+    BusyPps(u64, SettingError),
+    #[error("--readers {0}: use 1 to {READERS_MAX}")]
+    Readers(usize),
+}
+
 impl RxConfig {
-    /// Whether the kernel and the rest of the port can work with it; the
-    /// message names the flag's key and its range.
-    pub fn validate(&self) -> Result<(), String> {
-        RING_SLOTS.check(self.ring_slots)?;
+    /// Whether the kernel and the rest of the port can work with it.
+    pub fn validate(&self) -> Result<(), BadRxConfig> {
+        RING_SLOTS.check(self.ring_slots).map_err(|e| BadRxConfig::RingSlots(self.ring_slots, e))?;
         if !self.ring_slots.is_multiple_of(2) {
-            return Err(format!("{} = {}: use an even count", RING_SLOTS.key, self.ring_slots));
+            return Err(BadRxConfig::OddRingSlots(self.ring_slots));
         }
-        BUSY_PPS.check(self.busy_pps)?;
+        BUSY_PPS.check(self.busy_pps).map_err(|e| BadRxConfig::BusyPps(self.busy_pps, e))?;
         if !(1..=READERS_MAX).contains(&self.readers) {
-            return Err(format!("{} readers per port: use 1 to {READERS_MAX}", self.readers));
+            return Err(BadRxConfig::Readers(self.readers));
         }
         Ok(())
     }

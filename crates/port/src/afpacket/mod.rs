@@ -23,7 +23,7 @@ mod tx;
 mod wait;
 
 pub use busy::QUIET_FOR;
-pub use config::{Fanout, RxConfig, RxMode};
+pub use config::{BadRxConfig, Fanout, RxConfig, RxMode};
 pub use socket::MMSG_SLOTS;
 pub use tx::AfPacketTx;
 

@@ -2,18 +2,25 @@
 //! state machine apart from sockets, and OVS's dpif-netdev batches per
 //! output port before it sends):
 //!
-//! 1. [`Forwarder::stage`], pure: for a batch of received frames and an
-//!    injected `now`, classify each frame, apply the ingress port's policy,
-//!    learn its source, decide where it goes, apply each egress port's
-//!    policy, state and MTU, and storm control; the result is a [`Staged`]:
-//!    a batch per egress port plus [`Event`]s and counts. It sends nothing
-//!    and writes no counter a user sees; it changes only the FDB and the
-//!    storm buckets, which are state, not I/O.
+//! 1. [`Forwarder::stage`]: for a batch of received frames and an injected
+//!    `now`, classify each frame, apply the ingress port's policy, learn its
+//!    source, decide where it goes, apply each egress port's policy, state
+//!    and MTU, and storm control; the result is a [`Staged`]: a batch per
+//!    egress port, mirror copies, ARP replies and the ingress port's counts.
+//!    It does no I/O and publishes no counter. It does change the switch's
+//!    tables, as forwarding must: it learns sources into the FDB (and the
+//!    FDB's own event counts), removes an entry a looped copy taught it,
+//!    learns senders into ARP suppression's neighbour table, and takes
+//!    storm-control tokens. `userbridge trace` runs the same stage with an
+//!    observer that records each step and lets it change nothing
+//!    (`observe.rs`, `crate::trace`).
 //! 2. [`Forwarder::flush`]: one `send_batch` per egress port, copies handed
-//!    to mirror sinks, counters published, events acted on (a loop probe
-//!    that came back blocks a port).
+//!    to mirror sinks, counters published, and a loop probe that came back
+//!    handed to the loop guard, which may block a port.
 //!
 //! Tests drive `stage` alone, single-threaded, with their own clock.
+
+pub(crate) mod observe;
 
 use crate::counters::{DropKind, LocalCounts};
 use crate::decide::{Decision, decide_in};
@@ -22,7 +29,8 @@ use crate::policy::{self, Excluded};
 use crate::port::{MirrorSink, MirrorTo, PortTable, Slot};
 use crate::storm::{FloodClass, StormLimits};
 use crate::switch::Switch;
-use crate::vlan::{self, VlanIn};
+use crate::vlan::{self, QTag, VlanIn};
+use observe::{Held, Live, Observe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use ub_fdb::{Learn, PortId};
@@ -36,22 +44,6 @@ use ub_wire::{
 /// An ARP reply the switch makes (`neigh_suppress`): bytes and length.
 pub type ArpReplyFrame = ([u8; 46], usize);
 
-/// Something the stage saw that is not a frame to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// A new station was learned on the ingress port.
-    Learned { vid: u16, mac: Mac },
-    /// A station moved to the ingress port from another.
-    Moved { vid: u16, mac: Mac, from: PortId },
-    /// A station pinned elsewhere for flapping sent from here: most likely a
-    /// copy that went round a loop; dropped.
-    Flapping { vid: u16, mac: Mac },
-    /// A source was not learned: its port or the table is at its limit.
-    LearnRefused { vid: u16, mac: Mac },
-    /// Our own loop probe, sent from port `from`, came back in here.
-    ProbeReturned { from: PortId },
-}
-
 /// What the stage decided for one batch.
 #[derive(Debug)]
 pub struct Staged<'a> {
@@ -59,7 +51,8 @@ pub struct Staged<'a> {
     pub out: Vec<Vec<TxFrame<'a>>>,
     /// Copies for mirror sinks (pcap writers).
     pub sinks: Vec<(Arc<dyn MirrorSink>, TxFrame<'a>)>,
-    pub events: Vec<Event>,
+    /// Our own loop probes that came back in, by the port that sent them.
+    pub probes: Vec<PortId>,
     /// The ingress port's counts for the batch.
     pub local: LocalCounts,
     /// Frames not sent to an egress port, and why (counted on that port).
@@ -83,7 +76,7 @@ pub struct Forwarder {
     ingress: PortId,
     out: Vec<Vec<TxFrame<'static>>>,
     sinks: Vec<(Arc<dyn MirrorSink>, TxFrame<'static>)>,
-    events: Vec<Event>,
+    probes: Vec<PortId>,
     egress_drops: Vec<(PortId, DropKind)>,
     replies: Vec<(PortId, ArpReplyFrame)>,
 }
@@ -122,7 +115,7 @@ impl Forwarder {
             ingress,
             out: Vec::new(),
             sinks: Vec::new(),
-            events: Vec::new(),
+            probes: Vec::new(),
             egress_drops: Vec::new(),
             replies: Vec::new(),
         }
@@ -139,37 +132,51 @@ impl Forwarder {
         self.flush(sw, &ports, staged, now);
     }
 
-    /// The pure stage (see the module's doc): where each frame of the batch
-    /// goes, against the port table snapshot `ports`, at time `now`.
+    /// The stage (see the module's doc): where each frame of the batch goes,
+    /// against the port table snapshot `ports`, at time `now`.
     #[inline]
     pub fn stage<'a>(&mut self, sw: &Switch, ports: &PortTable, frames: &[RxFrame<'a>], now: u64) -> Staged<'a> {
-        // The switch-wide modes, read once per batch, pick a variant of the
-        // stage compiled for them: with both off it is the path without them,
-        // not one that tests them per frame (docs/benchmarks.md).
-        match (sw.vlan_filtering(), sw.neigh_suppressing()) {
-            (false, false) => self.stage_as::<false, false>(sw, ports, frames, now),
-            (true, false) => self.stage_as::<true, false>(sw, ports, frames, now),
-            (false, true) => self.stage_as::<false, true>(sw, ports, frames, now),
-            (true, true) => self.stage_as::<true, true>(sw, ports, frames, now),
-        }
+        self.stage_observed(sw, ports, frames, now, &mut Live)
     }
 
-    /// [`Forwarder::stage`] with VLAN filtering `FILTER` and ARP suppression
-    /// `SUPPRESS`. Each variant is a function of its own, so the compiler's
-    /// inlining budget for the per-frame loop (classify, learn, decide,
-    /// flood, push all inlined) is not shared with the other three.
-    #[inline(never)]
-    fn stage_as<'a, const FILTER: bool, const SUPPRESS: bool>(
+    /// [`Forwarder::stage`], told to `obs` step by step.
+    #[inline]
+    pub(crate) fn stage_observed<'a, O: Observe>(
         &mut self,
         sw: &Switch,
         ports: &PortTable,
         frames: &[RxFrame<'a>],
         now: u64,
+        obs: &mut O,
+    ) -> Staged<'a> {
+        // The switch-wide modes, read once per batch, pick a variant of the
+        // stage compiled for them: with both off it is the path without them,
+        // not one that tests them per frame (docs/benchmarks.md).
+        match (sw.vlan_filtering(), sw.neigh_suppressing()) {
+            (false, false) => self.stage_as::<false, false, O>(sw, ports, frames, now, obs),
+            (true, false) => self.stage_as::<true, false, O>(sw, ports, frames, now, obs),
+            (false, true) => self.stage_as::<false, true, O>(sw, ports, frames, now, obs),
+            (true, true) => self.stage_as::<true, true, O>(sw, ports, frames, now, obs),
+        }
+    }
+
+    /// The stage with VLAN filtering `FILTER` and ARP suppression `SUPPRESS`.
+    /// Each variant is a function of its own, so the compiler's inlining
+    /// budget for the per-frame loop (classify, learn, decide, flood, push
+    /// all inlined) is not shared with the other three.
+    #[inline(never)]
+    fn stage_as<'a, const FILTER: bool, const SUPPRESS: bool, O: Observe>(
+        &mut self,
+        sw: &Switch,
+        ports: &PortTable,
+        frames: &[RxFrame<'a>],
+        now: u64,
+        obs: &mut O,
     ) -> Staged<'a> {
         let mut st = Staged {
             out: recycle_out(std::mem::take(&mut self.out)),
             sinks: recycle_sinks(std::mem::take(&mut self.sinks)),
-            events: std::mem::take(&mut self.events),
+            probes: std::mem::take(&mut self.probes),
             local: LocalCounts::default(),
             egress_drops: std::mem::take(&mut self.egress_drops),
             replies: std::mem::take(&mut self.replies),
@@ -179,7 +186,10 @@ impl Forwarder {
         }
         let ingress = self.ingress;
         // A port being removed: its readers are about to stop.
-        let Some(me) = ports.get(usize::from(ingress)).and_then(Option::as_ref) else { return st };
+        let Some(me) = ports.get(usize::from(ingress)).and_then(Option::as_ref) else {
+            obs.decided(|| "drop: no such port".into());
+            return st;
+        };
         let pol = &*me.policy;
         let my_flags = me.flags;
         let limits = sw.storm_limits();
@@ -192,7 +202,6 @@ impl Forwarder {
         // promiscuous bridge device does (one relaxed load per batch).
         let promisc = sw.promisc().filter(|&h| h != ingress).and_then(|h| ports.get(usize::from(h))?.as_ref());
         let guard_mac = sw.loop_guard.mac.0;
-        let (filtering, suppressing) = (FILTER, SUPPRESS);
         // One FDB guard for the whole batch, not one per look-up.
         let g = sw.fdb.guard();
         for f in frames {
@@ -203,55 +212,75 @@ impl Forwarder {
                 probe_returned(sw, f.data, &mut st);
                 continue;
             }
+            obs.step("ingress", || format!("port {} ({}), state {:?}", me.name, me.kind.as_str(), me.state()));
             if blocked {
                 st.local.drop(DropKind::LoopBlocked);
+                obs.decided(|| "drop: loop_blocked (the port is blocked by the loop guard)".into());
                 continue;
             }
             if f.wire_len as usize > f.data.len() {
                 st.local.drop(DropKind::Truncated);
+                obs.decided(|| "drop: truncated".into());
                 continue;
             }
             let c = match classify(f.data, f.offloaded_tag.map(|(_, tci)| tci)) {
                 Ok(c) => c,
                 Err(r) => {
                     st.local.drop(DropKind::from(r));
+                    obs.decided(|| format!("drop: {}", DropKind::from(r).as_str()));
                     continue;
                 }
             };
+            obs.step("classify", || format!("src {} dst {} tag vid {}", c.src, c.dst, c.vid));
             if !pol.admits_source(c.src) {
                 st.local.drop(DropKind::Locked);
+                obs.step("locked", || format!("{} is not one of the port's stations {:?}", c.src, pol.spec.macs));
+                obs.decided(|| "drop: locked".into());
                 continue;
             }
+            if pol.flags.locked() {
+                obs.step("locked", || format!("{} is the port's own station", c.src));
+            }
             // VLAN filtering: the frame's VLAN, or the ingress filter drops it.
-            let vin = if filtering {
+            let vin = if FILTER {
                 match vlan_in(f, pol) {
-                    Some(v) => Some(v),
+                    Some(v) => {
+                        obs.step("vlan", || format!("VLAN {} ({})", v.vid, vlan_how(&v)));
+                        Some(v)
+                    }
                     None => {
                         st.local.drop(DropKind::Vlan);
+                        obs.step("vlan", || {
+                            let members: Vec<u16> = pol.spec.vlans.iter().map(|v| v.vid).collect();
+                            format!("refused by the ingress filter (PVID {:?}, members {members:?})", pol.vlans.pvid())
+                        });
+                        obs.decided(|| "drop: vlan".into());
                         continue;
                     }
                 }
             } else {
+                obs.step("vlan", || "filtering off: VLAN-unaware, tags carried through".into());
                 None
             };
             let c = match vin {
                 Some(v) => Classified { vid: v.vid, ..c },
                 None => c,
             };
-            if pol.learning() {
-                match sw.fdb.learn_in(&g, c.vid, c.src, ingress, now) {
-                    Learn::Flapping => {
-                        flapping(sw, &c, &mut st);
-                        continue;
-                    }
-                    Learn::Learned => st.events.push(Event::Learned { vid: c.vid, mac: c.src }),
-                    Learn::Moved { from } => st.events.push(Event::Moved { vid: c.vid, mac: c.src, from }),
-                    Learn::Refused(_) => st.events.push(Event::LearnRefused { vid: c.vid, mac: c.src }),
-                    Learn::Refreshed | Learn::Static => {}
-                }
+            obs.vlan(c.vid);
+            if !pol.learning() {
+                obs.step("learn", || "learning off on this port".into());
+            } else if O::DRY {
+                obs.step("learn", || match sw.fdb.lookup_in(&g, c.vid, c.src, now) {
+                    Some(p) if p == ingress => format!("{} refreshed on {}", c.src, me.name),
+                    Some(p) => format!("{} would move here from port {}", c.src, port_name(ports, p)),
+                    None => format!("{} would be learned on {}", c.src, me.name),
+                });
+            } else if let Learn::Flapping = sw.fdb.learn_in(&g, c.vid, c.src, ingress, now) {
+                flapping(sw, &c, &mut st);
+                continue;
             }
             // ARP suppression: answered here, and/or kept from neigh_suppress ports.
-            let replied = suppressing && suppress_arp(sw, ports, &g, me, f.data, &c, vin, now, &mut st);
+            let replied = SUPPRESS && suppress_arp(sw, ports, &g, me, f.data, &c, vin, now, &mut st, obs);
             let tx = TxFrame::new(f.data, f.vnet, f.offloaded_tag);
             if let Some(m) = &ingress_mirror {
                 mirror(m, tx, ports, &mut st);
@@ -262,32 +291,61 @@ impl Forwarder {
             // from `c`: LLVM spills `c` in pieces, and the look-up's key is one
             // wide load of it, a failed store forward (docs/benchmarks.md).
             let d = Classified { dst: ub_wire::Mac::from_slice(&f.data[..6]), ..c };
+            let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
             match decide_in(&sw.fdb, &g, ingress, pol.hairpin(), &d, now) {
-                Decision::Drop(k) => st.local.drop(k),
+                Decision::Drop(k) => {
+                    st.local.drop(k);
+                    obs.step("fdb", || format!("{} is behind the ingress port (hairpin off)", c.dst));
+                    obs.decided(|| format!("drop: {}", k.as_str()));
+                }
                 Decision::Unicast(p) => {
+                    obs.step("fdb", || format!("{} is behind port {}", c.dst, port_name(ports, p)));
                     // An entry for a port being removed: flood like an unknown address.
                     if let Some(to) = ports.get(usize::from(p)).and_then(Option::as_ref) {
-                        match policy::egress(ingress, my_flags, p, to.flags, None) {
+                        let sent = match policy::egress(ingress, my_flags, p, to.flags, None) {
                             Ok(()) => match member_as::<FILTER>(vin.as_ref(), to) {
                                 Some(untagged) => {
-                                    push(to, egress_copy::<FILTER>(f, vin.as_ref(), untagged), &mut st, mirrors);
+                                    let copy = egress_copy::<FILTER>(f, vin.as_ref(), untagged);
+                                    let sent = push::<FILTER, O>(to, copy, &mut st, mirrors, obs);
                                     seen = promisc.is_some_and(|h| h.id == p);
+                                    sent
                                 }
-                                None => st.local.drop(DropKind::Vlan),
+                                None => {
+                                    st.local.drop(DropKind::Vlan);
+                                    obs.egress(to, Err(Held::Policy(Excluded::NotMember)));
+                                    false
+                                }
                             },
-                            Err(Excluded::Isolated) => st.local.drop(DropKind::Isolated),
-                            Err(_) => st.local.drop(DropKind::SamePort),
-                        }
+                            Err(x) => {
+                                st.local.drop(if x == Excluded::Isolated {
+                                    DropKind::Isolated
+                                } else {
+                                    DropKind::SamePort
+                                });
+                                obs.egress(to, Err(Held::Policy(x)));
+                                false
+                            }
+                        };
+                        obs.decided(|| if sent { format!("unicast to {}", to.name) } else { "drop".into() });
                     } else {
-                        let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
-                        seen = flood::<FILTER, SUPPRESS>(
-                            me, ports, f, c.dst, how, &limits, now, &mut st, mirrors, promisc,
+                        seen = flood::<FILTER, SUPPRESS, O>(
+                            me, ports, f, c.dst, how, &limits, now, &mut st, mirrors, promisc, obs,
                         );
+                        obs.decided(|| "flood (the entry's port is being removed)".into());
                     }
                 }
                 Decision::Flood => {
-                    let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
-                    seen = flood::<FILTER, SUPPRESS>(me, ports, f, c.dst, how, &limits, now, &mut st, mirrors, promisc);
+                    obs.step("fdb", || {
+                        let class = FloodClass::of(c.dst);
+                        if c.dst.is_multicast() {
+                            format!("flood: {}", class.as_str())
+                        } else {
+                            format!("flood: {} is unknown", c.dst)
+                        }
+                    });
+                    seen = flood::<FILTER, SUPPRESS, O>(
+                        me, ports, f, c.dst, how, &limits, now, &mut st, mirrors, promisc, obs,
+                    );
                 }
             }
             if let Some(h) = promisc
@@ -295,15 +353,16 @@ impl Forwarder {
             {
                 // A promiscuous host port sees a frame of a VLAN it is not in as it came.
                 let o = out_frame_as::<FILTER>(tx, vin.as_ref(), h).unwrap_or(tx);
-                push(h, move || o, &mut st, mirrors);
+                push::<FILTER, Live>(h, move || o, &mut st, mirrors, &mut Live);
             }
         }
         st
     }
 
     /// The I/O stage: sends what `stage` decided, one `send_batch` per egress
-    /// port, hands copies to mirror sinks, publishes the counts and acts on
-    /// the events. `ports` must be the snapshot the batch was staged with.
+    /// port, hands copies to mirror sinks, publishes the counts and hands
+    /// returned loop probes to the loop guard. `ports` must be the snapshot
+    /// the batch was staged with.
     #[inline]
     pub fn flush(&mut self, sw: &Switch, ports: &PortTable, mut st: Staged<'_>, now: u64) {
         for (batch, slot) in st.out.iter_mut().zip(ports.iter()) {
@@ -334,18 +393,30 @@ impl Forwarder {
         if let Some(Some(me)) = ports.get(usize::from(self.ingress)) {
             st.local.publish(&me.counters);
         }
-        for e in &st.events {
-            if let Event::ProbeReturned { from } = *e {
-                sw.loop_guard.probe_returned(ports, &sw.fdb, self.ingress, from, now);
-            }
+        for &from in &st.probes {
+            sw.loop_guard.probe_returned(ports, &sw.fdb, self.ingress, from, now);
         }
-        st.events.clear();
+        st.probes.clear();
         st.egress_drops.clear();
         self.out = recycle_out(st.out);
         self.sinks = recycle_sinks(st.sinks);
-        self.events = st.events;
+        self.probes = st.probes;
         self.egress_drops = st.egress_drops;
         self.replies = st.replies;
+    }
+}
+
+/// Port `id`'s name in `ports`, or `#id`.
+fn port_name(ports: &PortTable, id: PortId) -> String {
+    ports.get(usize::from(id)).and_then(Option::as_ref).map_or_else(|| format!("#{id}"), |p| p.name.clone())
+}
+
+/// How a frame got its VLAN on the ingress port, in words.
+fn vlan_how(v: &VlanIn) -> &'static str {
+    match (v.q, v.rewrite) {
+        (QTag::None, _) => "untagged: the PVID",
+        (_, true) => "priority-tagged: the PVID",
+        _ => "tagged",
     }
 }
 
@@ -355,7 +426,7 @@ impl Forwarder {
 #[inline(never)]
 fn probe_returned(sw: &Switch, data: &[u8], st: &mut Staged<'_>) {
     if let Some(from) = sw.loop_guard.origin(data) {
-        st.events.push(Event::ProbeReturned { from });
+        st.probes.push(from);
     }
 }
 
@@ -367,7 +438,6 @@ fn probe_returned(sw: &Switch, data: &[u8], st: &mut Staged<'_>) {
 #[inline(never)]
 fn flapping(sw: &Switch, c: &Classified, st: &mut Staged<'_>) {
     st.local.drop(DropKind::Flapping);
-    st.events.push(Event::Flapping { vid: c.vid, mac: c.src });
     if !c.dst.is_multicast() {
         sw.fdb.remove_learned(c.vid, c.dst);
     }
@@ -384,7 +454,7 @@ fn vlan_in(f: &RxFrame<'_>, pol: &crate::policy::Policy) -> Option<VlanIn> {
 /// not filter VLANs (`vin` is `None`); else `None` if `to` is not a member
 /// of the frame's VLAN, or the frame tagged or untagged per `to`'s membership.
 #[inline(always)]
-pub(crate) fn out_frame<'a>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) -> Option<TxFrame<'a>> {
+fn out_frame<'a>(tx: TxFrame<'a>, vin: Option<&VlanIn>, to: &Slot) -> Option<TxFrame<'a>> {
     match vin {
         None => Some(tx),
         Some(v) => {
@@ -403,11 +473,11 @@ fn out_frame_as<'a, const FILTER: bool>(tx: TxFrame<'a>, vin: Option<&VlanIn>, t
 
 /// The ARP rules of `neigh_suppress` for one frame (see `neigh.rs`): the
 /// answer goes into `st.replies`, a sender the host port's cache would
-/// learn is learned. Returns whether the frame is kept from
-/// `neigh_suppress` ports.
+/// learn is learned (unless the observer forbids changes). Returns whether
+/// the frame is kept from `neigh_suppress` ports.
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
-fn suppress_arp(
+fn suppress_arp<O: Observe>(
     sw: &Switch,
     ports: &PortTable,
     g: &<ub_fdb::DefaultMap as ub_fdb::FdbMap>::Guard<'_>,
@@ -417,6 +487,7 @@ fn suppress_arp(
     vin: Option<VlanIn>,
     now: u64,
     st: &mut Staged<'_>,
+    obs: &mut O,
 ) -> bool {
     let Ok(eth) = EthernetFrame::new_checked(data) else { return false };
     let Ok((_, _, ethertype, off)) = eth.tags() else { return false };
@@ -430,7 +501,7 @@ fn suppress_arp(
         let p = sw.fdb.lookup_in(g, c.vid, mac, now)?;
         Some(ports.get(usize::from(p)).and_then(Option::as_ref).is_some_and(|s| s.flags.neigh_suppress()))
     });
-    if v.learn_sender {
+    if v.learn_sender && !O::DRY {
         sw.neigh.learn(arp.sender_ip(), arp.sender_mac(), me.id, now);
     }
     if let Some(mac) = v.answer {
@@ -438,6 +509,13 @@ fn suppress_arp(
         let tag = vin.filter(|v| v.vid != 0 && me.policy.vlans.pvid() != Some(v.vid)).map(|v| v.tci);
         st.replies.push((me.id, neigh::arp_reply(&arp, mac, tag)));
     }
+    obs.step("neigh_suppress", || match (v.answer, v.replied) {
+        (Some(m), _) => {
+            format!("who-has {}: answered by the switch as {m}; not flooded to neigh_suppress ports", arp.target_ip())
+        }
+        (None, true) => format!("who-has {}: not flooded to neigh_suppress ports", arp.target_ip()),
+        (None, false) => format!("who-has {}: no rule applies (neighbour {:?})", arp.target_ip(), target.map(|t| t.0)),
+    });
     v.replied
 }
 
@@ -455,7 +533,7 @@ struct FloodHow<'v> {
 /// too).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
+fn flood<'a, const FILTER: bool, const SUPPRESS: bool, O: Observe>(
     me: &Slot,
     ports: &PortTable,
     f: &RxFrame<'a>,
@@ -466,23 +544,36 @@ fn flood<'a, const FILTER: bool, const SUPPRESS: bool>(
     st: &mut Staged<'a>,
     mirrors: Option<&PortTable>,
     promisc: Option<&Slot>,
+    obs: &mut O,
 ) -> bool {
     let class = FloodClass::of(dst);
-    if !me.storm.take(class, limits, now) {
+    let passes = if O::DRY { me.storm.would_pass(class, limits, now) } else { me.storm.take(class, limits, now) };
+    if !passes {
         st.local.drop(class.storm_drop());
+        obs.step("storm", || format!("{} over the port's limit", class.as_str()));
+        obs.decided(|| format!("drop: {}", class.storm_drop().as_str()));
         return true;
     }
     st.local.flooded += 1;
     let mut seen = false;
     for to in ports.iter().flatten() {
-        if policy::egress(me.id, me.flags, to.id, to.flags, Some(class)).is_ok()
-            && !(SUPPRESS && how.skip_suppress && to.flags.neigh_suppress())
-            && let Some(untagged) = member_as::<FILTER>(how.vin, to)
-        {
-            push(to, egress_copy::<FILTER>(f, how.vin, untagged), st, mirrors);
-            seen |= promisc.is_some_and(|h| h.id == to.id);
+        let held = match policy::egress(me.id, me.flags, to.id, to.flags, Some(class)) {
+            Err(x) => Some(Held::Policy(x)),
+            Ok(()) if SUPPRESS && how.skip_suppress && to.flags.neigh_suppress() => Some(Held::Suppressed),
+            Ok(()) => match member_as::<FILTER>(how.vin, to) {
+                Some(untagged) => {
+                    push::<FILTER, O>(to, egress_copy::<FILTER>(f, how.vin, untagged), st, mirrors, obs);
+                    seen |= promisc.is_some_and(|h| h.id == to.id);
+                    None
+                }
+                None => Some(Held::Policy(Excluded::NotMember)),
+            },
+        };
+        if let Some(h) = held {
+            obs.egress(to, Err(h));
         }
     }
+    obs.decided(|| "flood".into());
     seen
 }
 
@@ -518,15 +609,21 @@ fn egress_copy<'a, 'f, const FILTER: bool>(
 }
 
 /// Stages a frame made by `tx` for port `to`, unless its state or MTU says no
-/// (counted on it). With `mirrors` (the port table, when any mirror is set),
-/// a copy also goes to the port's mirror target.
+/// (counted on it); whether it was staged. With `mirrors` (the port table,
+/// when any mirror is set), a copy also goes to the port's mirror target.
 ///
 /// `tx` makes the frame: a descriptor just built on the stack and copied
 /// whole into the batch is read back wider than it was written, a failed
 /// store forward per frame (docs/benchmarks.md); made where it is stored,
 /// from the received frame, it is not read back at all.
 #[inline(always)]
-fn push<'a>(to: &Slot, tx: impl Fn() -> TxFrame<'a>, st: &mut Staged<'a>, mirrors: Option<&PortTable>) {
+fn push<'a, const FILTER: bool, O: Observe>(
+    to: &Slot,
+    tx: impl Fn() -> TxFrame<'a>,
+    st: &mut Staged<'a>,
+    mirrors: Option<&PortTable>,
+    obs: &mut O,
+) -> bool {
     let state = to.state();
     if let Some(ports) = mirrors
         && state == PortState::Up
@@ -536,13 +633,28 @@ fn push<'a>(to: &Slot, tx: impl Fn() -> TxFrame<'a>, st: &mut Staged<'a>, mirror
     }
     match state {
         PortState::Up => {}
-        PortState::Blocked => return st.egress_drops.push((to.id, DropKind::LoopBlocked)),
-        _ => return st.egress_drops.push((to.id, DropKind::PortDown)),
+        PortState::Blocked => {
+            st.egress_drops.push((to.id, DropKind::LoopBlocked));
+            obs.egress(to, Err(Held::State(state)));
+            return false;
+        }
+        _ => {
+            st.egress_drops.push((to.id, DropKind::PortDown));
+            obs.egress(to, Err(Held::State(state)));
+            return false;
+        }
     }
-    if !fits(&tx(), to.tx.mtu()) {
-        return st.egress_drops.push((to.id, DropKind::TooBig));
+    let mtu = to.tx.mtu();
+    if !fits(&tx(), mtu) {
+        st.egress_drops.push((to.id, DropKind::TooBig));
+        obs.egress(to, Err(Held::TooBig(mtu)));
+        return false;
+    }
+    if O::HEARS {
+        obs.egress(to, Ok((tx(), FILTER)));
     }
     st.out[usize::from(to.id)].push(tx());
+    true
 }
 
 /// Copies a frame to a mirror target (a port's own mirror is not followed
@@ -551,7 +663,7 @@ fn mirror<'a>(m: &MirrorTo, tx: TxFrame<'a>, ports: &PortTable, st: &mut Staged<
     match m {
         MirrorTo::Port(id) => {
             if let Some(Some(p)) = ports.get(usize::from(*id)) {
-                push(p, || tx, st, None);
+                push::<false, Live>(p, || tx, st, None, &mut Live);
             }
         }
         MirrorTo::Sink(s) => st.sinks.push((s.clone(), tx)),
