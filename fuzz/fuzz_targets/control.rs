@@ -3,14 +3,13 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use userbridge::config::Settings;
 use userbridge::daemon::Daemon;
 
 fn daemon() -> &'static std::sync::Arc<Daemon> {
     static D: OnceLock<std::sync::Arc<Daemon>> = OnceLock::new();
     D.get_or_init(|| {
-        let s = Settings::parse("taps = [\"fuzz0\"]\n", "fuzz").expect("settings");
-        Daemon::new(s, None)
+        let draft = userbridge::config::file::parse("taps = [\"fuzz0\"]\n", "fuzz").expect("a draft");
+        Daemon::new(draft.build().expect("settings"), None, None)
     })
 }
 

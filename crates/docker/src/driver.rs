@@ -58,6 +58,51 @@ fn parse<T: serde::de::DeserializeOwned>(method: &str, body: &[u8]) -> Result<T,
     serde_json::from_slice(body).map_err(|e| DriverError::BadRequest { method: method.into(), detail: e.to_string() })
 }
 
+/// One call of Docker's remote driver protocol, its body read.
+#[derive(Debug)]
+pub enum Call {
+    Activate,
+    Capabilities,
+    CreateNetwork(CreateNetwork),
+    DeleteNetwork(NetworkRef),
+    CreateEndpoint(CreateEndpoint),
+    DeleteEndpoint(EndpointRef),
+    EndpointOperInfo(EndpointRef),
+    Join(Join),
+    Leave(EndpointRef),
+    /// A call this driver answers with nothing to do.
+    Nothing,
+}
+
+impl Call {
+    /// The call `method` (the path without its slash) with `body`; a call
+    /// the driver does not serve, or a body that is not its message, is
+    /// refused by name. Reads only: nothing is done yet.
+    pub fn parse(method: &str, body: &[u8]) -> Result<Call, DriverError> {
+        Ok(match method {
+            "Plugin.Activate" => Call::Activate,
+            "NetworkDriver.GetCapabilities" => Call::Capabilities,
+            "NetworkDriver.CreateNetwork" => Call::CreateNetwork(parse(method, body)?),
+            "NetworkDriver.DeleteNetwork" => Call::DeleteNetwork(parse(method, body)?),
+            "NetworkDriver.CreateEndpoint" => Call::CreateEndpoint(parse(method, body)?),
+            "NetworkDriver.DeleteEndpoint" => Call::DeleteEndpoint(parse(method, body)?),
+            "NetworkDriver.EndpointOperInfo" => Call::EndpointOperInfo(parse(method, body)?),
+            "NetworkDriver.Join" => Call::Join(parse(method, body)?),
+            "NetworkDriver.Leave" => Call::Leave(parse(method, body)?),
+            "NetworkDriver.ProgramExternalConnectivity"
+            | "NetworkDriver.RevokeExternalConnectivity"
+            | "NetworkDriver.DiscoverNew"
+            | "NetworkDriver.DiscoverDelete" => Call::Nothing,
+            "NetworkDriver.AllocateNetwork" | "NetworkDriver.FreeNetwork" => {
+                return Err(DriverError::Refused(
+                    "the userbridge driver is local-scope: it allocates no swarm networks".into(),
+                ));
+            }
+            other => return Err(DriverError::Refused(format!("the userbridge driver does not implement {other}"))),
+        })
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -70,29 +115,20 @@ impl Driver {
 
     /// Answers one call: `method` is the path without its slash.
     pub fn handle(&self, method: &str, body: &[u8]) -> Result<Value, DriverError> {
+        let call = Call::parse(method, body)?;
         let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match method {
-            "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver"] })),
-            "NetworkDriver.GetCapabilities" => Ok(json!({ "Scope": "local", "ConnectivityScope": "local" })),
-            "NetworkDriver.CreateNetwork" => self.create_network(&mut store, parse(method, body)?),
-            "NetworkDriver.DeleteNetwork" => self.delete_network(&mut store, &parse::<NetworkRef>(method, body)?),
-            "NetworkDriver.CreateEndpoint" => self.create_endpoint(&mut store, parse(method, body)?),
-            "NetworkDriver.DeleteEndpoint" => self.delete_endpoint(&mut store, &parse(method, body)?),
-            "NetworkDriver.EndpointOperInfo" => {
-                let _: EndpointRef = parse(method, body)?;
-                Ok(json!({ "Value": {} }))
-            }
-            "NetworkDriver.Join" => self.join(&mut store, &parse(method, body)?),
-            "NetworkDriver.Leave" => self.leave(&mut store, &parse(method, body)?),
+        match call {
+            Call::Activate => Ok(json!({ "Implements": ["NetworkDriver"] })),
+            Call::Capabilities => Ok(json!({ "Scope": "local", "ConnectivityScope": "local" })),
+            Call::CreateNetwork(r) => self.create_network(&mut store, r),
+            Call::DeleteNetwork(r) => self.delete_network(&mut store, &r),
+            Call::CreateEndpoint(r) => self.create_endpoint(&mut store, r),
+            Call::DeleteEndpoint(r) => self.delete_endpoint(&mut store, &r),
+            Call::EndpointOperInfo(_) => Ok(json!({ "Value": {} })),
+            Call::Join(r) => self.join(&mut store, &r),
+            Call::Leave(r) => self.leave(&mut store, &r),
             // Port mappings were refused at CreateEndpoint: nothing to program.
-            "NetworkDriver.ProgramExternalConnectivity"
-            | "NetworkDriver.RevokeExternalConnectivity"
-            | "NetworkDriver.DiscoverNew"
-            | "NetworkDriver.DiscoverDelete" => Ok(json!({})),
-            "NetworkDriver.AllocateNetwork" | "NetworkDriver.FreeNetwork" => {
-                Err(DriverError::Refused("the userbridge driver is local-scope: it allocates no swarm networks".into()))
-            }
-            other => Err(DriverError::Refused(format!("the userbridge driver does not implement {other}"))),
+            Call::Nothing => Ok(json!({})),
         }
     }
 

@@ -16,7 +16,7 @@ pub mod api;
 pub mod driver;
 pub mod state;
 
-pub use driver::{Driver, DriverError, link_names};
+pub use driver::{Call, Driver, DriverError, link_names};
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -62,7 +62,7 @@ impl Options {
 }
 
 /// Docker's requests are a few KiB (CreateEndpoint with every option).
-const HTTP_LIMITS: HttpLimits = HttpLimits { head: 16 << 10, body: 1 << 20 };
+pub const HTTP_LIMITS: HttpLimits = HttpLimits { head: 16 << 10, body: 1 << 20 };
 
 /// Calls served at once (each takes the state's lock in turn): dockerd
 /// keeps a few connections open; more are told to come back.
