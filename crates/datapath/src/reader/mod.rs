@@ -236,8 +236,9 @@ impl Reader<'_> {
                 }
                 self.take_back();
             }
-            let several = self.held.iter().filter(|h| h.rx.is_some()).nth(1).is_some();
-            let up = sw.port(self.id).is_some_and(|p| p.state() == PortState::Up);
+            let held = &self.held;
+            let several = || held.iter().filter(|h| h.rx.is_some()).nth(1).is_some();
+            let up = || sw.port(self.id).is_some_and(|p| p.state() == PortState::Up);
             let wait = pace.wait(got, waits, several, self.helper, up);
             if let Some(timeout) = wait.timeout() {
                 if wait == Wait::UntilFrame {

@@ -103,17 +103,25 @@ impl Pace {
 
     /// How to wait after that pass: the thread waits on descriptors
     /// (`waits`), holds more than one member (`several`), is a helper, and
-    /// its port is up.
-    pub(super) fn wait(&mut self, got: bool, waits: bool, several: bool, helper: bool, up: bool) -> Wait {
+    /// its port is up (`up`). The last two are asked only when they matter:
+    /// they cost a look at the port table, and this runs after every pass.
+    pub(super) fn wait(
+        &mut self,
+        got: bool,
+        waits: bool,
+        several: impl FnOnce() -> bool,
+        helper: bool,
+        up: impl FnOnce() -> bool,
+    ) -> Wait {
         if !waits {
             return Wait::No;
         }
         if got {
             self.spins = self.spins.wrapping_add(1);
-            let peek = self.spins.is_multiple_of(PEEK_EVERY) && several;
+            let peek = self.spins.is_multiple_of(PEEK_EVERY) && several();
             return if peek { Wait::Peek } else { Wait::No };
         }
-        if helper || self.unchecked || self.ticking || !up { Wait::Housekeeping } else { Wait::UntilFrame }
+        if helper || self.unchecked || self.ticking || !up() { Wait::Housekeeping } else { Wait::UntilFrame }
     }
 
     /// A wait that began at `before` ended at `after`; it slept when the
@@ -203,26 +211,26 @@ mod tests {
         let mut p = Pace::new(t0);
         // Frames came: the port is looked at once more before the thread sleeps for good.
         assert!(!p.passed(true, 64, ms(t0, 1)));
-        assert_eq!(p.wait(false, true, false, false, true), Wait::Housekeeping);
+        assert_eq!(p.wait(false, true, || false, false, || true), Wait::Housekeeping);
         assert!(!p.housekeeping(ms(t0, 999)));
         assert!(p.housekeeping(ms(t0, 1001)));
-        assert_eq!(p.wait(false, true, false, false, true), Wait::UntilFrame);
+        assert_eq!(p.wait(false, true, || false, false, || true), Wait::UntilFrame);
         // But not while its link is down, a member ticks, or for a helper.
-        assert_eq!(p.wait(false, true, false, false, false), Wait::Housekeeping);
-        assert_eq!(p.wait(false, true, false, true, true), Wait::Housekeeping);
+        assert_eq!(p.wait(false, true, || false, false, || false), Wait::Housekeeping);
+        assert_eq!(p.wait(false, true, || false, true, || true), Wait::Housekeeping);
         p.ticking(true);
-        assert_eq!(p.wait(false, true, false, false, true), Wait::Housekeeping);
+        assert_eq!(p.wait(false, true, || false, false, || true), Wait::Housekeeping);
         // A member that receives without a descriptor is never waited for.
-        assert_eq!(p.wait(false, false, false, false, true), Wait::No);
+        assert_eq!(p.wait(false, false, || false, false, || true), Wait::No);
     }
 
     #[test]
     fn a_busy_thread_with_several_members_peeks_every_eighth_batch() {
         let mut p = Pace::new(Instant::now());
-        let waits: Vec<Wait> = (0..16).map(|_| p.wait(true, true, true, false, true)).collect();
+        let waits: Vec<Wait> = (0..16).map(|_| p.wait(true, true, || true, false, || true)).collect();
         let peeks: Vec<usize> = waits.iter().enumerate().filter(|(_, w)| **w == Wait::Peek).map(|(i, _)| i).collect();
         assert_eq!(peeks, [7, 15]);
-        assert!((0..16).all(|_| p.wait(true, true, false, false, true) == Wait::No), "one member: never");
+        assert!((0..16).all(|_| p.wait(true, true, || false, false, || true) == Wait::No), "one member: never");
     }
 
     #[test]

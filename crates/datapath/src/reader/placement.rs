@@ -61,16 +61,11 @@ pub(super) fn pin_to(cpu: usize) -> io::Result<()> {
     Ok(rustix::thread::sched_setaffinity(None, &set)?)
 }
 
-/// A reader thread's scheduling class. At nice -10, a reader woken on a
-/// CPU where another process runs preempts it at once. For small frames
-/// that is what is wanted: a ping's reader runs sooner, and a flood's
-/// reader keeps up with the sender that shares its CPU. For a TCP stream's
-/// super-frames it preempts the stream's sender (or receiver) once per frame
-/// and forwards them one at a time, a reschedule interrupt each: a thread
-/// carrying bulk frames runs SCHED_BATCH instead, with the same nice and so
-/// the same share of its CPU, but no preemption on wake-up
-/// (docs/benchmarks.md). A daemon started in another class (`chrt`) keeps
-/// it.
+/// A reader thread's scheduling class: SCHED_BATCH while it carries bulk
+/// frames (same nice, no preemption of the TCP stream's own processes on
+/// every wake-up), SCHED_OTHER for small frames, where preempting is the
+/// point; a daemon started in another class (`chrt`) keeps it
+/// (docs/architecture.md, "Reader threads").
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Class {
     /// The thread runs SCHED_BATCH.

@@ -277,10 +277,8 @@ impl BusySlots {
 
 /// Makes the calling thread, started by a reader and so pinned to its CPU
 /// at its priority, yield to the readers: nice 0, on any CPU the process
-/// may use. Set up at the readers' nice -10 beside the busy half's reader,
-/// the rings took half its CPU for 40-60 ms and its socket's queue
-/// overflowed (3 of 20 floods lost 3-21 k frames); at nice 19 they took
-/// seconds on a busy node. Best effort: a refusal leaves it as it was.
+/// may use (beside the busy reader at -10, its queue overflowed; measured
+/// in docs/benchmarks-history.md). Best effort.
 fn step_aside() {
     let me = Some(rustix::thread::gettid());
     let _ = rustix::process::setpriority_process(me, 0);

@@ -3,29 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-/// A port takes rings when its halves together receive at least
-/// `RxConfig::busy_pps` frames per second more that a slot holds whole than
-/// frames it does not (by default 20 k: eight 64-byte floods at once are
-/// 30-45 k/s a port on the 2-CPU lab, one flood 300-450 k/s, a TCP
-/// stream's ACKs a few k/s; its data port, with a small tail frame for
-/// every two or so super-frames, never gets there); a port with rings
-/// gives them back once it has stayed under a fifth of that for this long.
+/// A port with rings gives them back once it has stayed under a fifth of
+/// `--busy-pps` for this long.
 pub const QUIET_FOR: Duration = Duration::from_secs(2);
 /// The shortest span a rate is taken over.
 pub const LOOK: Duration = Duration::from_millis(50);
 /// After the program picks the sockets again, how long before the rings
-/// are closed: a frame that saw the old program on another CPU has long
-/// been written into its ring by then (the kernel's grace period for the
-/// swap is microseconds).
+/// are closed: a frame that saw the old program has long been written by
+/// then (the kernel swaps the program under RCU, in microseconds).
 pub const GRACE: Duration = Duration::from_millis(20);
 /// After rings could not be set up (no memory), how long before trying again.
 pub const RETRY: Duration = Duration::from_secs(10);
-/// A ring is sized to hold this long of the rate that made its port busy
-/// (in whole powers of two of slots, at most `--ring-slots`): 16 384 slots,
-/// 36 ms of a 450 k/s flood, lost nothing on the 2-CPU lab where 8 192
-/// (18 ms) lost up to 1.5% (docs/architecture.md). A port busy at 40 k/s
-/// so takes 4 096 slots, 8 MiB, not 32: less memory, and set up four times
-/// faster by a thread that may get little CPU on a busy node.
+/// A ring is sized to hold this long of the rate that made its port busy,
+/// in powers of two of slots, at most `--ring-slots` (docs/benchmarks.md,
+/// "Receive modes").
 pub const HOLD: Duration = Duration::from_millis(100);
 /// The fewest slots a ring is given (2 MiB).
 pub const MIN_SLOTS: usize = 1024;
