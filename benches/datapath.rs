@@ -37,7 +37,7 @@ fn switch() -> Arc<Switch> {
     }
     // The daemon's ager walks the table within a second, which finishes any
     // resize papaya left in progress; a bench that skipped it would measure
-    // look-ups searching two tables in the runs where one was (docs/benchmarks.md).
+    // look-ups searching two tables in the runs where one was (docs/benchmarks-history.md).
     assert_eq!(sw.fdb.age(0), 0, "nothing is old at time 0");
     sw
 }
@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     let bcast: Vec<Vec<u8>> = (0..16).map(|n| frame([0xff; 6], mac(20_000 + n))).collect();
     let mut rx = ReplayRx::new(bcast);
     g.bench_function("flood_64B_4ports", |b| b.iter(|| one_batch(&sw, &mut rx, &mut fwd, &mut store)));
-    // Every policy on (docs/benchmarks.md compares with the two above).
+    // Every policy on (docs/benchmarks-history.md compares with the two above).
     let psw = switch_with_policies();
     let unicast: Vec<Vec<u8>> = (0..MACS).map(|n| frame(mac(n), mac(10_000 + n % 16))).collect();
     let mut rx = ReplayRx::new(unicast);

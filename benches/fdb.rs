@@ -1,5 +1,5 @@
 //! FDB: dashmap vs papaya under the same policy layer. The datapath uses
-//! whichever wins here (ub_fdb::DefaultFdb); see docs/benchmarks.md.
+//! whichever wins here (ub_fdb::DefaultFdb); see docs/benchmarks-history.md.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -483,7 +483,7 @@ fn an_idle_ports_thread_follows_a_pinging_process_to_its_cpu_within_a_few_frames
     // A ping every 2 ms wakes the port's thread for every frame. When the
     // sender moves to another CPU, the thread moves there on its second
     // wake-up, not at the end of a 20 ms window: the frames in between would
-    // each wake an idle CPU (docs/benchmarks.md, where a ping's time goes).
+    // each wake an idle CPU (docs/benchmarks-history.md, where a ping's time goes).
     let Some((lab, _daemon, pid, cpus)) = per_cpu_lab("follow") else { return };
     for c in [cpus[0], cpus[1], cpus[0], cpus[1]] {
         // The thread moves at most once per 20 ms window, so that frames
@@ -535,7 +535,7 @@ fn a_thread_carrying_tcp_super_frames_stops_preempting_and_its_small_frame_twin_
     // super-frames of up to 64 KiB. The data port's thread runs SCHED_BATCH
     // while it carries them (no preemption of the process whose CPU it wakes
     // on, nice kept); the ACK port's, with small frames, stays SCHED_OTHER;
-    // when the stream ends, the data port's goes back (docs/benchmarks.md).
+    // when the stream ends, the data port's goes back (docs/benchmarks-history.md).
     const OTHER: u32 = 0;
     const BATCH: u32 = 3;
     let lab = lab("bulk", 2);
@@ -806,7 +806,7 @@ fn a_burst_of_small_frames_leaves_through_the_tx_ring_whole_and_in_order() {
     // until all have arrived: each must be there, unchanged, in order. (A
     // veth copies a slot's pages itself before a frame enters a pod, so this
     // cannot tell the whole-frame copy from page fragments; that choice is
-    // a measured cost, in docs/benchmarks.md.)
+    // a measured cost, in docs/benchmarks-history.md.)
     let lab = lab("txring", 2);
     let d = Daemon::start(&lab, &[]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");

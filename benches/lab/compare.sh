@@ -2,14 +2,12 @@
 # One sitting, one table: the Linux bridge, Open vSwitch's userspace datapath
 # (when ovs-vswitchd is installed) and userbridge on ../shared/lab-bench.sh's
 # two-pod lab, back to back, with userbridge's ratios to the bridge.
-# userbridge runs five ways: `ub` with no tuning flags (defaults: recvmmsg,
+# userbridge runs three ways: `ub` with no tuning flags (defaults: recvmmsg,
 # and the TPACKET_V2 RX slots while a port is busy, a member per CPU per
 # port, the port's thread and its helpers pinned where the frames arrive,
-# nice -10), `ub-mmsg` the same with recvmmsg alone (`--rx mmsg`, the
-# default before busy-slots), `ub-slots` with the slots always (`--rx
-# slots`), `ub-ring` with the TPACKET_V3 ring (`--rx ring`), and
-# `ub-1reader` with one unpinned reader per port at nice 0 (what the per-CPU
-# members bought). Then, unless SCALE=0, the 128-pod scale check.
+# nice -10), `ub-mmsg` the same with recvmmsg alone (`--rx mmsg`: never a
+# ring), and `ub-1reader` with one unpinned reader per port at nice 0 (what
+# the per-CPU members bought). Then, unless SCALE=0, the 128-pod scale check.
 #   bash benches/lab/compare.sh            (as root, from the repository)
 # Env: SECS (per test, default 5), SCALE=0 to skip the scale check.
 set -euo pipefail
@@ -25,8 +23,6 @@ command -v ovs-vswitchd >/dev/null 2>&1 && run ovs ovs
 UB="$BIN run --port {P1} --port {P2} --socket /tmp/ub-compare.sock --log-level warn"
 run ub cmd "$UB"
 run ub-mmsg cmd "$UB --rx mmsg"
-run ub-slots cmd "$UB --rx slots"
-run ub-ring cmd "$UB --rx ring"
 run ub-1reader cmd "$UB --readers 1 --reader-nice 0"
 python3 - "$out" <<'PY'
 import os, re, sys
@@ -44,7 +40,7 @@ def parse(path):
         "rr p50 us": f(g(r"p50=([\d.]+|FAIL)")),
         "rr p99 us": f(g(r"p99=([\d.]+|FAIL)")),
     }
-modes = [m for m in ["kbridge", "ovs", "ub", "ub-mmsg", "ub-slots", "ub-ring", "ub-1reader"] if os.path.exists(os.path.join(d, m))]
+modes = [m for m in ["kbridge", "ovs", "ub", "ub-mmsg", "ub-1reader"] if os.path.exists(os.path.join(d, m))]
 res = {m: parse(os.path.join(d, m)) for m in modes}
 keys = list(res["kbridge"].keys())
 fmt = lambda v: "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
@@ -55,7 +51,7 @@ for k in keys:
     ratio = "-" if not b or u is None else f"{u / b:.2f}x"
     print(f"| {k} | " + " | ".join(fmt(res[m][k]) for m in modes) + f" | {ratio} |")
 print()
-for m in ("ub", "ub-mmsg", "ub-slots", "ub-ring", "ub-1reader"):
+for m in ("ub", "ub-mmsg", "ub-1reader"):
     sent, got = res.get(m, {}).get("64B sent Mpps"), res.get(m, {}).get("64B delivered Mpps")
     if sent and got is not None:
         print(f"{m}: delivered {100 * got / sent:.1f}% of the 64-byte frames trafgen sent.")

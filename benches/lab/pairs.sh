@@ -6,7 +6,7 @@
 # aggregate, so a starved pair shows.
 #   bash benches/lab/pairs.sh            (as root; PAIRS=8 SECS=5 ROUNDS=3)
 # MODES="kbridge userbridge" and TESTS="tcp udp64" choose a subset (one
-# switch's TCP alone, to profile it); EXTRA='--rx slots' passes more
+# switch's TCP alone, to profile it); EXTRA='--rx mmsg' passes more
 # options to the daemon.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -23,7 +23,7 @@ pub type PortId = u16;
 pub const MAX_PORTS: usize = 4096;
 
 /// The map the datapath's table uses, chosen by `benches/fdb.rs` and
-/// `benches/datapath.rs` (see docs/benchmarks.md).
+/// `benches/datapath.rs` (see docs/benchmarks-history.md).
 #[cfg(not(feature = "dashmap-default"))]
 pub type DefaultMap = PapayaBackend;
 /// The table the datapath uses (`dashmap-default` feature: for comparison).

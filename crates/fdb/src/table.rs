@@ -225,7 +225,7 @@ impl<M: FdbMap> Fdb<M> {
 
     /// [`Fdb::lookup`] under a guard held by the caller.
     // Always inlined: the datapath's per-frame loop must keep it inline
-    // whatever else the loop holds (docs/benchmarks.md, issue #12).
+    // whatever else the loop holds (docs/benchmarks-history.md, issue #12).
     #[inline(always)]
     pub fn lookup_in(&self, g: &M::Guard<'_>, vid: u16, mac: Mac, now: u64) -> Option<PortId> {
         let ageing = self.ageing_ms.load(Relaxed);

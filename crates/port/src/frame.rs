@@ -26,7 +26,7 @@ pub struct RxFrame<'a> {
 /// 40 bytes, the tag changes packed in one word: the datapath copies a
 /// frame into every egress batch, and a copy that reads back a field just
 /// written in narrower pieces stalls on store forwarding (measured:
-/// docs/benchmarks.md).
+/// docs/benchmarks-history.md).
 #[derive(Debug, Clone, Copy)]
 pub struct TxFrame<'a> {
     pub data: &'a [u8],

@@ -84,7 +84,7 @@ pub const READERS_MAX: usize = 64;
 pub const AUTO_READERS_MAX: usize = 8;
 
 /// Nice value of the reader threads: below a busy pod's 0, a reader
-/// sharing its core keeps up with it (docs/benchmarks.md).
+/// sharing its core keeps up with it (docs/benchmarks-history.md).
 pub const READER_NICE: Setting<i32> = Setting { key: "nice", flag: "--reader-nice", default: -10, min: -20, max: 19 };
 
 /// The host port's MTU (an IPv6 address needs [`IPV6_MIN_MTU`]).

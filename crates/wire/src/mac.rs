@@ -7,7 +7,7 @@ use core::str::FromStr;
 /// spilled a frame's destination to the stack in pieces and read it back
 /// with a wider load spanning them to build the FDB key, a store-forwarding
 /// stall that cost the datapath a quarter of its unicast rate once the
-/// forwarding stage grew (docs/benchmarks.md, issue #14).
+/// forwarding stage grew (docs/benchmarks-history.md, issue #14).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[repr(align(8))]
 pub struct Mac(pub [u8; 6]);

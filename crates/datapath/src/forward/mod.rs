@@ -151,7 +151,7 @@ impl Forwarder {
     ) -> Staged<'a> {
         // The switch-wide modes, read once per batch, pick a variant of the
         // stage compiled for them: with both off it is the path without them,
-        // not one that tests them per frame (docs/benchmarks.md).
+        // not one that tests them per frame (docs/benchmarks-history.md).
         match (sw.vlan_filtering(), sw.neigh_suppressing()) {
             (false, false) => self.stage_as::<false, false, O>(sw, ports, frames, now, obs),
             (true, false) => self.stage_as::<true, false, O>(sw, ports, frames, now, obs),
@@ -289,7 +289,7 @@ impl Forwarder {
             let mut seen = false;
             // The destination for the look-up read again from the frame, not
             // from `c`: LLVM spills `c` in pieces, and the look-up's key is one
-            // wide load of it, a failed store forward (docs/benchmarks.md).
+            // wide load of it, a failed store forward (docs/benchmarks-history.md).
             let d = Classified { dst: ub_wire::Mac::from_slice(&f.data[..6]), ..c };
             let how = FloodHow { vin: vin.as_ref(), skip_suppress: replied };
             match decide_in(&sw.fdb, &g, ingress, pol.hairpin(), &d, now) {
@@ -614,7 +614,7 @@ fn egress_copy<'a, 'f, const FILTER: bool>(
 ///
 /// `tx` makes the frame: a descriptor just built on the stack and copied
 /// whole into the batch is read back wider than it was written, a failed
-/// store forward per frame (docs/benchmarks.md); made where it is stored,
+/// store forward per frame (docs/benchmarks-history.md); made where it is stored,
 /// from the received frame, it is not read back at all.
 #[inline(always)]
 fn push<'a, const FILTER: bool, O: Observe>(

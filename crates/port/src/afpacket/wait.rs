@@ -3,7 +3,7 @@
 //! half or before the half has taken a new ring, in the half's wait set,
 //! an epoll descriptor of its own that the reader registers. A frame on a
 //! socket in the reader's set wakes it directly; through the wait set it
-//! takes a second epoll level, 2-4% more CPU per frame (docs/benchmarks.md).
+//! takes a second epoll level, 2-4% more CPU per frame (docs/benchmarks-history.md).
 
 use crate::Waiter;
 use rustix::event::epoll;

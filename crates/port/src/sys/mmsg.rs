@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// each as vnet header + MACs + up to two tags + rest. Left uninitialised:
 /// a send writes the entries of the frames it sends and nothing else (when
 /// it was zeroed, a ping's lone frame paid for all 4.6 KiB of it, about 1
-/// µs a round trip: docs/benchmarks.md).
+/// µs a round trip: docs/benchmarks-history.md).
 pub struct MmsgScratch<const N: usize> {
     msgs: [MaybeUninit<libc::mmsghdr>; N],
     iovs: [MaybeUninit<[libc::iovec; 4]>; N],

@@ -10,7 +10,7 @@
 //! frame would become page fragments pointing into the slot, and a veth
 //! copies such fragments again, into pages of its own, before the frame
 //! enters the pod (`skb_orphan_frags` in `__dev_forward_skb`): 9-13% more
-//! CPU per 64-byte frame, measured (docs/benchmarks.md). A slot is written
+//! CPU per 64-byte frame, measured (docs/benchmarks-history.md). A slot is written
 //! again once the kernel has marked it available.
 
 use super::v2::{SLOT, TPACKET_V2, V2Ring};
