@@ -1,25 +1,7 @@
-//! ARP suppression (`neigh_suppress`), with the Linux bridge's rules
+//! ARP suppression (`neigh_suppress`) with the Linux bridge's rules
 //! (`br_arp_nd_proxy.c`, `br_do_proxy_suppress_arp`), and the neighbour
-//! table it answers from.
-//!
-//! The kernel answers from the bridge device's own ARP cache. Ours holds
-//! what ports were told at `port add` (a pod's IPs and MAC, the host port's
-//! addresses) and what the host port's ARP cache would learn: the sender of
-//! an ARP request or reply addressed to one of the host port's addresses.
-//! Learned entries age with the FDB.
-//!
-//! Only when some port has `neigh_suppress` on, for an ARP frame that
-//! arrived on a port without it:
-//! - a probe or gratuitous ARP (sender 0.0.0.0, or sender = target) is not
-//!   flooded to `neigh_suppress` ports;
-//! - a request for one of the host port's addresses is not flooded to them
-//!   (the host answers it);
-//! - a request for a known address whose MAC the FDB has: if that MAC is
-//!   behind a `neigh_suppress` port, the switch answers it on the ingress
-//!   port as that station, and either way the request is not flooded to
-//!   `neigh_suppress` ports.
-//!
-//! Everything else is forwarded as usual.
+//! table it answers from: what ports were told and what the host port's ARP
+//! cache would learn, ageing with the FDB. The rules: docs/policies.md.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -1,24 +1,9 @@
-//! The per-batch forwarding path, in two stages (as quinn-proto keeps its
-//! state machine apart from sockets, and OVS's dpif-netdev batches per
-//! output port before it sends):
-//!
-//! 1. [`Forwarder::stage`]: for a batch of received frames and an injected
-//!    `now`, classify each frame, apply the ingress port's policy, learn its
-//!    source, decide where it goes, apply each egress port's policy, state
-//!    and MTU, and storm control; the result is a [`Staged`]: a batch per
-//!    egress port, mirror copies, ARP replies and the ingress port's counts.
-//!    It does no I/O and publishes no counter. It does change the switch's
-//!    tables, as forwarding must: it learns sources into the FDB (and the
-//!    FDB's own event counts), removes an entry a looped copy taught it,
-//!    learns senders into ARP suppression's neighbour table, and takes
-//!    storm-control tokens. `userbridge trace` runs the same stage with an
-//!    observer that records each step and lets it change nothing
-//!    (`observe.rs`, `crate::trace`).
-//! 2. [`Forwarder::flush`]: one `send_batch` per egress port, copies handed
-//!    to mirror sinks, counters published, and a loop probe that came back
-//!    handed to the loop guard, which may block a port.
-//!
-//! Tests drive `stage` alone, single-threaded, with their own clock.
+//! The per-batch forwarding path in two stages (docs/architecture.md,
+//! "Where a frame goes"): [`Forwarder::stage`] decides where each frame of
+//! a batch goes, with an injected `now`, no I/O and no published counter
+//! (it does learn into the FDB and the neighbour table, and takes storm
+//! tokens); [`Forwarder::flush`] sends, mirrors and publishes. `trace`
+//! runs the same stage with an observer (`observe.rs`).
 
 pub(crate) mod observe;
 

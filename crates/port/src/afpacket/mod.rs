@@ -1,12 +1,6 @@
-//! AF_PACKET port: `recvmmsg` (and, while the port is busy, TPACKET_V2 RX
-//! slots) and `sendmmsg` on one socket per receive half, small frames sent
-//! through a TX ring, with PACKET_VNET_HDR (GSO super-frames and partial
-//! checksums cross the switch intact), PACKET_IGNORE_OUTGOING (we never see
-//! what we sent), the offloaded VLAN tag taken from auxdata or the slot's
-//! header, and promiscuous membership.
-//!
-//! The `afpacket` crate offers none of this (no ring, no vnet header, bare
-//! RawFd), hence this module; see docs/architecture.md.
+//! AF_PACKET port: `recvmmsg` (RX slots while busy), `sendmmsg` and a TX
+//! ring, the vnet header, PACKET_IGNORE_OUTGOING, auxdata VLAN tags. The
+//! `afpacket` crate offers none of it (docs/architecture.md).
 //!
 //! - `config`: how ports receive (`RxConfig`)
 //! - `socket`: the packet sockets and their buffers

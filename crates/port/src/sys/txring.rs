@@ -1,17 +1,10 @@
-//! The PACKET_TX_RING a port sends small frames through: frames are
-//! written into slots shared with the kernel and one `send` hands the kernel
-//! all of them, with no `msghdr` or iovec to copy in and check per frame.
-//!
-//! Its own socket, bound to the port with protocol 0, so it receives
-//! nothing; TPACKET_V2 slots of [`SLOT`] bytes; PACKET_VNET_HDR, and each
-//! frame's header says `hdr_len` = the frame's length, which makes the
-//! kernel copy the whole frame into the skb's linear part (`tpacket_snd`:
-//! `copylen` is `hdr_len`). Left at the headers' length, the rest of the
-//! frame would become page fragments pointing into the slot, and a veth
-//! copies such fragments again, into pages of its own, before the frame
-//! enters the pod (`skb_orphan_frags` in `__dev_forward_skb`): 9-13% more
-//! CPU per 64-byte frame, measured (docs/benchmarks-history.md). A slot is written
-//! again once the kernel has marked it available.
+//! The PACKET_TX_RING small frames are sent through: one `send` hands the
+//! kernel a batch, with no `msghdr` per frame. Its own socket (protocol 0,
+//! receives nothing), TPACKET_V2 slots of [`SLOT`] bytes, PACKET_VNET_HDR
+//! with `hdr_len` = the frame's length so `tpacket_snd` copies the whole
+//! frame into the skb's linear part: page fragments into the slot would be
+//! copied again by the veth (`skb_orphan_frags`), 9-13% more CPU per 64 B
+//! frame (docs/benchmarks-history.md).
 
 use super::v2::{SLOT, TPACKET_V2, V2Ring};
 use std::io;

@@ -1,31 +1,8 @@
-//! RX slots while a port is busy (`--rx busy-slots`, the default).
-//!
-//! A TPACKET_V2 ring ([`SlotRing`]) takes small frames for less CPU than
-//! `recvmmsg`, but holds its memory (slots × 2 KiB per receive half) for as
-//! long as it is mapped. Here a port receives with `recvmmsg`, and only
-//! while its frame rate is high does it hold rings:
-//!
-//! - The port's receive halves are members `0..n` of a CBPF fanout group
-//!   whose program picks member `x % n` (`x` the CPU or the flow hash,
-//!   [`Steer`]).
-//! - Going busy, the port makes `n` fresh sockets (in its own network
-//!   namespace), gives each a ring sized to the port's rate
-//!   (`policy::slots_for`), and joins them to the group, in order,
-//!   so they are members `n..2n`; then it replaces the program with one
-//!   that picks member `n + x % n`. Each frame sees the old program or the
-//!   new one, so for each half the frames before the switch are on its
-//!   socket and those after it in its ring; the half reads its socket
-//!   until it is empty, then its ring.
-//! - Going quiet, the program picks the sockets again; after a grace
-//!   period each half reads its ring until it is empty, then closes that
-//!   socket, which leaves the group and gives the ring's memory back. A
-//!   port that outgrows its rings does the same, then takes larger ones.
-//!
-//! A half's reader waits on an epoll descriptor of the half's own, its wait
-//! set, where a new ring's socket is put; the half moves its socket, and
-//! its ring's once it takes it, from there into the reader's own epoll:
-//! the reader never sees the change, and a frame wakes it directly.
-//! When to switch is `policy::Policy`, pure logic over injected time.
+//! RX slots while a port is busy (`--rx busy-slots`, the default): the
+//! port receives with `recvmmsg`, and while its rate is high a TPACKET_V2
+//! ring per receive half joins its fanout group and the group's program is
+//! swapped to pick the rings. How and why: docs/architecture.md, "RX slots
+//! while a port is busy"; when to switch is `policy`, pure logic.
 
 mod policy;
 
