@@ -3,13 +3,17 @@
 //! docs/control.md. The requests and replies are `ub_proto`'s; this module
 //! answers each with one handler (`impl Serve for Daemon`).
 //!
+//! A request names its bridge (`bridge`), or a port of it, or neither:
+//! then it means the daemon's only bridge, and a listing means them all.
+//!
 //! Each client has its own thread, a 5 s timeout and a 64 KiB line limit;
 //! at most 16 are served at once (`ub_serve`), so no client can stall the
 //! datapath (which never waits on the control plane) or take unbounded
 //! memory.
 
-use crate::daemon::{Daemon, DaemonError, lock};
-use crate::mirror;
+use crate::bridge::{Bridge, BridgeError};
+use crate::daemon::{Daemon, DaemonError};
+use crate::{lock, mirror};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -80,59 +84,63 @@ pub enum ServerError {
     Listen { path: PathBuf, source: std::io::Error },
 }
 
-impl Daemon {
-    fn port_named(&self, name: &str) -> Result<Arc<ub_datapath::Port>, ControlError> {
-        self.sw.port_by_name(name).ok_or_else(|| DaemonError::NoSuchPort(name.to_string()).into())
-    }
-
-    fn port_names(&self) -> Vec<Option<String>> {
-        self.sw.ports().iter().map(|p| p.as_ref().map(|p| p.name.clone())).collect()
-    }
+/// Port `name` of bridge `b`.
+fn port_in(b: &Bridge, name: &str) -> Result<Arc<ub_datapath::Port>, ControlError> {
+    b.sw.port_by_name(name).ok_or_else(|| DaemonError::no_port(name).into())
 }
 
-/// Keeps only port `name`, or says there is none.
-fn only_port(ports: &mut Vec<PortStatus>, name: Option<&IfName>) -> Result<(), ControlError> {
+/// Port names of bridge `b` by port id.
+fn port_names(b: &Bridge) -> Vec<Option<String>> {
+    b.sw.ports().iter().map(|p| p.as_ref().map(|p| p.name.clone())).collect()
+}
+
+/// The ports of the bridges a listing means, or only port `name` (in any
+/// of them), or says there is none.
+fn listed_ports(d: &Daemon, bridge: Option<&IfName>, name: Option<&IfName>) -> Result<Vec<PortStatus>, ControlError> {
+    let mut ports: Vec<PortStatus> =
+        d.bridges_named(bridge)?.iter().flat_map(|b| crate::status::of(d, b).ports).collect();
     if let Some(name) = name {
         ports.retain(|p| p.name == *name);
         if ports.is_empty() {
-            return Err(DaemonError::NoSuchPort(name.to_string()).into());
+            return Err(DaemonError::no_port(name).into());
         }
     }
-    Ok(())
+    Ok(ports)
 }
 
 impl Serve for Daemon {
     type Error = ControlError;
 
-    fn fdb_show(&self, _: FdbShow) -> Result<Vec<FdbEntry>, ControlError> {
-        let names = self.port_names();
-        let now = self.sw.now_ms();
-        Ok(self
-            .sw
-            .fdb
-            .entries(now)
-            .into_iter()
-            .map(|e| FdbEntry {
+    fn fdb_show(&self, r: FdbShow) -> Result<Vec<FdbEntry>, ControlError> {
+        let mut out = Vec::new();
+        for b in self.bridges_named(r.bridge.as_ref())? {
+            let names = port_names(&b);
+            let now = b.sw.now_ms();
+            out.extend(b.sw.fdb.entries(now).into_iter().map(|e| FdbEntry {
+                bridge: b.name.to_string(),
                 mac: e.mac,
                 port: names.get(usize::from(e.port)).cloned().flatten(),
                 port_id: e.port,
                 vlan: e.vid,
                 age_secs: e.age_ms as f64 / 1000.0,
                 state: if e.is_static { EntryState::Static } else { EntryState::Learned },
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     fn fdb_add(&self, r: FdbAdd) -> Result<FdbAdded, ControlError> {
         if !r.mac.is_valid_source() {
             return Err(ControlError::NotUnicast(r.mac));
         }
-        self.add_static(&crate::config::StaticEntry { mac: r.mac, port: r.port.clone(), vlan: r.vlan })?;
+        let b = self.port_bridge(&r.port, r.bridge.as_ref())?;
+        b.add_static(&crate::config::StaticEntry { mac: r.mac, port: r.port.clone(), vlan: r.vlan })
+            .map_err(DaemonError::from)?;
         Ok(FdbAdded { added: r.mac, port: r.port, vlan: r.vlan })
     }
 
     fn fdb_del(&self, r: FdbDel) -> Result<FdbRemoved, ControlError> {
-        if !self.sw.fdb.remove(r.vlan, r.mac) {
+        if !self.bridge(r.bridge.as_ref())?.sw.fdb.remove(r.vlan, r.mac) {
             return Err(ControlError::NoEntry(r.mac, r.vlan));
         }
         Ok(FdbRemoved { removed: r.mac, vlan: r.vlan })
@@ -140,22 +148,29 @@ impl Serve for Daemon {
 
     fn fdb_flush(&self, r: FdbFlush) -> Result<Flushed, ControlError> {
         let n = match r.port {
-            None => self.sw.fdb.flush_all(false),
-            Some(name) => self.sw.fdb.flush_port(self.port_named(&name)?.id, false),
+            None => self.bridge(r.bridge.as_ref())?.sw.fdb.flush_all(false),
+            Some(name) => {
+                let b = self.port_bridge(&name, r.bridge.as_ref())?;
+                b.sw.fdb.flush_port(port_in(&b, &name)?.id, false)
+            }
         };
         Ok(Flushed { flushed: n as u64 })
     }
 
     fn stats(&self, r: Stats) -> Result<Status, ControlError> {
-        let mut s = crate::status::of(self);
-        only_port(&mut s.ports, r.port.as_ref())?;
+        let b = match &r.port {
+            Some(p) => self.port_bridge(p, r.bridge.as_ref())?,
+            None => self.bridge(r.bridge.as_ref())?,
+        };
+        let mut s = crate::status::of(self, &b);
+        if let Some(name) = &r.port {
+            s.ports.retain(|p| p.name == *name);
+        }
         Ok(s)
     }
 
     fn port_list(&self, r: PortList) -> Result<Vec<PortStatus>, ControlError> {
-        let mut ports = crate::status::of(self).ports;
-        only_port(&mut ports, r.port.as_ref())?;
-        Ok(ports)
+        listed_ports(self, r.bridge.as_ref(), r.port.as_ref())
     }
 
     fn port_add(&self, r: PortAdd) -> Result<PortAdded, ControlError> {
@@ -163,6 +178,7 @@ impl Serve for Daemon {
         if !matches!(backend, Backend::Afpacket | Backend::Tap) {
             return Err(ControlError::Backend(backend.as_str()));
         }
+        let b = self.bridge(r.bridge.as_ref())?;
         let spec = PortSpec {
             name: r.name,
             backend,
@@ -171,14 +187,16 @@ impl Serve for Daemon {
             meta: r.meta.unwrap_or_default(),
         };
         let name = spec.name.clone();
-        self.attach(spec)?;
+        self.attach(&b, spec)?;
         Ok(PortAdded { added: name })
     }
 
     fn port_del(&self, r: PortDel) -> Result<PortRemoved, ControlError> {
         match self.detach(&r.name) {
             Ok(_) => Ok(PortRemoved { removed: r.name, existed: true }),
-            Err(DaemonError::NoSuchPort(_)) if r.if_exists => Ok(PortRemoved { removed: r.name, existed: false }),
+            Err(DaemonError::Bridge(BridgeError::NoSuchPort(_))) if r.if_exists => {
+                Ok(PortRemoved { removed: r.name, existed: false })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -208,52 +226,54 @@ impl Serve for Daemon {
             }
             p.vlans.sort_by_key(|v| v.vid);
         })?;
-        Ok(VlanPort { port: r.port, vlans: policy.vlans })
+        let bridge = self.port_bridge(&r.port, None)?.name.to_string();
+        Ok(VlanPort { bridge, port: r.port, vlans: policy.vlans })
     }
 
     fn vlan_del(&self, r: VlanDel) -> Result<VlanPort, ControlError> {
         let vids = vid_range(r.vid, r.vid_end)?;
-        let spec = self.spec(&r.port).ok_or_else(|| DaemonError::NoSuchPort(r.port.to_string()))?;
+        let b = self.port_bridge(&r.port, None)?;
+        let spec = b.spec(&r.port).ok_or_else(|| DaemonError::no_port(&r.port))?;
         if let Some(v) = vids.clone().find(|v| !spec.policy.vlans.iter().any(|e| e.vid == *v)) {
             return Err(ControlError::NotMember(r.port.to_string(), v));
         }
         let policy = self.change_policy(&r.port, |p| p.vlans.retain(|v| !vids.contains(&v.vid)))?;
-        Ok(VlanPort { port: r.port, vlans: policy.vlans })
+        Ok(VlanPort { bridge: b.name.to_string(), port: r.port, vlans: policy.vlans })
     }
 
     fn vlan_show(&self, r: VlanShow) -> Result<Vec<VlanPort>, ControlError> {
-        let mut ports = crate::status::of(self).ports;
-        only_port(&mut ports, r.port.as_ref())?;
-        Ok(ports.into_iter().map(|p| VlanPort { port: p.name, vlans: p.policy.vlans }).collect())
+        let ports = listed_ports(self, r.bridge.as_ref(), r.port.as_ref())?;
+        Ok(ports.into_iter().map(|p| VlanPort { bridge: p.bridge, port: p.name, vlans: p.policy.vlans }).collect())
     }
 
     fn set_vlan_filtering(&self, r: SetVlanFiltering) -> Result<VlanFiltering, ControlError> {
-        Daemon::set_vlan_filtering(self, r.on);
+        self.bridge(r.bridge.as_ref())?.set_vlan_filtering(r.on);
         Ok(VlanFiltering { vlan_filtering: r.on })
     }
 
-    fn neigh_show(&self, _: NeighShow) -> Result<Vec<NeighInfo>, ControlError> {
-        let names = self.port_names();
-        Ok(self
-            .sw
-            .neigh
-            .entries(self.sw.now_ms())
-            .into_iter()
-            .map(|e| NeighInfo {
+    fn neigh_show(&self, r: NeighShow) -> Result<Vec<NeighInfo>, ControlError> {
+        let mut out = Vec::new();
+        for b in self.bridges_named(r.bridge.as_ref())? {
+            let names = port_names(&b);
+            out.extend(b.sw.neigh.entries(b.sw.now_ms()).into_iter().map(|e| NeighInfo {
+                bridge: b.name.to_string(),
                 ip: e.ip,
                 mac: e.mac,
                 port: names.get(usize::from(e.port)).cloned().flatten(),
                 told: e.told,
                 local: e.local,
                 age_secs: e.age_ms as f64 / 1000.0,
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     fn trace(&self, r: Trace) -> Result<Traced, ControlError> {
-        let port = self.port_named(&r.in_port)?;
-        let t = self.sw.trace(port.id, &r.frame(), self.sw.now_ms());
+        let b = self.port_bridge(&r.in_port, None)?;
+        let port = port_in(&b, &r.in_port)?;
+        let t = b.sw.trace(port.id, &r.frame(), b.sw.now_ms());
         Ok(Traced {
+            bridge: b.name.to_string(),
             steps: t.steps.into_iter().map(|s| TraceStep { step: s.step.to_string(), detail: s.detail }).collect(),
             decision: t.decision,
             vlan: t.vid,
@@ -265,35 +285,39 @@ impl Serve for Daemon {
         })
     }
 
-    fn host_info(&self, _: HostInfo) -> Result<Host, ControlError> {
-        Ok(Daemon::host_info(self)?)
+    fn host_info(&self, r: HostInfo) -> Result<Host, ControlError> {
+        Ok(self.bridge(r.bridge.as_ref())?.host_info().map_err(DaemonError::from)?)
     }
 
     fn host_address(&self, r: HostAddress) -> Result<HostAddressed, ControlError> {
-        let added = Daemon::host_address(self, r.address, r.force)?;
+        let b = self.bridge(r.bridge.as_ref())?;
+        let added = Daemon::host_address(self, &b, r.address, r.force)?;
         Ok(HostAddressed { address: r.address, added })
     }
 
     fn host_address_del(&self, r: HostAddressDel) -> Result<HostAddressRemoved, ControlError> {
-        let removed = Daemon::host_address_del(self, r.address)?;
+        let b = self.bridge(r.bridge.as_ref())?;
+        let removed = Daemon::host_address_del(self, &b, r.address)?;
         Ok(HostAddressRemoved { address: r.address, removed })
     }
 
     fn set_ageing(&self, r: SetAgeing) -> Result<Ageing, ControlError> {
-        self.set_ageing(r.secs * 1000);
+        self.bridge(r.bridge.as_ref())?.set_ageing(r.secs * 1000);
         Ok(Ageing { ageing_secs: r.secs })
     }
 
     fn mirror_add(&self, r: MirrorAdd) -> Result<Mirroring, ControlError> {
         let r_from = &r.from;
-        let from = self.port_named(r_from)?;
+        let b = self.port_bridge(r_from, None)?;
+        let from = port_in(&b, r_from)?;
         let target = match (r.to, r.pcap) {
             (Some(to), None) => {
-                let to = self.port_named(&to)?;
+                // A copy goes to a port of the same bridge: frames never cross bridges.
+                let to = port_in(self.port_bridge(&to, Some(&b.name))?.as_ref(), &to)?;
                 if to.id == from.id {
                     return Err(ControlError::MirrorSelf);
                 }
-                lock(&self.mirrors).remove(r_from);
+                lock(&b.mirrors).remove(r_from);
                 MirrorTo::Port(to.id)
             }
             (None, Some(path)) => {
@@ -305,39 +329,39 @@ impl Serve for Daemon {
                 PCAP_MAX_BYTES.check(max).map_err(ControlError::PcapCap)?;
                 let m = mirror::PcapMirror::create(path, max)?;
                 let sink = m.sink.clone();
-                lock(&self.mirrors).insert(r_from.clone(), m);
+                lock(&b.mirrors).insert(r_from.clone(), m);
                 MirrorTo::Sink(sink)
             }
             _ => return Err(ControlError::MirrorTarget),
         };
-        self.sw.set_mirror(from.id, Some(target));
+        b.sw.set_mirror(from.id, Some(target));
         Ok(Mirroring { mirroring: r_from.clone() })
     }
 
     fn mirror_del(&self, r: MirrorDel) -> Result<MirrorStopped, ControlError> {
         let r_from = &r.from;
-        let from = self.port_named(r_from)?;
-        if self.sw.set_mirror(from.id, None).is_none() {
+        let b = self.port_bridge(r_from, None)?;
+        let from = port_in(&b, r_from)?;
+        if b.sw.set_mirror(from.id, None).is_none() {
             return Err(ControlError::NotMirrored(from.name.clone()));
         }
         // Joins the pcap writer here, on the control thread, never on a reader.
-        lock(&self.mirrors).remove(r_from);
+        lock(&b.mirrors).remove(r_from);
         Ok(MirrorStopped { stopped: r_from.clone() })
     }
 
-    fn mirror_list(&self, _: MirrorList) -> Result<Vec<MirrorInfo>, ControlError> {
-        let names = self.port_names();
-        let pcaps = lock(&self.mirrors);
-        let name = |id: u16| names.get(usize::from(id)).cloned().flatten();
-        Ok(self
-            .sw
-            .mirrors()
-            .into_iter()
-            .map(|(from, m)| {
+    fn mirror_list(&self, r: MirrorList) -> Result<Vec<MirrorInfo>, ControlError> {
+        let mut out = Vec::new();
+        for b in self.bridges_named(r.bridge.as_ref())? {
+            let names = port_names(&b);
+            let pcaps = lock(&b.mirrors);
+            let name = |id: u16| names.get(usize::from(id)).cloned().flatten();
+            for (from, m) in b.sw.mirrors() {
                 let from = name(from).unwrap_or_default();
                 let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-                match &*m {
-                    MirrorTo::Port(to) => MirrorInfo { from, to: name(*to), file: None },
+                let bridge = b.name.to_string();
+                out.push(match &*m {
+                    MirrorTo::Port(to) => MirrorInfo { bridge, from, to: name(*to), file: None },
                     MirrorTo::Sink(_) => {
                         let file = pcaps.get(from.as_str()).map(|m| PcapInfo {
                             pcap: m.sink.path.display().to_string(),
@@ -346,11 +370,46 @@ impl Serve for Daemon {
                             bytes: ld(&m.sink.bytes),
                             dropped: ld(&m.sink.dropped),
                         });
-                        MirrorInfo { from, to: None, file }
+                        MirrorInfo { bridge, from, to: None, file }
                     }
-                }
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn bridge_add(&self, r: BridgeAdd) -> Result<BridgeAdded, ControlError> {
+        let (b, created) = self.add_runtime_bridge(r)?;
+        let host = match &b.host {
+            Some(_) => Some(b.host_info().map_err(DaemonError::from)?),
+            None => None,
+        };
+        Ok(BridgeAdded { added: b.name.clone(), created, host })
+    }
+
+    fn bridge_del(&self, r: BridgeDel) -> Result<BridgeRemoved, ControlError> {
+        let detached = self.del_bridge(&r.name, r.detach)?;
+        Ok(BridgeRemoved { removed: r.name, detached })
+    }
+
+    fn bridge_list(&self, _: BridgeList) -> Result<Vec<BridgeInfo>, ControlError> {
+        Ok(self
+            .bridges()
+            .iter()
+            .map(|b| BridgeInfo {
+                name: b.name.clone(),
+                origin: b.origin,
+                host: b.host.as_ref().and_then(|_| b.host_info().ok()),
+                ports: u32::try_from(b.port_names().len()).unwrap_or(u32::MAX),
+                fdb_entries: b.sw.fdb.len() as u64,
+                vlan_filtering: b.sw.vlan_filtering(),
+                network: b.made.as_ref().and_then(|m| m.network.clone()),
             })
             .collect())
+    }
+
+    fn version(&self, _: Version) -> Result<VersionInfo, ControlError> {
+        Ok(VersionInfo { protocol: PROTOCOL_VERSION, daemon: env!("CARGO_PKG_VERSION").to_string() })
     }
 }
 

@@ -22,7 +22,7 @@ enum CliError {
     #[error(transparent)]
     Lab(#[from] demo::LabError),
     #[error(
-        "{why} (usage: vlan add dev PORT vid N[-M] [pvid] [untagged] | vlan del dev PORT vid N[-M] | vlan show [dev PORT])"
+        "{why} (usage: vlan add dev PORT vid N[-M] [pvid] [untagged] | vlan del dev PORT vid N[-M] | vlan show [dev PORT] [br NAME])"
     )]
     Vlan { why: String },
     #[error("installing the CNI plugin into {}: {source}", dir.display())]
@@ -37,6 +37,8 @@ enum CliError {
     PcapPath(PathBuf),
     #[error("{0}")]
     Usage(&'static str),
+    #[error("{0}")]
+    Words(String),
 }
 
 #[derive(Parser, Debug)]
@@ -47,9 +49,11 @@ enum CliError {
     long_about = "userbridge attaches to the host ends of pods' veth pairs (and to TAP devices), learns which \
                   MAC sits behind which port, floods ARP, broadcast and unknown unicast, and forwards known \
                   unicast to one port: the job of the kernel bridge (cni0, docker0), done by a daemon you can \
-                  read, measure and extend.\n\nStart the daemon with `userbridge run --port IF ...` (or \
-                  `--config FILE`); inspect and change it at run time with `fdb`, `port`, `stats`, `set` and \
-                  `mirror`. Try it with `userbridge lab demo`."
+                  read, measure and extend. One daemon serves every bridge of a node, each an L2 domain of \
+                  its own.\n\nStart the daemon with `userbridge run` (bridges then come with `bridge add`), \
+                  `run --host-port NAME --port IF ...` for one bridge, or `run --config FILE`; inspect and \
+                  change it at run time with `bridge`, `fdb`, `port`, `stats`, `set` and `mirror`. Try it \
+                  with `userbridge lab demo`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,10 +70,43 @@ struct ClientOpts {
     json: bool,
 }
 
+/// `br NAME` after a command, in iproute2's words (`bridge fdb show br cni0`).
+#[derive(Args, Debug, Clone)]
+struct Br {
+    /// `br NAME`: bridge NAME. Without it a listing shows every bridge, and
+    /// anything else means the daemon's only bridge.
+    #[arg(value_name = "br NAME", num_args = 0..=2)]
+    words: Vec<String>,
+}
+
+impl Br {
+    fn bridge(&self) -> Result<Option<IfName>, CliError> {
+        keyword(&self.words, "br")
+    }
+}
+
+/// `WORD NAME` (or nothing): the interface NAME.
+fn keyword(words: &[String], word: &str) -> Result<Option<IfName>, CliError> {
+    match words {
+        [] => Ok(None),
+        [w, name] if w == word => IfName::new(name).map(Some).map_err(|e| CliError::Words(e.to_string())),
+        other => Err(CliError::Words(format!("expected `{word} NAME`, not `{}`", other.join(" ")))),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the switch in the foreground until SIGINT or SIGTERM (SIGHUP re-reads --config).
     Run(Box<config::RunArgs>),
+    /// The daemon's bridges: add, delete, list. Each is an L2 domain of its
+    /// own, with its own interface (host port) named as it, unless made
+    /// with --no-host-port.
+    Bridge {
+        #[command(subcommand)]
+        cmd: BridgeCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Check a configuration file and exit: `ok`, or one line per problem with its line number.
     CheckConfig { file: PathBuf },
     /// The forwarding table: show, add or delete static entries, flush.
@@ -79,11 +116,13 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Per-port and FDB counters.
+    /// Per-port and FDB counters of a bridge (`stats br NAME`).
     Stats {
         /// Only this port.
         #[arg(long, value_name = "IF")]
         port: Option<IfName>,
+        #[command(flatten)]
+        br: Br,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -122,7 +161,7 @@ enum Cmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// The neighbour table of ARP suppression (neigh_suppress).
+    /// The neighbour table of ARP suppression (neigh_suppress), `neigh show [br NAME]`.
     Neigh {
         #[command(subcommand)]
         cmd: NeighCmd,
@@ -170,6 +209,9 @@ enum Cmd {
         /// The daemon's control socket.
         #[arg(long, default_value = ub_proto::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// The daemon's bridge the network goes on (default: its only bridge).
+        #[arg(long, value_name = "NAME")]
+        bridge: Option<IfName>,
         /// Networks and endpoints, kept across restarts (default
         /// /var/lib/userbridge/docker-NAME.json).
         #[arg(long, value_name = "FILE")]
@@ -194,9 +236,46 @@ enum CniCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum BridgeCmd {
+    /// Make bridge NAME, with its own interface NAME (a TAP, the pods'
+    /// gateway, as `ip link add NAME type bridge` makes one). It survives
+    /// restarts of the daemon; `bridge del` deletes it.
+    Add {
+        name: IfName,
+        /// An address for its interface, as CIDR (repeat for more).
+        #[arg(long = "address", value_name = "CIDR", value_parser = config::parse_cidr)]
+        addresses: Vec<ub_netlink::IpNet>,
+        /// Its interface's MTU (68-65535; 1280 or more with an IPv6 address).
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+        /// Its interface's MAC (default: derived from its name, the same every time).
+        #[arg(long, value_name = "MAC", value_parser = config::parse_mac)]
+        mac: Option<Mac>,
+        /// Filter VLANs on it (`vlan_filtering 1`).
+        #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::Off)]
+        vlan_filtering: OnOff,
+        /// No interface of its own: a bridge of ports only.
+        #[arg(long, conflicts_with_all = ["addresses", "mtu", "mac"])]
+        no_host_port: bool,
+    },
+    /// Delete bridge NAME and its interface. Refused while it has ports, unless --detach.
+    Del {
+        name: IfName,
+        /// Detach its ports first (their interfaces stay).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List the bridges: interface, addresses, ports, FDB entries.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
 enum FdbCmd {
-    /// List every entry: MAC, port, VLAN, age, static or learned.
-    Show,
+    /// List every entry: MAC, port, bridge, VLAN, age, static or learned (`fdb show [br NAME]`).
+    Show {
+        #[command(flatten)]
+        br: Br,
+    },
     /// Add a static entry: MAC is behind PORT (it never ages or moves).
     Add {
         mac: Mac,
@@ -204,32 +283,39 @@ enum FdbCmd {
         #[arg(long, default_value_t = 0)]
         vlan: u16,
     },
-    /// Delete the entry for MAC (static or learned).
+    /// Delete the entry for MAC (static or learned), `fdb del MAC [br NAME]`.
     Del {
         mac: Mac,
         #[arg(long, default_value_t = 0)]
         vlan: u16,
+        #[command(flatten)]
+        br: Br,
     },
-    /// Forget learned entries, all or those behind one port.
+    /// Forget learned entries, all of a bridge or those behind one port.
     Flush {
         #[arg(long, value_name = "IF")]
         port: Option<IfName>,
+        #[command(flatten)]
+        br: Br,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum PortCmd {
-    /// List ports with their state, MTU, learned entries and owner.
+    /// List ports with their bridge, state, MTU, learned entries and owner (`port list [br NAME]`).
     List {
         /// Only this port.
         #[arg(long, value_name = "IF")]
         port: Option<IfName>,
+        #[command(flatten)]
+        br: Br,
     },
-    /// Attach interface IF (or create and attach TAP NAME) to the running switch.
+    /// Attach interface IF (or create and attach TAP NAME) to a bridge:
+    /// `port add IF master NAME` (without `master`, the daemon's only bridge).
     Add {
-        /// Interface to attach.
-        #[arg(required_unless_present = "tap", conflicts_with = "tap")]
-        name: Option<IfName>,
+        /// Interface to attach (`--tap NAME` instead makes a TAP).
+        #[arg(value_name = "IF [master NAME]", num_args = 0..=3)]
+        words: Vec<String>,
         /// Create a TAP interface of this name instead.
         #[arg(long, value_name = "NAME")]
         tap: Option<IfName>,
@@ -255,20 +341,29 @@ enum OnOff {
 
 #[derive(Subcommand, Debug)]
 enum SetCmd {
-    /// Idle time after which learned entries go, in seconds.
-    Ageing { secs: u64 },
-    /// Filter VLANs (`vlan_filtering 1`): ports' memberships apply. Learned
-    /// entries are forgotten when it changes.
+    /// Idle time after which a bridge's learned entries go, in seconds (`set ageing SECS [br NAME]`).
+    Ageing {
+        secs: u64,
+        #[command(flatten)]
+        br: Br,
+    },
+    /// Filter VLANs on a bridge (`vlan_filtering 1`): ports' memberships
+    /// apply. Learned entries are forgotten when it changes.
     VlanFiltering {
         #[arg(value_enum)]
         state: OnOff,
+        #[command(flatten)]
+        br: Br,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum NeighCmd {
     /// The addresses ARP suppression answers for: told to ports, or learned.
-    Show,
+    Show {
+        #[command(flatten)]
+        br: Br,
+    },
 }
 
 /// `vlan add|del|show`, in `bridge vlan`'s words.
@@ -276,11 +371,12 @@ fn vlan_request(words: &[String]) -> Result<ub_proto::Request, CliError> {
     use ub_proto::{VlanAdd, VlanDel, VlanShow};
     let bad = |why: String| CliError::Vlan { why };
     let (cmd, rest) = words.split_first().ok_or_else(|| bad("vlan needs add, del or show".into()))?;
-    let (mut dev, mut vid, mut pvid, mut untagged) = (None, None, false, false);
+    let (mut dev, mut vid, mut pvid, mut untagged, mut br) = (None, None, false, false, None);
     let mut it = rest.iter();
     while let Some(w) = it.next() {
         match w.as_str() {
             "dev" => dev = Some(it.next().ok_or_else(|| bad("dev needs a port".into()))?.clone()),
+            "br" => br = Some(it.next().ok_or_else(|| bad("br needs a bridge".into()))?.clone()),
             "vid" => vid = Some(it.next().ok_or_else(|| bad("vid needs a VLAN id".into()))?.clone()),
             "pvid" => pvid = true,
             "untagged" => untagged = true,
@@ -314,8 +410,12 @@ fn vlan_request(words: &[String]) -> Result<ub_proto::Request, CliError> {
             let (vid, vid_end) = vids(vid)?;
             VlanDel { port: port(dev)?, vid, vid_end }.into()
         }
-        "show" if vid.is_some() || pvid || untagged => return Err(bad("show takes only dev PORT".into())),
-        "show" => VlanShow { port: dev.map(|d| port(Some(d))).transpose()? }.into(),
+        _ if br.is_some() && cmd != "show" => return Err(bad("br NAME is for show (a port is in one bridge)".into())),
+        "show" if vid.is_some() || pvid || untagged => return Err(bad("show takes only dev PORT and br NAME".into())),
+        "show" => {
+            VlanShow { bridge: br.map(|b| port(Some(b))).transpose()?, port: dev.map(|d| port(Some(d))).transpose()? }
+                .into()
+        }
         other => return Err(bad(format!("unknown vlan command '{other}'"))),
     })
 }
@@ -339,8 +439,11 @@ enum MirrorCmd {
         #[arg(long, value_name = "IF")]
         from: IfName,
     },
-    /// List mirrors, with frames written and dropped for pcap files.
-    List,
+    /// List mirrors, with frames written and dropped for pcap files (`mirror list [br NAME]`).
+    List {
+        #[command(flatten)]
+        br: Br,
+    },
 }
 
 /// `lab up --bridge`.
@@ -395,6 +498,20 @@ fn parse_ethertype(s: &str) -> Result<u16, BadEthertype> {
     v.map_err(|_| BadEthertype(s.to_string()))
 }
 
+/// `port add IF [master NAME]`, or `port add --tap NAME [master NAME]`.
+fn port_add(words: Vec<String>, tap: Option<IfName>) -> Result<ub_proto::PortAdd, CliError> {
+    let name = |w: &str| IfName::new(w).map_err(|e| CliError::Words(e.to_string()));
+    match (tap, words.split_first()) {
+        (Some(t), _) => {
+            Ok(ub_proto::PortAdd { tap: true, bridge: keyword(&words, "master")?, ..ub_proto::PortAdd::afpacket(t) })
+        }
+        (None, Some((first, rest))) if first != "master" => {
+            Ok(ub_proto::PortAdd { bridge: keyword(rest, "master")?, ..ub_proto::PortAdd::afpacket(name(first)?) })
+        }
+        (None, _) => Err(CliError::Usage("port add needs IF (port add IF [master NAME]) or --tap NAME")),
+    }
+}
+
 fn absolute(p: PathBuf) -> Result<String, CliError> {
     let p = if p.is_absolute() { p } else { std::env::current_dir().map_err(CliError::CurrentDir)?.join(p) };
     p.to_str().map(str::to_string).ok_or(CliError::PcapPath(p.clone()))
@@ -438,13 +555,16 @@ fn main() -> ExitCode {
         Cmd::Run(args) => start::run(*args).map_err(Into::into),
         Cmd::CheckConfig { file } => match config::Settings::load(&file) {
             Ok(s) => {
+                let hosts: Vec<&str> =
+                    s.bridges.iter().filter_map(|b| b.host.as_ref()).map(|h| h.name.as_str()).collect();
                 println!(
-                    "{}: ok ({} ports, {} taps, {} static entries{})",
+                    "{}: ok ({} bridges, {} ports, {} taps, {} static entries{})",
                     file.display(),
+                    s.bridges.len(),
                     s.names(Backend::Afpacket).len(),
                     s.names(Backend::Tap).len(),
-                    s.statics.len(),
-                    s.host.as_ref().map_or_else(String::new, |h| format!(", host port {}", h.name))
+                    s.bridges.iter().map(|b| b.statics.len()).sum::<usize>(),
+                    if hosts.is_empty() { String::new() } else { format!(", host ports {}", hosts.join(" ")) }
                 );
                 Ok(())
             }
@@ -455,24 +575,39 @@ fn main() -> ExitCode {
                 Err(CliError::CheckConfig(e))
             }
         },
-        Cmd::Fdb { cmd, client: c } => match cmd {
-            FdbCmd::Show => ask(&c, FdbShow {}),
-            FdbCmd::Add { mac, port, vlan } => ask(&c, FdbAdd { mac, port, vlan }),
-            FdbCmd::Del { mac, vlan } => ask(&c, FdbDel { mac, vlan }),
-            FdbCmd::Flush { port } => ask(&c, FdbFlush { port }),
+        Cmd::Bridge { cmd, client: c } => match cmd {
+            BridgeCmd::Add { name, addresses, mtu, mac, vlan_filtering, no_host_port } => ask(
+                &c,
+                BridgeAdd {
+                    host_port: !no_host_port,
+                    addresses,
+                    mtu,
+                    mac,
+                    vlan_filtering: vlan_filtering == OnOff::On,
+                    ..BridgeAdd::named(name)
+                },
+            ),
+            BridgeCmd::Del { name, detach } => ask(&c, BridgeDel { name, detach }),
+            BridgeCmd::List => ask(&c, BridgeList {}),
         },
-        Cmd::Stats { port, client: c } => ask(&c, Stats { port }),
+        Cmd::Fdb { cmd, client: c } => match cmd {
+            FdbCmd::Show { br } => br.bridge().and_then(|bridge| ask(&c, FdbShow { bridge })),
+            FdbCmd::Add { mac, port, vlan } => ask(&c, FdbAdd { mac, port, vlan, bridge: None }),
+            FdbCmd::Del { mac, vlan, br } => br.bridge().and_then(|bridge| ask(&c, FdbDel { mac, vlan, bridge })),
+            FdbCmd::Flush { port, br } => br.bridge().and_then(|bridge| ask(&c, FdbFlush { port, bridge })),
+        },
+        Cmd::Stats { port, br, client: c } => br.bridge().and_then(|bridge| ask(&c, Stats { port, bridge })),
         Cmd::Port { cmd, client: c } => match cmd {
-            PortCmd::List { port } => ask(&c, PortList { port }),
-            PortCmd::Add { name: Some(n), tap: None } => ask(&c, PortAdd::afpacket(n)),
-            PortCmd::Add { tap: Some(n), .. } => ask(&c, PortAdd { tap: true, ..PortAdd::afpacket(n) }),
-            PortCmd::Add { .. } => Err(CliError::Usage("port add needs IF or --tap NAME")),
+            PortCmd::List { port, br } => br.bridge().and_then(|bridge| ask(&c, PortList { port, bridge })),
+            PortCmd::Add { words, tap } => port_add(words, tap).and_then(|r| ask(&c, r)),
             PortCmd::Del { name } => ask(&c, PortDel { name, if_exists: false }),
             PortCmd::Set { name, change } => ask(&c, PortSet { name, change: *change }),
         },
-        Cmd::Set { cmd: SetCmd::Ageing { secs }, client: c } => ask(&c, SetAgeing { secs }),
-        Cmd::Set { cmd: SetCmd::VlanFiltering { state }, client: c } => {
-            ask(&c, SetVlanFiltering { on: state == OnOff::On })
+        Cmd::Set { cmd: SetCmd::Ageing { secs, br }, client: c } => {
+            br.bridge().and_then(|bridge| ask(&c, SetAgeing { secs, bridge }))
+        }
+        Cmd::Set { cmd: SetCmd::VlanFiltering { state, br }, client: c } => {
+            br.bridge().and_then(|bridge| ask(&c, SetVlanFiltering { on: state == OnOff::On, bridge }))
         }
         Cmd::Vlan { words, client: c } => vlan_request(&words).and_then(|r| match r {
             Request::VlanAdd(r) => ask(&c, r),
@@ -480,7 +615,9 @@ fn main() -> ExitCode {
             Request::VlanShow(r) => ask(&c, r),
             _ => Err(CliError::Usage("vlan add|del|show")),
         }),
-        Cmd::Neigh { cmd: NeighCmd::Show, client: c } => ask(&c, NeighShow {}),
+        Cmd::Neigh { cmd: NeighCmd::Show { br }, client: c } => {
+            br.bridge().and_then(|bridge| ask(&c, NeighShow { bridge }))
+        }
         Cmd::Trace { in_port, src, dst, vlan, ethertype, arp_target, arp_sender, client: c } => {
             ask(&c, ub_proto::Trace { in_port, src, dst, vlan, ethertype, arp_target, arp_sender })
         }
@@ -492,7 +629,7 @@ fn main() -> ExitCode {
                 .and_then(|p| ask(&c, MirrorAdd { from, to: None, pcap: Some(p), max_bytes: Some(max_mib << 20) })),
             MirrorCmd::Add { .. } => Err(CliError::Usage("mirror add needs --to IF or --pcap FILE")),
             MirrorCmd::Del { from } => ask(&c, MirrorDel { from }),
-            MirrorCmd::List => ask(&c, MirrorList {}),
+            MirrorCmd::List { br } => br.bridge().and_then(|bridge| ask(&c, MirrorList { bridge })),
         },
         Cmd::Lab { cmd } => match cmd {
             LabCmd::Up { pods, name, nodes: None, .. } => demo::lab_up(&name, pods),
@@ -514,14 +651,15 @@ fn main() -> ExitCode {
             }
             Err(source) => Err(CliError::CniInstall { dir, source }),
         },
-        Cmd::DockerPlugin { name, socket, state, plugin_dir, log_level } => {
+        Cmd::DockerPlugin { name, socket, bridge, state, plugin_dir, log_level } => {
             match tracing_subscriber::EnvFilter::try_from_default_env()
                 .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log_level))
             {
                 Ok(filter) => {
                     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
                     let state = state.unwrap_or_else(|| ub_docker::Options::default_state(&name));
-                    ub_docker::serve(&ub_docker::Options { name, socket, plugin_dir, state }).map_err(Into::into)
+                    ub_docker::serve(&ub_docker::Options { name, socket, bridge, plugin_dir, state })
+                        .map_err(Into::into)
                 }
                 Err(e) => Err(CliError::LogLevel { level: log_level, why: e.to_string() }),
             }

@@ -16,13 +16,26 @@ use ub_serve::{Conn, Limits, Listener};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PortLabel {
+    bridge: String,
     port: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabel {
+    bridge: String,
     port: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BridgeLabel {
+    bridge: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BridgeEventLabel {
+    bridge: String,
+    event: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,9 +44,9 @@ struct EventLabel {
 }
 
 /// Renders every metric in the text format, from the same status `stats`
-/// shows.
+/// shows: each bridge's (label `bridge`), then the daemon's own.
 pub fn render(d: &Daemon) -> String {
-    let st = crate::status::of(d);
+    let bridges: Vec<ub_proto::Status> = d.bridges().iter().map(|b| crate::status::of(d, b)).collect();
     let mut reg = Registry::with_prefix("userbridge");
     let port_counter = |reg: &mut Registry, name: &str, help: &str| {
         let f = Family::<PortLabel, Counter>::default();
@@ -53,34 +66,58 @@ pub fn render(d: &Daemon) -> String {
     reg.register("port_up", "1 if the port forwards, 0 if its link is down or gone", up.clone());
     let learned = Family::<PortLabel, Gauge>::default();
     reg.register("port_fdb_learned", "Learned FDB entries behind the port", learned.clone());
-    for p in &st.ports {
-        let l = PortLabel { port: p.name.to_string() };
-        let c = &p.counters;
-        rx_frames.get_or_create(&l).inc_by(c.rx_frames);
-        rx_bytes.get_or_create(&l).inc_by(c.rx_bytes);
-        tx_frames.get_or_create(&l).inc_by(c.tx_frames);
-        tx_bytes.get_or_create(&l).inc_by(c.tx_bytes);
-        flooded.get_or_create(&l).inc_by(c.flooded);
-        panics.get_or_create(&l).inc_by(c.reader_panics);
-        for (reason, n) in &c.drops {
-            drops.get_or_create(&DropLabel { port: p.name.to_string(), reason: reason.clone() }).inc_by(*n);
+    let entries = Family::<BridgeLabel, Gauge>::default();
+    reg.register("fdb_entries", "FDB entries, static and learned", entries.clone());
+    let ageing = Family::<BridgeLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    reg.register("fdb_ageing_seconds", "FDB ageing time", ageing.clone());
+    let bridge_events = |reg: &mut Registry, name: &str, help: &str| {
+        let f = Family::<BridgeEventLabel, Counter>::default();
+        reg.register(name, help, f.clone());
+        f
+    };
+    let fdb_events = bridge_events(
+        &mut reg,
+        "fdb_events",
+        "FDB events: learned, moved, aged, refused, flushed, flaps, flap_refused",
+    );
+    let loop_events = bridge_events(&mut reg, "loop_events", "Loop guard: loops detected, ports blocked and unblocked");
+    for st in &bridges {
+        for p in &st.ports {
+            let l = PortLabel { bridge: st.bridge.clone(), port: p.name.to_string() };
+            let c = &p.counters;
+            rx_frames.get_or_create(&l).inc_by(c.rx_frames);
+            rx_bytes.get_or_create(&l).inc_by(c.rx_bytes);
+            tx_frames.get_or_create(&l).inc_by(c.tx_frames);
+            tx_bytes.get_or_create(&l).inc_by(c.tx_bytes);
+            flooded.get_or_create(&l).inc_by(c.flooded);
+            panics.get_or_create(&l).inc_by(c.reader_panics);
+            for (reason, n) in &c.drops {
+                let dl = DropLabel { bridge: st.bridge.clone(), port: p.name.to_string(), reason: reason.clone() };
+                drops.get_or_create(&dl).inc_by(*n);
+            }
+            up.get_or_create(&l).set(i64::from(p.state == ub_proto::PortState::Up));
+            learned.get_or_create(&l).set(i64::from(p.fdb_learned));
         }
-        up.get_or_create(&l).set(i64::from(p.state == ub_proto::PortState::Up));
-        learned.get_or_create(&l).set(i64::from(p.fdb_learned));
+        let bl = BridgeLabel { bridge: st.bridge.clone() };
+        entries.get_or_create(&bl).set(i64::try_from(st.fdb.entries).unwrap_or(i64::MAX));
+        ageing.get_or_create(&bl).set(st.fdb.ageing_secs);
+        for (events, pairs) in [(&fdb_events, &st.fdb.events), (&loop_events, &st.loops.events)] {
+            for (e, v) in pairs {
+                events.get_or_create(&BridgeEventLabel { bridge: st.bridge.clone(), event: e.clone() }).inc_by(*v);
+            }
+        }
     }
     let gauge = |v: u64| {
         let g = Gauge::<i64>::default();
         g.set(i64::try_from(v).unwrap_or(i64::MAX));
         g
     };
-    reg.register("fdb_entries", "FDB entries, static and learned", gauge(st.fdb.entries));
-    let ageing = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-    ageing.set(st.fdb.ageing_secs);
-    reg.register("fdb_ageing_seconds", "FDB ageing time", ageing);
+    let daemon = crate::status::daemon(d);
+    reg.register("bridges", "Bridges this daemon serves", gauge(bridges.len() as u64));
     reg.register(
         "reader_helpers",
         "Reader helper threads running now (extra readers of busy or steadily fed ports, at most one per port)",
-        gauge(st.daemon.reader_helpers),
+        gauge(daemon.reader_helpers),
     );
     let events = |reg: &mut Registry, name: &str, help: &str, pairs: &std::collections::BTreeMap<String, u64>| {
         let f = Family::<EventLabel, Counter>::default();
@@ -89,32 +126,21 @@ pub fn render(d: &Daemon) -> String {
             f.get_or_create(&EventLabel { event: e.clone() }).inc_by(*v);
         }
     };
-    events(
-        &mut reg,
-        "fdb_events",
-        "FDB events: learned, moved, aged, refused, flushed, flaps, flap_refused",
-        &st.fdb.events,
-    );
+    let links = d.links.events().iter().map(|(k, v)| ((*k).to_string(), *v)).collect();
     events(
         &mut reg,
         "link_events",
         "Link events followed: down, up, gone, reattached, host_recreated, resyncs",
-        &st.links,
+        &links,
     );
-    events(&mut reg, "loop_events", "Loop guard: loops detected, ports blocked and unblocked", &st.loops.events);
-    let daemon = [
-        ("reloads".to_string(), st.daemon.reloads),
-        ("reload_errors".to_string(), st.daemon.reload_errors),
-        ("thread_panics".to_string(), st.daemon.thread_panics),
+    let own = [
+        ("reloads".to_string(), daemon.reloads),
+        ("reload_errors".to_string(), daemon.reload_errors),
+        ("thread_panics".to_string(), daemon.thread_panics),
     ]
     .into_iter()
     .collect();
-    events(
-        &mut reg,
-        "daemon_events",
-        "The daemon: configuration reloads and refusals, its own threads' panics",
-        &daemon,
-    );
+    events(&mut reg, "daemon_events", "The daemon: configuration reloads and refusals, its own threads' panics", &own);
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
     out

@@ -9,12 +9,12 @@ pub trait Show {
     fn show(&self) -> String;
 }
 
-/// `MAC dev PORT vlan N [static|age S]`, like `bridge fdb show`.
+/// `MAC dev PORT master BRIDGE vlan N [static|age S]`, like `bridge fdb show`.
 impl Show for Vec<FdbEntry> {
     fn show(&self) -> String {
         let mut s = String::new();
         for e in self {
-            let _ = write!(s, "{} dev {} vlan {}", e.mac, e.port.as_deref().unwrap_or("?"), e.vlan);
+            let _ = write!(s, "{} dev {} master {} vlan {}", e.mac, e.port.as_deref().unwrap_or("?"), e.bridge, e.vlan);
             match e.state {
                 EntryState::Static => s.push_str(" static\n"),
                 EntryState::Learned => _ = writeln!(s, " age {:.1}s", e.age_secs),
@@ -24,17 +24,18 @@ impl Show for Vec<FdbEntry> {
     }
 }
 
-/// `ID: NAME <STATE> kind K mtu N fdb N [origin] [container …]`, one per port.
+/// `ID: NAME <STATE> master BRIDGE kind K mtu N fdb N [origin] [container …]`, one per port.
 impl Show for Vec<PortStatus> {
     fn show(&self) -> String {
         let mut s = String::new();
         for p in self {
             let _ = write!(
                 s,
-                "{}: {} <{}> kind {} mtu {} fdb {}",
+                "{}: {} <{}> master {} kind {} mtu {} fdb {}",
                 p.id,
                 p.name,
                 format!("{:?}", p.state).to_uppercase(),
+                p.bridge,
                 p.kind.as_str(),
                 p.mtu,
                 p.fdb_learned
@@ -165,7 +166,7 @@ impl Show for Traced {
         for e in &self.egress {
             let _ = writeln!(s, "  {} {:<16} {}", if e.sent { "->" } else { "  " }, e.port, e.why);
         }
-        let _ = writeln!(s, "decision: {} (vlan {})", self.decision, self.vlan);
+        let _ = writeln!(s, "decision: {} (vlan {}, bridge {})", self.decision, self.vlan, self.bridge);
         s
     }
 }
@@ -177,7 +178,8 @@ fn pairs(m: &std::collections::BTreeMap<String, u64>, skip_zero: bool) -> String
 
 impl Show for Status {
     fn show(&self) -> String {
-        let mut s = self.ports.show();
+        let mut s = format!("bridge {}\n", self.bridge);
+        s.push_str(&self.ports.show());
         for p in &self.ports {
             let c = &p.counters;
             let _ = writeln!(s, "{}:", p.name);
@@ -250,6 +252,55 @@ macro_rules! show_done {
 }
 
 show_done!(FdbAdded, FdbRemoved, Flushed, PortAdded, Ageing, Mirroring, MirrorStopped);
+
+/// `NAME: [host MAC mtu N ADDRESSES|no host port] ports N fdb N [vlan_filtering] [config] [network NET]`.
+impl Show for Vec<BridgeInfo> {
+    fn show(&self) -> String {
+        let mut s = String::new();
+        for b in self {
+            let _ = write!(s, "{}:", b.name);
+            match &b.host {
+                Some(h) => {
+                    let _ = write!(s, " host {} mtu {}", h.mac, h.mtu);
+                    for a in &h.addresses {
+                        let _ = write!(s, " {a}");
+                    }
+                }
+                None => s.push_str(" no host port"),
+            }
+            let _ = write!(s, " ports {} fdb {}", b.ports, b.fdb_entries);
+            if b.vlan_filtering {
+                s.push_str(" vlan_filtering");
+            }
+            if b.origin == Origin::Config {
+                s.push_str(" config");
+            }
+            if let Some(n) = &b.network {
+                let _ = write!(s, " network {n}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+impl Show for BridgeAdded {
+    fn show(&self) -> String {
+        if self.created { format!("added {}\n", self.added) } else { format!("{} was there\n", self.added) }
+    }
+}
+
+impl Show for BridgeRemoved {
+    fn show(&self) -> String {
+        let mut s = format!("removed {}", self.removed);
+        if !self.detached.is_empty() {
+            let names: Vec<String> = self.detached.iter().map(ToString::to_string).collect();
+            let _ = write!(s, " (detached {})", names.join(" "));
+        }
+        s.push('\n');
+        s
+    }
+}
 
 impl Show for PortRemoved {
     fn show(&self) -> String {

@@ -1,16 +1,18 @@
 //! `userbridge run`: the daemon's start-up wiring and its loop. Checks the
-//! capabilities, sets up logging and the open-files limit, opens the
-//! configured ports and the ones a restart brings back, then starts the
+//! capabilities, sets up logging and the open-files limit, makes the
+//! configured bridges with their ports and the bridges and ports a restart
+//! brings back, then starts the
 //! link watchers, the metrics endpoint, the control socket and the ager,
 //! and runs the daemon's loop: signals (SIGHUP reloads, SIGINT/SIGTERM
 //! stop) and link events, one at a time, until it is told to stop.
 
 use crate::config::{ConfigError, RunArgs, Settings};
-use crate::daemon::{Daemon, DaemonError, FdbEventLog, Watched};
+use crate::daemon::{Daemon, DaemonError, Watched};
 use crate::state::{StateError, StateFile};
 use crate::watch::{Seen, Watcher};
 use crate::{control, metrics};
 use crossbeam_channel::{Receiver, RecvTimeoutError, select};
+use std::net::TcpListener;
 use std::sync::Arc;
 use ub_netlink::NetNs;
 
@@ -29,7 +31,7 @@ pub enum StartError {
     Netns { name: String, source: ub_netlink::Error },
     #[error("the namespace the daemon started in: {0}")]
     StartNs(ub_netlink::Error),
-    #[error("the configured port or static entry: {0}")]
+    #[error("the configured bridge, port or static entry: {0}")]
     Configured(#[from] DaemonError),
     #[error(transparent)]
     State(#[from] StateError),
@@ -108,12 +110,12 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     init_logging(&settings.log_level)?;
     raise_open_files();
 
-    // Metrics are served in the namespace the daemon was started in, and the
-    // host port lives there.
+    // Metrics are served in the namespace the daemon was started in, and
+    // host ports live there.
     let metrics_listener = settings.metrics.map(metrics::Server::bind).transpose()?;
-    let start_ns = match (&settings.netns, &settings.host) {
-        (Some(_), Some(_)) => Some(Arc::new(NetNs::current().map_err(StartError::StartNs)?)),
-        _ => None,
+    let start_ns = match &settings.netns {
+        Some(_) => Some(Arc::new(NetNs::current().map_err(StartError::StartNs)?)),
+        None => None,
     };
     if let Some(name) = &settings.netns {
         // Before any thread exists: every thread started later inherits it.
@@ -123,29 +125,39 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     control::Server::check_free(&settings.socket)?;
 
     let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
-    // Every configured port opens, or the start fails with the reason; then
-    // the run-time ports recorded before a restart come back.
+    // Every configured bridge and port opens, or the start fails with the
+    // reason; then the bridges and ports recorded before a restart come back.
     let opened = (|| -> Result<(), StartError> {
-        d.attach_host()?;
-        for spec in &settings.ports {
-            d.attach(spec.clone())?;
-        }
-        for st in &settings.statics {
-            d.add_static(st)?;
+        for b in &settings.bridges {
+            d.add_configured_bridge(b)?;
         }
         d.restore(StateFile::open(&settings.state_dir, &settings.socket)?);
         Ok(())
     })();
-    if let Err(e) = opened {
-        d.stop_all();
-        return Err(e);
+    // A start that fails after its bridges are made leaves none it made.
+    match opened.and_then(|()| serve(&d, &settings, metrics_listener)) {
+        Ok(()) => {
+            d.stop_all(settings.remove_bridges);
+            Ok(())
+        }
+        Err(e) => {
+            d.abandon();
+            Err(e)
+        }
     }
+}
+
+/// Serves the daemon `d`, whose bridges are ready: link watchers, metrics,
+/// the control socket and the ager, and the daemon's loop until it is told
+/// to stop.
+fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListener>) -> Result<(), StartError> {
     let (seen_tx, seen) = crossbeam_channel::unbounded();
     let panics = d.counters.thread_panics.clone();
-    // The pods' namespace; the host port's too, unless it lives in the start namespace.
-    let here = Watched { pods: true, host: d.host.is_some() && d.start_ns.is_none() };
+    // The pods' namespace; the host ports' too, unless they live in the start namespace.
+    let here = Watched { pods: true, host: d.opener.start_ns.is_none() };
     let links = Watcher::start(None, here, seen_tx.clone(), panics.clone()).map_err(StartError::Links)?;
     let host_links = d
+        .opener
         .start_ns
         .clone()
         .map(|ns| Watcher::start(Some(ns), Watched { pods: false, host: true }, seen_tx, panics.clone()))
@@ -160,17 +172,19 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     let (ager_stop, ager_rx) = crossbeam_channel::bounded::<()>(0);
     let ager = ub_supervise::spawn("ager", panics, {
         let d = d.clone();
-        let log = std::sync::Mutex::new(FdbEventLog::default());
         move || {
             while let Err(RecvTimeoutError::Timeout) = ager_rx.recv_timeout(d.ager_interval()) {
-                d.age(&mut log.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                d.age();
             }
         }
     })
     .map_err(|source| StartError::Thread { what: "ager", source })?;
 
     let signals = signal_channel()?;
-    tracing::info!(socket = %settings.socket.display(), ports = d.sw.ports().iter().flatten().count(), "userbridge running");
+    let bridges = d.bridges();
+    let ports: usize = bridges.iter().map(|b| b.sw.ports().iter().flatten().count()).sum();
+    tracing::info!(socket = %settings.socket.display(), bridges = bridges.len(), ports, "userbridge running");
+    drop(bridges);
     loop {
         let told = select! {
             recv(signals) -> s => s.map(Told::Signal),
@@ -193,7 +207,6 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     drop(metrics);
     drop(links);
     drop(host_links);
-    d.stop_all();
     Ok(())
 }
 

@@ -1,10 +1,14 @@
-//! Ports that survive a restart. The ports added at run time (one per pod,
-//! by the CNI plugin) are recorded, spec and owner's metadata, in a state
-//! file replaced whole (`ub_files`: a temporary file renamed over it) on
-//! every change; a daemon that starts re-attaches every recorded port whose
-//! interface still exists and drops the rest with a log line. The kernel
-//! bridge keeps its ports across anything short of being deleted; so must
-//! we across `systemctl restart`.
+//! Bridges and ports that survive a restart. The bridges made at run time
+//! (`bridge add`, the CNI plugin), the ports added at run time (one per
+//! pod), spec and owner's metadata, and the addresses put on host ports at
+//! run time are recorded, bridge by bridge, in a state file replaced whole
+//! (`ub_files`: a temporary file renamed over it) on every change; a daemon
+//! that starts makes the recorded bridges again and re-attaches every
+//! recorded port whose interface still exists, dropping the rest with a log
+//! line. Kernel bridges keep their ports across anything short of being
+//! deleted; so must we across `systemctl restart`. A file of version 1
+//! (before bridges: one daemon, one bridge) is read as the daemon's only
+//! bridge's, and written back as version 2.
 //!
 //! The file is `STATE_DIR/SOCKET-NAME.state.json`, beside a lock file that
 //! keeps two daemons off one state file.
@@ -16,10 +20,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use ub_netlink::IpNet;
-use ub_proto::{Origin, PortSpec};
+use ub_proto::{BridgeAdd, IfName, Origin, PortSpec};
 
 /// The file's format version; a newer one is refused, not misread.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -45,17 +49,38 @@ pub enum Unreadable {
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
     version: u32,
+    #[serde(default)]
+    bridges: Vec<SavedBridge>,
+    /// Version 1: the daemon's one bridge's run-time ports...
+    #[serde(default, skip_serializing)]
     ports: Vec<PortSpec>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// ...and its host port's run-time addresses.
+    #[serde(default, skip_serializing)]
     host_addresses: Vec<IpNet>,
 }
 
-/// What a daemon records: its run-time ports, and the addresses put on its
-/// host port at run time (by the CNI plugin's `isGateway`).
+/// What a daemon records of one bridge.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedBridge {
+    /// `None` only from a version 1 file: the daemon's only bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<IfName>,
+    /// How it was made, if at run time (a configured bridge comes from the configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<BridgeAdd>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    /// Addresses put on its host port at run time (by the CNI plugin's `isGateway`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_addresses: Vec<IpNet>,
+}
+
+/// What a daemon records: its bridges made at run time, and of every
+/// bridge the ports added and host addresses put on at run time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Saved {
-    pub ports: Vec<PortSpec>,
-    pub host_addresses: Vec<IpNet>,
+    pub bridges: Vec<SavedBridge>,
 }
 
 /// The state file of one daemon, locked for its life.
@@ -108,10 +133,19 @@ impl StateFile {
             .and_then(|s| if s.version > VERSION { Err(Unreadable::Newer(s.version)) } else { Ok(s) });
         match parsed {
             Ok(s) => {
-                let saved = Saved {
-                    ports: s.ports.into_iter().filter(|p| p.origin == Origin::Runtime).collect(),
-                    host_addresses: s.host_addresses,
-                };
+                let runtime =
+                    |ports: Vec<PortSpec>| ports.into_iter().filter(|p| p.origin == Origin::Runtime).collect();
+                let mut bridges: Vec<SavedBridge> =
+                    s.bridges.into_iter().map(|b| SavedBridge { ports: runtime(b.ports), ..b }).collect();
+                if !s.ports.is_empty() || !s.host_addresses.is_empty() {
+                    bridges.push(SavedBridge {
+                        name: None,
+                        made: None,
+                        ports: runtime(s.ports),
+                        host_addresses: s.host_addresses,
+                    });
+                }
+                let saved = Saved { bridges };
                 *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved.clone());
                 Ok(saved)
             }
@@ -131,7 +165,7 @@ impl StateFile {
         }
         let io = |source| StateError::Io { path: self.path.clone(), source };
         let state =
-            State { version: VERSION, ports: saved.ports.clone(), host_addresses: saved.host_addresses.clone() };
+            State { version: VERSION, bridges: saved.bridges.clone(), ports: Vec::new(), host_addresses: Vec::new() };
         let text = serde_json::to_string_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
         ub_files::write(&self.path, text.as_bytes()).map_err(io)?;
         *written = Some(saved.clone());
@@ -163,7 +197,20 @@ mod tests {
         assert_eq!(s.load().unwrap(), Saved::default());
         let mut p = PortSpec::new(ub_proto::IfName::new("veth1").unwrap(), Backend::Afpacket, Origin::Runtime);
         p.meta.container_id = Some("abc".into());
-        let saved = Saved { ports: vec![p], host_addresses: vec!["10.244.1.1/24".parse().unwrap()] };
+        let bridge = |n: &str| Some(ub_proto::IfName::new(n).unwrap());
+        let made =
+            BridgeAdd { addresses: vec!["10.88.1.1/24".parse().unwrap()], ..BridgeAdd::named(bridge("cni1").unwrap()) };
+        let saved = Saved {
+            bridges: vec![
+                SavedBridge {
+                    name: bridge("cni0"),
+                    made: None,
+                    ports: vec![p],
+                    host_addresses: vec!["10.244.1.1/24".parse().unwrap()],
+                },
+                SavedBridge { name: bridge("cni1"), made: Some(made), ports: vec![], host_addresses: vec![] },
+            ],
+        };
         s.save(&saved).unwrap();
         assert_eq!(s.path(), d.join("node.state.json"));
         let e = StateFile::open(&d, sock).unwrap_err().to_string();
@@ -171,6 +218,30 @@ mod tests {
         drop(s);
         let s = StateFile::open(&d, sock).unwrap();
         assert_eq!(s.load().unwrap(), saved);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_of_the_release_before_bridges_is_the_only_bridges() {
+        let d = dir("v1");
+        let s = StateFile::open(&d, Path::new("/x/old.sock")).unwrap();
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1.json");
+        std::fs::copy(fixture, s.path()).unwrap();
+        let saved = s.load().unwrap();
+        assert_eq!(saved.bridges.len(), 1);
+        let b = &saved.bridges[0];
+        assert_eq!((&b.name, &b.made), (&None, &None), "the daemon's only bridge");
+        assert_eq!(b.ports.len(), 1);
+        assert_eq!(b.ports[0].name, "vfix1");
+        assert!(b.ports[0].policy.isolated);
+        assert_eq!(b.ports[0].meta.container_id.as_deref(), Some("c0ffee"));
+        assert_eq!(b.host_addresses, vec!["fd88::1/64".parse::<IpNet>().unwrap()]);
+        // Written back as version 2, named now.
+        let named = Saved { bridges: vec![SavedBridge { name: Some(IfName::new("cni0").unwrap()), ..b.clone() }] };
+        s.save(&named).unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(text.contains("\"version\": 2") && text.contains("\"bridges\""), "{text}");
+        assert_eq!(s.load().unwrap(), named);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -1,16 +1,17 @@
-//! The daemon's whole status, built in one place from one snapshot of the
-//! switch: `stats` and `port list` (crate::control) and every `/metrics`
-//! scrape (crate::metrics) read it.
+//! A bridge's whole status, built in one place from one snapshot of its
+//! switch: `stats`, `port list` and the other listings (crate::control)
+//! and every `/metrics` scrape (crate::metrics) read it.
 
+use crate::bridge::Bridge;
 use crate::daemon::Daemon;
 use std::sync::atomic::{AtomicU64, Ordering};
 use ub_proto::{Counters, DaemonStatus, FdbStatus, LoopStatus, Origin, PortStatus, Status};
 
-/// The status now.
-pub fn of(d: &Daemon) -> Status {
-    let st = d.sw.stats();
-    let specs = d.specs();
-    let promisc = d.sw.promisc();
+/// Bridge `b`'s status now, with the daemon's own counters.
+pub fn of(d: &Daemon, b: &Bridge) -> Status {
+    let st = b.sw.stats();
+    let specs = b.specs();
+    let promisc = b.sw.promisc();
     let pairs = |it: &[(&str, u64)]| it.iter().map(|(k, v)| ((*k).to_string(), *v)).collect();
     let ports = st
         .ports
@@ -19,6 +20,7 @@ pub fn of(d: &Daemon) -> Status {
             let spec = specs.get(&p.id);
             let name = spec.map(|s| s.name.clone()).or_else(|| ub_proto::IfName::new(&p.name).ok())?;
             Some(PortStatus {
+                bridge: b.name.to_string(),
                 id: p.id,
                 name,
                 kind: p.kind,
@@ -41,10 +43,10 @@ pub fn of(d: &Daemon) -> Status {
             })
         })
         .collect();
-    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Status {
+        bridge: b.name.to_string(),
         ports,
-        vlan_filtering: d.sw.vlan_filtering(),
+        vlan_filtering: b.sw.vlan_filtering(),
         fdb: FdbStatus {
             entries: st.fdb_entries as u64,
             learned: st.fdb_learned as u64,
@@ -54,16 +56,22 @@ pub fn of(d: &Daemon) -> Status {
         links: pairs(&d.links.events()),
         storm: st.storm,
         loops: LoopStatus {
-            mode: d.sw.loop_guard.mode().as_str().into(),
-            probe_mac: d.sw.loop_guard.mac,
+            mode: b.sw.loop_guard.mode().as_str().into(),
+            probe_mac: b.sw.loop_guard.mac,
             events: pairs(&st.loop_events),
         },
-        daemon: DaemonStatus {
-            pid: std::process::id(),
-            reloads: ld(&d.counters.reloads),
-            reload_errors: ld(&d.counters.reload_errors),
-            thread_panics: ld(&d.counters.thread_panics),
-            reader_helpers: d.sw.reader_helpers() as u64,
-        },
+        daemon: daemon(d),
+    }
+}
+
+/// The daemon's own counters.
+pub fn daemon(d: &Daemon) -> DaemonStatus {
+    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    DaemonStatus {
+        pid: std::process::id(),
+        reloads: ld(&d.counters.reloads),
+        reload_errors: ld(&d.counters.reload_errors),
+        thread_panics: ld(&d.counters.thread_panics),
+        reader_helpers: d.bridges().iter().map(|b| b.sw.reader_helpers() as u64).sum(),
     }
 }

@@ -59,7 +59,7 @@ fn flood_case(args: &[&str]) {
     let o =
         std::process::Command::new(BIN).args(["fdb", "show", "--socket", d.socket.to_str().unwrap()]).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("02:00:00:00:00:01 dev ubp1 vlan 0 age"), "{text}");
+    assert!(text.contains("02:00:00:00:00:01 dev ubp1 master ub0 vlan 0 age"), "{text}");
 }
 
 #[test]
@@ -317,8 +317,8 @@ fn user_errors_are_one_line_with_the_fix() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && e.lines().next().is_some_and(|l| l.contains(flag)), "{flag} {bad}: {e}");
     }
-    let e = run_err(&["run", "--socket", &sock]);
-    assert!(e.contains("--port"), "{e}");
+    let e = run_err(&["run", "--bridge", "much-too-long-name0", "--socket", &sock]);
+    assert!(e.contains("--bridge: bridge name: 'much-too-long-name0' is not a valid interface name"), "{e}");
     let e = run_err(&["fdb", "show", "--socket", "/tmp/nobody-listens-here.sock"]);
     assert!(e.contains("is `userbridge run` running?"), "{e}");
     // A port still on a kernel bridge would loop: refused.

@@ -76,16 +76,24 @@ fn the_host_port_is_the_pods_gateway_and_keeps_its_mac_across_restarts() {
     for reverse in [false, true] {
         tcp_100_mb(&lab.pods[0].ns, &node.0, "10.0.0.254", reverse);
     }
-    // A clean stop removes the TAP; the next start has the same MAC, so the
+    // A clean stop leaves the host port, as a kernel bridge stays when its
+    // ports go: the same interface, with its addresses and the routes others
+    // put on it. The next start takes it back, with the same MAC, so the
     // pods' ARP caches stay right.
+    let ifindex = ns_ok(&node.0, &["cat", &format!("/sys/class/net/{host}/ifindex")]);
+    ns_ok(&node.0, &["ip", "route", "add", "10.99.0.0/24", "dev", &host]);
     drop(d);
-    assert!(!link_exists(&node.0, &host), "the host port outlived its daemon");
-    let d = daemon(&lab, &node, &host, &[]);
+    assert!(link_exists(&node.0, &host), "the host port went with its daemon");
+    let d = daemon(&lab, &node, &host, &["--remove-bridges"]);
+    assert_eq!(ns_ok(&node.0, &["cat", &format!("/sys/class/net/{host}/ifindex")]), ifindex, "not the same interface");
     assert_eq!(mac_of(&node.0, &host), mac);
+    assert!(ns_ok(&node.0, &["ip", "route", "show", "dev", &host]).contains("10.99.0.0/24"), "the route went");
     let arp = ns_ok(&lab.pods[0].ns, &["ip", "neigh", "show", "10.0.0.254"]);
     assert!(arp.contains(&mac), "the pod's ARP entry for the gateway: {arp}");
     assert!(ping(&lab.pods[0].ns, "10.0.0.254", 1));
+    // --remove-bridges: a clean stop deletes it.
     drop(d);
+    assert!(!link_exists(&node.0, &host), "--remove-bridges left the host port");
 }
 
 #[test]
@@ -300,6 +308,6 @@ fn run_time_ports_survive_a_kill_and_the_pods_traffic_resumes() {
     let log = d.stop();
     let line: Vec<&str> = log.lines().filter(|l| l.contains("state file")).collect();
     assert_eq!(line.len(), 1, "{log}");
-    assert!(line[0].contains("unreadable") && line[0].contains("configured ports only"), "{log}");
+    assert!(line[0].contains("unreadable") && line[0].contains("configured bridges and ports only"), "{log}");
     let _ = std::fs::remove_dir_all(&sd);
 }

@@ -261,18 +261,19 @@ fn metrics_match_stats() {
     for p in ["ubp1", "ubp2"] {
         let c = &Daemon::port(&st, p)["counters"];
         assert_eq!(
-            metric(&format!("userbridge_port_rx_frames_total{{port=\"{p}\"}}")),
+            metric(&format!("userbridge_port_rx_frames_total{{bridge=\"ub0\",port=\"{p}\"}}")),
             c["rx_frames"].as_u64().unwrap()
         );
         assert_eq!(
-            metric(&format!("userbridge_port_tx_frames_total{{port=\"{p}\"}}")),
+            metric(&format!("userbridge_port_tx_frames_total{{bridge=\"ub0\",port=\"{p}\"}}")),
             c["tx_frames"].as_u64().unwrap()
         );
-        assert_eq!(metric(&format!("userbridge_port_up{{port=\"{p}\"}}")), 1);
+        assert_eq!(metric(&format!("userbridge_port_up{{bridge=\"ub0\",port=\"{p}\"}}")), 1);
     }
-    assert_eq!(metric("userbridge_fdb_entries"), st["fdb"]["entries"].as_u64().unwrap());
-    assert_eq!(metric("userbridge_fdb_events_total{event=\"learned\"}"), 2);
-    assert!(body.contains("userbridge_port_drops_total{port=\"ubp1\",reason=\"runt\"} 0"));
+    assert_eq!(metric("userbridge_fdb_entries{bridge=\"ub0\"}"), st["fdb"]["entries"].as_u64().unwrap());
+    assert_eq!(metric("userbridge_fdb_events_total{bridge=\"ub0\",event=\"learned\"}"), 2);
+    assert_eq!(metric("userbridge_bridges"), 1);
+    assert!(body.contains("userbridge_port_drops_total{bridge=\"ub0\",port=\"ubp1\",reason=\"runt\"} 0"));
 }
 
 #[test]

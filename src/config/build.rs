@@ -3,11 +3,13 @@
 
 use super::ConfigError;
 use super::{
-    At, Draft, Given, HostSettings, Readers, RxArg, Settings, StaticEntry, ThreadConfig, parse_cidr, parse_mac,
+    At, BridgeDefaults, BridgeDraft, BridgeSettings, DEFAULT_BRIDGE, Draft, Given, HostDraft, HostSettings, Readers,
+    RxArg, Settings, StaticEntry, ThreadConfig, parse_cidr, parse_mac,
 };
 use std::fmt::Display;
 use std::str::FromStr;
 use ub_datapath::LoopDetect;
+use ub_datapath::StormLimits;
 use ub_fdb::FdbConfig;
 use ub_port::afpacket::{Fanout, RxConfig, RxMode};
 use ub_proto::settings::{
@@ -28,11 +30,6 @@ impl Problems<'_> {
             At::Line(n) => format!("{}:{n}: {what}", self.origin),
             At::Flag(f) => format!("{f}: {what}"),
         });
-    }
-
-    /// Without a place: `FILE: what`.
-    fn whole(&mut self, what: impl Display) {
-        self.found.push(format!("{}: {what}", self.origin));
     }
 
     /// The value of setting `s`, or its default; out of range is a problem
@@ -93,14 +90,14 @@ impl Draft {
             max_per_port: p.setting(&FDB_MAX_PER_PORT, &self.fdb_max_per_port),
             ..FdbConfig::default()
         };
+        let defaults = BridgeDefaults {
+            fdb,
+            storm: self.storm.over(StormLimits::default()),
+            loop_detect: self.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
+        };
         let rx = self.rx_config(&mut p);
         let threads = ThreadConfig { pin: self.pin.unwrap_or(true), nice: p.setting(&READER_NICE, &self.nice) };
-        let ports = self.port_specs(&mut p);
-        let statics = self.statics(&mut p, &ports);
-        let host = self.host_settings(&mut p, &ports);
-        if ports.is_empty() && host.is_none() {
-            p.whole("no ports: give --port IF, --tap NAME or --host-port NAME, or in a file ports = [\"IF\", ...], taps, [[port]] tables or a [host] table");
-        }
+        let bridges = self.bridges(&mut p, &defaults);
         if !p.found.is_empty() {
             return Err(ConfigError(p.found));
         }
@@ -109,16 +106,121 @@ impl Draft {
             netns,
             metrics,
             log_level,
-            fdb,
-            storm: self.storm,
-            loop_detect: self.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
             rx,
             threads,
+            state_dir: self.state_dir.unwrap_or_else(|| STATE_DIR.into()),
+            defaults,
+            bridges,
+            remove_bridges: self.remove_bridges,
+        })
+    }
+
+    /// The bridges: `[[bridge]]` tables, or the single-bridge format's one
+    /// (none if it says nothing: a daemon waiting for `bridge add`). Every
+    /// bridge and port named once across the daemon.
+    fn bridges(&self, p: &mut Problems<'_>, defaults: &BridgeDefaults) -> Vec<BridgeSettings> {
+        let mut drafts: Vec<(BridgeDraft, At, bool)> = Vec::new();
+        let single = self.single_bridge(p);
+        if self.bridges.is_empty() {
+            drafts.extend(single.map(|(b, at)| (b, at, false)));
+        } else if let Some((b, at)) = single {
+            let what = if b.ports.is_empty() { "[host] and vlan_filtering" } else { "ports" };
+            p.at(at, format!("{what} belong in a [[bridge]] table when the file has [[bridge]] tables"));
+        }
+        drafts.extend(self.bridges.iter().map(|g| (g.value.clone(), g.at, true)));
+        let mut out: Vec<BridgeSettings> = Vec::new();
+        for (d, at, table) in drafts {
+            let Some(b) = self.bridge(p, &d, table, defaults) else { continue };
+            if out.iter().any(|o| o.name == b.name) {
+                p.at(at, format!("bridge '{}' is given twice", b.name));
+                continue;
+            }
+            let names = |o: &BridgeSettings| o.ports.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+            if let Some(o) = out.iter().find(|o| o.ports.iter().any(|s| s.name == b.name)) {
+                p.at(at, format!("bridge '{}' is also a port of bridge '{}'", b.name, o.name));
+                continue;
+            }
+            for port in names(&b) {
+                if let Some(o) = out.iter().find(|o| o.name == port || o.ports.iter().any(|s| s.name == port)) {
+                    p.at(at, format!("port '{port}' of bridge '{}' is also in bridge '{}'", b.name, o.name));
+                }
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    /// The single-bridge format's bridge, if it says anything, with where.
+    fn single_bridge(&self, p: &mut Problems<'_>) -> Option<(BridgeDraft, At)> {
+        let mut b = self.single.clone();
+        if let Some(flag) = &self.single_name {
+            match &b.name {
+                Some(host) if host.value != flag.value => p.at(
+                    flag.at,
+                    format!(
+                        "{}: the bridge is named after its host port ({}): give one name, or drop --host-port",
+                        flag.value, host.value
+                    ),
+                ),
+                _ => b.name = Some(flag.clone()),
+            }
+        }
+        if b.is_empty() {
+            return None;
+        }
+        let at = b.name.as_ref().map(|n| n.at).or(b.ports.first().map(|g| g.at)).unwrap_or(At::Line(1));
+        Some((b, at))
+    }
+
+    /// One bridge (`table`: a `[[bridge]]` table), checked, with `defaults`
+    /// under what it does not say.
+    fn bridge(
+        &self,
+        p: &mut Problems<'_>,
+        d: &BridgeDraft,
+        table: bool,
+        defaults: &BridgeDefaults,
+    ) -> Option<BridgeSettings> {
+        let name = match &d.name {
+            None => IfName::new(DEFAULT_BRIDGE).expect("a valid name"),
+            Some(g) => match IfName::new(&g.value) {
+                Ok(n) => n,
+                Err(e) => {
+                    p.at(g.at, format!("bridge name: {e}"));
+                    return None;
+                }
+            },
+        };
+        let ageing = d.ageing_secs.is_some().then(|| p.setting(&AGEING_SECS, &d.ageing_secs) * 1000);
+        let max = d.fdb_max.is_some().then(|| p.setting(&FDB_MAX, &d.fdb_max));
+        let per_port = d.fdb_max_per_port.is_some().then(|| p.setting(&FDB_MAX_PER_PORT, &d.fdb_max_per_port));
+        let fdb = FdbConfig {
+            ageing_ms: ageing.unwrap_or(defaults.fdb.ageing_ms),
+            max_entries: max.map_or(defaults.fdb.max_entries, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+            max_per_port: per_port.unwrap_or(defaults.fdb.max_per_port),
+            ..defaults.fdb
+        };
+        let ports = port_specs(p, d);
+        if d.host.is_none()
+            && let Some(g) = d.ports.iter().find(|g| g.value.name == name.as_str())
+        {
+            p.at(
+                g.at,
+                format!("port '{name}' has its bridge's name: a bridge and its ports are interfaces of their own"),
+            );
+        }
+        let statics = statics(p, d, &ports);
+        let label = if table { format!("[[bridge]] {name}:") } else { "[host]".to_string() };
+        let host = d.host.as_ref().and_then(|g| host_settings(p, &name, &label, g, &ports));
+        Some(BridgeSettings {
+            name,
+            host,
+            fdb,
+            storm: d.storm.over(defaults.storm),
+            loop_detect: d.loop_detect.map_or(defaults.loop_detect, Into::into),
+            vlan_filtering: d.vlan_filtering.unwrap_or(false),
             ports,
             statics,
-            host,
-            state_dir: self.state_dir.unwrap_or_else(|| STATE_DIR.into()),
-            vlan_filtering: self.vlan_filtering,
         })
     }
 
@@ -153,73 +255,79 @@ impl Draft {
             fanout: self.fanout.map_or(Fanout::FlowOrCpu, Into::into),
         }
     }
+}
 
-    /// The ports, each named once, with their policies checked.
-    fn port_specs(&self, p: &mut Problems<'_>) -> Vec<PortSpec> {
-        let mut specs: Vec<PortSpec> = Vec::new();
-        for g in &self.ports {
-            let d = &g.value;
-            let name = match IfName::new(&d.name) {
-                Ok(n) => n,
-                Err(e) => {
-                    p.at(g.at, e);
-                    continue;
+/// A bridge's ports, each named once, with their policies checked.
+fn port_specs(p: &mut Problems<'_>, d: &BridgeDraft) -> Vec<PortSpec> {
+    let mut specs: Vec<PortSpec> = Vec::new();
+    for g in &d.ports {
+        let pd = &g.value;
+        let name = match IfName::new(&pd.name) {
+            Ok(n) => n,
+            Err(e) => {
+                p.at(g.at, e);
+                continue;
+            }
+        };
+        if specs.iter().any(|s| s.name == name) {
+            p.at(g.at, format!("'{name}' is listed twice"));
+            continue;
+        }
+        let policy = pd.change.apply(PortPolicy::default());
+        if let Err(e) = policy.validate() {
+            p.at(g.at, format!("[[port]] {name}: {e}"));
+            continue;
+        }
+        specs.push(PortSpec { policy, ..PortSpec::new(name, pd.backend, Origin::Config) });
+    }
+    specs
+}
+
+/// A bridge's static entries, each behind one of its ports.
+fn statics(p: &mut Problems<'_>, d: &BridgeDraft, ports: &[PortSpec]) -> Vec<StaticEntry> {
+    let mut out = Vec::new();
+    for g in &d.statics {
+        let sd = &g.value;
+        match parse_mac(&sd.mac) {
+            Err(e) => p.at(g.at, format!("static mac {e}")),
+            Ok(mac) if sd.vlan >= 4095 => p.at(g.at, format!("static {mac}: vlan {} is not 0-4094", sd.vlan)),
+            Ok(mac) => match ports.iter().find(|s| s.name == sd.port.as_str()) {
+                Some(s) => out.push(StaticEntry { mac, port: s.name.clone(), vlan: sd.vlan }),
+                None => {
+                    p.at(g.at, format!("static entry's port '{}' is not one of the bridge's ports or taps", sd.port))
                 }
-            };
-            if specs.iter().any(|s| s.name == name) {
-                p.at(g.at, format!("'{name}' is listed twice"));
-                continue;
-            }
-            let policy = d.change.apply(PortPolicy::default());
-            if let Err(e) = policy.validate() {
-                p.at(g.at, format!("[[port]] {name}: {e}"));
-                continue;
-            }
-            specs.push(PortSpec { policy, ..PortSpec::new(name, d.backend, Origin::Config) });
+            },
         }
-        specs
     }
+    out
+}
 
-    fn statics(&self, p: &mut Problems<'_>, ports: &[PortSpec]) -> Vec<StaticEntry> {
-        let mut out = Vec::new();
-        for g in &self.statics {
-            let d = &g.value;
-            match parse_mac(&d.mac) {
-                Err(e) => p.at(g.at, format!("static mac {e}")),
-                Ok(mac) if d.vlan >= 4095 => p.at(g.at, format!("static {mac}: vlan {} is not 0-4094", d.vlan)),
-                Ok(mac) => match ports.iter().find(|s| s.name == d.port.as_str()) {
-                    Some(s) => out.push(StaticEntry { mac, port: s.name.clone(), vlan: d.vlan }),
-                    None => p.at(g.at, format!("static entry's port '{}' is not in ports or taps", d.port)),
-                },
-            }
+/// Bridge `name`'s host port, checked.
+fn host_settings(
+    p: &mut Problems<'_>,
+    name: &IfName,
+    label: &str,
+    g: &Given<HostDraft>,
+    ports: &[PortSpec],
+) -> Option<HostSettings> {
+    let d = &g.value;
+    let checked = (|| {
+        if ports.iter().any(|s| s.name == *name) {
+            return Err(format!("name '{name}' is also in ports or taps"));
         }
-        out
-    }
-
-    fn host_settings(&self, p: &mut Problems<'_>, ports: &[PortSpec]) -> Option<HostSettings> {
-        let g = self.host.as_ref()?;
-        let d = &g.value;
-        let checked = (|| {
-            let name = IfName::new(&d.name).map_err(|e| e.to_string())?;
-            if ports.iter().any(|s| s.name == name) {
-                return Err(format!("name '{name}' is also in ports or taps"));
-            }
-            let addresses =
-                d.addresses.iter().map(|a| parse_cidr(a)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-            let mac = d.mac.as_deref().map(parse_mac).transpose().map_err(|e| e.to_string())?;
-            let h = HostSettings::new(name, addresses, d.mtu, mac).map_err(|e| e.to_string())?;
-            if let Some(v) = &d.vlans {
-                PortPolicy { vlans: v.clone(), ..PortPolicy::default() }
-                    .validate()
-                    .map_err(|e| format!("vlans: {e}"))?;
-            }
-            Ok(HostSettings { vlans: d.vlans.clone(), ..h })
-        })();
-        checked
-            .map_err(|e| match g.at {
-                At::Line(_) => p.at(g.at, format!("[host] {e}")),
-                At::Flag(_) => p.at(g.at, e),
-            })
-            .ok()
-    }
+        let addresses =
+            d.addresses.iter().map(|a| parse_cidr(a)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        let mac = d.mac.as_deref().map(parse_mac).transpose().map_err(|e| e.to_string())?;
+        let h = HostSettings::new(name.clone(), addresses, d.mtu, mac).map_err(|e| e.to_string())?;
+        if let Some(v) = &d.vlans {
+            PortPolicy { vlans: v.clone(), ..PortPolicy::default() }.validate().map_err(|e| format!("vlans: {e}"))?;
+        }
+        Ok(HostSettings { vlans: d.vlans.clone(), ..h })
+    })();
+    checked
+        .map_err(|e| match g.at {
+            At::Line(_) => p.at(g.at, format!("{label} {e}")),
+            At::Flag(_) => p.at(g.at, e),
+        })
+        .ok()
 }

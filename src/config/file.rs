@@ -3,11 +3,10 @@
 //! sample, which a test checks.
 
 use super::modes::{FanoutArg, LoopMode, RING_GEOMETRY_REMOVED, RxArg};
-use super::{At, ConfigError, Draft, Given, HostDraft, PortDraft, StaticDraft};
+use super::{At, BridgeDraft, ConfigError, Draft, Given, HostDraft, PortDraft, StaticDraft, StormDraft};
 use serde::{Deserialize, Deserializer, de};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
-use ub_datapath::StormLimits;
 use ub_proto::{Backend, PolicyChange, VlanEntry};
 
 #[derive(Deserialize, Debug)]
@@ -34,6 +33,37 @@ struct File {
     /// `[[port]]`: a port with its policy.
     #[serde(default, rename = "port")]
     port_tables: Vec<Spanned<PortSection>>,
+    /// `[[bridge]]`: a bridge with its ports.
+    #[serde(default, rename = "bridge")]
+    bridges: Vec<Spanned<BridgeSection>>,
+    remove_bridges: Option<bool>,
+}
+
+/// A `[[bridge]]` table: the bridge's name, its host port (on unless
+/// `host_port = false`), its own settings and its ports.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct BridgeSection {
+    name: Spanned<String>,
+    host_port: Option<bool>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    mtu: Option<u32>,
+    mac: Option<String>,
+    /// The host port's VLANs.
+    vlans: Option<Vec<VlanEntry>>,
+    vlan_filtering: Option<bool>,
+    loop_detect: Option<LoopMode>,
+    fdb: Option<FdbSection>,
+    storm: Option<StormSection>,
+    #[serde(default)]
+    ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    taps: Vec<Spanned<String>>,
+    #[serde(default, rename = "port")]
+    port_tables: Vec<Spanned<PortSection>>,
+    #[serde(default, rename = "static")]
+    statics: Vec<Spanned<StaticSection>>,
 }
 
 /// A `[[port]]` table: `name`, `tap`, and the policy's knobs with the
@@ -151,23 +181,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Draft, ConfigError> {
         log_level: file.log_level.map(given),
         loop_detect: file.loop_detect,
         state_dir: file.state_dir,
-        vlan_filtering: file.vlan_filtering.unwrap_or(false),
+        remove_bridges: file.remove_bridges.unwrap_or(false),
         ..Draft::default()
     };
     if let Some(f) = file.fdb {
-        d.ageing_secs = f.ageing_secs.map(|s| Given::at(*s.get_ref(), at(s.span())));
-        d.fdb_max = f.max_entries.map(|s| Given::at(*s.get_ref(), at(s.span())));
-        d.fdb_max_per_port = f.max_per_port.map(|s| Given::at(*s.get_ref(), at(s.span())));
+        (d.ageing_secs, d.fdb_max, d.fdb_max_per_port) = fdb(f, &at);
     }
-    let dflt = StormLimits::default();
-    d.storm = match file.storm {
-        Some(st) => StormLimits {
-            broadcast_pps: st.broadcast_pps.unwrap_or(dflt.broadcast_pps),
-            multicast_pps: st.multicast_pps.unwrap_or(dflt.multicast_pps),
-            unknown_unicast_pps: st.unknown_unicast_pps.unwrap_or(dflt.unknown_unicast_pps),
-        },
-        None => dflt,
-    };
+    d.storm = file.storm.map(storm).unwrap_or_default();
     if let Some(r) = file.ring {
         if let Some(m) = &r.mode
             && let Some(why) = m.get_ref().removed()
@@ -195,27 +215,84 @@ pub fn parse(text: &str, origin: &str) -> Result<Draft, ConfigError> {
         d.nice = t.nice.map(|s| Given::at(*s.get_ref(), at(s.span())));
         d.fanout = t.fanout;
     }
+    // The single-bridge format: top-level ports, `[host]` naming the bridge.
+    d.single.ports = ports(file.ports, file.taps, file.port_tables, &at);
+    d.single.statics = statics(file.statics, &at);
+    d.single.vlan_filtering = file.vlan_filtering;
+    if let Some(h) = file.host {
+        let a = at(h.span());
+        let h = h.into_inner();
+        d.single.name = Some(Given::at(h.name, a));
+        d.single.host =
+            Some(Given::at(HostDraft { addresses: h.addresses, mtu: h.mtu, mac: h.mac, vlans: h.vlans }, a));
+    }
+    for b in file.bridges {
+        let a = at(b.span());
+        let b = b.into_inner();
+        let mut bridge = BridgeDraft {
+            name: Some(given(b.name)),
+            host: (b.host_port != Some(false))
+                .then(|| Given::at(HostDraft { addresses: b.addresses, mtu: b.mtu, mac: b.mac, vlans: b.vlans }, a)),
+            vlan_filtering: b.vlan_filtering,
+            storm: b.storm.map(storm).unwrap_or_default(),
+            loop_detect: b.loop_detect,
+            ports: ports(b.ports, b.taps, b.port_tables, &at),
+            statics: statics(b.statics, &at),
+            ..BridgeDraft::default()
+        };
+        if let Some(f) = b.fdb {
+            (bridge.ageing_secs, bridge.fdb_max, bridge.fdb_max_per_port) = fdb(f, &at);
+        }
+        d.bridges.push(Given::at(bridge, a));
+    }
+    Ok(d)
+}
+
+type FdbDraft = (Option<Given<u64>>, Option<Given<u64>>, Option<Given<u32>>);
+
+/// An `[fdb]` table's values, each with its line.
+fn fdb(f: FdbSection, at: &impl Fn(std::ops::Range<usize>) -> At) -> FdbDraft {
+    let g = |s: Spanned<u64>| Given::at(*s.get_ref(), at(s.span()));
+    (f.ageing_secs.map(g), f.max_entries.map(g), f.max_per_port.map(|s| Given::at(*s.get_ref(), at(s.span()))))
+}
+
+fn storm(s: StormSection) -> StormDraft {
+    StormDraft {
+        broadcast_pps: s.broadcast_pps,
+        multicast_pps: s.multicast_pps,
+        unknown_unicast_pps: s.unknown_unicast_pps,
+    }
+}
+
+/// `ports`, `taps` and `[[port]]` tables, in that order.
+fn ports(
+    names: Vec<Spanned<String>>,
+    taps: Vec<Spanned<String>>,
+    tables: Vec<Spanned<PortSection>>,
+    at: &impl Fn(std::ops::Range<usize>) -> At,
+) -> Vec<Given<PortDraft>> {
     let port = |name: Spanned<String>, backend| {
         let a = at(name.span());
         Given::at(PortDraft { name: name.into_inner(), backend, change: PolicyChange::default() }, a)
     };
-    d.ports.extend(file.ports.into_iter().map(|n| port(n, Backend::Afpacket)));
-    d.ports.extend(file.taps.into_iter().map(|n| port(n, Backend::Tap)));
-    for t in file.port_tables {
+    let mut out: Vec<Given<PortDraft>> = names.into_iter().map(|n| port(n, Backend::Afpacket)).collect();
+    out.extend(taps.into_iter().map(|n| port(n, Backend::Tap)));
+    for t in tables {
         let a = at(t.span());
         let p = t.into_inner();
         let backend = if p.tap { Backend::Tap } else { Backend::Afpacket };
-        d.ports.push(Given::at(PortDraft { name: p.name, backend, change: p.change }, a));
+        out.push(Given::at(PortDraft { name: p.name, backend, change: p.change }, a));
     }
-    for st in file.statics {
-        let a = at(st.span());
-        let s = st.into_inner();
-        d.statics.push(Given::at(StaticDraft { mac: s.mac, port: s.port, vlan: s.vlan }, a));
-    }
-    d.host = file.host.map(|h| {
-        let a = at(h.span());
-        let h = h.into_inner();
-        Given::at(HostDraft { name: h.name, addresses: h.addresses, mtu: h.mtu, mac: h.mac, vlans: h.vlans }, a)
-    });
-    Ok(d)
+    out
+}
+
+fn statics(tables: Vec<Spanned<StaticSection>>, at: &impl Fn(std::ops::Range<usize>) -> At) -> Vec<Given<StaticDraft>> {
+    tables
+        .into_iter()
+        .map(|st| {
+            let a = at(st.span());
+            let s = st.into_inner();
+            Given::at(StaticDraft { mac: s.mac, port: s.port, vlan: s.vlan }, a)
+        })
+        .collect()
 }

@@ -1,10 +1,12 @@
 //! `userbridge run`'s flags, into a [`Draft`] (or the file `--config` names).
 
 use super::modes::{FanoutArg, LoopMode, RING_GEOMETRY_REMOVED, RxArg};
-use super::{At, ConfigError, Draft, Given, HostDraft, PortDraft, Readers, Settings, file, parse_cidr, parse_mac};
+use super::{
+    At, BridgeDraft, ConfigError, Draft, Given, HostDraft, PortDraft, Readers, Settings, StormDraft, file, parse_cidr,
+    parse_mac,
+};
 use clap::Args;
 use std::path::PathBuf;
-use ub_datapath::StormLimits;
 use ub_proto::settings::{
     AGEING_SECS, BUSY_PPS, FDB_MAX, FDB_MAX_PER_PORT, READER_NICE, RING_SLOTS, STATE_DIR, STORM_PPS, SettingError,
 };
@@ -41,13 +43,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
         "fdb_max_per_port", "netns", "rx", "ring_slots", "busy_pps", "metrics", "storm_pps", "loop_detect",
         "readers", "fanout", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir",
-        "vlan_filtering", "ring_blocks", "block_kib", "retire_ms"])]
+        "vlan_filtering", "ring_blocks", "block_kib", "retire_ms", "bridge"])]
     pub config: Option<PathBuf>,
-    /// The pods' gateway, as `cni0` is: create TAP interface NAME in the
-    /// namespace the daemon starts in (the host's, even with --netns), with a
-    /// fixed MAC and the --address(es), and attach it as port kind `host`.
+    /// Make bridge NAME with its own interface NAME, the pods' gateway, as
+    /// `cni0` is: a TAP in the namespace the daemon starts in (the host's,
+    /// even with --netns), with a fixed MAC and the --address(es). It stays
+    /// when the daemon stops (see --remove-bridges) and is taken back on start.
     #[arg(long, value_name = "NAME")]
     pub host_port: Option<String>,
+    /// The name of the bridge --port and --tap make, when it has no host
+    /// port (default ub0). Without any of them the daemon starts with no
+    /// bridge and waits for `userbridge bridge add`.
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// Delete every bridge's host port when the daemon stops on SIGINT or
+    /// SIGTERM (by default they stay, with their addresses and routes, as
+    /// kernel bridges do, and the next start takes them back).
+    #[arg(long)]
+    pub remove_bridges: bool,
     /// An address for the host port, as CIDR (10.244.1.1/24, fd00::1/64).
     /// Repeat for more; pods use the first of each family as their gateway.
     #[arg(long = "address", value_name = "CIDR", requires = "host_port", value_parser = parse_cidr)]
@@ -156,6 +169,7 @@ impl RunArgs {
         if let Some(l) = &self.log_level {
             draft.log_level = Some(Given::at(l.clone(), At::Flag("--log-level")));
         }
+        draft.remove_bridges |= self.remove_bridges;
         draft.build()
     }
 
@@ -168,16 +182,21 @@ impl RunArgs {
         };
         let ports = self.ports.iter().map(|n| port(n, Backend::Afpacket, "--port"));
         let taps = self.taps.iter().map(|n| port(n, Backend::Tap, "--tap"));
-        let host = self.host_port.as_ref().map(|name| {
-            let h = HostDraft {
-                name: name.clone(),
-                addresses: self.addresses.iter().map(ToString::to_string).collect(),
-                mtu: self.mtu,
-                mac: self.mac.map(|m| m.to_string()),
-                vlans: None,
-            };
-            Given::at(h, flag("--host-port"))
-        });
+        let single = BridgeDraft {
+            name: self.host_port.clone().and_then(|n| given(n, "--host-port")),
+            host: self.host_port.as_ref().map(|_| {
+                let h = HostDraft {
+                    addresses: self.addresses.iter().map(ToString::to_string).collect(),
+                    mtu: self.mtu,
+                    mac: self.mac.map(|m| m.to_string()),
+                    vlans: None,
+                };
+                Given::at(h, flag("--host-port"))
+            }),
+            vlan_filtering: self.vlan_filtering.then_some(true),
+            ports: ports.chain(taps).collect(),
+            ..BridgeDraft::default()
+        };
         let mut removed: Vec<Given<String>> = Vec::new();
         if let Some(why) = self.rx.removed() {
             removed.push(Given::at(why.to_string(), flag("--rx")));
@@ -198,7 +217,11 @@ impl RunArgs {
             ageing_secs: Some(Given::at(self.ageing_secs, flag("--ageing-secs"))),
             fdb_max: Some(Given::at(self.fdb_max, flag("--fdb-max"))),
             fdb_max_per_port: Some(Given::at(self.fdb_max_per_port, flag("--fdb-max-per-port"))),
-            storm: StormLimits::all(self.storm_pps),
+            storm: StormDraft {
+                broadcast_pps: Some(self.storm_pps),
+                multicast_pps: Some(self.storm_pps),
+                unknown_unicast_pps: Some(self.storm_pps),
+            },
             loop_detect: Some(self.loop_detect),
             rx: Some(Given::at(self.rx, flag("--rx"))),
             ring_slots: Some(Given::at(self.ring_slots, flag("--ring-slots"))),
@@ -207,11 +230,11 @@ impl RunArgs {
             fanout: Some(self.fanout),
             pin: Some(!self.no_pin),
             nice: Some(Given::at(self.reader_nice, flag("--reader-nice"))),
-            ports: ports.chain(taps).collect(),
-            statics: Vec::new(),
-            host,
             state_dir: Some(self.state_dir.clone()),
-            vlan_filtering: self.vlan_filtering,
+            remove_bridges: self.remove_bridges,
+            single,
+            single_name: self.bridge.clone().and_then(|n| given(n, "--bridge")),
+            bridges: Vec::new(),
             removed,
         }
     }

@@ -30,33 +30,87 @@ use ub_wire::Mac;
 #[error("{}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
 
-/// The daemon's whole configuration.
+/// The name of the one bridge `run --port ...` makes without `--bridge`
+/// or `--host-port` (and a file's top-level ports without `[host]`).
+pub const DEFAULT_BRIDGE: &str = "ub0";
+
+/// The daemon's whole configuration: what the daemon itself runs with, and
+/// its bridges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub socket: PathBuf,
     pub netns: Option<String>,
     pub metrics: Option<SocketAddr>,
     pub log_level: String,
+    pub rx: RxConfig,
+    pub threads: ThreadConfig,
+    /// Where run-time bridges and ports are recorded.
+    pub state_dir: PathBuf,
+    /// What every bridge starts with unless its table says otherwise, and
+    /// what a bridge made at run time gets.
+    pub defaults: BridgeDefaults,
+    /// The bridges the configuration owns (origin `config`).
+    pub bridges: Vec<BridgeSettings>,
+    /// Delete every bridge's host port when the daemon stops cleanly
+    /// (`--remove-bridges`); otherwise they stay, as kernel bridges do.
+    pub remove_bridges: bool,
+}
+
+/// A bridge's FDB, storm control and loop detection, when not its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeDefaults {
     pub fdb: FdbConfig,
     pub storm: StormLimits,
     pub loop_detect: LoopDetect,
-    pub rx: RxConfig,
-    pub threads: ThreadConfig,
+}
+
+/// One bridge: its own FDB, VLANs, policies, storm control and loop guard,
+/// its host port (named as it) and the ports the configuration gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSettings {
+    pub name: IfName,
+    /// Its own interface, the pods' gateway; `None`: a bridge without one.
+    pub host: Option<HostSettings>,
+    pub fdb: FdbConfig,
+    pub storm: StormLimits,
+    pub loop_detect: LoopDetect,
+    /// Ports' VLAN memberships apply (`vlan_filtering`).
+    pub vlan_filtering: bool,
     /// The ports the configuration owns (origin `config`).
     pub ports: Vec<PortSpec>,
     pub statics: Vec<StaticEntry>,
-    /// The pods' gateway, if the daemon has one.
-    pub host: Option<HostSettings>,
-    /// Where run-time ports are recorded.
-    pub state_dir: PathBuf,
-    /// Ports' VLAN memberships apply (`vlan_filtering`).
-    pub vlan_filtering: bool,
 }
 
-impl Settings {
+impl BridgeSettings {
+    /// A bridge made at run time (`bridge add`, the CNI plugin): as
+    /// `add` asks, the rest from `defaults`.
+    pub fn made(add: &ub_proto::BridgeAdd, defaults: &BridgeDefaults) -> Result<BridgeSettings, HostError> {
+        let host = add
+            .host_port
+            .then(|| HostSettings::new(add.name.clone(), add.addresses.clone(), add.mtu, add.mac))
+            .transpose()?;
+        Ok(BridgeSettings {
+            name: add.name.clone(),
+            host,
+            fdb: defaults.fdb,
+            storm: defaults.storm,
+            loop_detect: defaults.loop_detect,
+            vlan_filtering: add.vlan_filtering,
+            ports: Vec::new(),
+            statics: Vec::new(),
+        })
+    }
+
     /// The names of the configured ports of `backend`.
     pub fn names(&self, backend: ub_proto::Backend) -> Vec<&str> {
         self.ports.iter().filter(|p| p.backend == backend).map(|p| p.name.as_str()).collect()
+    }
+}
+
+impl Settings {
+    /// The names of the configured ports of `backend`, every bridge's.
+    pub fn names(&self, backend: ub_proto::Backend) -> Vec<&str> {
+        self.bridges.iter().flat_map(|b| b.names(backend)).collect()
     }
 
     /// Reads and checks a configuration file.
@@ -108,7 +162,7 @@ pub enum BadMac {
     NotUnicast(Mac),
 }
 
-/// The host port: the pods' gateway (`--host-port` or `[host]`).
+/// A bridge's host port: the pods' gateway, named as its bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSettings {
     pub name: IfName,
@@ -237,14 +291,62 @@ pub struct StaticDraft {
     pub vlan: u16,
 }
 
-/// The host port as given.
+/// A host port as given: the bridge's own interface, named as the bridge.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HostDraft {
-    pub name: String,
     pub addresses: Vec<String>,
     pub mtu: Option<u32>,
     pub mac: Option<String>,
     pub vlans: Option<Vec<VlanEntry>>,
+}
+
+/// Storm limits as given: a class not given takes the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StormDraft {
+    pub broadcast_pps: Option<u32>,
+    pub multicast_pps: Option<u32>,
+    pub unknown_unicast_pps: Option<u32>,
+}
+
+impl StormDraft {
+    /// These limits over `base`.
+    pub fn over(self, base: StormLimits) -> StormLimits {
+        StormLimits {
+            broadcast_pps: self.broadcast_pps.unwrap_or(base.broadcast_pps),
+            multicast_pps: self.multicast_pps.unwrap_or(base.multicast_pps),
+            unknown_unicast_pps: self.unknown_unicast_pps.unwrap_or(base.unknown_unicast_pps),
+        }
+    }
+}
+
+/// A bridge as given: a `[[bridge]]` table, or the single-bridge format's
+/// top-level keys (and `run`'s flags). What it does not say comes from the
+/// daemon's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BridgeDraft {
+    /// Absent in the single-bridge format without `[host]` or `--bridge`.
+    pub name: Option<Given<String>>,
+    /// Its host port; `None`: a bridge without one.
+    pub host: Option<Given<HostDraft>>,
+    pub vlan_filtering: Option<bool>,
+    pub ageing_secs: Option<Given<u64>>,
+    pub fdb_max: Option<Given<u64>>,
+    pub fdb_max_per_port: Option<Given<u32>>,
+    pub storm: StormDraft,
+    pub loop_detect: Option<LoopMode>,
+    pub ports: Vec<Given<PortDraft>>,
+    pub statics: Vec<Given<StaticDraft>>,
+}
+
+impl BridgeDraft {
+    /// Whether the single-bridge format says anything of a bridge.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.host.is_none()
+            && self.vlan_filtering.is_none()
+            && self.ports.is_empty()
+            && self.statics.is_empty()
+    }
 }
 
 /// A configuration as given, not yet checked: what the flags or the file
@@ -257,10 +359,11 @@ pub struct Draft {
     pub netns: Option<Given<String>>,
     pub metrics: Option<Given<String>>,
     pub log_level: Option<Given<String>>,
+    /// The bridges' defaults.
     pub ageing_secs: Option<Given<u64>>,
     pub fdb_max: Option<Given<u64>>,
     pub fdb_max_per_port: Option<Given<u32>>,
-    pub storm: StormLimits,
+    pub storm: StormDraft,
     pub loop_detect: Option<LoopMode>,
     pub rx: Option<Given<RxArg>>,
     pub ring_slots: Option<Given<usize>>,
@@ -269,11 +372,14 @@ pub struct Draft {
     pub fanout: Option<FanoutArg>,
     pub pin: Option<bool>,
     pub nice: Option<Given<i32>>,
-    pub ports: Vec<Given<PortDraft>>,
-    pub statics: Vec<Given<StaticDraft>>,
-    pub host: Option<Given<HostDraft>>,
     pub state_dir: Option<PathBuf>,
-    pub vlan_filtering: bool,
+    pub remove_bridges: bool,
+    /// The single-bridge format: top-level ports, `[host]`, `--port`, ...
+    pub single: BridgeDraft,
+    /// `--bridge NAME`, which names the single bridge.
+    pub single_name: Option<Given<String>>,
+    /// `[[bridge]]` tables.
+    pub bridges: Vec<Given<BridgeDraft>>,
     /// Settings of receive modes that were removed, each with what to use instead.
     pub removed: Vec<Given<String>>,
 }

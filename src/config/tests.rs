@@ -53,27 +53,32 @@ fn a_full_file() {
     assert_eq!(s.metrics, Some("127.0.0.1:9435".parse().unwrap()));
     assert_eq!(s.names(Backend::Afpacket), vec!["veth1", "veth2"]);
     assert_eq!(s.names(Backend::Tap), vec!["tap0"]);
-    assert!(s.ports.iter().all(|p| p.origin == Origin::Config));
-    assert_eq!(s.fdb, FdbConfig { ageing_ms: 60_000, max_entries: 1000, max_per_port: 100, ..FdbConfig::default() });
-    assert_eq!(s.storm, StormLimits { broadcast_pps: 500, multicast_pps: 10_000, unknown_unicast_pps: 0 });
+    let b = &s.bridges[0];
+    assert_eq!((s.bridges.len(), b.name.as_str(), &b.host), (1, DEFAULT_BRIDGE, &None), "one bridge, no host port");
+    assert!(b.ports.iter().all(|p| p.origin == Origin::Config));
+    let fdb = FdbConfig { ageing_ms: 60_000, max_entries: 1000, max_per_port: 100, ..FdbConfig::default() };
+    assert_eq!((s.defaults.fdb, b.fdb), (fdb, fdb));
+    let storm = StormLimits { broadcast_pps: 500, multicast_pps: 10_000, unknown_unicast_pps: 0 };
+    assert_eq!((s.defaults.storm, b.storm), (storm, storm));
     assert_eq!(s.rx.ring_slots, 4096);
     assert_eq!(s.rx.busy_pps, 20_000);
     assert_eq!(s.rx.readers, 2);
     assert_eq!(s.threads, ThreadConfig { pin: true, nice: -5 });
     assert_eq!(s.log_level, "debug");
-    assert_eq!(s.loop_detect, LoopDetect::OnFlap);
-    assert_eq!(s.statics, vec![StaticEntry { mac: "02:00:00:00:00:09".parse().unwrap(), port: n("veth2"), vlan: 7 }]);
+    assert_eq!(b.loop_detect, LoopDetect::OnFlap);
+    assert_eq!(b.statics, vec![StaticEntry { mac: "02:00:00:00:00:09".parse().unwrap(), port: n("veth2"), vlan: 7 }]);
 }
 
 #[test]
 fn a_host_port_table() {
     let text = "[host]\nname = \"cni0\"\naddresses = [\"10.244.2.1/24\", \"fd00:2::1/64\"]\nmtu = 1450\n";
     let s = parse(text, "h.toml").unwrap();
-    let h = s.host.unwrap();
+    let h = s.bridges[0].host.clone().unwrap();
+    assert_eq!(s.bridges[0].name, "cni0", "[host] names the bridge");
     assert_eq!(h.name, "cni0");
     assert_eq!(h.addresses, vec!["10.244.2.1/24".parse::<IpNet>().unwrap(), "fd00:2::1/64".parse().unwrap()]);
     assert_eq!((h.mtu, h.mac), (Some(1450), ub_port::host::mac_for("cni0")));
-    assert!(s.ports.is_empty(), "a host port alone is a valid switch");
+    assert!(s.bridges[0].ports.is_empty(), "a host port alone is a valid switch");
     for (bad, says) in [
         ("[host]\nname = \"cni0\"\naddresses = [\"10.244.2.1\"]\n", "h.toml:1: [host] '10.244.2.1' is not an address"),
         ("[host]\nname = \"cni0\"\naddresses = [\"10.0.0.1/24\", \"10.0.0.1/16\"]\n", "given twice"),
@@ -112,15 +117,16 @@ name = "cni0"
 vlans = [{ vid = 10, pvid = true, untagged = true }, { vid = 20 }]
 "#;
     let s = parse(text, "p.toml").unwrap();
-    assert!(s.vlan_filtering);
+    let b = &s.bridges[0];
+    assert!(b.vlan_filtering);
     assert_eq!(s.names(Backend::Afpacket), vec!["veth0", "veth1"]);
-    let v1 = s.ports.iter().find(|p| p.name == "veth1").unwrap();
+    let v1 = b.ports.iter().find(|p| p.name == "veth1").unwrap();
     assert!(v1.policy.isolated && v1.policy.locked && v1.policy.flood);
     assert_eq!(v1.policy.ips, vec!["10.244.1.5".parse::<std::net::IpAddr>().unwrap()]);
     assert_eq!(v1.policy.pvid(), Some(10));
-    let t = s.ports.iter().find(|p| p.name == "tap1").unwrap();
+    let t = b.ports.iter().find(|p| p.name == "tap1").unwrap();
     assert_eq!((t.backend, t.policy.flood), (Backend::Tap, false));
-    assert_eq!(s.host.unwrap().vlans.unwrap().len(), 2);
+    assert_eq!(b.host.clone().unwrap().vlans.unwrap().len(), 2);
     for (bad, says) in [
         ("[[port]]\nname = \"v\"\nlocked = true\n", "p.toml:1: [[port]] v: locked needs the port's MAC"),
         ("[[port]]\nname = \"v\"\nvlans = [{ vid = 5000 }]\n", "vid 5000 is not a VLAN id"),
@@ -168,8 +174,8 @@ fn errors_name_the_line() {
     assert_eq!((s.rx.mode, s.rx.busy_pps), (ub_port::afpacket::RxMode::BusySlots, 5000));
     let e = parse("ports = [\"a\"]\n[ring]\nbusy_pps = 10\n", "c.toml").unwrap_err().0;
     assert_eq!(e, vec!["c.toml:3: busy_pps = 10: use 1000 to 100000000"]);
-    let e = parse("", "c.toml").unwrap_err().0;
-    assert!(e[0].contains("no ports"), "{e:?}");
+    let s = parse("", "c.toml").unwrap();
+    assert!(s.bridges.is_empty(), "no bridge: a daemon waiting for `bridge add`");
     let e = parse("ports = [\"a\"\n", "c.toml").unwrap_err().0;
     assert!(e[0].starts_with("c.toml:"), "{e:?}");
 }
@@ -290,4 +296,102 @@ fn docs_cli_md_gives_each_settings_default_and_range() {
     check(&row(RING_SLOTS.flag), &RING_SLOTS);
     check(&row(BUSY_PPS.flag), &BUSY_PPS);
     check(&row(READER_NICE.flag), &READER_NICE);
+}
+
+const BRIDGES: &str = r#"
+[fdb]
+ageing_secs = 120
+
+[[bridge]]
+name = "cni0"
+addresses = ["10.244.1.1/24"]
+ports = ["veth1"]
+vlan_filtering = true
+
+[[bridge.port]]
+name = "veth2"
+isolated = true
+
+[[bridge.static]]
+mac = "02:00:00:00:00:09"
+port = "veth2"
+
+[[bridge]]
+name = "cni1"
+host_port = false
+taps = ["tap0"]
+loop_detect = "off"
+
+[bridge.fdb]
+ageing_secs = 30
+
+[bridge.storm]
+broadcast_pps = 50
+"#;
+
+#[test]
+fn bridge_tables_each_with_their_ports_and_settings() {
+    let s = parse(BRIDGES, "b.toml").unwrap();
+    assert_eq!(s.bridges.len(), 2);
+    let (a, b) = (&s.bridges[0], &s.bridges[1]);
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("cni0", "cni1"));
+    let h = a.host.as_ref().unwrap();
+    assert_eq!((h.name.as_str(), h.addresses.len()), ("cni0", 1), "the host port is named as its bridge");
+    assert!(b.host.is_none());
+    assert_eq!(a.names(Backend::Afpacket), ["veth1", "veth2"]);
+    assert!(a.ports[1].policy.isolated && a.vlan_filtering && !b.vlan_filtering);
+    assert_eq!(a.statics.len(), 1);
+    assert_eq!(b.names(Backend::Tap), ["tap0"]);
+    // The top level is every bridge's default; a bridge's own table wins.
+    assert_eq!((a.fdb.ageing_ms, b.fdb.ageing_ms), (120_000, 30_000));
+    assert_eq!((a.storm.broadcast_pps, b.storm.broadcast_pps, b.storm.multicast_pps), (10_000, 50, 10_000));
+    assert_eq!((a.loop_detect, b.loop_detect), (LoopDetect::OnFlap, LoopDetect::Off));
+    for (bad, says) in [
+        ("ports = [\"a\"]\n[[bridge]]\nname = \"b\"\n", "b.toml:1: ports belong in a [[bridge]] table"),
+        (
+            "[host]\nname = \"h\"\n[[bridge]]\nname = \"b\"\n",
+            "b.toml:1: [host] and vlan_filtering belong in a [[bridge]]",
+        ),
+        ("[[bridge]]\nname = \"b\"\n[[bridge]]\nname = \"b\"\n", "b.toml:3: bridge 'b' is given twice"),
+        (
+            "[[bridge]]\nname = \"a\"\nports = [\"v\"]\n[[bridge]]\nname = \"b\"\nports = [\"v\"]\n",
+            "port 'v' of bridge 'b' is also in bridge 'a'",
+        ),
+        (
+            "[[bridge]]\nname = \"a\"\nports = [\"b\"]\n[[bridge]]\nname = \"b\"\n",
+            "bridge 'b' is also a port of bridge 'a'",
+        ),
+        (
+            "[[bridge]]\nname = \"much-too-long-name\"\n",
+            "b.toml:2: bridge name: 'much-too-long-name' is not a valid interface name",
+        ),
+        (
+            "[[bridge]]\nname = \"a\"\nhost_port = false\nports = [\"v\"]\n[[bridge.static]]\nmac = \"02:00:00:00:00:01\"\nport = \"w\"\n",
+            "not one of the bridge's ports",
+        ),
+        ("[[bridge]]\nname = \"a\"\nfrob = 1\n", "unknown field `frob`"),
+        ("[[bridge]]\nname = \"a\"\n[bridge.fdb]\nageing_secs = 0\n", "b.toml:4: ageing_secs = 0: use 1 to 1000000"),
+        ("[[bridge]]\nname = \"a\"\nmtu = 10\n", "b.toml:1: [[bridge]] a: host port MTU 10: use 68 to 65535"),
+    ] {
+        let e = parse(bad, "b.toml").unwrap_err().0;
+        assert!(e[0].contains(says), "{bad}: {e:?}");
+    }
+}
+
+#[test]
+fn run_flags_make_one_bridge_or_none() {
+    assert!(flags(&[]).unwrap().bridges.is_empty(), "`run` alone waits for bridges");
+    let s = flags(&["--port", "a"]).unwrap();
+    assert_eq!((s.bridges.len(), s.bridges[0].name.as_str()), (1, DEFAULT_BRIDGE));
+    let s = flags(&["--port", "a", "--bridge", "lan0"]).unwrap();
+    assert_eq!((s.bridges[0].name.as_str(), &s.bridges[0].host), ("lan0", &None));
+    let s = flags(&["--host-port", "cni0", "--port", "a"]).unwrap();
+    assert_eq!(s.bridges[0].name, "cni0");
+    assert!(s.bridges[0].host.is_some());
+    assert!(flags(&["--host-port", "cni0", "--bridge", "cni0"]).is_ok(), "the same name twice is one bridge");
+    let e = flags(&["--host-port", "cni0", "--bridge", "lan0"]).unwrap_err();
+    assert!(e.starts_with("--bridge: lan0: the bridge is named after its host port (cni0)"), "{e}");
+    let e = flags(&["--port", "a", "--bridge", "a"]).unwrap_err();
+    assert_eq!(e, "--port: port 'a' has its bridge's name: a bridge and its ports are interfaces of their own");
+    assert!(flags(&["--remove-bridges"]).unwrap().remove_bridges);
 }

@@ -2,17 +2,17 @@
 //! (administratively, or its veth peer went away or down) is marked down
 //! and gets no frames, and up again when the link is; a deleted link's port
 //! is gone (its reader stops by itself), and a configured port whose
-//! interface comes back is re-attached. The host port is made again when
-//! someone deletes it, and copied every frame while tcpdump watches it.
-//! The events come from `crate::watch`, through the daemon's loop.
+//! interface comes back is re-attached. A bridge's host port is made again
+//! when someone deletes it, and copied every frame while tcpdump watches
+//! it. The events come from `crate::watch`, through the daemon's loop.
 
-use super::{Daemon, lock};
+use super::Daemon;
 use std::sync::atomic::Ordering;
 use ub_datapath::PortState;
 use ub_netlink::{Link, LinkEvent};
 
 /// Which links a watcher's events are about: it watches the namespace of
-/// the pods' ports, of the host port, or both.
+/// the pods' ports, of the host ports, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watched {
     pub pods: bool,
@@ -26,11 +26,15 @@ impl Daemon {
             LinkEvent::Removed { name, .. } => name.as_str(),
             LinkEvent::Changed(l) => l.name.as_str(),
         };
-        if self.host.as_ref().is_some_and(|h| h.name == name) {
+        if let Some(b) = self.bridges().into_iter().find(|b| b.host.as_ref().is_some_and(|h| h.name == name)) {
             if w.host {
                 match ev {
-                    LinkEvent::Removed { .. } => self.recreate_host(),
-                    LinkEvent::Changed(link) => self.host_promisc(link.promisc),
+                    LinkEvent::Removed { .. } => {
+                        if b.recreate_host(&self.opener) {
+                            self.links.host_recreated.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    LinkEvent::Changed(link) => b.host_promisc(link.promisc),
                 }
             }
             return;
@@ -44,16 +48,17 @@ impl Daemon {
         let c = &self.links;
         match ev {
             LinkEvent::Removed { name, .. } => {
-                if let Some(p) = self.sw.port_by_name(&name).filter(|p| p.state() != PortState::Gone) {
+                let Some(b) = self.bridge_of_port(&name) else { return };
+                if let Some(p) = b.sw.port_by_name(&name).filter(|p| p.state() != PortState::Gone) {
                     c.gone.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(port = %name, "interface deleted");
+                    tracing::warn!(bridge = %b.name, port = %name, "interface deleted");
                     // The reader stops by itself once its socket reports it; no frame
                     // goes to the port meanwhile, and its entries go now.
-                    self.sw.port_gone(p.id);
+                    b.sw.port_gone(p.id);
                 }
             }
             LinkEvent::Changed(link) => {
-                let Some(port) = self.sw.port_by_name(&link.name) else {
+                let Some(port) = self.bridge_of_port(&link.name).and_then(|b| b.sw.port_by_name(&link.name)) else {
                     return self.reattach_if_wanted(&link.name);
                 };
                 let now = port.state();
@@ -81,14 +86,14 @@ impl Daemon {
         tracing::warn!(links = links.len(), "link notifications were lost; links read again");
         let present = |name: &str| links.iter().any(|l| l.name == name);
         let mut missing: Vec<String> = Vec::new();
-        if let Some(h) = self.host.as_ref().filter(|h| w.host && !present(&h.name)) {
-            missing.push(h.name.to_string());
-        }
-        if w.pods {
-            let host = self.host.as_ref().map(|h| h.name.clone());
-            missing.extend(
-                lock(&self.ports).keys().filter(|n| Some(*n) != host.as_ref() && !present(n)).map(ToString::to_string),
-            );
+        for b in self.bridges() {
+            let host = b.host.as_ref().map(|h| h.name.clone());
+            if let Some(h) = host.as_ref().filter(|h| w.host && !present(h)) {
+                missing.push(h.to_string());
+            }
+            if w.pods {
+                missing.extend(b.port_names().iter().filter(|n| !present(n)).map(ToString::to_string));
+            }
         }
         for name in missing {
             self.link_event(w, LinkEvent::Removed { index: 0, name });

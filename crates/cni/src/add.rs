@@ -90,11 +90,18 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<String, CniError> 
     let vlans = vlans_of(conf)?;
     let mac = conf.mac(&env.args)?;
     let mut daemon = Daemon::connect(conf)?;
-    let host = daemon.host(conf)?;
+    let host = daemon.bridge(conf)?;
+    if host.is_none() && (conf.is_gateway || conf.is_default_gateway || conf.promisc_mode) {
+        let key = if conf.promisc_mode { "promiscMode" } else { "isGateway" };
+        return Err(CniError::new(
+            code::INVALID_NETWORK_CONFIG,
+            format!("bridge {} has no host port, which \"{key}\" needs: name a bridge that has one", conf.bridge),
+        ));
+    }
     let netns = env.netns.as_deref().ok_or_else(|| CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS missing"))?;
     let ns = container::open_netns(netns)?;
     let mut made = Made::default();
-    match steps(env, conf, stdin, &mut daemon, &host, &ns, mac, vlans, &mut made) {
+    match steps(env, conf, stdin, &mut daemon, host.as_ref(), &ns, mac, vlans, &mut made) {
         Ok(r) => Ok(r.to_json(&conf.cni_version)),
         Err(e) => {
             drop(daemon);
@@ -110,16 +117,17 @@ fn steps(
     conf: &NetConf,
     stdin: &[u8],
     daemon: &mut Daemon,
-    host: &ub_proto::Host,
+    host: Option<&ub_proto::Host>,
     ns: &ub_netlink::NetNs,
     mac: Option<ub_wire::Mac>,
     vlans: Option<Vec<VlanEntry>>,
     made: &mut Made,
 ) -> Result<CniResult, CniError> {
     let veth = host_veth_name(&env.container_id, &env.ifname);
+    let bridge = crate::daemon::bridge_name(conf)?;
     let mtu = match u32::try_from(conf.mtu) {
         Ok(m) if m > 0 => m,
-        _ => host.mtu,
+        _ => host.map_or(1500, |h| h.mtu),
     };
 
     container::make_veth(ns, &veth, &env.ifname)?;
@@ -136,7 +144,11 @@ fn steps(
     let mut result = CniResult {
         cni_version: conf.cni_version.clone(),
         interfaces: vec![
-            Interface { name: host.name.clone(), mac: host.mac.to_string(), sandbox: String::new() },
+            Interface {
+                name: conf.bridge.clone(),
+                mac: host.map(|h| h.mac.to_string()).unwrap_or_default(),
+                sandbox: String::new(),
+            },
             Interface { name: veth.to_string(), mac: veth_mac.to_string(), sandbox: String::new() },
             Interface {
                 name: env.ifname.clone(),
@@ -161,7 +173,7 @@ fn steps(
     let d = PortPolicy::default();
     if vlans.is_some() {
         // As the reference plugin makes its bridge VLAN-filtering for these keys.
-        daemon.call(SetVlanFiltering { on: true })?;
+        daemon.call(SetVlanFiltering { bridge: Some(bridge.clone()), on: true })?;
     }
     let policy = PortPolicy {
         hairpin: conf.hairpin_mode,
@@ -181,6 +193,7 @@ fn steps(
     };
     daemon.call(PortAdd {
         name: veth.clone(),
+        bridge: Some(bridge.clone()),
         tap: false,
         backend: Some(Backend::Afpacket),
         policy: Some(policy),
@@ -193,7 +206,7 @@ fn steps(
     if conf.is_gateway || conf.is_default_gateway {
         for gw in &gateways {
             daemon
-                .call(HostAddress { address: *gw, force: conf.force_address })
+                .call(HostAddress { bridge: Some(bridge.clone()), address: *gw, force: conf.force_address })
                 .map_err(|e| CniError::new(e.code, format!("failed to set bridge addr: {}", e.msg)))?;
         }
         for v4 in [true, false] {
@@ -208,7 +221,7 @@ fn steps(
         let addresses: Vec<IpNet> = result.ips.iter().map(|c| c.address).collect();
         nat_rules(conf, &env.container_id, &addresses, made)?;
     }
-    if conf.promisc_mode {
+    if let Some(host) = host.filter(|_| conf.promisc_mode) {
         let mut nl = ub_netlink::Rtnl::open()?;
         if let Some(l) = nl.link_by_name(&host.name)? {
             nl.set_promisc(l.index, true)

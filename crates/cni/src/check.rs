@@ -57,7 +57,7 @@ pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
 
     // The host end: attached, and to this container.
     let veth = host_veth_name(&env.container_id, &env.ifname);
-    let port = d.call(PortList { port: Some(veth.clone()) }).ok().and_then(|v| v.into_iter().next());
+    let port = d.call(PortList { bridge: None, port: Some(veth.clone()) }).ok().and_then(|v| v.into_iter().next());
     let Some(port) = port else {
         return Err(CniError::internal(format!(
             "CNI veth created for bridge {} was not found: the daemon has no port {veth}",

@@ -46,7 +46,7 @@ pub struct NetConf {
     pub name: String,
     #[serde(rename = "type", default)]
     pub kind: String,
-    /// The daemon's host port (the reference plugin's bridge device).
+    /// The bridge, made on the first ADD if the daemon has none of that name.
     #[serde(default = "default_bridge")]
     pub bridge: String,
     #[serde(rename = "isGateway", default)]
@@ -135,7 +135,7 @@ impl NetConf {
         if ub_proto::IfName::new(&self.bridge).is_err() {
             return Err(CniError::new(
                 code::INVALID_NETWORK_CONFIG,
-                format!("bridge '{}' is not an interface name: name the daemon's host port", self.bridge),
+                format!("bridge '{}' is not an interface name (at most 15 bytes, no / or spaces)", self.bridge),
             ));
         }
         Ok(())

@@ -4,7 +4,7 @@ use crate::conf::NetConf;
 use crate::error::{CniError, code};
 use std::path::PathBuf;
 use std::time::Duration;
-use ub_proto::{Call, Client, ClientError, Host, HostInfo};
+use ub_proto::{BridgeAdd, Call, Client, ClientError, Host, HostInfo, IfName};
 
 /// How long a call keeps retrying a daemon that is busy with other clients
 /// (many pods starting at once); then it is "try again later".
@@ -49,42 +49,53 @@ impl Daemon {
         self.client.call_patiently(req, BUSY_PATIENCE)
     }
 
-    /// The daemon's host port, which must be the configuration's `bridge`
-    /// and be in this network namespace (code 7 says what to fix if not).
-    pub fn host(&mut self, conf: &NetConf) -> Result<Host, CniError> {
-        let socket = socket_of(conf);
-        let host = self.call_raw(HostInfo {}).map_err(|e| match e {
+    /// The configuration's bridge, made (with its host port, and the
+    /// configuration's MTU) if the daemon has none of that name, as the
+    /// reference plugin makes its bridge on the first ADD. Its host port, if
+    /// it has one, must be in this network namespace (code 7 says what to
+    /// fix if not).
+    pub fn bridge(&mut self, conf: &NetConf) -> Result<Option<Host>, CniError> {
+        let name = bridge_name(conf)?;
+        let add = BridgeAdd {
+            mtu: u32::try_from(conf.mtu).ok().filter(|m| *m > 0),
+            network: Some(conf.name.clone()),
+            if_missing: true,
+            ..BridgeAdd::named(name)
+        };
+        let made = self.call_raw(add).map_err(|e| match e {
             ClientError::Refused(msg) => CniError::new(
                 code::INVALID_NETWORK_CONFIG,
-                format!(
-                    "the daemon at {} has no host port ({msg}): start it with --host-port {}",
-                    socket.display(),
-                    conf.bridge
-                ),
+                format!("bridge {:?} at the daemon at {}: {msg}", conf.bridge, socket_of(conf).display()),
             ),
             other => cni_error(other),
         })?;
-        if host.name != conf.bridge {
-            return Err(CniError::new(
-                code::INVALID_NETWORK_CONFIG,
-                format!(
-                    "\"bridge\" is {:?} but the daemon at {} has host port {:?}: set \"bridge\" to it, or \"socket\" to the daemon of {:?}",
-                    conf.bridge,
-                    socket.display(),
-                    host.name,
-                    conf.bridge
-                ),
-            ));
-        }
+        let Some(host) = made.host else { return Ok(None) };
         if !ub_netlink::Rtnl::open()?.has_link(&host.name, host.mac.0)? {
             return Err(CniError::new(
                 code::INVALID_NETWORK_CONFIG,
                 format!(
-                    "the daemon's host port {} is not in this network namespace: run the runtime (and so the plugin) where the daemon runs",
+                    "the daemon's bridge {} is not in this network namespace: run the runtime (and so the plugin) where the daemon runs",
                     host.name
                 ),
             ));
         }
-        Ok(host)
+        Ok(Some(host))
     }
+}
+
+impl Daemon {
+    /// The configuration's bridge's host port, which must be there (CHECK
+    /// makes nothing).
+    pub fn host(&mut self, conf: &NetConf) -> Result<Host, CniError> {
+        let bridge = Some(bridge_name(conf)?);
+        self.call_raw(HostInfo { bridge }).map_err(|e| match e {
+            ClientError::Refused(msg) => CniError::internal(format!("bridge {}: {msg}", conf.bridge)),
+            other => cni_error(other),
+        })
+    }
+}
+
+/// The configuration's `bridge`, as an interface name (checked by `validate`).
+pub fn bridge_name(conf: &NetConf) -> Result<IfName, CniError> {
+    IfName::new(&conf.bridge).map_err(|e| CniError::new(code::INVALID_NETWORK_CONFIG, format!("\"bridge\": {e}")))
 }

@@ -8,7 +8,7 @@ use crate::container;
 use crate::daemon::{Daemon, socket_of};
 use crate::error::{CniError, code};
 use crate::{Env, host_veth_name, ipam, masq};
-use ub_proto::{PortDel, PortList};
+use ub_proto::{BridgeDel, BridgeList, PortDel, PortList, Version};
 
 pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     // The pod's interface; its namespace may be gone (then so is the pair).
@@ -47,7 +47,7 @@ pub fn status(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         )
         .with_details(e.msg)
     })?;
-    d.host(conf)?;
+    d.call(Version {})?;
     if let Some(kind) = conf.ipam_type()
         && ipam::speaks_1_1(kind, env)
     {
@@ -58,7 +58,8 @@ pub fn status(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
 
 /// GC (CNI 1.1): detaches and deletes the ports this network's plugin made
 /// for attachments not in `cni.dev/valid-attachments`, with their
-/// masquerade rules; then the IPAM plugin's GC if it has one.
+/// masquerade rules, and the bridge this network's ADD made once no port
+/// is left on it; then the IPAM plugin's GC if it has one.
 pub fn gc(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     let Some(valid) = &conf.valid_attachments else {
         return Err(CniError::new(
@@ -67,7 +68,7 @@ pub fn gc(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         ));
     };
     let mut d = Daemon::connect(conf)?;
-    for p in d.call(PortList { port: None })? {
+    for p in d.call(PortList { bridge: None, port: None })? {
         let m = &p.meta;
         if m.network.as_deref() != Some(conf.name.as_str()) {
             continue;
@@ -80,6 +81,13 @@ pub fn gc(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         container::delete_host(&p.name)?;
         if conf.ip_masq {
             masq::teardown(&conf.name, cid)?;
+        }
+    }
+    let ours = d.call(BridgeList {})?.into_iter().find(|b| b.name == conf.bridge.as_str());
+    if let Some(b) = ours.filter(|b| b.ports == 0 && b.network.as_deref() == Some(conf.name.as_str())) {
+        // Refused if an ADD attached a port meanwhile: the bridge is in use again.
+        if let Err(e) = d.call(BridgeDel { name: b.name.clone(), detach: false }) {
+            eprintln!("userbridge: GC: bridge {} kept: {}", b.name, e.msg);
         }
     }
     if let Some(kind) = conf.ipam_type()

@@ -34,6 +34,7 @@ pub enum DriverError {
 #[derive(Debug)]
 pub struct Driver {
     socket: PathBuf,
+    bridge: Option<IfName>,
     store: Mutex<Store>,
 }
 
@@ -108,9 +109,9 @@ fn short(id: &str) -> &str {
 }
 
 impl Driver {
-    pub fn new(socket: &Path, state: &Path) -> Result<Driver, DriverError> {
+    pub fn new(socket: &Path, bridge: Option<IfName>, state: &Path) -> Result<Driver, DriverError> {
         let store = Store::open(state).map_err(|source| DriverError::State { path: state.into(), source })?;
-        Ok(Driver { socket: socket.into(), store: Mutex::new(store) })
+        Ok(Driver { socket: socket.into(), bridge, store: Mutex::new(store) })
     }
 
     /// Answers one call: `method` is the path without its slash.
@@ -138,9 +139,9 @@ impl Driver {
 
     /// The daemon's host port, which must be in this network namespace.
     fn host(&self, c: &mut Client) -> Result<Host, DriverError> {
-        let host = c.call_patiently(HostInfo {}, BUSY_PATIENCE).map_err(|e| match e {
+        let host = c.call_patiently(HostInfo { bridge: self.bridge.clone() }, BUSY_PATIENCE).map_err(|e| match e {
             ClientError::Refused(msg) => DriverError::Refused(format!(
-                "the userbridge daemon at {} has no host port ({msg}): start it with --host-port NAME",
+                "the userbridge daemon at {} has no bridge with a host port for this driver ({msg}): start it with --host-port NAME, or give the driver --bridge NAME",
                 self.socket.display()
             )),
             other => other.into(),
@@ -197,12 +198,15 @@ impl Driver {
         // The gateways go on the host port: Docker puts them nowhere.
         let mut added = Vec::new();
         for gw in &gateways {
-            match c.call_patiently(HostAddress { address: *gw, force: false }, BUSY_PATIENCE) {
+            match c
+                .call_patiently(HostAddress { bridge: self.bridge.clone(), address: *gw, force: false }, BUSY_PATIENCE)
+            {
                 Ok(a) if a.added => added.push(*gw),
                 Ok(_) => {}
                 Err(e) => {
                     for a in &added {
-                        let _ = c.call_patiently(HostAddressDel { address: *a }, BUSY_PATIENCE);
+                        let _ = c
+                            .call_patiently(HostAddressDel { bridge: self.bridge.clone(), address: *a }, BUSY_PATIENCE);
                     }
                     return Err(DriverError::Refused(format!(
                         "cannot put the gateway {gw} on the host port {}: {e}",
@@ -222,7 +226,7 @@ impl Driver {
         if !n.added.is_empty() {
             let mut c = self.client()?;
             for a in &n.added {
-                c.call_patiently(HostAddressDel { address: *a }, BUSY_PATIENCE)?;
+                c.call_patiently(HostAddressDel { bridge: self.bridge.clone(), address: *a }, BUSY_PATIENCE)?;
             }
         }
         // Docker deletes endpoints first; any left are stale records.
@@ -288,7 +292,10 @@ impl Driver {
                 endpoint: Some(r.endpoint_id.clone()),
                 ..Default::default()
             };
-            c.call_patiently(PortAdd { meta: Some(meta), ..PortAdd::afpacket(port.clone()) }, BUSY_PATIENCE)?;
+            c.call_patiently(
+                PortAdd { meta: Some(meta), bridge: self.bridge.clone(), ..PortAdd::afpacket(port.clone()) },
+                BUSY_PATIENCE,
+            )?;
             Ok(())
         })();
         if let Err(e) = made {
@@ -372,7 +379,7 @@ mod tests {
 
     fn driver(tag: &str) -> (Driver, PathBuf) {
         let dir = std::env::temp_dir().join(format!("ub-docker-{tag}-{}", std::process::id()));
-        let d = Driver::new(Path::new("/nonexistent/ub.sock"), &dir.join("s.json")).unwrap();
+        let d = Driver::new(Path::new("/nonexistent/ub.sock"), None, &dir.join("s.json")).unwrap();
         (d, dir)
     }
 

@@ -50,6 +50,8 @@ pub enum ServeError {
 pub struct Options {
     pub name: String,
     pub socket: PathBuf,
+    /// The daemon's bridge the network goes on (`None`: its only one).
+    pub bridge: Option<ub_proto::IfName>,
     pub plugin_dir: PathBuf,
     pub state: PathBuf,
 }
@@ -76,7 +78,7 @@ pub fn serve(o: &Options) -> Result<(), ServeError> {
     if o.name.is_empty() || !o.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(ServeError::BadName(o.name.clone()));
     }
-    let driver = Arc::new(Driver::new(&o.socket, &o.state)?);
+    let driver = Arc::new(Driver::new(&o.socket, o.bridge.clone(), &o.state)?);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ServeError::Io { path, source }

@@ -33,6 +33,8 @@ pub struct Link {
     /// `veth`, `tun`, `bridge`, … when the kernel says.
     pub kind: Option<String>,
     pub mac: Option<[u8; 6]>,
+    /// The link's alias (`ip link set NAME alias TEXT`), if it has one.
+    pub alias: Option<String>,
 }
 
 /// A route of the main table.
@@ -290,6 +292,15 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// Sets a link's alias (IFLA_IFALIAS), as `ip link set NAME alias TEXT`.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.request(&format!("setting the alias of interface #{index}"), RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+            .map(drop)
+    }
+
     /// Renames a link (it must be down).
     pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
         let mut msg = LinkMessage::default();
@@ -392,6 +403,7 @@ fn to_link(m: RouteNetlinkMessage) -> Option<Link> {
         oper_up: false,
         kind: None,
         mac: None,
+        alias: None,
     };
     for a in msg.attributes {
         match a {
@@ -401,6 +413,7 @@ fn to_link(m: RouteNetlinkMessage) -> Option<Link> {
             LinkAttribute::Controller(c) if c != 0 => link.master = Some(c),
             LinkAttribute::OperState(s) => link.oper_up = matches!(s, State::Up | State::Unknown),
             LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.try_into().ok(),
+            LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

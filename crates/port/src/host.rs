@@ -4,13 +4,23 @@
 //! addresses and MTU, up; its host end is the host stack, so pods reach the
 //! node (and, through it, the rest of the world) and the node reaches them.
 //! One queue per reader (IFF_MULTI_QUEUE) and the vnet header both ways, so
-//! host-pod TCP keeps its offloads. The interface goes away with the daemon.
+//! host-pod TCP keeps its offloads.
+//!
+//! The interface is persistent (TUNSETPERSIST) and marked as a host port by
+//! its alias: it outlives the daemon, however the daemon ends, with its
+//! ifindex, addresses and the routes others put on it (without carrier
+//! while no daemon serves it, as a kernel bridge without ports), and the
+//! next daemon takes it back. Only [`remove`] deletes it.
 
 use crate::{Claim, OpenedPort, PortError, PortRx, tap};
 use std::sync::Arc;
 use ub_netlink::{IpNet, NetNs, Rtnl};
 use ub_proto::{Backend, IfName};
 use ub_wire::Mac;
+
+/// The alias a host port carries (`ip link show` prints it): how a daemon
+/// tells a host port it may take back from any other interface of the name.
+pub const ALIAS: &str = "userbridge host port";
 
 /// How to make the host port.
 #[derive(Debug, Clone)]
@@ -35,9 +45,9 @@ pub fn mac_for(name: &str) -> Mac {
     Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
 }
 
-/// Creates host port `name` as `o` says, claims it, and returns it open.
-/// Refuses a name that already exists (a kernel bridge, a leftover): the
-/// host port is always the daemon's own, new interface.
+/// Makes host port `name` as `o` says (or takes back the one a daemon made
+/// before), claims it, and returns it open. Refuses any other interface of
+/// that name (a kernel bridge, a veth, someone's TAP).
 pub fn open(
     name: &IfName,
     o: &HostOptions,
@@ -46,27 +56,57 @@ pub fn open(
 ) -> Result<OpenedPort, PortError> {
     let make = || -> Result<OpenedPort, PortError> {
         let mut nl = Rtnl::open()?;
-        if let Some(l) = nl.link_by_name(name)? {
-            return Err(PortError::Exists { name: name.to_string(), kind: l.kind.unwrap_or_else(|| "device".into()) });
-        }
-        let (rx, tx, info) = tap::open_queues(name, o.queues)?;
+        let kept = match nl.link_by_name(name)? {
+            Some(l) if is_host_port(&l) => Some(l),
+            Some(l) => {
+                return Err(PortError::Exists {
+                    name: name.to_string(),
+                    kind: l.kind.unwrap_or_else(|| "device".into()),
+                });
+            }
+            None => None,
+        };
+        // A kept interface is claimed before a queue is attached: if another
+        // daemon serves it, it stays that daemon's.
+        let claim = kept.as_ref().map(|l| Claim::take(claim_dir, &l.name, l.index, holder)).transpose()?;
+        let (rx, tx, info) = tap::open_queues(name, o.queues, true)?;
+        let claim = match claim {
+            Some(c) => c,
+            None => Claim::take(claim_dir, &info.name, info.ifindex, holder)?,
+        };
         let nl_err = |e: ub_netlink::Error| PortError::Netlink(e);
-        nl.set_mac(info.ifindex, o.mac.0).map_err(nl_err)?;
-        if let Some(mtu) = o.mtu {
-            nl.set_mtu(info.ifindex, mtu).map_err(nl_err)?;
-            tx.set_mtu(mtu);
+        let mut set_up = || -> Result<(), PortError> {
+            tx.set_persist(true).map_err(|e| PortError::io("making the host port persistent", &info.name, e))?;
+            nl.set_alias(info.ifindex, ALIAS).map_err(nl_err)?;
+            if info.mac != Some(o.mac.0) {
+                nl.set_mac(info.ifindex, o.mac.0).map_err(nl_err)?;
+            }
+            if let Some(mtu) = o.mtu {
+                nl.set_mtu(info.ifindex, mtu).map_err(nl_err)?;
+                tx.set_mtu(mtu);
+            }
+            if o.addresses.iter().any(|a| a.addr().is_ipv6()) {
+                // A namespace may default new interfaces to IPv6 off (the kernel then
+                // refuses IPv6 addresses with EACCES): this one is asked for IPv6.
+                let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", info.name);
+                std::fs::write(&knob, "0").map_err(|e| PortError::io("enabling IPv6", &info.name, e))?;
+            }
+            let has = nl.addrs(info.ifindex).map_err(nl_err)?;
+            for a in o.addresses.iter().filter(|a| !has.contains(a)) {
+                nl.add_addr_owned(info.ifindex, *a).map_err(nl_err)?;
+            }
+            nl.set_up(info.ifindex, true).map_err(nl_err)
+        };
+        if let Err(e) = set_up() {
+            if kept.is_none() {
+                // Not persistent, it goes with its queues: nothing half-made stays.
+                let _ = tx.set_persist(false);
+            }
+            return Err(e);
         }
-        if o.addresses.iter().any(|a| a.addr().is_ipv6()) {
-            // A namespace may default new interfaces to IPv6 off (the kernel then
-            // refuses IPv6 addresses with EACCES): this one is asked for IPv6.
-            let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", info.name);
-            std::fs::write(&knob, "0").map_err(|e| PortError::io("enabling IPv6", &info.name, e))?;
+        if kept.is_some() {
+            tracing::info!(port = %info.name, ifindex = info.ifindex, "host port taken back, addresses and routes as they were");
         }
-        for a in &o.addresses {
-            nl.add_addr_owned(info.ifindex, *a).map_err(nl_err)?;
-        }
-        nl.set_up(info.ifindex, true).map_err(nl_err)?;
-        let claim = Claim::take(claim_dir, &info.name, info.ifindex, holder)?;
         Ok(OpenedPort {
             name: info.name,
             backend: Backend::Host,
@@ -76,11 +116,30 @@ pub fn open(
             ifindex: info.ifindex,
             mac: Some(o.mac.0),
             claim,
+            made: kept.is_none(),
         })
     };
     match &o.netns {
         Some(ns) => ns.run(make)?,
         None => make(),
+    }
+}
+
+/// Whether `l` is a host port a daemon made (a TAP with the host port's alias).
+pub fn is_host_port(l: &ub_netlink::Link) -> bool {
+    l.kind.as_deref() == Some("tun") && l.alias.as_deref() == Some(ALIAS)
+}
+
+/// Deletes host port `name` of the calling thread's namespace, if it is
+/// one (nothing if there is no such interface; any other is left alone).
+pub fn remove(name: &str) -> ub_netlink::Result<()> {
+    let mut nl = Rtnl::open()?;
+    match nl.link_by_name(name)? {
+        Some(l) if is_host_port(&l) => match nl.del_link(l.index) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            r => r,
+        },
+        _ => Ok(()),
     }
 }
 

@@ -194,6 +194,9 @@ pub struct OpenedPort {
     pub mac: Option<[u8; 6]>,
     /// Held for the port's life: dropping it lets another daemon claim the interface.
     pub claim: Claim,
+    /// This open made the interface (a TAP, a new host port), rather than
+    /// found it (a veth, a host port a daemon made before).
+    pub made: bool,
 }
 
 impl std::fmt::Debug for dyn PortRx {
@@ -232,6 +235,7 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
                 ifindex: info.ifindex,
                 mac: info.mac,
                 claim,
+                made: false,
             })
         }
         Backend::Tap => {
@@ -247,6 +251,7 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
                 ifindex: t.ifindex,
                 mac: t.mac,
                 claim,
+                made: true,
             })
         }
         Backend::Host => match &o.host {

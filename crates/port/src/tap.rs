@@ -29,18 +29,19 @@ pub struct TapInfo {
 /// Returns its receive half (in a vector, as every backend's), its transmit
 /// half and what the kernel made of it.
 pub fn open(name: &IfName) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
-    open_queues(name, 1)
+    open_queues(name, 1, false)
 }
 
-/// Creates TAP interface `name` with `queues` queues (IFF_MULTI_QUEUE when
-/// more than one): a receive half per queue, for a reader each (the kernel
-/// spreads what the host sends over the queues by flow), and one transmit
-/// half that writes on the queue of the CPU it runs on.
-pub fn open_queues(name: &IfName, queues: usize) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
+/// Creates (or attaches to) TAP interface `name` with `queues` queues
+/// (IFF_MULTI_QUEUE when `multi_queue`, which a persistent interface must be
+/// opened with as it was made): a receive half per queue, for a reader each
+/// (the kernel spreads what the host sends over the queues by flow), and
+/// one transmit half that writes on the queue of the CPU it runs on.
+pub fn open_queues(name: &IfName, queues: usize, multi_queue: bool) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
     let mut fds = Vec::with_capacity(queues.max(1));
     let mut actual = name.to_string();
     for _ in 0..queues.max(1) {
-        let (fd, got) = sys::tun_open_tap(&actual, queues > 1).map_err(|e| {
+        let (fd, got) = sys::tun_open_tap(&actual, multi_queue || queues > 1).map_err(|e| {
             let e = if e.raw_os_error() == Some(libc::ENOENT) {
                 io::Error::new(e.kind(), "/dev/net/tun is missing (modprobe tun)")
             } else {
@@ -65,6 +66,17 @@ pub fn open_queues(name: &IfName, queues: usize) -> Result<(Vec<TapRx>, TapTx, T
         })
         .collect();
     Ok((rx, TapTx { fds, mtu: AtomicU32::new(info.mtu) }, info))
+}
+
+impl TapTx {
+    /// Makes the interface persistent (it outlives its queues, without
+    /// carrier, until deleted) or not.
+    pub fn set_persist(&self, on: bool) -> io::Result<()> {
+        match self.fds.first() {
+            Some(fd) => sys::tun_set_persist(fd.as_fd(), on),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Receive half: up to [`TAP_BATCH`] reads per call into fixed slots.

@@ -89,9 +89,8 @@ impl Client {
     /// Sends any request and returns the reply as it came.
     pub fn send(&mut self, req: &Request) -> Result<Response, ClientError> {
         let io = |source| ClientError::Io { path: self.path.clone(), source };
-        let mut line = serde_json::to_string(req)
-            .map_err(|e| ClientError::Malformed { path: self.path.clone(), detail: e.to_string() })?;
-        line.push('\n');
+        let line =
+            req.to_line().map_err(|e| ClientError::Malformed { path: self.path.clone(), detail: e.to_string() })?;
         let sent = self.conn.write_all(line.as_bytes());
         let mut reply = String::new();
         let read = self.reader.read_line(&mut reply);

@@ -27,6 +27,12 @@ pub use types::*;
 /// the CNI plugin's `socket` key).
 pub const DEFAULT_SOCKET: &str = "/run/userbridge/userbridge.sock";
 
+/// The control protocol's version: 2 added bridges. A request may say the
+/// version it speaks (`"v": N`, which [`Client`] always sends); a daemon
+/// refuses a newer one by name rather than misread it. A request without
+/// `v` is version 1's, and goes to the daemon's only bridge.
+pub const PROTOCOL_VERSION: u32 = 2;
+
 /// The error a daemon serving as many clients as it will answers a new one
 /// with, before reading its request: the request was not run, and may be
 /// sent again ([`ClientError::Busy`]).
@@ -80,11 +86,23 @@ pub enum Parse {
 }
 
 impl Request {
+    /// The request as one line, newline included, saying the protocol
+    /// version it speaks.
+    pub fn to_line(&self) -> Result<String, serde_json::Error> {
+        let mut v = serde_json::to_value(self)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("v".into(), PROTOCOL_VERSION.into());
+        }
+        let mut s = serde_json::to_string(&v)?;
+        s.push('\n');
+        Ok(s)
+    }
+
     /// Parses one request line.
     pub fn parse(line: &str) -> Result<Request, Parse> {
-        let v: serde_json::Value =
+        let mut v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| Parse::Malformed(format!("malformed request: {e}")))?;
-        let Some(obj) = v.as_object() else {
+        let Some(obj) = v.as_object_mut() else {
             return Err(Parse::Malformed("malformed request: expected a JSON object like {\"cmd\":\"stats\"}".into()));
         };
         match obj.get("cmd").and_then(|c| c.as_str()) {
@@ -93,6 +111,17 @@ impl Request {
                 return Err(Parse::Malformed(format!("unknown command '{c}' (known: {})", Request::NAMES.join(", "))));
             }
             Some(_) => {}
+        }
+        if let Some(version) = obj.remove("v") {
+            match version.as_u64() {
+                Some(n) if n <= u64::from(PROTOCOL_VERSION) => {}
+                Some(n) => {
+                    return Err(Parse::BadArgs(format!(
+                        "protocol version {n} is newer than this daemon's {PROTOCOL_VERSION}: upgrade the daemon (userbridge run) or use a client of its release"
+                    )));
+                }
+                None => return Err(Parse::BadArgs(format!("\"v\" is {version}, not a protocol version (a number)"))),
+            }
         }
         let cmd = obj["cmd"].as_str().unwrap_or_default().to_string();
         serde_json::from_value(v).map_err(|e| Parse::BadArgs(format!("bad {cmd} request: {e}")))
@@ -193,6 +222,14 @@ protocol! {
     host_address => HostAddress(HostAddress) -> HostAddressed;
     /// Takes an address off the host port.
     host_address_del => HostAddressDel(HostAddressDel) -> HostAddressRemoved;
+    /// Makes a bridge.
+    bridge_add => BridgeAdd(BridgeAdd) -> BridgeAdded;
+    /// Deletes a bridge.
+    bridge_del => BridgeDel(BridgeDel) -> BridgeRemoved;
+    /// The bridges.
+    bridge_list => BridgeList(BridgeList) -> Vec<BridgeInfo>;
+    /// The protocol's version and the daemon's.
+    version => Version(Version) -> VersionInfo;
 }
 
 #[cfg(test)]
@@ -206,21 +243,22 @@ mod tests {
     #[test]
     fn names_are_the_wire_tags() {
         // The `cmd` serde writes for each request is the name the table lists.
+        let br = Some(n("cni1"));
         let reqs: Vec<Request> = vec![
-            FdbShow {}.into(),
-            FdbAdd { mac: "02:00:00:00:00:01".parse().unwrap(), port: n("p"), vlan: 0 }.into(),
-            FdbDel { mac: "02:00:00:00:00:01".parse().unwrap(), vlan: 0 }.into(),
-            FdbFlush { port: None }.into(),
-            Stats { port: None }.into(),
-            PortList { port: None }.into(),
-            PortAdd::afpacket(n("p")).into(),
+            FdbShow { bridge: None }.into(),
+            FdbAdd { mac: "02:00:00:00:00:01".parse().unwrap(), port: n("p"), vlan: 0, bridge: None }.into(),
+            FdbDel { mac: "02:00:00:00:00:01".parse().unwrap(), vlan: 0, bridge: br.clone() }.into(),
+            FdbFlush { port: None, bridge: None }.into(),
+            Stats { port: None, bridge: br.clone() }.into(),
+            PortList { port: None, bridge: None }.into(),
+            PortAdd { bridge: br.clone(), ..PortAdd::afpacket(n("p")) }.into(),
             PortDel { name: n("p"), if_exists: false }.into(),
             PortSet { name: n("p"), change: PolicyChange { isolated: Some(true), ..PolicyChange::default() } }.into(),
             VlanAdd { port: n("p"), vid: 10, vid_end: Some(20), pvid: false, untagged: false }.into(),
             VlanDel { port: n("p"), vid: 10, vid_end: None }.into(),
-            VlanShow { port: None }.into(),
-            SetVlanFiltering { on: true }.into(),
-            NeighShow {}.into(),
+            VlanShow { port: None, bridge: None }.into(),
+            SetVlanFiltering { on: true, bridge: None }.into(),
+            NeighShow { bridge: None }.into(),
             Trace {
                 in_port: n("p"),
                 src: "02:00:00:00:00:01".parse().unwrap(),
@@ -231,32 +269,63 @@ mod tests {
                 arp_sender: None,
             }
             .into(),
-            SetAgeing { secs: 5 }.into(),
+            SetAgeing { secs: 5, bridge: None }.into(),
             MirrorAdd { from: n("a"), to: Some(n("b")), pcap: None, max_bytes: None }.into(),
             MirrorDel { from: n("a") }.into(),
-            MirrorList {}.into(),
-            HostInfo {}.into(),
-            HostAddress { address: "10.244.1.1/24".parse().unwrap(), force: false }.into(),
-            HostAddressDel { address: "10.244.1.1/24".parse().unwrap() }.into(),
+            MirrorList { bridge: None }.into(),
+            HostInfo { bridge: br.clone() }.into(),
+            HostAddress { address: "10.244.1.1/24".parse().unwrap(), force: false, bridge: None }.into(),
+            HostAddressDel { address: "10.244.1.1/24".parse().unwrap(), bridge: None }.into(),
+            BridgeAdd {
+                addresses: vec!["10.88.1.1/24".parse().unwrap()],
+                if_missing: true,
+                ..BridgeAdd::named(n("cni1"))
+            }
+            .into(),
+            BridgeDel { name: n("cni1"), detach: true }.into(),
+            BridgeList {}.into(),
+            Version {}.into(),
         ];
         assert_eq!(reqs.len(), Request::NAMES.len());
         for r in reqs {
             let v = serde_json::to_value(&r).unwrap();
             assert_eq!(v["cmd"], r.name());
-            assert_eq!(Request::parse(&v.to_string()), Ok(r));
+            assert_eq!(Request::parse(&v.to_string()), Ok(r.clone()));
+            // As a client sends it: with the protocol's version.
+            assert_eq!(Request::parse(r.to_line().unwrap().trim_end()), Ok(r));
         }
     }
 
     #[test]
     fn the_wire_format_of_docs_control_md_still_parses() {
         let r = Request::parse(r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09","port":"ubp2"}"#).unwrap();
-        assert_eq!(r, FdbAdd { mac: "02:00:00:00:00:09".parse().unwrap(), port: n("ubp2"), vlan: 0 }.into());
+        assert_eq!(
+            r,
+            FdbAdd { mac: "02:00:00:00:00:09".parse().unwrap(), port: n("ubp2"), vlan: 0, bridge: None }.into()
+        );
         let r = Request::parse(r#"{"cmd":"port_add","name":"tap0","tap":true}"#).unwrap();
         let Request::PortAdd(p) = r else { panic!() };
-        assert_eq!(p.backend(), Backend::Tap);
+        assert_eq!((p.backend(), p.bridge), (Backend::Tap, None), "a version 1 request: the only bridge");
         let r = Request::parse(r#"{"cmd":"fdb_flush","port":null}"#).unwrap();
-        assert_eq!(r, FdbFlush { port: None }.into());
-        assert_eq!(Request::parse(r#"{"cmd":"stats"}"#).unwrap(), Stats { port: None }.into());
+        assert_eq!(r, FdbFlush { port: None, bridge: None }.into());
+        assert_eq!(Request::parse(r#"{"cmd":"stats"}"#).unwrap(), Stats { port: None, bridge: None }.into());
+        let r = Request::parse(r#"{"cmd":"bridge_add","name":"cni1","host_port":false,"v":2}"#).unwrap();
+        assert_eq!(r, BridgeAdd { host_port: false, ..BridgeAdd::named(n("cni1")) }.into());
+    }
+
+    #[test]
+    fn a_newer_protocol_version_is_refused_by_name() {
+        match Request::parse(r#"{"cmd":"stats","v":3}"#) {
+            Err(Parse::BadArgs(m)) => {
+                assert!(m.starts_with("protocol version 3 is newer than this daemon's 2: upgrade the daemon"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(Request::parse(r#"{"cmd":"stats","v":"2"}"#), Err(Parse::BadArgs(m)) if m.contains("not a protocol version"))
+        );
+        assert!(Request::parse(r#"{"cmd":"stats","v":1}"#).is_ok());
+        assert!(Request::parse(r#"{"cmd":"stats","v":2}"#).is_ok());
     }
 
     #[test]

@@ -12,6 +12,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// A VLAN id for the FDB: 0 (untagged) to 4094; absent or null is 0.
 fn fdb_vid<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     match Option::<u64>::deserialize(d)? {
@@ -33,11 +37,18 @@ fn ageing_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FdbShow {}
+pub struct FdbShow {
+    /// Only this bridge (absent: every bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FdbAdd {
+    /// The port's bridge, checked if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     pub mac: Mac,
     pub port: IfName,
     #[serde(default, deserialize_with = "fdb_vid")]
@@ -47,6 +58,9 @@ pub struct FdbAdd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FdbDel {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     pub mac: Mac,
     #[serde(default, deserialize_with = "fdb_vid")]
     pub vlan: u16,
@@ -55,6 +69,9 @@ pub struct FdbDel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FdbFlush {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     /// Only the entries behind this port.
     #[serde(default)]
     pub port: Option<IfName>,
@@ -63,6 +80,9 @@ pub struct FdbFlush {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     /// Only this port.
     #[serde(default)]
     pub port: Option<IfName>,
@@ -71,6 +91,9 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortList {
+    /// Only this bridge (absent: every bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     /// Only this port.
     #[serde(default)]
     pub port: Option<IfName>,
@@ -81,6 +104,9 @@ pub struct PortList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortAdd {
+    /// The bridge to attach to (`master NAME`; absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     pub name: IfName,
     /// Shorthand for `"backend": "tap"`.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -96,7 +122,7 @@ pub struct PortAdd {
 impl PortAdd {
     /// An AF_PACKET port with the default policy.
     pub fn afpacket(name: IfName) -> PortAdd {
-        PortAdd { name, tap: false, backend: None, policy: None, meta: None }
+        PortAdd { name, bridge: None, tap: false, backend: None, policy: None, meta: None }
     }
 
     pub fn backend(&self) -> Backend {
@@ -116,7 +142,11 @@ pub struct PortDel {
 /// The host port: the pods' gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HostInfo {}
+pub struct HostInfo {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
+}
 
 /// Puts `address` on the host port unless it has it (the CNI plugin's
 /// `isGateway`); another address of the same IPv4 subnet is an error unless
@@ -124,6 +154,9 @@ pub struct HostInfo {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostAddress {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     pub address: IpNet,
     #[serde(default, skip_serializing_if = "is_false")]
     pub force: bool,
@@ -135,6 +168,9 @@ pub struct HostAddress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostAddressDel {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     pub address: IpNet,
 }
 
@@ -200,6 +236,9 @@ pub struct VlanDel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VlanShow {
+    /// Only this bridge (absent: every bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     #[serde(default)]
     pub port: Option<IfName>,
 }
@@ -208,13 +247,20 @@ pub struct VlanShow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVlanFiltering {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     pub on: bool,
 }
 
 /// The neighbour table ARP suppression answers from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NeighShow {}
+pub struct NeighShow {
+    /// Only this bridge (absent: every bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
+}
 
 /// What the switch would do with a frame (`ofproto/trace`): `in_port`
 /// receives a frame from `src` to `dst`, tagged `vlan` if given, of
@@ -265,6 +311,9 @@ impl Trace {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetAgeing {
+    /// The bridge (absent: the daemon's only bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     #[serde(deserialize_with = "ageing_secs")]
     pub secs: u64,
 }
@@ -290,9 +339,78 @@ pub struct MirrorDel {
     pub from: IfName,
 }
 
+/// Makes a bridge (`userbridge bridge add`, the CNI plugin for a
+/// configuration's `bridge`). With a host port (the default) the bridge's
+/// name is also its interface, a TAP with `addresses`, `mtu` and `mac`, as
+/// `ip link add NAME type bridge` makes one. The state file records a
+/// bridge made at run time as this request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeAdd {
+    pub name: IfName,
+    /// Make the bridge's own interface (its host port).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub host_port: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub vlan_filtering: bool,
+    /// The CNI network whose ADD made it: that network's GC deletes it
+    /// once it has no ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// A bridge of that name already there is not an error (`created`
+    /// false): two CNI ADDs that both found it missing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub if_missing: bool,
+}
+
+impl BridgeAdd {
+    /// A bridge with a host port and nothing else given.
+    pub fn named(name: IfName) -> BridgeAdd {
+        BridgeAdd {
+            name,
+            host_port: true,
+            addresses: Vec::new(),
+            mtu: None,
+            mac: None,
+            vlan_filtering: false,
+            network: None,
+            if_missing: false,
+        }
+    }
+}
+
+/// Deletes a bridge and its host port. A bridge with ports is refused
+/// unless `detach`, which detaches them first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MirrorList {}
+pub struct BridgeDel {
+    pub name: IfName,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detach: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeList {}
+
+/// The protocol's version and the daemon's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Version {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorList {
+    /// Only this bridge (absent: every bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
+}
 
 // ---- replies ----
 
@@ -306,6 +424,9 @@ pub enum EntryState {
 /// One FDB entry, as `bridge fdb show` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FdbEntry {
+    /// The bridge it belongs to.
+    #[serde(default)]
+    pub bridge: String,
     pub mac: Mac,
     /// The port's name (none if the port is being removed).
     pub port: Option<String>,
@@ -352,6 +473,9 @@ pub struct Counters {
 /// One port, as `port list` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortStatus {
+    /// The bridge it belongs to.
+    #[serde(default)]
+    pub bridge: String,
     pub id: u16,
     pub name: IfName,
     pub kind: Backend,
@@ -431,6 +555,9 @@ pub struct DaemonStatus {
 /// Everything `stats` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// The bridge it belongs to.
+    #[serde(default)]
+    pub bridge: String,
     pub ports: Vec<PortStatus>,
     /// VLAN filtering on: ports' VLAN memberships apply.
     #[serde(default)]
@@ -493,6 +620,9 @@ pub struct PortPolicySet {
 /// A port's VLANs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VlanPort {
+    /// The bridge it belongs to.
+    #[serde(default)]
+    pub bridge: String,
     pub port: IfName,
     pub vlans: Vec<VlanEntry>,
 }
@@ -506,6 +636,9 @@ pub struct VlanFiltering {
 /// learned on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeighInfo {
+    /// The bridge it belongs to.
+    #[serde(default)]
+    pub bridge: String,
     pub ip: std::net::Ipv4Addr,
     pub mac: Mac,
     pub port: Option<String>,
@@ -534,6 +667,9 @@ pub struct TraceEgress {
 /// What `trace` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Traced {
+    /// The bridge it belongs to.
+    #[serde(default)]
+    pub bridge: String,
     pub steps: Vec<TraceStep>,
     pub decision: String,
     pub vlan: u16,
@@ -558,6 +694,9 @@ pub struct MirrorStopped {
 /// A mirror: to a port (`to`), or to a pcap file (its fields inline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MirrorInfo {
+    /// The bridge it belongs to.
+    #[serde(default)]
+    pub bridge: String,
     pub from: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
@@ -573,4 +712,48 @@ pub struct PcapInfo {
     pub written: u64,
     pub bytes: u64,
     pub dropped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgeAdded {
+    pub added: IfName,
+    /// False when `if_missing` found it there.
+    pub created: bool,
+    /// Its host port now, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgeRemoved {
+    pub removed: IfName,
+    /// The ports `detach` took off it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detached: Vec<IfName>,
+}
+
+/// One bridge, as `bridge list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgeInfo {
+    pub name: IfName,
+    /// From the configuration, or made at run time.
+    pub origin: Origin,
+    /// Its own interface (host port): MAC, MTU and addresses now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+    /// Ports, the host port left out.
+    pub ports: u32,
+    pub fdb_entries: u64,
+    pub vlan_filtering: bool,
+    /// The CNI network whose ADD made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The control protocol's version ([`crate::PROTOCOL_VERSION`]).
+    pub protocol: u32,
+    /// The daemon's release.
+    pub daemon: String,
 }

@@ -54,7 +54,7 @@ pub use socket::{
     Fanout, Steer, add_promisc, bind_packet, discard_queued, drop_all, first_queued_len, join_fanout, packet_drops,
     packet_socket, set_packet_version_v3, steer_fanout, take_socket_error,
 };
-pub use tun::{read_nb, tun_open_tap, writev};
+pub use tun::{read_nb, tun_open_tap, tun_set_persist, writev};
 pub use txring::{ROOM as TX_RING_ROOM, TxRing};
 pub use v2::{RingFrame, TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID};
 

@@ -32,6 +32,13 @@ pub fn tun_open_tap(name: &str, multi_queue: bool) -> io::Result<(OwnedFd, Strin
     Ok((fd, String::from_utf8_lossy(&actual).into_owned()))
 }
 
+/// Makes the TAP interface of `fd` persistent (it stays when its last queue
+/// closes, without carrier, until deleted) or not.
+pub fn tun_set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes an int by value.
+    syscall!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, libc::c_ulong::from(on)) }).map(drop)
+}
+
 /// read(2) into `buf`; `Ok(None)` when nothing is ready.
 pub fn read_nb(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
     // SAFETY: buf is a live, writable slice of the length given.

@@ -1,15 +1,27 @@
-//! The host port: the pods' gateway, as the bridge device is on a kernel
-//! bridge. Its addresses (the configured ones and those the CNI plugin or
-//! the Docker driver put on it at run time), its MAC as a static entry in
-//! each of its VLANs, and what happens when someone deletes it or runs
-//! tcpdump on it.
+//! The bridge's host port: the pods' gateway, as the bridge device is on a
+//! kernel bridge, and named as the bridge. Its addresses (the configured
+//! ones and those the CNI plugin or the Docker driver put on it at run
+//! time), its MAC as a static entry in each of its VLANs, and what happens
+//! when someone deletes it or runs tcpdump on it. The interface outlives
+//! the daemon (`ub_port::host`): only deleting the bridge deletes it.
 
-use super::{Daemon, DaemonError, lock};
+use super::{Bridge, BridgeError, Opener, lock};
 use crate::config::HostSettings;
-use std::sync::atomic::Ordering;
+use ub_port::host::HostOptions;
 use ub_proto::{Backend, Origin, PortPolicy, PortSpec};
 
-impl Daemon {
+impl Bridge {
+    /// How `ub_port::host` makes (or takes back) this bridge's host port.
+    pub(super) fn host_options(&self, o: &Opener, h: &HostSettings) -> HostOptions {
+        HostOptions {
+            netns: self.start_ns.clone(),
+            addresses: h.addresses.clone(),
+            mtu: h.mtu,
+            mac: h.mac,
+            queues: o.open.rx.readers,
+        }
+    }
+
     /// The host port's spec: the gateway takes no unknown-unicast floods,
     /// as a kernel bridge's own device does not (it sees them while
     /// promiscuous, like the bridge).
@@ -26,23 +38,40 @@ impl Daemon {
         PortSpec { policy, ..PortSpec::new(h.name.clone(), Backend::Host, Origin::Config) }
     }
 
-    /// Creates and attaches the host port, with its MAC as a static entry
-    /// and the addresses given to it at run time.
-    pub fn attach_host(&self) -> Result<(), DaemonError> {
+    /// Makes (or takes back) and attaches the host port, with its MAC as a
+    /// static entry and the addresses given to it at run time.
+    pub fn attach_host(&self, o: &Opener) -> Result<(), BridgeError> {
         let Some(h) = &self.host else { return Ok(()) };
-        let id = self.attach(Self::host_spec(h))?;
-        self.sw.fdb.add_static(0, h.mac, id).map_err(|why| DaemonError::Static {
+        let id = self.attach(o, Self::host_spec(h))?;
+        self.sw.fdb.add_static(0, h.mac, id).map_err(|why| BridgeError::Static {
             mac: h.mac,
             port: h.name.clone(),
             why,
         })?;
         self.sync_host_statics();
         for a in lock(&self.host_extra).clone() {
-            if let Err(e) = self.in_host_ns(|nl, idx| nl.add_addr_owned(idx, a)) {
-                tracing::warn!(address = %a, error = %e, "could not put a run-time address back on the host port");
+            if let Err(e) = self.in_host_ns(|nl, idx| nl.add_addr_owned(idx, a).or_else(already_there)) {
+                tracing::warn!(bridge = %self.name, address = %a, error = %e, "could not put a run-time address back on the host port");
             }
         }
         Ok(())
+    }
+
+    /// Deletes the host port's interface (the bridge is being deleted, or
+    /// the daemon stops with --remove-bridges). Its readers must be stopped.
+    pub fn remove_host_port(&self) -> Result<(), BridgeError> {
+        let Some(h) = &self.host else { return Ok(()) };
+        let err = |source| BridgeError::HostNetlink { port: h.name.clone(), source };
+        let run = || ub_port::host::remove(&h.name).map_err(err);
+        match &self.start_ns {
+            Some(ns) => ns.run(run).map_err(err)?,
+            None => run(),
+        }
+    }
+
+    /// The addresses given at run time, recorded (a restart puts them back).
+    pub fn set_host_extra(&self, addresses: Vec<ub_netlink::IpNet>) {
+        *lock(&self.host_extra) = addresses;
     }
 
     /// Runs `f` with a netlink socket in the host port's namespace and the
@@ -50,13 +79,13 @@ impl Daemon {
     fn in_host_ns<T: Send>(
         &self,
         f: impl FnOnce(&mut ub_netlink::Rtnl, u32) -> ub_netlink::Result<T> + Send,
-    ) -> Result<T, DaemonError> {
-        let h = self.host.as_ref().ok_or(DaemonError::NoHostPort)?;
-        let err = |source| DaemonError::HostNetlink { port: h.name.clone(), source };
-        let run = || -> Result<T, DaemonError> {
+    ) -> Result<T, BridgeError> {
+        let h = self.host.as_ref().ok_or_else(|| BridgeError::NoHostPort(self.name.clone()))?;
+        let err = |source| BridgeError::HostNetlink { port: h.name.clone(), source };
+        let run = || -> Result<T, BridgeError> {
             let mut nl = ub_netlink::Rtnl::open().map_err(err)?;
             let link =
-                nl.link_by_name(&h.name).map_err(err)?.ok_or_else(|| DaemonError::NoSuchPort(h.name.to_string()))?;
+                nl.link_by_name(&h.name).map_err(err)?.ok_or_else(|| BridgeError::NoSuchPort(h.name.to_string()))?;
             f(&mut nl, link.index).map_err(err)
         };
         match &self.start_ns {
@@ -66,8 +95,8 @@ impl Daemon {
     }
 
     /// The host port: name, MAC, MTU and addresses now.
-    pub fn host_info(&self) -> Result<ub_proto::Host, DaemonError> {
-        let h = self.host.as_ref().ok_or(DaemonError::NoHostPort)?;
+    pub fn host_info(&self) -> Result<ub_proto::Host, BridgeError> {
+        let h = self.host.as_ref().ok_or_else(|| BridgeError::NoHostPort(self.name.clone()))?;
         let (addresses, mtu) = self.in_host_ns(|nl, idx| {
             let mtu = nl.link_by_index(idx)?.map_or(0, |l| l.mtu);
             Ok((nl.addrs(idx)?, mtu))
@@ -82,10 +111,10 @@ impl Daemon {
     /// Puts `address` on the host port, as the reference CNI plugin's
     /// `ensureAddr` does on `cni0`: nothing if it is there; for IPv4, any
     /// other IPv4 address (for IPv6, an overlapping one) is a conflict
-    /// unless `force` removes it. Recorded, so it survives a restart. An
-    /// IPv6 address is usable at once: the daemon owns it, so it skips
-    /// duplicate address detection (as `nodad`).
-    pub fn host_address(&self, address: ub_netlink::IpNet, force: bool) -> Result<bool, DaemonError> {
+    /// unless `force` removes it. Recorded (the caller saves the record),
+    /// so it survives a restart. An IPv6 address is usable at once: the
+    /// daemon owns it, so it skips duplicate address detection (as `nodad`).
+    pub fn host_address(&self, address: ub_netlink::IpNet, force: bool) -> Result<bool, BridgeError> {
         let _one_at_a_time = lock(&self.host_address_change);
         let existing = self.host_info()?.addresses;
         let configured = self.host.as_ref().is_some_and(|h| h.addresses.contains(&address));
@@ -95,8 +124,6 @@ impl Daemon {
             let mut extra = lock(&self.host_extra);
             if !configured && !extra.contains(&address) {
                 extra.push(address);
-                drop(extra);
-                self.persist();
             }
             return Ok(false);
         }
@@ -108,7 +135,7 @@ impl Daemon {
         if let Some(c) = conflicts.first()
             && !force
         {
-            return Err(DaemonError::HostAddressConflict { has: *c, wanted: address });
+            return Err(BridgeError::HostAddressConflict { has: *c, wanted: address });
         }
         self.in_host_ns(|nl, idx| {
             for c in &conflicts {
@@ -123,56 +150,50 @@ impl Daemon {
         }
         drop(extra);
         self.host_ips_changed(&conflicts, Some(address));
-        self.persist();
         Ok(true)
     }
 
     /// Takes `address` off the host port; whether it had it. A configured
     /// address is refused (the configuration would bring it back).
-    pub fn host_address_del(&self, address: ub_netlink::IpNet) -> Result<bool, DaemonError> {
+    pub fn host_address_del(&self, address: ub_netlink::IpNet) -> Result<bool, BridgeError> {
         if self.host.as_ref().is_some_and(|h| h.addresses.contains(&address)) {
-            return Err(DaemonError::HostAddressConfigured(address));
+            return Err(BridgeError::HostAddressConfigured(address));
         }
         let _one_at_a_time = lock(&self.host_address_change);
         let had = self.host_info()?.addresses.contains(&address);
         if had {
             self.in_host_ns(|nl, idx| nl.del_addr(idx, address))?;
         }
-        let mut extra = lock(&self.host_extra);
-        let recorded = extra.contains(&address);
-        extra.retain(|a| *a != address);
-        drop(extra);
+        lock(&self.host_extra).retain(|a| *a != address);
         if had {
             self.host_ips_changed(&[address], None);
-        }
-        if had || recorded {
-            self.persist();
         }
         Ok(had)
     }
 
     /// The host port was deleted under us: make it again (the pods' ports
-    /// switch among themselves meanwhile).
-    pub fn recreate_host(&self) {
-        let Some(h) = &self.host else { return };
-        tracing::warn!(port = %h.name, "the host port was deleted; making it again");
+    /// switch among themselves meanwhile). Whether it was made again.
+    pub fn recreate_host(&self, o: &Opener) -> bool {
+        let Some(h) = &self.host else { return false };
+        tracing::warn!(bridge = %self.name, port = %h.name, "the host port was deleted; making it again");
         let _ = self.detach(&h.name);
-        match self.attach_host() {
+        match self.attach_host(o) {
             Ok(()) => {
-                self.links.host_recreated.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(port = %h.name, "host port made again");
+                true
             }
             Err(e) => {
-                tracing::error!(port = %h.name, error = %e, "could not make the host port again; pods have no gateway")
+                tracing::error!(port = %h.name, error = %e, "could not make the host port again; pods have no gateway");
+                false
             }
         }
     }
 
     /// Follows the host port's promiscuous flag: while set (tcpdump on it),
-    /// every frame the switch forwards is copied to it.
+    /// every frame the bridge forwards is copied to it.
     pub fn host_promisc(&self, on: bool) {
         let Some(h) = &self.host else { return };
-        let id = lock(&self.ports).get(&h.name).map(|a| a.id);
+        let id = lock(&self.ports).attached.get(&h.name).map(|a| a.id);
         let want = if on { id } else { None };
         if self.sw.promisc() != want {
             tracing::info!(port = %h.name, promisc = on, "host port promiscuous mode changed");
@@ -186,6 +207,7 @@ impl Daemon {
     pub fn sync_host_statics(&self) {
         let Some(h) = &self.host else { return };
         let Some((id, vids)) = lock(&self.ports)
+            .attached
             .get(&h.name)
             .map(|a| (a.id, a.spec.policy.vlans.iter().map(|v| v.vid).collect::<Vec<u16>>()))
         else {
@@ -212,4 +234,9 @@ impl Daemon {
             tracing::warn!(error = %e, "the host port's address list in its policy was not updated");
         }
     }
+}
+
+/// An address the kernel says is there already: put back, as wanted.
+fn already_there(e: ub_netlink::Error) -> ub_netlink::Result<()> {
+    if e.raw_os_error() == Some(libc::EEXIST) { Ok(()) } else { Err(e) }
 }

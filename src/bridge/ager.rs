@@ -3,7 +3,7 @@
 //! the loop guard about once a second, and says in the log what stations
 //! did since the last pass (never per frame).
 
-use super::Daemon;
+use super::{Bridge, lock};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use ub_datapath::{PortState, Switch};
@@ -17,15 +17,16 @@ pub struct FdbEventLog {
     last_tick: u64,
 }
 
-impl Daemon {
-    /// How long the ager waits between passes.
+impl Bridge {
+    /// How long the ager waits between passes over this bridge.
     pub fn ager_interval(&self) -> Duration {
         Duration::from_millis((self.sw.fdb.ageing_ms() / 10).clamp(100, 1000))
     }
 
     /// One pass of the ager.
-    pub fn age(&self, log: &mut FdbEventLog) {
+    pub fn age(&self) {
         let sw = &self.sw;
+        let mut log = lock(&self.log);
         let now = sw.now_ms();
         if now.saturating_sub(log.last_tick) >= 1000 {
             sw.loop_tick(now);
@@ -34,23 +35,23 @@ impl Daemon {
         let n = sw.fdb.age(sw.now_ms());
         sw.neigh.age(sw.now_ms(), sw.fdb.ageing_ms());
         if n > 0 {
-            tracing::debug!(aged = n, "fdb entries aged out");
+            tracing::debug!(bridge = %self.name, aged = n, "fdb entries aged out");
         }
-        log.log_changes(sw);
+        log.log_changes(&self.name, sw);
     }
 }
 
 impl FdbEventLog {
-    fn log_changes(&mut self, sw: &Switch) {
+    fn log_changes(&mut self, bridge: &str, sw: &Switch) {
         let fdb = &sw.fdb;
         let moved = fdb.stats.moved.load(Ordering::Relaxed);
         let flaps = fdb.stats.flaps.load(Ordering::Relaxed);
         if moved > self.moved {
-            tracing::info!(moves = moved - self.moved, "stations moved between ports");
+            tracing::info!(bridge, moves = moved - self.moved, "stations moved between ports");
         }
         if flaps > self.flaps {
             let (vlan, mac) = ub_fdb::unkey(fdb.stats.last_flap.load(Ordering::Relaxed));
-            tracing::warn!(flapping = flaps - self.flaps, last = %mac, vlan, "stations flapping between ports (a loop?): pinned, their copies dropped");
+            tracing::warn!(bridge, flapping = flaps - self.flaps, last = %mac, vlan, "stations flapping between ports (a loop?): pinned, their copies dropped");
         }
         let loops = sw.loop_guard.blocked.load(Ordering::Relaxed);
         if loops > self.blocked {
@@ -61,7 +62,7 @@ impl FdbEventLog {
                 .filter(|p| p.state() == PortState::Blocked)
                 .map(|p| p.name.clone())
                 .collect();
-            tracing::warn!(blocked = ?names, "loop found (our probe came back): ports blocked until it is gone");
+            tracing::warn!(bridge, blocked = ?names, "loop found (our probe came back): ports blocked until it is gone");
         }
         (self.moved, self.flaps, self.blocked) = (moved, flaps, loops);
     }
