@@ -66,6 +66,8 @@ struct Node {
     conf_dir: PathBuf,
     conf: Value,
     daemon: Option<Daemon>,
+    /// Networks beyond the first (`add_network`), whose leases go with the node.
+    more: std::cell::RefCell<Vec<String>>,
     /// Held for its guard: the outside namespace goes with the node.
     _out: TestNs,
     ns: TestNs,
@@ -78,6 +80,12 @@ impl Node {
 
     /// A node whose plugin configuration `edit` changes first.
     fn with(tag: &str, plugin: Plugin, edit: impl FnOnce(&mut Value)) -> Node {
+        Self::build(tag, plugin, edit, &["--host-port", "cni0"])
+    }
+
+    /// A node whose userbridge daemon starts with `args` (none: no bridge,
+    /// the plugin makes them).
+    fn build(tag: &str, plugin: Plugin, edit: impl FnOnce(&mut Value), args: &[&str]) -> Node {
         let name = format!("{}{}", unique(tag), &plugin.kind()[..1]);
         let ns = TestNs::new(&name);
         let out = TestNs::new(&format!("{name}o"));
@@ -108,20 +116,44 @@ impl Node {
             conf["socket"] = json!(socket);
         }
         edit(&mut conf);
-        let mut node = Node { plugin, net: name.clone(), conf_dir, conf, daemon: None, _out: out, ns };
+        let more = std::cell::RefCell::new(Vec::new());
+        let mut node = Node { plugin, net: name.clone(), conf_dir, conf, daemon: None, more, _out: out, ns };
         if plugin == Plugin::Userbridge {
-            node.daemon = Some(Daemon::start_in(&name, socket.to_str().unwrap(), &["--host-port", "cni0"]));
+            node.daemon = Some(Daemon::start_in(&name, socket.to_str().unwrap(), args));
         }
         node.write_conflist();
         node
     }
 
     fn write_conflist(&self) {
-        let mut plugin = self.conf.clone();
+        self.write_conflist_of(&self.net, &self.conf);
+    }
+
+    fn write_conflist_of(&self, net: &str, conf: &Value) {
+        let mut plugin = conf.clone();
         let version = plugin.as_object_mut().unwrap().remove("cniVersion").unwrap();
         plugin.as_object_mut().unwrap().remove("name");
-        let list = json!({"cniVersion": version, "name": self.net, "plugins": [plugin]});
-        std::fs::write(self.conf_dir.join(format!("{}.conflist", self.net)), list.to_string()).unwrap();
+        let list = json!({"cniVersion": version, "name": net, "plugins": [plugin]});
+        std::fs::write(self.conf_dir.join(format!("{net}.conflist")), list.to_string()).unwrap();
+    }
+
+    /// A second network on this node: the first's configuration on bridge
+    /// `bridge` and `subnet`. Returns its name.
+    fn add_network(&self, suffix: &str, bridge: &str, subnet: &str) -> String {
+        let net = format!("{}{suffix}", self.net);
+        let mut conf = self.conf.clone();
+        conf["name"] = json!(net);
+        conf["bridge"] = json!(bridge);
+        conf["ipam"] = json!({"type": "host-local", "ranges": [[{"subnet": subnet}]]});
+        self.write_conflist_of(&net, &conf);
+        self.more.borrow_mut().push(net.clone());
+        net
+    }
+
+    /// Container `i` on network `net`.
+    fn run_on(&self, i: usize, net: &str) {
+        let c = self.container(i);
+        self.podman_ok(&["run", "-d", "--name", &c, "--network", net, "localhost/ub-busybox", "sleep", "100000"]);
     }
 
     fn name(&self) -> &str {
@@ -248,7 +280,9 @@ impl Drop for Node {
             let _ = self.podman(&["rm", "-f", "-t", "0", c]);
         }
         let _ = std::fs::remove_dir_all(&self.conf_dir);
-        let _ = std::fs::remove_dir_all(format!("/var/lib/cni/networks/{}", self.net));
+        for net in std::iter::once(&self.net).chain(self.more.borrow().iter()) {
+            let _ = std::fs::remove_dir_all(format!("/var/lib/cni/networks/{net}"));
+        }
     }
 }
 
@@ -795,4 +829,126 @@ fn a_plugin_run_outside_the_daemons_namespace_says_where_to_run_it() {
     assert_eq!((code, err["code"].as_u64()), (1, Some(7)), "{err}");
     assert!(err["msg"].as_str().unwrap().contains("cni0 is not in this network namespace"), "{err}");
     assert_eq!(node.leftovers(), (0, vec![], BTreeSet::new()), "nothing of the refused ADDs");
+}
+
+/// Who reaches whom on a node with two networks, A (containers 1 and 2,
+/// bridge cni0) and B (3 and 4, cni1): inside each, each its gateway,
+/// across (the node routes), the node each.
+fn two_networks_reach(node: &Node) -> BTreeMap<String, bool> {
+    let ids = [1, 2, 3, 4];
+    let ips: BTreeMap<usize, String> =
+        ids.iter().map(|&i| (i, node.ip_of(i).unwrap_or_else(|| panic!("c{i} has no address")))).collect();
+    let mut m = BTreeMap::new();
+    for (i, j) in [(1, 2), (2, 1), (3, 4), (4, 3), (1, 3), (3, 1), (2, 4)] {
+        m.insert(format!("c{i} -> c{j}"), node.pings(i, &ips[&j]));
+    }
+    for (i, gw) in [(1, GATEWAY), (3, "10.244.2.1")] {
+        m.insert(format!("c{i} -> gateway {gw}"), node.pings(i, gw));
+    }
+    for i in ids {
+        m.insert(format!("node -> c{i}"), ping(node.name(), &ips[&i], 1));
+    }
+    m
+}
+
+#[test]
+fn two_networks_on_two_bridges_of_one_daemon_as_on_two_kernel_bridges() {
+    let (kernel, user) = both(|p| {
+        // No bridge at start: each network's first ADD makes its bridge.
+        let node = Node::build("two", p, |c| c["ipMasq"] = json!(false), &[]);
+        let net_b = node.add_network("b", "cni1", "10.244.2.0/24");
+        node.run(1);
+        node.run(2);
+        node.run_on(3, &net_b);
+        node.run_on(4, &net_b);
+        let reach = two_networks_reach(&node);
+        let Some(d) = &node.daemon else {
+            for i in 1..=4 {
+                node.podman_ok(&["rm", "-f", "-t", "0", &node.container(i)]);
+            }
+            return (reach, None);
+        };
+        // Userbridge only: both bridges of the one daemon, made by the plugin,
+        // outlive a kill -9 with their ifindex and a route added by hand.
+        let list = d.query(&["bridge", "list"]);
+        let made: Vec<(String, String)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b["name"].as_str().unwrap().to_string(), b["network"].as_str().unwrap_or("").to_string()))
+            .collect();
+        assert_eq!(made, [("cni0".to_string(), node.net.clone()), ("cni1".to_string(), net_b.clone())]);
+        let ns = node.name().to_string();
+        let index = |br: &str| ns_ok(&ns, &["cat", &format!("/sys/class/net/{br}/ifindex")]);
+        let before = (index("cni0"), index("cni1"));
+        ns_ok(node.name(), &["ip", "route", "add", "10.99.0.0/24", "dev", "cni1"]);
+        let mut node = node;
+        let socket = node.daemon.as_ref().unwrap().socket.clone();
+        node.daemon.take().unwrap().kill9();
+        node.daemon = Some(Daemon::start_in(node.name(), socket.to_str().unwrap(), &[]));
+        assert_eq!((index("cni0"), index("cni1")), before, "the bridges' interfaces were made anew");
+        let routes = ns_ok(node.name(), &["ip", "route", "show", "dev", "cni1"]);
+        assert!(routes.contains("10.99.0.0/24"), "the route added by hand went: {routes}");
+        let after_kill = two_networks_reach(&node);
+        for i in 1..=4 {
+            node.podman_ok(&["rm", "-f", "-t", "0", &node.container(i)]);
+        }
+        let (veths, ports, _) = node.leftovers();
+        (reach, Some((after_kill, veths, ports.len())))
+    });
+    all_true("two networks of the reference bridge plugin", &kernel.0);
+    assert_eq!(user.0, kernel.0, "userbridge's two networks differ from the reference plugin's");
+    let (after_kill, veths, ports) = user.1.unwrap();
+    assert_eq!(after_kill, kernel.0, "after the daemon's kill -9 and restart");
+    assert_eq!((veths, ports), (0, 0), "podman rm left veths or ports");
+}
+
+#[test]
+fn a_bridge_deleted_while_adds_race_for_it_leaves_nothing_half_made() {
+    let node = Node::build("race", Plugin::Userbridge, |c| c["ipMasq"] = json!(false), &[]);
+    let d = node.daemon.as_ref().unwrap();
+    let pods: Vec<TestNs> = (0..8).map(|i| TestNs::new(&format!("{}p{i}", node.name()))).collect();
+    let conf = node.conf.to_string();
+    let name = node.name().to_string();
+    let adds: Vec<(i32, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (conf, name) = (&conf, &name);
+                s.spawn(move || {
+                    plugin_call(name, Plugin::Userbridge, "ADD", &format!("race{i}"), Some(&p.0), conf.as_bytes())
+                })
+            })
+            .collect();
+        // Meanwhile the bridge is deleted, as often as it is there, a few times.
+        for _ in 0..4 {
+            let _ = d.cli(&["bridge", "del", "cni0", "--detach"]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed = adds.iter().filter(|(code, _)| *code != 0).count();
+    let first = adds.iter().find(|(code, _)| *code != 0).map(|(_, out)| out["msg"].to_string());
+    eprintln!(
+        "{failed} of {} ADDs refused while the bridge was deleted under them; the first said {first:?}",
+        adds.len()
+    );
+    for (i, (code, out)) in adds.iter().enumerate() {
+        if *code != 0 {
+            let msg = out["msg"].as_str().unwrap_or_default();
+            assert!(!msg.is_empty() && !msg.contains('\n'), "ADD {i} failed without one line: {out}");
+        }
+    }
+    for (i, p) in pods.iter().enumerate() {
+        let (code, out) =
+            plugin_call(&name, Plugin::Userbridge, "DEL", &format!("race{i}"), Some(&p.0), conf.as_bytes());
+        assert_eq!(code, 0, "DEL {i}: {out}");
+    }
+    assert_eq!(node.leftovers(), (0, vec![], BTreeSet::new()), "after the DELs");
+    // And the network works again: the next ADD makes the bridge if it has to.
+    let (code, out) = plugin_call(&name, Plugin::Userbridge, "ADD", "again", Some(&pods[0].0), conf.as_bytes());
+    assert_eq!(code, 0, "{out}");
+    wait_until("the pod to reach its gateway", Duration::from_secs(10), || ping(&pods[0].0, GATEWAY, 1));
+    plugin_call(&name, Plugin::Userbridge, "DEL", "again", Some(&pods[0].0), conf.as_bytes());
 }

@@ -99,14 +99,17 @@ impl Daemon {
 
     /// Starts `userbridge run --socket SOCKET --state-dir DIR ARGS` inside
     /// namespace `ns` (the node the daemon runs on: where a host port goes)
-    /// and waits for it.
+    /// and waits for it. With `--config`, the file names the socket and
+    /// the state directory (this one).
     pub fn start_in(ns: &str, socket: &str, args: &[&str]) -> Daemon {
         let socket = PathBuf::from(socket);
         let state_dir = state_dir_of(&socket);
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, BIN, "run", "--socket", socket.to_str().unwrap(), "--log-level", "info"])
-            .arg("--state-dir")
-            .arg(&state_dir)
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, BIN, "run"]);
+        if !args.contains(&"--config") {
+            cmd.args(["--socket", socket.to_str().unwrap(), "--log-level", "info"]).arg("--state-dir").arg(&state_dir);
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
