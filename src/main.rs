@@ -154,7 +154,8 @@ enum Cmd {
     },
     /// VLAN membership of ports, as `bridge vlan`: `vlan add dev PORT vid
     /// N[-M] [pvid] [untagged]`, `vlan del dev PORT vid N[-M]`, `vlan show
-    /// [dev PORT]`. Applies while VLAN filtering is on (`set vlan-filtering on`).
+    /// [dev PORT] [br NAME]`. Applies while the port's bridge filters VLANs
+    /// (`set vlan-filtering on`).
     Vlan {
         #[arg(value_name = "add|del|show ...", required = true)]
         words: Vec<String>,
@@ -200,8 +201,8 @@ enum Cmd {
         cmd: CniCmd,
     },
     /// The Docker network driver: serves `docker network create -d NAME`
-    /// on /run/docker/plugins/NAME.sock until SIGTERM, beside a daemon
-    /// started with --host-port (docs/docker.md).
+    /// on /run/docker/plugins/NAME.sock until SIGTERM, on a bridge of the
+    /// daemon that has a host port (docs/docker.md).
     DockerPlugin {
         /// The driver's name for Docker (`-d NAME`).
         #[arg(long, default_value = "userbridge")]
@@ -241,6 +242,7 @@ enum BridgeCmd {
     /// gateway, as `ip link add NAME type bridge` makes one). It survives
     /// restarts of the daemon; `bridge del` deletes it.
     Add {
+        /// The bridge's name, and its interface's (at most 15 bytes).
         name: IfName,
         /// An address for its interface, as CIDR (repeat for more).
         #[arg(long = "address", value_name = "CIDR", value_parser = config::parse_cidr)]
@@ -260,6 +262,7 @@ enum BridgeCmd {
     },
     /// Delete bridge NAME and its interface. Refused while it has ports, unless --detach.
     Del {
+        /// The bridge.
         name: IfName,
         /// Detach its ports first (their interfaces stay).
         #[arg(long)]

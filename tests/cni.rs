@@ -703,6 +703,8 @@ fn check_status_and_gc_as_cni_1_1_says() {
     assert_eq!(call("GC", &gc, "k1").0, 0);
     let (veths, ports, _) = node.leftovers();
     assert_eq!((veths, ports.len()), (0, 0), "GC detached the port and deleted the pair");
+    let bridges = node.daemon.as_ref().unwrap().query(&["bridge", "list"]);
+    assert_eq!(bridges[0]["name"], "cni0", "GC deleted a bridge the configuration made: {bridges}");
     let (code, err) = call("CHECK", &check, "k1");
     assert_eq!(code, 1, "CHECK after GC: {err}");
     node.daemon.take().unwrap().stop();
@@ -951,4 +953,39 @@ fn a_bridge_deleted_while_adds_race_for_it_leaves_nothing_half_made() {
     assert_eq!(code, 0, "{out}");
     wait_until("the pod to reach its gateway", Duration::from_secs(10), || ping(&pods[0].0, GATEWAY, 1));
     plugin_call(&name, Plugin::Userbridge, "DEL", "again", Some(&pods[0].0), conf.as_bytes());
+}
+
+#[test]
+fn gc_deletes_the_bridge_its_networks_add_made_once_no_port_is_on_it() {
+    let node = Node::build("gcb", Plugin::Userbridge, |c| c["cniVersion"] = json!("1.1.0"), &[]);
+    let d = node.daemon.as_ref().unwrap();
+    let pods: Vec<TestNs> = (1..=2).map(|i| TestNs::new(&format!("{}p{i}", node.name()))).collect();
+    let mut add = node.conf.clone();
+    add["cniVersion"] = json!("1.0.0");
+    let name = node.name().to_string();
+    let call = |cmd: &str, c: &Value, cid: &str, pod: &TestNs| {
+        plugin_call(&name, Plugin::Userbridge, cmd, cid, Some(&pod.0), c.to_string().as_bytes())
+    };
+    for (i, pod) in pods.iter().enumerate() {
+        let (code, out) = call("ADD", &add, &format!("g{i}"), pod);
+        assert_eq!(code, 0, "{out}");
+    }
+    let list = d.query(&["bridge", "list"]);
+    assert_eq!((list[0]["name"].as_str(), list[0]["network"].as_str()), (Some("cni0"), Some(node.net.as_str())));
+    // One attachment still valid: its port stays, and so does the bridge.
+    let mut gc = node.conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "g0", "ifname": "eth0"}]);
+    assert_eq!(call("GC", &gc, "g0", &pods[0]).0, 0);
+    assert_eq!(d.query(&["bridge", "list"])[0]["ports"], 1);
+    // None valid: the ports go, then the bridge its ADD made, with its interface.
+    gc["cni.dev/valid-attachments"] = json!([]);
+    assert_eq!(call("GC", &gc, "g0", &pods[0]).0, 0);
+    assert_eq!(d.query(&["bridge", "list"]), json!([]));
+    assert!(!ns_exec(node.name(), &["ip", "link", "show", "cni0"]).status.success(), "cni0 stayed");
+    // DEL after GC succeeds, and the next ADD makes the bridge again.
+    assert_eq!(call("DEL", &add, "g0", &pods[0]).0, 0);
+    let (code, out) = call("ADD", &add, "g2", &pods[1]);
+    assert_eq!(code, 0, "{out}");
+    wait_until("the pod to reach its gateway", Duration::from_secs(10), || ping(&pods[1].0, GATEWAY, 1));
+    assert_eq!(call("DEL", &add, "g2", &pods[1]).0, 0);
 }
