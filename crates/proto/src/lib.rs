@@ -8,6 +8,7 @@
 //! method per request. A [`Client`] sends any request and gets its typed
 //! reply back. Nothing else speaks to the daemon.
 
+mod bridge;
 #[cfg(feature = "clap")]
 mod cli;
 mod client;
@@ -16,6 +17,7 @@ pub mod port;
 pub mod settings;
 mod types;
 
+pub use bridge::*;
 pub use client::{Client, ClientError, call};
 pub use ifname::{BadIfName, IFNAME_MAX, IfName};
 pub use port::{

@@ -8,12 +8,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use ub_wire::Mac;
 
-fn is_false(b: &bool) -> bool {
+pub(crate) fn is_false(b: &bool) -> bool {
     !*b
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
 }
 
 /// A VLAN id for the FDB: 0 (untagged) to 4094; absent or null is 0.
@@ -339,71 +335,6 @@ pub struct MirrorDel {
     pub from: IfName,
 }
 
-/// Makes a bridge (`userbridge bridge add`, the CNI plugin for a
-/// configuration's `bridge`). With a host port (the default) the bridge's
-/// name is also its interface, a TAP with `addresses`, `mtu` and `mac`, as
-/// `ip link add NAME type bridge` makes one. The state file records a
-/// bridge made at run time as this request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BridgeAdd {
-    pub name: IfName,
-    /// Make the bridge's own interface (its host port).
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
-    pub host_port: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addresses: Vec<IpNet>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<Mac>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub vlan_filtering: bool,
-    /// The CNI network whose ADD made it: that network's GC deletes it
-    /// once it has no ports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    /// A bridge of that name already there is not an error (`created`
-    /// false): two CNI ADDs that both found it missing.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub if_missing: bool,
-}
-
-impl BridgeAdd {
-    /// A bridge with a host port and nothing else given.
-    pub fn named(name: IfName) -> BridgeAdd {
-        BridgeAdd {
-            name,
-            host_port: true,
-            addresses: Vec::new(),
-            mtu: None,
-            mac: None,
-            vlan_filtering: false,
-            network: None,
-            if_missing: false,
-        }
-    }
-}
-
-/// Deletes a bridge and its host port. A bridge with ports is refused
-/// unless `detach`, which detaches them first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BridgeDel {
-    pub name: IfName,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub detach: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BridgeList {}
-
-/// The protocol's version and the daemon's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Version {}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorList {
@@ -583,7 +514,7 @@ pub struct PortRemoved {
     pub existed: bool,
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -712,48 +643,4 @@ pub struct PcapInfo {
     pub written: u64,
     pub bytes: u64,
     pub dropped: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BridgeAdded {
-    pub added: IfName,
-    /// False when `if_missing` found it there.
-    pub created: bool,
-    /// Its host port now, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<Host>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BridgeRemoved {
-    pub removed: IfName,
-    /// The ports `detach` took off it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detached: Vec<IfName>,
-}
-
-/// One bridge, as `bridge list` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BridgeInfo {
-    pub name: IfName,
-    /// From the configuration, or made at run time.
-    pub origin: Origin,
-    /// Its own interface (host port): MAC, MTU and addresses now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<Host>,
-    /// Ports, the host port left out.
-    pub ports: u32,
-    pub fdb_entries: u64,
-    pub vlan_filtering: bool,
-    /// The CNI network whose ADD made it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionInfo {
-    /// The control protocol's version ([`crate::PROTOCOL_VERSION`]).
-    pub protocol: u32,
-    /// The daemon's release.
-    pub daemon: String,
 }
