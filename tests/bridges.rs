@@ -92,6 +92,16 @@ fn bridges_come_and_go_at_run_time_and_mistakes_are_one_line() {
     assert!(e.contains("'ubp1' is a port of bridge 'cni0'"), "{e}");
     let e = refused(&d, &["stats"]);
     assert!(e.contains("2 bridges (cni0, cni1)"), "{e}");
+    // A client of the release before bridges says no version and no bridge:
+    // its request means the only bridge, and with two it is told their names.
+    let r = d.request(r#"{"cmd":"host_info"}"#);
+    assert!(r["error"].as_str().unwrap().starts_with("2 bridges (cni0, cni1): name one"), "{r}");
+    let r = d.request(r#"{"cmd":"host_info","bridge":"cni0"}"#);
+    assert_eq!(r["result"]["name"], "cni0", "{r}");
+    // A client of a newer protocol is refused by name, not misread.
+    let r = d.request(r#"{"cmd":"bridge_list","v":3}"#);
+    assert!(r["error"].as_str().unwrap().contains("protocol version 3 is newer than this daemon's 2"), "{r}");
+    assert_eq!(d.request(r#"{"cmd":"version"}"#)["result"]["protocol"], 2);
     assert_eq!(d.query(&["stats", "br", "cni1"])["bridge"], "cni1");
     let e = refused(&d, &["stats", "bridge", "cni1"]);
     assert!(e.contains("expected `br NAME`"), "{e}");
