@@ -989,3 +989,39 @@ fn gc_deletes_the_bridge_its_networks_add_made_once_no_port_is_on_it() {
     wait_until("the pod to reach its gateway", Duration::from_secs(10), || ping(&pods[1].0, GATEWAY, 1));
     assert_eq!(call("DEL", &add, "g2", &pods[1]).0, 0);
 }
+
+/// A pod's who-has for its gateway gets one answer, from the bridge's own
+/// MAC, as on the reference plugin's `cni0`: the host end of its veth (an
+/// ordinary interface of the node, read by the switch) answers no ARP for
+/// the node's addresses, so the pod's traffic goes through the switch to the
+/// bridge, never into the node through its own veth.
+#[test]
+fn a_pods_gateway_answers_from_the_bridges_mac_alone_not_from_its_veth() {
+    let (kernel, user) = both(|p| {
+        let node = Node::new("gm", p);
+        let conf = node.conf.to_string();
+        let pods: Vec<TestNs> = (1..=2).map(|i| TestNs::new(&format!("{}p{i}", node.name()))).collect();
+        let mut seen = Vec::new();
+        for (i, pod) in pods.iter().enumerate() {
+            let (code, r) = plugin_call(node.name(), p, "ADD", &format!("gm{i}"), Some(&pod.0), conf.as_bytes());
+            assert_eq!(code, 0, "{r}");
+            assert!(ping(&pod.0, GATEWAY, 1), "pod {i} -> gateway");
+            // Each who-has for the gateway: the MACs that answer it.
+            let o = ns_exec(&pod.0, &["busybox", "arping", "-c", "2", "-I", "eth0", GATEWAY]);
+            let out = String::from_utf8_lossy(&o.stdout);
+            let macs: Vec<String> = out
+                .lines()
+                .filter_map(|l| l.split('[').nth(1).and_then(|m| m.split(']').next()))
+                .map(str::to_string)
+                .collect();
+            seen.push(macs);
+        }
+        let bridge = ns_ok(node.name(), &["cat", "/sys/class/net/cni0/address"]).trim().to_string();
+        for (i, pod) in pods.iter().enumerate() {
+            plugin_call(node.name(), p, "DEL", &format!("gm{i}"), Some(&pod.0), conf.as_bytes());
+        }
+        seen.into_iter().map(|macs| macs.iter().map(|m| m == &bridge).collect()).collect::<Vec<Vec<bool>>>()
+    });
+    assert_eq!(kernel, vec![vec![true; 2]; 2], "the reference plugin: one answer per who-has, from cni0's MAC");
+    assert_eq!(user, kernel, "userbridge: answers from another MAC (the pod's own veth's?)");
+}

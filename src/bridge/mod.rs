@@ -52,6 +52,7 @@ struct Attached {
     id: PortId,
     reader: ReaderHandle,
     _claim: Claim,
+    _quiet: Option<ub_port::Quiet>,
 }
 
 /// The ports, and whether the bridge is being deleted (then no port is
@@ -213,7 +214,8 @@ impl Bridge {
         };
         tracing::info!(bridge = %self.name, port = %opened.name, id, backend = opened.backend.as_str(), origin = ?spec.origin, "port attached");
         let spec = PortSpec { name: opened.name, ..spec };
-        ports.attached.insert(spec.name.clone(), Attached { spec, id, reader, _claim: opened.claim });
+        let attached = Attached { spec, id, reader, _claim: opened.claim, _quiet: opened.quiet };
+        ports.attached.insert(attached.spec.name.clone(), attached);
         Ok(id)
     }
 

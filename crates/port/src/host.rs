@@ -116,6 +116,8 @@ pub fn open(
             ifindex: info.ifindex,
             mac: Some(o.mac.0),
             claim,
+            // The host port is the node's own interface: its IP stack is the point.
+            quiet: None,
             made: kept.is_none(),
         })
     };

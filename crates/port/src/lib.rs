@@ -18,6 +18,8 @@ mod error;
 mod frame;
 pub mod host;
 pub mod mem;
+mod quiet;
+pub use quiet::Quiet;
 mod sys;
 pub mod tap;
 mod vnet;
@@ -194,6 +196,9 @@ pub struct OpenedPort {
     pub mac: Option<[u8; 6]>,
     /// Held for the port's life: dropping it lets another daemon claim the interface.
     pub claim: Claim,
+    /// Held for the port's life: its interface out of the node's IP stack
+    /// (no ARP answers, no forwarding, no IPv6), as a bridge port is.
+    pub quiet: Option<quiet::Quiet>,
     /// This open made the interface (a TAP, a new host port), rather than
     /// found it (a veth, a host port a daemon made before).
     pub made: bool,
@@ -226,6 +231,7 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
             let link = afpacket::lookup(&spec.name)?;
             let claim = Claim::take(&o.claim_dir, &link.name, link.index, &o.holder)?;
             let (rx, tx, info) = afpacket::open_link(&link, o.rx)?;
+            let quiet = Some(quiet::Quiet::apply(&link.name));
             Ok(OpenedPort {
                 name: kernel_name(link.name)?,
                 backend: Backend::Afpacket,
@@ -235,12 +241,14 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
                 ifindex: info.ifindex,
                 mac: info.mac,
                 claim,
+                quiet,
                 made: false,
             })
         }
         Backend::Tap => {
             let (rx, tx, t) = tap::open(&spec.name)?;
             let claim = Claim::take(&o.claim_dir, &t.name, t.ifindex, &o.holder)?;
+            let quiet = Some(quiet::Quiet::apply(&t.name));
             Ok(OpenedPort {
                 name: t.name,
                 backend: Backend::Tap,
@@ -251,6 +259,7 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
                 ifindex: t.ifindex,
                 mac: t.mac,
                 claim,
+                quiet,
                 made: true,
             })
         }
