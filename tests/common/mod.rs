@@ -104,8 +104,12 @@ impl Daemon {
     pub fn start_in(ns: &str, socket: &str, args: &[&str]) -> Daemon {
         let socket = PathBuf::from(socket);
         let state_dir = state_dir_of(&socket);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, BIN, "run"]);
+        // nsenter, not `ip netns exec`: that one gives the daemon a mount
+        // namespace of its own, a copy that would keep every container
+        // namespace mounted at the daemon's start alive after its runtime
+        // removes it (and the pod's veth with it).
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{ns}")).args([BIN, "run"]);
         if !args.contains(&"--config") {
             cmd.args(["--socket", socket.to_str().unwrap(), "--log-level", "info"]).arg("--state-dir").arg(&state_dir);
         }
