@@ -201,8 +201,9 @@ enum Cmd {
         cmd: CniCmd,
     },
     /// The Docker network driver: serves `docker network create -d NAME`
-    /// on /run/docker/plugins/NAME.sock until SIGTERM, on a bridge of the
-    /// daemon that has a host port (docs/docker.md).
+    /// on /run/docker/plugins/NAME.sock until SIGTERM, each network a
+    /// bridge of the daemon, with published ports and masquerade in the
+    /// driver's own iptables chains; SIGHUP puts those back (docs/docker.md).
     DockerPlugin {
         /// The driver's name for Docker (`-d NAME`).
         #[arg(long, default_value = "userbridge")]
@@ -210,9 +211,6 @@ enum Cmd {
         /// The daemon's control socket.
         #[arg(long, default_value = ub_proto::DEFAULT_SOCKET)]
         socket: PathBuf,
-        /// The daemon's bridge the network goes on (default: its only bridge).
-        #[arg(long, value_name = "NAME")]
-        bridge: Option<IfName>,
         /// Networks and endpoints, kept across restarts (default
         /// /var/lib/userbridge/docker-NAME.json).
         #[arg(long, value_name = "FILE")]
@@ -220,6 +218,11 @@ enum Cmd {
         /// Where Docker looks for plugin sockets.
         #[arg(long, value_name = "DIR", default_value = ub_docker::PLUGIN_DIR)]
         plugin_dir: PathBuf,
+        /// Every SECS seconds, check the node's iptables rules for the
+        /// networks and put back what a firewall reload removed; 0: only
+        /// at SIGHUP.
+        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=86400))]
+        check_rules: u32,
         /// Log level (error, warn, info, debug).
         #[arg(long, default_value = "info")]
         log_level: String,
@@ -654,14 +657,20 @@ fn main() -> ExitCode {
             }
             Err(source) => Err(CliError::CniInstall { dir, source }),
         },
-        Cmd::DockerPlugin { name, socket, bridge, state, plugin_dir, log_level } => {
+        Cmd::DockerPlugin { name, socket, state, plugin_dir, check_rules, log_level } => {
             match tracing_subscriber::EnvFilter::try_from_default_env()
                 .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log_level))
             {
                 Ok(filter) => {
-                    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+                    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                    let _ = tracing_subscriber::fmt()
+                        .with_env_filter(filter)
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr)
+                        .try_init();
                     let state = state.unwrap_or_else(|| ub_docker::Options::default_state(&name));
-                    ub_docker::serve(&ub_docker::Options { name, socket, bridge, plugin_dir, state })
+                    let check_rules = (check_rules > 0).then(|| std::time::Duration::from_secs(check_rules.into()));
+                    ub_docker::serve(&ub_docker::Options { name, socket, plugin_dir, state, check_rules })
                         .map_err(Into::into)
                 }
                 Err(e) => Err(CliError::LogLevel { level: log_level, why: e.to_string() }),

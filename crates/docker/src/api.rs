@@ -97,10 +97,50 @@ pub struct Joined {
     pub gateway_ipv6: String,
 }
 
-/// The option key of `-p` port mappings in CreateEndpoint and
-/// ProgramExternalConnectivity.
+/// ProgramExternalConnectivity: the container's published ports, on the
+/// network that gives it its default gateway.
+#[derive(Debug, Deserialize)]
+pub struct ExternalConnectivity {
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    #[serde(default, rename = "Options")]
+    pub options: Options,
+}
+
+/// One `-p` mapping as Docker sends it (`Proto` 6 is TCP, 17 UDP;
+/// `HostPort` 0 with `-P` or `-p CTR`: the driver picks one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    pub proto: u8,
+    #[serde(default, rename = "IP")]
+    pub ip: String,
+    pub port: u16,
+    #[serde(default, rename = "HostIP")]
+    pub host_ip: String,
+    #[serde(default)]
+    pub host_port: u16,
+    #[serde(default)]
+    pub host_port_end: u16,
+}
+
+/// The option key of `-p` port mappings in CreateEndpoint, Join and
+/// ProgramExternalConnectivity, and of EndpointOperInfo's answer.
 pub const PORTMAP: &str = "com.docker.network.portmap";
+/// The option key of `--expose`d ports.
+pub const EXPOSED: &str = "com.docker.network.endpoint.exposedports";
 /// The option key of `docker network create -o K=V` options.
 pub const GENERIC: &str = "com.docker.network.generic";
-/// The `-o` option setting the containers' MTU, as for the bridge driver.
+/// `--internal`: no route out, no masquerade, no published port.
+pub const INTERNAL: &str = "com.docker.network.internal";
+/// `--ipv6`.
+pub const ENABLE_IPV6: &str = "com.docker.network.enable_ipv6";
+/// The `-o` options this driver takes, with the bridge driver's meaning.
 pub const MTU: &str = "com.docker.network.driver.mtu";
+pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// What Docker adds to every network's options on its own.
+pub const DOCKER_OWN: [&str; 3] = [GENERIC, INTERNAL, ENABLE_IPV6];

@@ -1,8 +1,14 @@
 //! The driver's answers: each remote-driver call against the daemon (only
-//! through the control protocol), the host's links (veths) and the state
-//! file. One call at a time: every handler holds the state's lock.
+//! through the control protocol), the host's links (veths), the node's
+//! iptables rules (`rules.rs`), the published ports it holds
+//! (`publish.rs`) and the state file. One call at a time: every handler
+//! holds the driver's lock.
 
-use crate::api::{self, CreateEndpoint, CreateNetwork, EndpointRef, Join, Joined, NetworkRef};
+use crate::api::{
+    self, CreateEndpoint, CreateNetwork, EndpointRef, ExternalConnectivity, Join, Joined, NetworkRef, PortBinding,
+};
+use crate::publish::{PublishError, Reservations};
+use crate::rules::{self, RulesError};
 use crate::state::{Endpoint, Network, Store};
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -10,10 +16,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 use ub_netlink::Rtnl;
-use ub_proto::{Client, ClientError, Host, HostAddress, HostAddressDel, HostInfo, IfName, PortAdd, PortDel};
+use ub_proto::{
+    BridgeAdd, BridgeDel, Client, ClientError, Host, HostAddressDel, HostInfo, IfName, PortAdd, PortDel, PortPolicy,
+};
 
 /// How long a call waits for a daemon busy with other clients.
 const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a port held by one of our endpoints waits for that endpoint's
+/// veth to go, in case its container was just removed (a port truly taken
+/// is refused this much later).
+const STALE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Polls `f` every 20 ms until it holds or `limit` has passed.
+fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while !f() {
+        if t.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
 
 /// Why a call failed; Docker shows the message to the user.
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +53,24 @@ pub enum DriverError {
     Netlink(#[from] ub_netlink::Error),
     #[error("the driver's state file {path}: {source}")]
     State { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("the node's iptables rules: {0}")]
+    Rules(#[from] RulesError),
 }
 
-/// The driver: where the daemon is, and the networks and endpoints.
+/// The state, and the ports held for it.
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    held: Reservations,
+}
+
+/// The driver: where the daemon is, the networks and endpoints, the ports held.
 #[derive(Debug)]
 pub struct Driver {
     socket: PathBuf,
-    bridge: Option<IfName>,
-    store: Mutex<Store>,
+    inner: Mutex<Inner>,
 }
 
 /// The switch port for an endpoint, and the name its container end has
@@ -71,6 +106,8 @@ pub enum Call {
     EndpointOperInfo(EndpointRef),
     Join(Join),
     Leave(EndpointRef),
+    ProgramExternalConnectivity(ExternalConnectivity),
+    RevokeExternalConnectivity(EndpointRef),
     /// A call this driver answers with nothing to do.
     Nothing,
 }
@@ -90,10 +127,9 @@ impl Call {
             "NetworkDriver.EndpointOperInfo" => Call::EndpointOperInfo(parse(method, body)?),
             "NetworkDriver.Join" => Call::Join(parse(method, body)?),
             "NetworkDriver.Leave" => Call::Leave(parse(method, body)?),
-            "NetworkDriver.ProgramExternalConnectivity"
-            | "NetworkDriver.RevokeExternalConnectivity"
-            | "NetworkDriver.DiscoverNew"
-            | "NetworkDriver.DiscoverDelete" => Call::Nothing,
+            "NetworkDriver.ProgramExternalConnectivity" => Call::ProgramExternalConnectivity(parse(method, body)?),
+            "NetworkDriver.RevokeExternalConnectivity" => Call::RevokeExternalConnectivity(parse(method, body)?),
+            "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => Call::Nothing,
             "NetworkDriver.AllocateNetwork" | "NetworkDriver.FreeNetwork" => {
                 return Err(DriverError::Refused(
                     "the userbridge driver is local-scope: it allocates no swarm networks".into(),
@@ -108,27 +144,110 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// `true`/`false` as Docker passes `-o` values (strings), or a JSON bool.
+fn flag(key: &str, v: &Value) -> Result<bool, DriverError> {
+    match v.as_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        _ => v.as_bool().ok_or_else(|| DriverError::Refused(format!("-o {key}={v}: give true or false"))),
+    }
+}
+
+/// The bridge name the bridge driver would give network `id`'s device:
+/// `-o com.docker.network.bridge.name`, else a prefix and the id's first
+/// 12 characters (Docker's `br-`, ours `ub-`).
+fn bridge_name(id: &str, given: Option<&str>) -> Result<IfName, DriverError> {
+    let name = given.map_or_else(|| format!("ub-{}", short(id)), str::to_string);
+    IfName::new(&name).map_err(|e| DriverError::Refused(format!("-o {}={name}: {e}", api::BRIDGE_NAME)))
+}
+
 impl Driver {
-    pub fn new(socket: &Path, bridge: Option<IfName>, state: &Path) -> Result<Driver, DriverError> {
+    /// A driver on the daemon at `socket` with its state at `state`: the
+    /// ports its endpoints published are held again and the node's rules
+    /// put back as the state says (a restart of the driver, or after the
+    /// node's firewall was flushed).
+    pub fn new(socket: &Path, state: &Path) -> Result<Driver, DriverError> {
         let store = Store::open(state).map_err(|source| DriverError::State { path: state.into(), source })?;
-        Ok(Driver { socket: socket.into(), bridge, store: Mutex::new(store) })
+        let mut held = Reservations::default();
+        for (id, ep) in store.state.endpoints.iter().filter(|(_, e)| !e.published.is_empty()) {
+            if let Err(e) = held.restore(id, &ep.published) {
+                tracing::warn!(endpoint = short(id), error = %e, "a published port could not be held again");
+            }
+        }
+        let d = Driver { socket: socket.into(), inner: Mutex::new(Inner { store, held }) };
+        if let Err(e) = d.reapply() {
+            tracing::warn!(error = %e, "the node's rules could not be put back");
+        }
+        Ok(d)
+    }
+
+    /// Puts the node's rules back as the state says (`SIGHUP`, every few
+    /// seconds, after the node's firewall was flushed or reloaded, or
+    /// dockerd put its own rules first); whether they had to be.
+    pub fn reapply(&self) -> Result<bool, DriverError> {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.name_shared_bridges(&mut inner.store);
+        if let Err(e) = self.reap(&mut inner) {
+            tracing::warn!(error = %e, "stale endpoints could not be looked for");
+        }
+        Ok(rules::sync(&inner.store.state)?)
+    }
+
+    /// Forgets the endpoints whose container is gone without a word from
+    /// Docker, and frees their published ports: after a kill -9 of dockerd
+    /// its next start removes the dead containers' sandboxes before it
+    /// loads remote drivers, so no Leave or DeleteEndpoint ever comes.
+    /// Such an endpoint was joined and its veth is gone (its namespace took
+    /// it along). Returns how many were forgotten.
+    fn reap(&self, inner: &mut Inner) -> Result<usize, DriverError> {
+        let mut nl = Rtnl::open()?;
+        let mut gone = Vec::new();
+        for (id, ep) in &inner.store.state.endpoints {
+            if let Some(port) = ep.port.as_deref().and_then(|p| IfName::new(p).ok())
+                && nl.link_by_name(&port)?.is_none()
+            {
+                gone.push(id.clone());
+            }
+        }
+        let mut forgotten = 0;
+        for id in gone {
+            // The daemon's port goes too; with the daemon down, next time.
+            if let Err(e) = self.unplug(&id) {
+                tracing::debug!(endpoint = short(&id), error = %e, "a stale endpoint stays until the daemon answers");
+                continue;
+            }
+            inner.held.release(&id);
+            inner.store.state.endpoints.remove(&id);
+            tracing::info!(
+                endpoint = short(&id),
+                "forgotten: its container is gone (dockerd restarted without a Leave)"
+            );
+            forgotten += 1;
+        }
+        if forgotten > 0 {
+            rules::apply(&inner.store.state)?;
+            Self::save(&inner.store)?;
+        }
+        Ok(forgotten)
     }
 
     /// Answers one call: `method` is the path without its slash.
     pub fn handle(&self, method: &str, body: &[u8]) -> Result<Value, DriverError> {
         let call = Call::parse(method, body)?;
-        let mut store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = &mut *guard;
         match call {
             Call::Activate => Ok(json!({ "Implements": ["NetworkDriver"] })),
             Call::Capabilities => Ok(json!({ "Scope": "local", "ConnectivityScope": "local" })),
-            Call::CreateNetwork(r) => self.create_network(&mut store, r),
-            Call::DeleteNetwork(r) => self.delete_network(&mut store, &r),
-            Call::CreateEndpoint(r) => self.create_endpoint(&mut store, r),
-            Call::DeleteEndpoint(r) => self.delete_endpoint(&mut store, &r),
-            Call::EndpointOperInfo(_) => Ok(json!({ "Value": {} })),
-            Call::Join(r) => self.join(&mut store, &r),
-            Call::Leave(r) => self.leave(&mut store, &r),
-            // Port mappings were refused at CreateEndpoint: nothing to program.
+            Call::CreateNetwork(r) => self.create_network(&mut inner.store, r),
+            Call::DeleteNetwork(r) => self.delete_network(&mut inner.store, &r),
+            Call::CreateEndpoint(r) => self.create_endpoint(&mut inner.store, r),
+            Call::DeleteEndpoint(r) => self.delete_endpoint(inner, &r),
+            Call::EndpointOperInfo(r) => Ok(oper_info(&inner.store, &r.endpoint_id)),
+            Call::Join(r) => self.join(&mut inner.store, &r),
+            Call::Leave(r) => self.leave(&mut inner.store, &r),
+            Call::ProgramExternalConnectivity(r) => self.program(inner, &r),
+            Call::RevokeExternalConnectivity(r) => revoke(inner, &r.endpoint_id),
             Call::Nothing => Ok(json!({})),
         }
     }
@@ -137,18 +256,36 @@ impl Driver {
         Ok(Client::connect(&self.socket)?)
     }
 
-    /// The daemon's host port, which must be in this network namespace.
-    fn host(&self, c: &mut Client) -> Result<Host, DriverError> {
-        let host = c.call_patiently(HostInfo { bridge: self.bridge.clone() }, BUSY_PATIENCE).map_err(|e| match e {
+    /// Names the daemon's only bridge for networks of the release before
+    /// bridges (best effort: the daemon may be down; named at the next call).
+    fn name_shared_bridges(&self, store: &mut Store) {
+        if !store.state.networks.values().any(|n| n.bridge.is_empty()) {
+            return;
+        }
+        let Ok(host) = self.client().and_then(|mut c| Ok(c.call_patiently(HostInfo { bridge: None }, BUSY_PATIENCE)?))
+        else {
+            return;
+        };
+        for n in store.state.networks.values_mut().filter(|n| n.bridge.is_empty()) {
+            n.bridge = host.name.clone();
+        }
+        let _ = store.save();
+    }
+
+    /// The network's bridge's host port, which must be in this network namespace.
+    fn host(&self, c: &mut Client, net: &Network) -> Result<Host, DriverError> {
+        let bridge = (!net.shared).then(|| IfName::new(&net.bridge).ok()).flatten();
+        let host = c.call_patiently(HostInfo { bridge }, BUSY_PATIENCE).map_err(|e| match e {
             ClientError::Refused(msg) => DriverError::Refused(format!(
-                "the userbridge daemon at {} has no bridge with a host port for this driver ({msg}): start it with --host-port NAME, or give the driver --bridge NAME",
+                "the network's bridge {} at the userbridge daemon {}: {msg} (docker network rm it and create it again)",
+                net.bridge,
                 self.socket.display()
             )),
             other => other.into(),
         })?;
         if !Rtnl::open()?.has_link(&host.name, host.mac.0)? {
             return Err(DriverError::Refused(format!(
-                "the userbridge daemon's host port {} is not in this network namespace: run the driver (and dockerd) where the daemon runs",
+                "the userbridge daemon's bridge {} is not in this network namespace: run the driver (and dockerd) where the daemon runs",
                 host.name
             )));
         }
@@ -163,29 +300,39 @@ impl Driver {
         if store.state.networks.contains_key(&r.network_id) {
             return Ok(json!({}));
         }
-        let mut c = self.client()?;
-        let host = self.host(&mut c)?;
-        if let Some(other) = store.state.networks.keys().next() {
-            return Err(DriverError::Refused(format!(
-                "the userbridge driver serves one network per host port, and {} already carries network {}: remove that network first (docker network rm)",
-                host.name,
-                short(other)
-            )));
-        }
-        let mut mtu = 0;
+        let (mut mtu, mut name, mut masquerade, mut icc) = (0, None, true, true);
         if let Some(generic) = r.options.get(api::GENERIC).and_then(Value::as_object) {
             for (k, v) in generic {
-                if k != api::MTU {
-                    return Err(DriverError::Refused(format!(
-                        "unknown option -o {k}: the userbridge driver takes only -o {}=N",
-                        api::MTU
-                    )));
+                match k.as_str() {
+                    api::MTU => {
+                        let n = v.as_str().map_or_else(|| v.as_u64(), |s| s.parse().ok());
+                        mtu = n.and_then(|n| u32::try_from(n).ok()).filter(|n| (68..=65535).contains(n)).ok_or_else(
+                            || DriverError::Refused(format!("-o {}={v}: give an MTU from 68 to 65535", api::MTU)),
+                        )?;
+                    }
+                    api::BRIDGE_NAME => name = v.as_str().map(str::to_string),
+                    api::ENABLE_IP_MASQUERADE => masquerade = flag(k, v)?,
+                    api::ENABLE_ICC => icc = flag(k, v)?,
+                    other => {
+                        return Err(DriverError::Refused(format!(
+                            "unknown option -o {other}: the userbridge driver takes {}, {}, {} and {}",
+                            api::MTU,
+                            api::BRIDGE_NAME,
+                            api::ENABLE_IP_MASQUERADE,
+                            api::ENABLE_ICC
+                        )));
+                    }
                 }
-                let n = v.as_str().map_or_else(|| v.as_u64(), |s| s.parse().ok());
-                mtu = n.and_then(|n| u32::try_from(n).ok()).filter(|n| (68..=65535).contains(n)).ok_or_else(|| {
-                    DriverError::Refused(format!("-o {}={v}: give an MTU from 68 to 65535", api::MTU))
-                })?;
             }
+        }
+        let internal = r.options.get(api::INTERNAL).is_some_and(|v| v.as_bool() == Some(true));
+        let bridge = bridge_name(&r.network_id, name.as_deref())?;
+        if let Some((other, _)) = store.state.networks.iter().find(|(_, n)| n.bridge == bridge.as_str()) {
+            return Err(DriverError::Refused(format!(
+                "bridge {bridge} already carries network {}: give this one another -o {}",
+                short(other),
+                api::BRIDGE_NAME
+            )));
         }
         let pools = r.ipv4_data.iter().chain(r.ipv6_data.iter()).flatten();
         let mut gateways = Vec::new();
@@ -195,66 +342,86 @@ impl Driver {
             })?;
             gateways.push(gw);
         }
-        // The gateways go on the host port: Docker puts them nowhere.
-        let mut added = Vec::new();
-        for gw in &gateways {
-            match c
-                .call_patiently(HostAddress { bridge: self.bridge.clone(), address: *gw, force: false }, BUSY_PATIENCE)
-            {
-                Ok(a) if a.added => added.push(*gw),
-                Ok(_) => {}
-                Err(e) => {
-                    for a in &added {
-                        let _ = c
-                            .call_patiently(HostAddressDel { bridge: self.bridge.clone(), address: *a }, BUSY_PATIENCE);
-                    }
-                    return Err(DriverError::Refused(format!(
-                        "cannot put the gateway {gw} on the host port {}: {e}",
-                        host.name
-                    )));
-                }
-            }
+        // The bridge, with the gateways on its host port: Docker puts them nowhere.
+        let mut c = self.client()?;
+        let add = BridgeAdd {
+            addresses: gateways.clone(),
+            mtu: (mtu > 0).then_some(mtu),
+            network: Some(format!("docker-{}", short(&r.network_id))),
+            ..BridgeAdd::named(bridge.clone())
+        };
+        c.call_patiently(add, BUSY_PATIENCE).map_err(|e| match e {
+            ClientError::Refused(msg) => DriverError::Refused(format!("the network's bridge {bridge}: {msg}")),
+            other => other.into(),
+        })?;
+        let net = Network {
+            bridge: bridge.to_string(),
+            shared: false,
+            gateways: gateways.clone(),
+            added: Vec::new(),
+            mtu,
+            masquerade,
+            icc,
+            internal,
+        };
+        store.state.networks.insert(r.network_id.clone(), net);
+        let done = rules::apply(&store.state).map_err(DriverError::from).and_then(|()| Self::save(store));
+        if let Err(e) = done {
+            store.state.networks.remove(&r.network_id);
+            let _ = rules::apply(&store.state);
+            let _ = c.call_patiently(BridgeDel { name: bridge, detach: true }, BUSY_PATIENCE);
+            return Err(e);
         }
-        tracing::info!(network = short(&r.network_id), ?gateways, "network created");
-        store.state.networks.insert(r.network_id, Network { gateways, added, mtu });
-        Self::save(store)?;
+        tracing::info!(network = short(&r.network_id), %bridge, ?gateways, masquerade, icc, internal, "network created");
         Ok(json!({}))
     }
 
     fn delete_network(&self, store: &mut Store, r: &NetworkRef) -> Result<Value, DriverError> {
         let Some(n) = store.state.networks.get(&r.network_id).cloned() else { return Ok(json!({})) };
-        if !n.added.is_empty() {
-            let mut c = self.client()?;
+        let mut c = self.client()?;
+        if n.shared {
             for a in &n.added {
-                c.call_patiently(HostAddressDel { bridge: self.bridge.clone(), address: *a }, BUSY_PATIENCE)?;
+                c.call_patiently(HostAddressDel { bridge: None, address: *a }, BUSY_PATIENCE)?;
+            }
+        } else if let Ok(name) = IfName::new(&n.bridge) {
+            match c.call_patiently(BridgeDel { name, detach: true }, BUSY_PATIENCE) {
+                Ok(_) => {}
+                // Deleted already (by hand, or a driver that died half way): nothing left to do.
+                Err(ClientError::Refused(msg)) if msg.starts_with("no bridge named") => {}
+                Err(e) => return Err(e.into()),
             }
         }
         // Docker deletes endpoints first; any left are stale records.
         store.state.endpoints.retain(|_, e| e.network != r.network_id);
         store.state.networks.remove(&r.network_id);
-        tracing::info!(network = short(&r.network_id), "network deleted");
+        rules::apply(&store.state)?;
+        tracing::info!(network = short(&r.network_id), bridge = %n.bridge, "network deleted");
         Self::save(store)?;
         Ok(json!({}))
     }
 
     fn create_endpoint(&self, store: &mut Store, r: CreateEndpoint) -> Result<Value, DriverError> {
-        if !store.state.networks.contains_key(&r.network_id) {
+        let Some(net) = store.state.networks.get(&r.network_id) else {
             return Err(DriverError::Refused(format!(
                 "network {} is not one of this driver's (its state file {} lost it?): docker network rm it and create it again",
                 short(&r.network_id),
                 store.path().display()
             )));
-        }
-        if r.options.get(api::PORTMAP).and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
-            return Err(DriverError::Refused(
-                "publishing ports (-p) is not supported by the userbridge driver: reach the container at its address, or add a DNAT rule on the host".into(),
-            ));
+        };
+        let publishes = r.options.get(api::PORTMAP).and_then(Value::as_array).is_some_and(|m| !m.is_empty());
+        if publishes && net.internal {
+            return Err(DriverError::Refused("an --internal network publishes no port".into()));
         }
         let iface = r.interface.unwrap_or_default();
         let given = iface.mac_address.filter(|m| !m.is_empty());
         let made = if given.is_none() { iface.address.as_deref().and_then(mac_from_ip) } else { None };
         let mac = given.or_else(|| made.clone());
-        store.state.endpoints.insert(r.endpoint_id.clone(), Endpoint { network: r.network_id, mac, port: None });
+        let address = iface.address.as_deref().and_then(|a| a.parse::<IpNet>().ok()).and_then(|a| match a.addr() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        });
+        let ep = Endpoint { network: r.network_id, mac, address, ..Endpoint::default() };
+        store.state.endpoints.insert(r.endpoint_id.clone(), ep);
         Self::save(store)?;
         Ok(match made {
             Some(m) => json!({ "Interface": { "MacAddress": m } }),
@@ -266,9 +433,12 @@ impl Driver {
         let ep = store.state.endpoints.get(&r.endpoint_id).cloned().ok_or_else(|| {
             DriverError::Refused(format!("endpoint {} was never created on this driver", short(&r.endpoint_id)))
         })?;
-        let net = store.state.networks.get(&ep.network).cloned().unwrap_or_default();
+        self.name_shared_bridges(store);
+        let net = store.state.networks.get(&ep.network).cloned().ok_or_else(|| {
+            DriverError::Refused(format!("network {} is not one of this driver's", short(&ep.network)))
+        })?;
         let mut c = self.client()?;
-        let host = self.host(&mut c)?;
+        let host = self.host(&mut c, &net)?;
         let (port, peer) = link_names(&r.endpoint_id);
         let mut nl = Rtnl::open()?;
         // A join that died half way: start again.
@@ -292,8 +462,11 @@ impl Driver {
                 endpoint: Some(r.endpoint_id.clone()),
                 ..Default::default()
             };
+            // enable_icc=false: the network's containers reach the gateway, not each other.
+            let policy = (!net.icc).then(|| PortPolicy { isolated: true, ..PortPolicy::default() });
+            let bridge = IfName::new(&host.name).ok();
             c.call_patiently(
-                PortAdd { meta: Some(meta), bridge: self.bridge.clone(), ..PortAdd::afpacket(port.clone()) },
+                PortAdd { meta: Some(meta), bridge, policy, ..PortAdd::afpacket(port.clone()) },
                 BUSY_PATIENCE,
             )?;
             Ok(())
@@ -308,9 +481,15 @@ impl Driver {
             e.port = Some(port.to_string());
         }
         Self::save(store)?;
-        tracing::info!(endpoint = short(&r.endpoint_id), %port, sandbox = %r.sandbox_key, "joined");
+        // After a restart of dockerd its rules come first again: ours go back ahead.
+        if let Err(e) = rules::apply(&store.state) {
+            tracing::warn!(error = %e, "the node's rules could not be checked");
+        }
+        tracing::info!(endpoint = short(&r.endpoint_id), %port, bridge = %host.name, sandbox = %r.sandbox_key, "joined");
+        // An --internal network gives no default route: no way out.
         let gw = |v4: bool| {
-            net.gateways.iter().find(|g| g.addr().is_ipv4() == v4).map(|g| g.addr().to_string()).unwrap_or_default()
+            let g = net.gateways.iter().find(|g| g.addr().is_ipv4() == v4);
+            g.filter(|_| !net.internal).map(|g| g.addr().to_string()).unwrap_or_default()
         };
         let j = Joined {
             interface_name: api::InterfaceName { src_name: peer.to_string(), dst_prefix: "eth".into() },
@@ -347,14 +526,92 @@ impl Driver {
         Ok(json!({}))
     }
 
-    fn delete_endpoint(&self, store: &mut Store, r: &EndpointRef) -> Result<Value, DriverError> {
+    fn delete_endpoint(&self, inner: &mut Inner, r: &EndpointRef) -> Result<Value, DriverError> {
         // Docker deletes endpoints it finds stale after its own restart,
         // joined or not, known to us or not: leave nothing behind.
         self.unplug(&r.endpoint_id)?;
-        if store.state.endpoints.remove(&r.endpoint_id).is_some() {
-            Self::save(store)?;
+        inner.held.release(&r.endpoint_id);
+        if let Some(e) = inner.store.state.endpoints.remove(&r.endpoint_id) {
+            if !e.published.is_empty() {
+                rules::apply(&inner.store.state)?;
+            }
+            Self::save(&inner.store)?;
         }
         Ok(json!({}))
+    }
+}
+
+impl Driver {
+    /// ProgramExternalConnectivity: the endpoint's `-p` ports, held and DNAT'ed
+    /// to it (all or none), on the network that gives the container its
+    /// default gateway (Docker calls it there only, so a container on two
+    /// networks publishes once).
+    fn program(&self, inner: &mut Inner, r: &ExternalConnectivity) -> Result<Value, DriverError> {
+        let bindings: Vec<PortBinding> = match r.options.get(api::PORTMAP) {
+            Some(v) if !v.is_null() => serde_json::from_value(v.clone()).map_err(|e| DriverError::BadRequest {
+                method: "NetworkDriver.ProgramExternalConnectivity".into(),
+                detail: e.to_string(),
+            })?,
+            _ => Vec::new(),
+        };
+        let Some(ep) = inner.store.state.endpoints.get(&r.endpoint_id) else {
+            return Err(DriverError::Refused(format!(
+                "endpoint {} was never created on this driver",
+                short(&r.endpoint_id)
+            )));
+        };
+        if bindings.is_empty() || !ep.published.is_empty() {
+            return Ok(json!({}));
+        }
+        if inner.store.state.networks.get(&ep.network).is_some_and(|n| n.internal) {
+            return Err(DriverError::Refused("an --internal network publishes no port".into()));
+        }
+        let published = match inner.held.hold(&r.endpoint_id, &bindings) {
+            Err(PublishError::Allocated { port, .. }) if inner.held.holder(port).is_some() => {
+                // Held by one of ours: perhaps a container dockerd's restart just
+                // removed (its namespace, and the veth with it, go a moment later).
+                poll_until(STALE_PATIENCE, || self.reap(inner).is_ok_and(|n| n > 0));
+                inner.held.hold(&r.endpoint_id, &bindings)?
+            }
+            other => other?,
+        };
+        if let Some(e) = inner.store.state.endpoints.get_mut(&r.endpoint_id) {
+            e.published = published.clone();
+        }
+        let done =
+            rules::apply(&inner.store.state).map_err(DriverError::from).and_then(|()| Driver::save(&inner.store));
+        if let Err(e) = done {
+            inner.held.release(&r.endpoint_id);
+            if let Some(e) = inner.store.state.endpoints.get_mut(&r.endpoint_id) {
+                e.published.clear();
+            }
+            let _ = rules::apply(&inner.store.state);
+            return Err(e);
+        }
+        tracing::info!(endpoint = short(&r.endpoint_id), ?published, "ports published");
+        Ok(json!({}))
+    }
+}
+
+/// RevokeExternalConnectivity: the endpoint's published ports let go.
+fn revoke(inner: &mut Inner, endpoint: &str) -> Result<Value, DriverError> {
+    inner.held.release(endpoint);
+    let Some(e) = inner.store.state.endpoints.get_mut(endpoint) else { return Ok(json!({})) };
+    if e.published.is_empty() {
+        return Ok(json!({}));
+    }
+    e.published.clear();
+    rules::apply(&inner.store.state)?;
+    Driver::save(&inner.store)?;
+    tracing::info!(endpoint = short(endpoint), "ports unpublished");
+    Ok(json!({}))
+}
+
+/// EndpointOperInfo: the ports published, with the host ports picked.
+fn oper_info(store: &Store, endpoint: &str) -> Value {
+    match store.state.endpoints.get(endpoint).filter(|e| !e.published.is_empty()) {
+        Some(e) => json!({ "Value": { api::PORTMAP: crate::publish::bindings(&e.published) } }),
+        None => json!({ "Value": {} }),
     }
 }
 
@@ -379,7 +636,7 @@ mod tests {
 
     fn driver(tag: &str) -> (Driver, PathBuf) {
         let dir = std::env::temp_dir().join(format!("ub-docker-{tag}-{}", std::process::id()));
-        let d = Driver::new(Path::new("/nonexistent/ub.sock"), None, &dir.join("s.json")).unwrap();
+        let d = Driver::new(Path::new("/nonexistent/ub.sock"), &dir.join("s.json")).unwrap();
         (d, dir)
     }
 
@@ -401,20 +658,47 @@ mod tests {
     }
 
     #[test]
-    fn port_mappings_are_refused_not_ignored() {
+    fn endpoints_get_the_bridge_drivers_mac_and_internal_networks_publish_nothing() {
         let (d, dir) = driver("pm");
-        d.store.lock().unwrap().state.networks.insert("n".into(), Network::default());
+        let net = Network {
+            bridge: "ub-n".into(),
+            shared: false,
+            gateways: vec!["10.0.0.1/24".parse().unwrap()],
+            added: vec![],
+            mtu: 0,
+            masquerade: true,
+            icc: true,
+            internal: true,
+        };
+        d.inner.lock().unwrap().store.state.networks.insert("n".into(), net);
         let ep = br#"{"NetworkID":"n","EndpointID":"e","Interface":{"Address":"10.0.0.2/24"},
             "Options":{"com.docker.network.portmap":[{"Proto":6,"Port":80,"HostPort":8080}]}}"#;
         let e = d.handle("NetworkDriver.CreateEndpoint", ep).unwrap_err().to_string();
-        assert!(e.contains("publishing ports (-p) is not supported"), "{e}");
-        let ok = br#"{"NetworkID":"n","EndpointID":"e","Interface":{"Address":"10.0.0.2/24"},"Options":{"com.docker.network.portmap":[]}}"#;
+        assert!(e.contains("an --internal network publishes no port"), "{e}");
+        let ok = br#"{"NetworkID":"n","EndpointID":"e","Interface":{"Address":"10.0.0.2/24"},"Options":{}}"#;
         assert_eq!(
             d.handle("NetworkDriver.CreateEndpoint", ok).unwrap(),
             json!({ "Interface": { "MacAddress": "02:42:0a:00:00:02" } })
         );
+        assert_eq!(d.inner.lock().unwrap().store.state.endpoints["e"].address, Some("10.0.0.2".parse().unwrap()));
         let given = br#"{"NetworkID":"n","EndpointID":"f","Interface":{"Address":"10.0.0.3/24","MacAddress":"02:00:00:00:00:09"}}"#;
         assert_eq!(d.handle("NetworkDriver.CreateEndpoint", given).unwrap(), json!({}));
+        assert_eq!(
+            d.handle("NetworkDriver.EndpointOperInfo", br#"{"NetworkID":"n","EndpointID":"e"}"#).unwrap(),
+            json!({"Value": {}})
+        );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bridge_names_as_the_bridge_driver_gives_them() {
+        assert_eq!(bridge_name("0123456789abcdef0123", None).unwrap(), "ub-0123456789ab");
+        assert_eq!(bridge_name("x", Some("mynet0")).unwrap(), "mynet0");
+        assert!(
+            bridge_name("x", Some("far-too-long-a-name"))
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid interface name")
+        );
     }
 }

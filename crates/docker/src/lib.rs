@@ -10,10 +10,15 @@
 //!
 //! - `api.rs`: the protocol's messages (HTTP is `ub_serve::http`'s)
 //! - `driver.rs`: each call, against the daemon and the host's links
+//! - `rules.rs`: the node's iptables rules for the networks (masquerade,
+//!   published ports, isolation), in chains of the driver's own
+//! - `publish.rs`: the published ports held for their containers
 //! - `state.rs`: networks and endpoints, kept across restarts
 
 pub mod api;
 pub mod driver;
+mod publish;
+mod rules;
 pub mod state;
 
 pub use driver::{Call, Driver, DriverError, link_names};
@@ -50,10 +55,10 @@ pub enum ServeError {
 pub struct Options {
     pub name: String,
     pub socket: PathBuf,
-    /// The daemon's bridge the network goes on (`None`: its only one).
-    pub bridge: Option<ub_proto::IfName>,
     pub plugin_dir: PathBuf,
     pub state: PathBuf,
+    /// How often the node's rules are checked and put back; `None`: only at SIGHUP.
+    pub check_rules: Option<Duration>,
 }
 
 impl Options {
@@ -73,12 +78,13 @@ const LIMITS: Limits = Limits { connections: 16, timeout: Duration::from_secs(60
 /// The content type of the plugin protocol's replies.
 const JSON: &str = "application/vnd.docker.plugins.v1+json";
 
-/// Serves Docker until SIGTERM or SIGINT; the socket is removed on the way out.
+/// Serves Docker until SIGTERM or SIGINT (SIGHUP puts the node's rules
+/// back); the socket is removed on the way out.
 pub fn serve(o: &Options) -> Result<(), ServeError> {
     if o.name.is_empty() || !o.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(ServeError::BadName(o.name.clone()));
     }
-    let driver = Arc::new(Driver::new(&o.socket, o.bridge.clone(), &o.state)?);
+    let driver = Arc::new(Driver::new(&o.socket, &o.state)?);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ServeError::Io { path, source }
@@ -91,17 +97,56 @@ pub fn serve(o: &Options) -> Result<(), ServeError> {
     // Left by a driver that did not stop cleanly.
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).map_err(io(&sock))?;
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(ServeError::Signals)?;
-    let handle = Arc::new(move |c: Conn| http::serve(c, HTTP_LIMITS, refused, |req| answer(&driver, req)));
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServeError::Signals)?;
+    let served = driver.clone();
+    let handle = Arc::new(move |c: Conn| http::serve(c, HTTP_LIMITS, refused, |req| answer(&served, req)));
     let server = Server::start("docker-http", Listener::Unix(listener), LIMITS, handle, busy, Arc::default())
         .map_err(io(&sock))?;
     tracing::info!(socket = %sock.display(), daemon = %o.socket.display(), state = %o.state.display(), "serving Docker");
-    let _ = signals.forever().next();
+    // The node's rules are checked every few seconds and at SIGHUP, and put
+    // back when a firewall reload or dockerd moved or flushed them.
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let every = o.check_rules;
+    let keeper = ub_supervise::spawn("docker-rules", Arc::default(), {
+        let driver = driver.clone();
+        move || {
+            let tick = || every.map_or(crossbeam_channel::never(), crossbeam_channel::after);
+            loop {
+                crossbeam_channel::select! {
+                    recv(stopped) -> _ => break,
+                    recv(tick()) -> _ => keep_rules(&driver, false),
+                }
+            }
+        }
+    })
+    .map_err(|e| ServeError::Io { path: sock.clone(), source: e })?;
+    for sig in signals.forever() {
+        if sig != SIGHUP {
+            break;
+        }
+        keep_rules(&driver, true);
+    }
+    drop(stop);
+    let _ = keeper.join();
     drop(server);
     let _ = std::fs::remove_file(&sock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the node's rules are checked by default.
+pub const CHECK_RULES: Duration = Duration::from_secs(5);
+
+/// Puts the node's rules back if they are not as the state says; says so
+/// when they were (or, `asked`, either way).
+fn keep_rules(driver: &Driver, asked: bool) {
+    match driver.reapply() {
+        Ok(true) => tracing::warn!("the node's rules were not as the networks need (a firewall reload?): put back"),
+        Ok(false) if asked => tracing::info!("the node's rules are as the networks need"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "the node's rules could not be checked"),
+    }
 }
 
 /// An error reply in the protocol's shape, `{"Err": "..."}`.
