@@ -196,8 +196,9 @@ pub struct OpenedPort {
     pub mac: Option<[u8; 6]>,
     /// Held for the port's life: dropping it lets another daemon claim the interface.
     pub claim: Claim,
-    /// Held for the port's life: its interface out of the node's IP stack
-    /// (no ARP answers, no forwarding, no IPv6), as a bridge port is.
+    /// Held for the port's life: a veth's or uplink's interface out of the
+    /// node's IP stack (no ARP answers, no forwarding, no IPv6), as a bridge
+    /// port is. `None` for a TAP, whose interface is the station.
     pub quiet: Option<quiet::Quiet>,
     /// This open made the interface (a TAP, a new host port), rather than
     /// found it (a veth, a host port a daemon made before).
@@ -248,7 +249,6 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
         Backend::Tap => {
             let (rx, tx, t) = tap::open(&spec.name)?;
             let claim = Claim::take(&o.claim_dir, &t.name, t.ifindex, &o.holder)?;
-            let quiet = Some(quiet::Quiet::apply(&t.name));
             Ok(OpenedPort {
                 name: t.name,
                 backend: Backend::Tap,
@@ -259,7 +259,9 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
                 ifindex: t.ifindex,
                 mac: t.mac,
                 claim,
-                quiet,
+                // A TAP's interface is the station (a VM, the node's stack),
+                // not the wire: its IP stack is the point.
+                quiet: None,
                 made: true,
             })
         }
