@@ -4,11 +4,11 @@
 //! (`publish.rs`) and the state file. One call at a time: every handler
 //! holds the driver's lock.
 
-use crate::api::{
-    self, CreateEndpoint, CreateNetwork, EndpointRef, ExternalConnectivity, Join, Joined, NetworkRef, PortBinding,
-};
-use crate::publish::{PublishError, Reservations};
-use crate::rules::{self, RulesError};
+use crate::api::{self, CreateEndpoint, CreateNetwork, EndpointRef, ExternalConnectivity, Join, Joined, NetworkRef};
+use crate::error::{DriverError, save, short};
+use crate::external;
+use crate::publish::{Inner, Reservations};
+use crate::rules;
 use crate::state::{Endpoint, Network, Store};
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -22,49 +22,6 @@ use ub_proto::{
 
 /// How long a call waits for a daemon busy with other clients.
 const BUSY_PATIENCE: Duration = Duration::from_secs(30);
-
-/// How long a port held by one of our endpoints waits for that endpoint's
-/// veth to go, in case its container was just removed (a port truly taken
-/// is refused this much later).
-const STALE_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Polls `f` every 20 ms until it holds or `limit` has passed.
-fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = std::time::Instant::now();
-    while !f() {
-        if t.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
-/// Why a call failed; Docker shows the message to the user.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    #[error("{method}: a malformed request: {detail}")]
-    BadRequest { method: String, detail: String },
-    #[error("{0}")]
-    Refused(String),
-    #[error("userbridge daemon: {0}")]
-    Daemon(#[from] ClientError),
-    #[error("{0}")]
-    Netlink(#[from] ub_netlink::Error),
-    #[error("the driver's state file {path}: {source}")]
-    State { path: PathBuf, source: std::io::Error },
-    #[error(transparent)]
-    Publish(#[from] PublishError),
-    #[error("the node's iptables rules: {0}")]
-    Rules(#[from] RulesError),
-}
-
-/// The state, and the ports held for it.
-#[derive(Debug)]
-struct Inner {
-    store: Store,
-    held: Reservations,
-}
 
 /// The driver: where the daemon is, the networks and endpoints, the ports held.
 #[derive(Debug)]
@@ -140,10 +97,6 @@ impl Call {
     }
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
 /// `true`/`false` as Docker passes `-o` values (strings), or a JSON bool.
 fn flag(key: &str, v: &Value) -> Result<bool, DriverError> {
     match v.as_str().map(str::to_ascii_lowercase).as_deref() {
@@ -199,7 +152,7 @@ impl Driver {
     /// loads remote drivers, so no Leave or DeleteEndpoint ever comes.
     /// Such an endpoint was joined and its veth is gone (its namespace took
     /// it along). Returns how many were forgotten.
-    fn reap(&self, inner: &mut Inner) -> Result<usize, DriverError> {
+    pub(crate) fn reap(&self, inner: &mut Inner) -> Result<usize, DriverError> {
         let mut nl = Rtnl::open()?;
         let mut gone = Vec::new();
         for (id, ep) in &inner.store.state.endpoints {
@@ -226,7 +179,7 @@ impl Driver {
         }
         if forgotten > 0 {
             rules::apply(&inner.store.state)?;
-            Self::save(&inner.store)?;
+            save(&inner.store)?;
         }
         Ok(forgotten)
     }
@@ -243,11 +196,13 @@ impl Driver {
             Call::DeleteNetwork(r) => self.delete_network(&mut inner.store, &r),
             Call::CreateEndpoint(r) => self.create_endpoint(&mut inner.store, r),
             Call::DeleteEndpoint(r) => self.delete_endpoint(inner, &r),
-            Call::EndpointOperInfo(r) => Ok(oper_info(&inner.store, &r.endpoint_id)),
+            Call::EndpointOperInfo(r) => Ok(external::oper_info(&inner.store, &r.endpoint_id)),
             Call::Join(r) => self.join(&mut inner.store, &r),
             Call::Leave(r) => self.leave(&mut inner.store, &r),
-            Call::ProgramExternalConnectivity(r) => self.program(inner, &r),
-            Call::RevokeExternalConnectivity(r) => revoke(inner, &r.endpoint_id),
+            Call::ProgramExternalConnectivity(r) => {
+                external::program(inner, &r, &mut |i| self.reap(i).is_ok_and(|n| n > 0))
+            }
+            Call::RevokeExternalConnectivity(r) => external::revoke(inner, &r.endpoint_id),
             Call::Nothing => Ok(json!({})),
         }
     }
@@ -290,10 +245,6 @@ impl Driver {
             )));
         }
         Ok(host)
-    }
-
-    fn save(store: &Store) -> Result<(), DriverError> {
-        store.save().map_err(|source| DriverError::State { path: store.path().into(), source })
     }
 
     fn create_network(&self, store: &mut Store, r: CreateNetwork) -> Result<Value, DriverError> {
@@ -365,7 +316,7 @@ impl Driver {
             internal,
         };
         store.state.networks.insert(r.network_id.clone(), net);
-        let done = rules::apply(&store.state).map_err(DriverError::from).and_then(|()| Self::save(store));
+        let done = rules::apply(&store.state).map_err(DriverError::from).and_then(|()| save(store));
         if let Err(e) = done {
             store.state.networks.remove(&r.network_id);
             let _ = rules::apply(&store.state);
@@ -396,7 +347,7 @@ impl Driver {
         store.state.networks.remove(&r.network_id);
         rules::apply(&store.state)?;
         tracing::info!(network = short(&r.network_id), bridge = %n.bridge, "network deleted");
-        Self::save(store)?;
+        save(store)?;
         Ok(json!({}))
     }
 
@@ -422,7 +373,7 @@ impl Driver {
         });
         let ep = Endpoint { network: r.network_id, mac, address, ..Endpoint::default() };
         store.state.endpoints.insert(r.endpoint_id.clone(), ep);
-        Self::save(store)?;
+        save(store)?;
         Ok(match made {
             Some(m) => json!({ "Interface": { "MacAddress": m } }),
             None => json!({}),
@@ -480,7 +431,7 @@ impl Driver {
         if let Some(e) = store.state.endpoints.get_mut(&r.endpoint_id) {
             e.port = Some(port.to_string());
         }
-        Self::save(store)?;
+        save(store)?;
         // After a restart of dockerd its rules come first again: ours go back ahead.
         if let Err(e) = rules::apply(&store.state) {
             tracing::warn!(error = %e, "the node's rules could not be checked");
@@ -520,7 +471,7 @@ impl Driver {
         self.unplug(&r.endpoint_id)?;
         if let Some(e) = store.state.endpoints.get_mut(&r.endpoint_id) {
             e.port = None;
-            Self::save(store)?;
+            save(store)?;
         }
         tracing::info!(endpoint = short(&r.endpoint_id), "left");
         Ok(json!({}))
@@ -535,83 +486,9 @@ impl Driver {
             if !e.published.is_empty() {
                 rules::apply(&inner.store.state)?;
             }
-            Self::save(&inner.store)?;
+            save(&inner.store)?;
         }
         Ok(json!({}))
-    }
-}
-
-impl Driver {
-    /// ProgramExternalConnectivity: the endpoint's `-p` ports, held and DNAT'ed
-    /// to it (all or none), on the network that gives the container its
-    /// default gateway (Docker calls it there only, so a container on two
-    /// networks publishes once).
-    fn program(&self, inner: &mut Inner, r: &ExternalConnectivity) -> Result<Value, DriverError> {
-        let bindings: Vec<PortBinding> = match r.options.get(api::PORTMAP) {
-            Some(v) if !v.is_null() => serde_json::from_value(v.clone()).map_err(|e| DriverError::BadRequest {
-                method: "NetworkDriver.ProgramExternalConnectivity".into(),
-                detail: e.to_string(),
-            })?,
-            _ => Vec::new(),
-        };
-        let Some(ep) = inner.store.state.endpoints.get(&r.endpoint_id) else {
-            return Err(DriverError::Refused(format!(
-                "endpoint {} was never created on this driver",
-                short(&r.endpoint_id)
-            )));
-        };
-        if bindings.is_empty() || !ep.published.is_empty() {
-            return Ok(json!({}));
-        }
-        if inner.store.state.networks.get(&ep.network).is_some_and(|n| n.internal) {
-            return Err(DriverError::Refused("an --internal network publishes no port".into()));
-        }
-        let published = match inner.held.hold(&r.endpoint_id, &bindings) {
-            Err(PublishError::Allocated { port, .. }) if inner.held.holder(port).is_some() => {
-                // Held by one of ours: perhaps a container dockerd's restart just
-                // removed (its namespace, and the veth with it, go a moment later).
-                poll_until(STALE_PATIENCE, || self.reap(inner).is_ok_and(|n| n > 0));
-                inner.held.hold(&r.endpoint_id, &bindings)?
-            }
-            other => other?,
-        };
-        if let Some(e) = inner.store.state.endpoints.get_mut(&r.endpoint_id) {
-            e.published = published.clone();
-        }
-        let done =
-            rules::apply(&inner.store.state).map_err(DriverError::from).and_then(|()| Driver::save(&inner.store));
-        if let Err(e) = done {
-            inner.held.release(&r.endpoint_id);
-            if let Some(e) = inner.store.state.endpoints.get_mut(&r.endpoint_id) {
-                e.published.clear();
-            }
-            let _ = rules::apply(&inner.store.state);
-            return Err(e);
-        }
-        tracing::info!(endpoint = short(&r.endpoint_id), ?published, "ports published");
-        Ok(json!({}))
-    }
-}
-
-/// RevokeExternalConnectivity: the endpoint's published ports let go.
-fn revoke(inner: &mut Inner, endpoint: &str) -> Result<Value, DriverError> {
-    inner.held.release(endpoint);
-    let Some(e) = inner.store.state.endpoints.get_mut(endpoint) else { return Ok(json!({})) };
-    if e.published.is_empty() {
-        return Ok(json!({}));
-    }
-    e.published.clear();
-    rules::apply(&inner.store.state)?;
-    Driver::save(&inner.store)?;
-    tracing::info!(endpoint = short(endpoint), "ports unpublished");
-    Ok(json!({}))
-}
-
-/// EndpointOperInfo: the ports published, with the host ports picked.
-fn oper_info(store: &Store, endpoint: &str) -> Value {
-    match store.state.endpoints.get(endpoint).filter(|e| !e.published.is_empty()) {
-        Some(e) => json!({ "Value": { api::PORTMAP: crate::publish::bindings(&e.published) } }),
-        None => json!({ "Value": {} }),
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! - `api.rs`: the protocol's messages (HTTP is `ub_serve::http`'s)
 //! - `driver.rs`: each call, against the daemon and the host's links
+//! - `external.rs`: published ports, programmed and revoked
+//! - `error.rs`: why a call failed, as Docker shows it
 //! - `rules.rs`: the node's iptables rules for the networks (masquerade,
 //!   published ports, isolation), in chains of the driver's own
 //! - `publish.rs`: the published ports held for their containers
@@ -17,11 +19,14 @@
 
 pub mod api;
 pub mod driver;
+mod error;
+mod external;
 mod publish;
 mod rules;
 pub mod state;
 
-pub use driver::{Call, Driver, DriverError, link_names};
+pub use driver::{Call, Driver, link_names};
+pub use error::DriverError;
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};

@@ -5,9 +5,17 @@
 //! picks from its ephemeral range.
 
 use crate::api::PortBinding;
-use crate::state::Published;
+use crate::state::{Published, Store};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+
+/// The state, and the ports held for it: what each call changes, under
+/// the driver's lock.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) held: Reservations,
+}
 
 /// A host port held: the socket is the reservation.
 #[derive(Debug)]
