@@ -44,10 +44,13 @@ pub enum DropKind {
     /// port is not a member of, or known unicast to a port outside the VLAN
     /// (ingress).
     Vlan,
+    /// The kernel's side of the netfilter port sent a frame of its own (a
+    /// multicast report), not one it let through (ingress).
+    Kernel,
 }
 
 impl DropKind {
-    pub const ALL: [DropKind; 18] = [
+    pub const ALL: [DropKind; 19] = [
         DropKind::Runt,
         DropKind::TruncatedVlan,
         DropKind::InvalidSrc,
@@ -66,6 +69,7 @@ impl DropKind {
         DropKind::Locked,
         DropKind::Isolated,
         DropKind::Vlan,
+        DropKind::Kernel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +92,7 @@ impl DropKind {
             DropKind::Locked => "locked",
             DropKind::Isolated => "isolated",
             DropKind::Vlan => "vlan",
+            DropKind::Kernel => "kernel",
         }
     }
 }

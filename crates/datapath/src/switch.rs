@@ -54,6 +54,11 @@ pub struct Switch {
     /// The port (id + 1; 0 for none) that gets a copy of every frame, as a
     /// kernel bridge's own device does while it is promiscuous (tcpdump on it).
     promisc: AtomicU32,
+    /// The netfilter port (id + 1; 0 for none): the way to the kernel
+    /// bridge whose netfilter hooks judge IP between stations
+    /// (docs/architecture.md, "Netfilter"), and whether it is taken.
+    netfilter: AtomicU32,
+    netfilter_on: AtomicBool,
     /// Storm limits, packed (broadcast, multicast, unknown unicast) for a
     /// lock-free read per batch.
     storm: [AtomicU32; 3],
@@ -78,6 +83,8 @@ impl Switch {
             loop_guard: LoopGuard::new(),
             mirrors: AtomicUsize::new(0),
             promisc: AtomicU32::new(0),
+            netfilter: AtomicU32::new(0),
+            netfilter_on: AtomicBool::new(false),
             storm: [
                 AtomicU32::new(d.broadcast_pps),
                 AtomicU32::new(d.multicast_pps),
@@ -143,6 +150,28 @@ impl Switch {
             0 => None,
             p => PortId::try_from(p - 1).ok(),
         }
+    }
+
+    /// Sets the netfilter port (or none) and whether IP between stations
+    /// goes through it (otherwise: the direct path).
+    pub fn set_netfilter(&self, port: Option<PortId>, on: bool) {
+        self.netfilter.store(port.map_or(0, |p| u32::from(p) + 1), Relaxed);
+        self.netfilter_on.store(on && port.is_some(), Relaxed);
+    }
+
+    /// The netfilter port, taken or not.
+    #[inline]
+    pub fn netfilter_port(&self) -> Option<PortId> {
+        match self.netfilter.load(Relaxed) {
+            0 => None,
+            p => PortId::try_from(p - 1).ok(),
+        }
+    }
+
+    /// The netfilter port, if frames go through it: two relaxed loads per batch.
+    #[inline]
+    pub fn netfilter(&self) -> Option<PortId> {
+        if self.netfilter_on.load(Relaxed) { self.netfilter_port() } else { None }
     }
 
     /// Milliseconds since the switch started: the datapath's clock.

@@ -623,3 +623,43 @@ fn a_panicking_reader_is_counted_restarted_and_at_last_failed() {
     port.set_state(PortState::Up);
     assert_eq!(port.state(), PortState::Failed);
 }
+
+/// Netfilter on (port 3 the netfilter port, learning and floods off as the
+/// daemon sets it): IP unicast between stations goes there, whether its
+/// destination is known or not, and only what comes back from it reaches the
+/// station; ARP and broadcast go direct; isolation still holds first.
+#[test]
+fn with_a_netfilter_port_ip_between_stations_goes_through_it_first() {
+    let mut r = rig(4, 1500);
+    r.policy(3, |p| {
+        p.learning = false;
+        p.flood = false;
+        p.bcast_flood = false;
+        p.mcast_flood = false;
+    });
+    r.sw.set_netfilter(Some(3), true);
+    let arp = |dst: Mac, src: Mac| {
+        let mut f = frame(dst, src, 60);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        f
+    };
+    // ARP broadcast: direct to the stations, not to the netfilter port.
+    assert_eq!(counts(&r.exchange(0, arp(Mac::BROADCAST, mac(1)))), [0, 1, 1, 0]);
+    // Unknown unicast IP: to the netfilter port alone.
+    let ip = frame(mac(2), mac(1), 60);
+    assert_eq!(r.exchange(0, ip.clone()), vec![vec![], vec![], vec![], vec![ip.clone()]]);
+    // Port 1 learns mac(2) through an ARP reply; then IP to it still goes through port 3.
+    assert_eq!(counts(&r.exchange(1, arp(mac(1), mac(2)))), [1, 0, 0, 0]);
+    assert_eq!(counts(&r.exchange(0, ip.clone())), [0, 0, 0, 1]);
+    // What comes back from the netfilter port goes to the station, and teaches nothing.
+    assert_eq!(r.exchange(3, ip.clone()), vec![vec![], vec![ip.clone()], vec![], vec![]]);
+    assert_eq!(counts(&r.exchange(0, arp(mac(9), mac(1)))), [0, 1, 1, 0], "mac(1) not moved to port 3");
+    // Isolated ports stay apart: nothing reaches the netfilter port for them.
+    r.policy(0, |p| p.isolated = true);
+    r.policy(1, |p| p.isolated = true);
+    assert_eq!(counts(&r.exchange(0, ip.clone())), [0, 0, 0, 0]);
+    // Off: the direct path.
+    r.policy(0, |p| p.isolated = false);
+    r.sw.set_netfilter(Some(3), false);
+    assert_eq!(counts(&r.exchange(0, ip)), [0, 1, 0, 0]);
+}

@@ -3,11 +3,13 @@
 //! daemon and the lab work where iproute2 is absent.
 
 mod netns;
+mod nft;
 mod rtnl;
 mod sys;
 
 pub use ipnet::IpNet;
 pub use netns::{NETNS_RUN_DIR, NetNs};
+pub use nft::RulesetWatcher;
 pub use rtnl::{Link, LinkEvent, LinkWatcher, Route, Rtnl, link_events};
 
 /// FNV-1a, 64 bits, over the parts in order: the hash behind every name and

@@ -5,7 +5,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, State,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -164,6 +165,37 @@ impl Rtnl {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// Creates a kernel bridge `name` (STP off, as `ip link add NAME type bridge`).
+    pub fn add_bridge(&mut self, name: &str) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+        self.request(
+            &format!("creating bridge {name}"),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Enslaves link `index` to bridge `master`, with hairpin mode `hairpin`
+    /// (frames may leave by the port they came in on).
+    pub fn enslave(&mut self, index: u32, master: u32, hairpin: bool) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Controller(master));
+        self.request(&format!("enslaving interface #{index}"), RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(hairpin)])),
+        ]));
+        // Port (slave) data is applied by RTM_NEWLINK on an existing link, not RTM_SETLINK.
+        self.request(&format!("setting hairpin on interface #{index}"), RouteNetlinkMessage::NewLink(msg), NLM_F_ACK)
+            .map(drop)
     }
 
     /// Sets a link administratively up (or down).

@@ -115,6 +115,10 @@ pub struct BridgeInfo {
     /// The CNI network whose ADD made it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Its way through the node's netfilter, if it has one: `on` (IP
+    /// between its stations goes through the node's rules) or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netfilter: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,4 +127,16 @@ pub struct VersionInfo {
     pub protocol: u32,
     /// The daemon's release.
     pub daemon: String,
+}
+
+/// The interfaces of bridge `bridge`'s way through the node's netfilter:
+/// the kernel bridge, its port (a veth end) and the switch's port (the
+/// other end): `ubnf` and a hash of the bridge's name, so any bridge name
+/// fits in 15 characters and a restart finds what it made. The Docker
+/// driver accepts the kernel bridge's traffic in its chains.
+pub fn netfilter_names(bridge: &str) -> (String, String, String) {
+    // FNV-1a: stable across releases.
+    let h = bridge.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let base = format!("ubnf{h:08x}");
+    (base.clone(), format!("{base}k"), format!("{base}u"))
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use ub_fdb::{Learn, PortId};
 use ub_port::{BATCH, RxFrame, TxFrame, recycle_tx};
-use ub_proto::PortState;
+use ub_proto::{Backend, PortState};
 use ub_wire::{
     ArpPacket, Classified, ETH_HLEN, ETHERTYPE_8021AD, ETHERTYPE_8021Q, ETHERTYPE_ARP, EthernetFrame, Mac, VLAN_HLEN,
     classify,
@@ -187,6 +187,16 @@ impl Forwarder {
         // promiscuous bridge device does (one relaxed load per batch).
         let promisc = sw.promisc().filter(|&h| h != ingress).and_then(|h| ports.get(usize::from(h))?.as_ref());
         let guard_mac = sw.loop_guard.mac.0;
+        // Netfilter on: IP unicast between stations goes to the kernel's
+        // bridge first (never from the host port, whose traffic the node's
+        // stack already judged, nor from the netfilter port, which returns
+        // what the kernel let through). Not with VLAN filtering (yet).
+        let nf = if FILTER || me.kind == Backend::Host { None } else { sw.netfilter() }
+            .filter(|&p| p != ingress)
+            .and_then(|p| ports.get(usize::from(p))?.as_ref());
+        // From the kernel's side only what it let through comes back, all
+        // unicast: its own frames (a multicast report) go no further.
+        let from_kernel = sw.netfilter_port() == Some(ingress);
         // One FDB guard for the whole batch, not one per look-up.
         let g = sw.fdb.guard();
         for f in frames {
@@ -195,6 +205,11 @@ impl Forwarder {
             // Our own loop probe, back: never learned or forwarded.
             if f.data.len() >= 12 && f.data[6..12] == guard_mac {
                 probe_returned(sw, f.data, &mut st);
+                continue;
+            }
+            if from_kernel && f.data.first().is_some_and(|b| b & 1 == 1) {
+                st.local.drop(DropKind::Kernel);
+                obs.decided(|| "drop: kernel (the netfilter port's own multicast)".into());
                 continue;
             }
             obs.step("ingress", || format!("port {} ({}), state {:?}", me.name, me.kind.as_str(), me.state()));
@@ -289,6 +304,11 @@ impl Forwarder {
                     if let Some(to) = ports.get(usize::from(p)).and_then(Option::as_ref) {
                         let sent = match policy::egress(ingress, my_flags, p, to.flags, None) {
                             Ok(()) => match member_as::<FILTER>(vin.as_ref(), to) {
+                                Some(_) if nf.is_some_and(|n| judged(n, to, f)) => {
+                                    let n = nf.unwrap_or(to);
+                                    obs.step("netfilter", || format!("to {} for the node's rules first", n.name));
+                                    push::<FILTER, O>(n, egress_copy::<false>(f, None, false), &mut st, mirrors, obs)
+                                }
                                 Some(untagged) => {
                                     let copy = egress_copy::<FILTER>(f, vin.as_ref(), untagged);
                                     let sent = push::<FILTER, O>(to, copy, &mut st, mirrors, obs);
@@ -318,6 +338,12 @@ impl Forwarder {
                         );
                         obs.decided(|| "flood (the entry's port is being removed)".into());
                     }
+                }
+                Decision::Flood if !c.dst.is_multicast() && nf.is_some() && is_ip(f) => {
+                    // Unknown unicast IP: only what the kernel lets through floods.
+                    let n = nf.unwrap_or(me);
+                    obs.step("fdb", || format!("{} is unknown: to {} for the node's rules first", c.dst, n.name));
+                    push::<FILTER, O>(n, egress_copy::<false>(f, None, false), &mut st, mirrors, obs);
                 }
                 Decision::Flood => {
                     obs.step("fdb", || {
@@ -389,6 +415,21 @@ impl Forwarder {
         self.egress_drops = st.egress_drops;
         self.replies = st.replies;
     }
+}
+
+/// Whether a frame for station port `to` goes to the netfilter port `nf`
+/// first: IPv4 or IPv6, to another station's port (the host port is the
+/// node's stack, which judges its own traffic). A netfilter port that is
+/// down drops it (counted there): closed, never a way around the rules.
+#[inline(always)]
+fn judged(nf: &Slot, to: &Slot, f: &RxFrame<'_>) -> bool {
+    to.kind != Backend::Host && to.id != nf.id && is_ip(f)
+}
+
+/// IPv4 or IPv6 (a tag the kernel took off is not in `data`).
+#[inline(always)]
+fn is_ip(f: &RxFrame<'_>) -> bool {
+    f.data.len() >= ETH_HLEN && matches!(u16::from_be_bytes([f.data[12], f.data[13]]), 0x0800 | 0x86dd)
 }
 
 /// Port `id`'s name in `ports`, or `#id`.
