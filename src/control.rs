@@ -404,6 +404,10 @@ impl Serve for Daemon {
                 fdb_entries: b.sw.fdb.len() as u64,
                 vlan_filtering: b.sw.vlan_filtering(),
                 network: b.made.as_ref().and_then(|m| m.network.clone()),
+                netfilter: match b.netfilter() {
+                    (false, _) => None,
+                    (true, on) => Some(if on { "on" } else { "off" }.to_string()),
+                },
             })
             .collect())
     }

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod demo;
 mod metrics;
 mod mirror;
+pub mod netfilter;
 pub mod output;
 pub mod start;
 pub mod state;

@@ -193,6 +193,18 @@ impl Show for Status {
         let _ = writeln!(s, "links: {}", pairs(&self.links, false));
         let _ = writeln!(s, "loops: detect {} {}", self.loops.mode, pairs(&self.loops.events, false));
         let _ = writeln!(s, "vlan filtering {}", if self.vlan_filtering { "on" } else { "off" });
+        if let Some(nf) = &self.netfilter {
+            let c = &nf.counters;
+            let _ = writeln!(
+                s,
+                "netfilter {} via {}: to the kernel {} frames, back {}, drops: {}",
+                if nf.on { "on" } else { "off" },
+                nf.port,
+                c.tx_frames,
+                c.rx_frames,
+                pairs(&c.drops, true)
+            );
+        }
         let f = &self.fdb;
         let _ = writeln!(
             s,
@@ -253,7 +265,7 @@ macro_rules! show_done {
 
 show_done!(FdbAdded, FdbRemoved, Flushed, PortAdded, Ageing, Mirroring, MirrorStopped);
 
-/// `NAME: [host MAC mtu N ADDRESSES|no host port] ports N fdb N [vlan_filtering] [config] [network NET]`.
+/// `NAME: [host MAC mtu N ADDRESSES|no host port] ports N fdb N [vlan_filtering] [netfilter on|off] [config] [network NET]`.
 impl Show for Vec<BridgeInfo> {
     fn show(&self) -> String {
         let mut s = String::new();
@@ -271,6 +283,9 @@ impl Show for Vec<BridgeInfo> {
             let _ = write!(s, " ports {} fdb {}", b.ports, b.fdb_entries);
             if b.vlan_filtering {
                 s.push_str(" vlan_filtering");
+            }
+            if let Some(nf) = &b.netfilter {
+                let _ = write!(s, " netfilter {nf}");
             }
             if b.origin == Origin::Config {
                 s.push_str(" config");

@@ -125,6 +125,12 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     control::Server::check_free(&settings.socket)?;
 
     let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
+    // Before any bridge: its first frames already go as the node's rules say.
+    let first = match &d.opener.start_ns {
+        Some(ns) => ns.run(crate::netfilter::look).unwrap_or_default(),
+        None => crate::netfilter::look(),
+    };
+    d.init_node_filter(first);
     // Every configured bridge and port opens, or the start fails with the
     // reason; then the bridges and ports recorded before a restart come back.
     let opened = (|| -> Result<(), StartError> {
@@ -168,6 +174,16 @@ fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListe
     // client that connects sees a ready switch.
     let server = control::Server::start(&settings.socket, d.clone())?;
 
+    // Dropping `netfilter_stop` ends the netfilter follower (within a second).
+    let (netfilter_stop, netfilter_rx) = crossbeam_channel::bounded::<()>(0);
+    let netfilter = ub_supervise::spawn("netfilter", panics.clone(), {
+        let (d, ns) = (d.clone(), d.opener.start_ns.clone());
+        move || {
+            let d = d.clone();
+            crate::netfilter::follow(move |nf| d.set_node_filter(nf), ns.clone(), netfilter_rx.clone())
+        }
+    })
+    .map_err(|source| StartError::Thread { what: "netfilter", source })?;
     // Dropping `ager_stop` wakes and ends the ager.
     let (ager_stop, ager_rx) = crossbeam_channel::bounded::<()>(0);
     let ager = ub_supervise::spawn("ager", panics, {
@@ -184,6 +200,7 @@ fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListe
     let bridges = d.bridges();
     let ports: usize = bridges.iter().map(|b| b.sw.ports().iter().flatten().count()).sum();
     tracing::info!(socket = %settings.socket.display(), bridges = bridges.len(), ports, "userbridge running");
+    d.log_node_filter();
     drop(bridges);
     loop {
         let told = select! {
@@ -203,6 +220,8 @@ fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListe
     }
     drop(ager_stop);
     let _ = ager.join();
+    drop(netfilter_stop);
+    let _ = netfilter.join();
     drop(server);
     drop(metrics);
     drop(links);

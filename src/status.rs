@@ -5,7 +5,7 @@
 use crate::bridge::Bridge;
 use crate::daemon::Daemon;
 use std::sync::atomic::{AtomicU64, Ordering};
-use ub_proto::{Counters, DaemonStatus, FdbStatus, LoopStatus, Origin, PortStatus, Status};
+use ub_proto::{Counters, DaemonStatus, FdbStatus, LoopStatus, NetfilterStatus, Origin, PortStatus, Status};
 
 /// Bridge `b`'s status now, with the daemon's own counters.
 pub fn of(d: &Daemon, b: &Bridge) -> Status {
@@ -13,7 +13,7 @@ pub fn of(d: &Daemon, b: &Bridge) -> Status {
     let specs = b.specs();
     let promisc = b.sw.promisc();
     let pairs = |it: &[(&str, u64)]| it.iter().map(|(k, v)| ((*k).to_string(), *v)).collect();
-    let ports = st
+    let (nf, ports): (Vec<PortStatus>, Vec<PortStatus>) = st
         .ports
         .into_iter()
         .filter_map(|p| {
@@ -42,7 +42,7 @@ pub fn of(d: &Daemon, b: &Bridge) -> Status {
                 },
             })
         })
-        .collect();
+        .partition(|p| Some(&p.name) == b.netfilter_port().as_ref());
     Status {
         bridge: b.name.to_string(),
         ports,
@@ -61,6 +61,11 @@ pub fn of(d: &Daemon, b: &Bridge) -> Status {
             events: pairs(&st.loop_events),
         },
         daemon: daemon(d),
+        netfilter: nf.into_iter().next().map(|p| NetfilterStatus {
+            on: b.netfilter().1,
+            port: p.name,
+            counters: p.counters,
+        }),
     }
 }
 

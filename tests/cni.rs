@@ -240,11 +240,12 @@ impl Node {
     }
 
     /// What is left of the network's containers on the node: host-side
-    /// veths (the outside link aside), the daemon's run-time ports with
-    /// their containers, and the IPAM leases.
+    /// veths (the outside link and the bridge's own way through netfilter,
+    /// `ubnf…`, aside), the daemon's run-time ports with their containers,
+    /// and the IPAM leases.
     fn leftovers(&self) -> (usize, Vec<String>, BTreeSet<String>) {
         let links = ns_ok(self.name(), &["ip", "-o", "link", "show", "type", "veth"]);
-        let veths = links.lines().filter(|l| !l.contains(" up0@")).count();
+        let veths = links.lines().filter(|l| !l.contains(" up0@") && !l.contains(": ubnf")).count();
         let ports = match &self.daemon {
             Some(d) => d
                 .query(&["port", "list"])

@@ -15,6 +15,7 @@
 mod ager;
 mod error;
 mod host;
+pub mod netfilter;
 mod reload;
 
 pub use ager::FdbEventLog;
@@ -90,6 +91,9 @@ pub struct Bridge {
     host_address_change: Mutex<()>,
     /// Its host port was made by this daemon, not taken back.
     host_made: AtomicBool,
+    /// The switch's port of its way through the node's netfilter, if made
+    /// (`netfilter.rs`).
+    netfilter: Mutex<Option<PortId>>,
     log: Mutex<FdbEventLog>,
 }
 
@@ -118,6 +122,7 @@ impl Bridge {
             host_extra: Mutex::new(Vec::new()),
             host_address_change: Mutex::new(()),
             host_made: AtomicBool::new(false),
+            netfilter: Mutex::new(None),
             log: Mutex::new(FdbEventLog::default()),
         }
     }
@@ -253,9 +258,11 @@ impl Bridge {
         Ok(specs)
     }
 
+    /// The ports other than the bridge's own (its host port, its netfilter port).
     fn port_names_in(&self, ports: &Ports) -> Vec<IfName> {
         let host = self.host.as_ref().map(|h| &h.name);
-        ports.attached.keys().filter(|n| Some(*n) != host).cloned().collect()
+        let nf = self.netfilter_port();
+        ports.attached.keys().filter(|n| Some(*n) != host && Some(*n) != nf.as_ref()).cloned().collect()
     }
 
     /// Changes port `name`'s policy with `f`: checked and applied whole (a

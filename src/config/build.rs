@@ -94,6 +94,7 @@ impl Draft {
             fdb,
             storm: self.storm.over(StormLimits::default()),
             loop_detect: self.loop_detect.map_or(LoopDetect::OnFlap, Into::into),
+            netfilter: self.netfilter.unwrap_or_default(),
         };
         let rx = self.rx_config(&mut p);
         let threads = ThreadConfig { pin: self.pin.unwrap_or(true), nice: p.setting(&READER_NICE, &self.nice) };
@@ -218,6 +219,7 @@ impl Draft {
             fdb,
             storm: d.storm.over(defaults.storm),
             loop_detect: d.loop_detect.map_or(defaults.loop_detect, Into::into),
+            netfilter: d.netfilter.unwrap_or(defaults.netfilter),
             vlan_filtering: d.vlan_filtering.unwrap_or(false),
             ports,
             statics,

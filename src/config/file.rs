@@ -2,7 +2,7 @@
 //! into a [`Draft`], each value with its line. docs/operations.md has a
 //! sample, which a test checks.
 
-use super::modes::{FanoutArg, LoopMode, RING_GEOMETRY_REMOVED, RxArg};
+use super::modes::{FanoutArg, LoopMode, NetfilterMode, RING_GEOMETRY_REMOVED, RxArg};
 use super::{At, BridgeDraft, ConfigError, Draft, Given, HostDraft, PortDraft, StaticDraft, StormDraft};
 use serde::{Deserialize, Deserializer, de};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ struct File {
     metrics: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
     loop_detect: Option<LoopMode>,
+    netfilter: Option<NetfilterMode>,
     #[serde(default)]
     ports: Vec<Spanned<String>>,
     #[serde(default)]
@@ -54,6 +55,7 @@ struct BridgeSection {
     vlans: Option<Vec<VlanEntry>>,
     vlan_filtering: Option<bool>,
     loop_detect: Option<LoopMode>,
+    netfilter: Option<NetfilterMode>,
     fdb: Option<FdbSection>,
     storm: Option<StormSection>,
     #[serde(default)]
@@ -180,6 +182,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Draft, ConfigError> {
         metrics: file.metrics.map(given),
         log_level: file.log_level.map(given),
         loop_detect: file.loop_detect,
+        netfilter: file.netfilter,
         state_dir: file.state_dir,
         remove_bridges: file.remove_bridges.unwrap_or(false),
         ..Draft::default()
@@ -236,6 +239,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Draft, ConfigError> {
             vlan_filtering: b.vlan_filtering,
             storm: b.storm.map(storm).unwrap_or_default(),
             loop_detect: b.loop_detect,
+            netfilter: b.netfilter,
             ports: ports(b.ports, b.taps, b.port_tables, &at),
             statics: statics(b.statics, &at),
             ..BridgeDraft::default()

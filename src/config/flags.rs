@@ -1,6 +1,6 @@
 //! `userbridge run`'s flags, into a [`Draft`] (or the file `--config` names).
 
-use super::modes::{FanoutArg, LoopMode, RING_GEOMETRY_REMOVED, RxArg};
+use super::modes::{FanoutArg, LoopMode, NetfilterMode, RING_GEOMETRY_REMOVED, RxArg};
 use super::{
     At, BridgeDraft, ConfigError, Draft, Given, HostDraft, PortDraft, Readers, Settings, StormDraft, file, parse_cidr,
     parse_mac,
@@ -41,7 +41,7 @@ fn readers(s: &str) -> Result<String, super::BadReaders> {
 pub struct RunArgs {
     /// Read everything from this TOML file (see docs/operations.md); SIGHUP re-reads it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["ports", "taps", "socket", "ageing_secs", "fdb_max",
-        "fdb_max_per_port", "netns", "rx", "ring_slots", "busy_pps", "metrics", "storm_pps", "loop_detect",
+        "fdb_max_per_port", "netns", "rx", "ring_slots", "busy_pps", "metrics", "storm_pps", "loop_detect", "netfilter",
         "readers", "fanout", "no_pin", "reader_nice", "host_port", "addresses", "mtu", "mac", "state_dir",
         "vlan_filtering", "ring_blocks", "block_kib", "retire_ms", "bridge"])]
     pub config: Option<PathBuf>,
@@ -137,6 +137,13 @@ pub struct RunArgs {
     /// flap between ports, `always` every second, `off` never.
     #[arg(long, value_enum, default_value_t = LoopMode::OnFlap)]
     pub loop_detect: LoopMode,
+    /// Whether IP between a bridge's stations goes through the node's
+    /// netfilter (its FORWARD rules, conntrack), as br_netfilter makes a
+    /// kernel bridge's go: `auto` while br_netfilter is on and the node's
+    /// forward chains hold a rule, `on` while br_netfilter is on, `off`
+    /// never (docs/operations.md, "NetworkPolicy and node firewalls").
+    #[arg(long, value_enum, default_value_t = NetfilterMode::Auto)]
+    pub netfilter: NetfilterMode,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9435).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
@@ -223,6 +230,7 @@ impl RunArgs {
                 unknown_unicast_pps: Some(self.storm_pps),
             },
             loop_detect: Some(self.loop_detect),
+            netfilter: Some(self.netfilter),
             rx: Some(Given::at(self.rx, flag("--rx"))),
             ring_slots: Some(Given::at(self.ring_slots, flag("--ring-slots"))),
             busy_pps: Some(Given::at(self.busy_pps, flag("--busy-pps"))),

@@ -12,7 +12,7 @@ pub mod modes;
 mod tests;
 
 pub use flags::RunArgs;
-pub use modes::{FanoutArg, LoopMode, RxArg};
+pub use modes::{FanoutArg, LoopMode, NetfilterMode, RxArg};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +62,7 @@ pub struct BridgeDefaults {
     pub fdb: FdbConfig,
     pub storm: StormLimits,
     pub loop_detect: LoopDetect,
+    pub netfilter: NetfilterMode,
 }
 
 /// One bridge: its own FDB, VLANs, policies, storm control and loop guard,
@@ -74,6 +75,8 @@ pub struct BridgeSettings {
     pub fdb: FdbConfig,
     pub storm: StormLimits,
     pub loop_detect: LoopDetect,
+    /// Whether IP between its stations goes through the node's netfilter.
+    pub netfilter: NetfilterMode,
     /// Ports' VLAN memberships apply (`vlan_filtering`).
     pub vlan_filtering: bool,
     /// The ports the configuration owns (origin `config`).
@@ -95,6 +98,7 @@ impl BridgeSettings {
             fdb: defaults.fdb,
             storm: defaults.storm,
             loop_detect: defaults.loop_detect,
+            netfilter: defaults.netfilter,
             vlan_filtering: add.vlan_filtering,
             ports: Vec::new(),
             statics: Vec::new(),
@@ -334,6 +338,7 @@ pub struct BridgeDraft {
     pub fdb_max_per_port: Option<Given<u32>>,
     pub storm: StormDraft,
     pub loop_detect: Option<LoopMode>,
+    pub netfilter: Option<NetfilterMode>,
     pub ports: Vec<Given<PortDraft>>,
     pub statics: Vec<Given<StaticDraft>>,
 }
@@ -365,6 +370,7 @@ pub struct Draft {
     pub fdb_max_per_port: Option<Given<u32>>,
     pub storm: StormDraft,
     pub loop_detect: Option<LoopMode>,
+    pub netfilter: Option<NetfilterMode>,
     pub rx: Option<Given<RxArg>>,
     pub ring_slots: Option<Given<usize>>,
     pub busy_pps: Option<Given<u64>>,

@@ -59,6 +59,31 @@ impl From<FanoutArg> for Fanout {
     }
 }
 
+/// `--netfilter`: whether IP between a bridge's stations goes through the
+/// node's netfilter, as br_netfilter makes a kernel bridge's go
+/// (docs/operations.md, "NetworkPolicy and node firewalls").
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetfilterMode {
+    /// While br_netfilter is on and the node's forward chains hold a rule.
+    #[default]
+    Auto,
+    /// While br_netfilter is on, rules or not.
+    On,
+    /// Never: the direct path, whatever the node's rules say.
+    Off,
+}
+
+impl NetfilterMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetfilterMode::Auto => "auto",
+            NetfilterMode::On => "on",
+            NetfilterMode::Off => "off",
+        }
+    }
+}
+
 /// `--loop-detect`, see `ub_datapath::LoopDetect`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -82,6 +82,8 @@ pub struct Daemon {
     pub counters: DaemonCounters,
     /// Where run-time bridges and ports are recorded (none for a daemon built in a test).
     state: Mutex<Option<StateFile>>,
+    /// What the node's netfilter does to bridged traffic (`crate::netfilter`).
+    node_filter: Mutex<crate::netfilter::NodeFilter>,
 }
 
 /// A name reserved while its port opens or its bridge is made; freed when dropped.
@@ -113,6 +115,7 @@ impl Daemon {
             links: LinkCounters::default(),
             counters: DaemonCounters::default(),
             state: Mutex::new(None),
+            node_filter: Mutex::default(),
             settings: Mutex::new(settings),
         })
     }
@@ -214,14 +217,19 @@ impl Daemon {
             }
             r => r?,
         };
+        let netfilter = settings.netfilter != crate::config::NetfilterMode::Off;
         let b = Arc::new(Bridge::new(settings, origin, made, self.opener.start_ns.clone()));
-        if let Err(e) = b.attach_host(&self.opener) {
+        if let Err(e) =
+            b.attach_host(&self.opener).and_then(|()| if netfilter { b.attach_netfilter(&self.opener) } else { Ok(()) })
+        {
             let _ = b.close(true);
+            b.remove_netfilter();
             if b.made_host_port() {
                 let _ = b.remove_host_port();
             }
             return Err(e.into());
         }
+        self.netfilter_apply(&b);
         self.bridges.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.clone(), b.clone());
         if origin == Origin::Runtime {
             tracing::info!(bridge = %name, host_port = b.host.is_some(), "bridge made");
@@ -270,6 +278,7 @@ impl Daemon {
         if let Err(e) = done {
             // Undone quietly: the start (or the reload) says why in one line.
             let _ = b.close(true);
+            b.remove_netfilter();
             self.bridges.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&b.name);
             if b.made_host_port() {
                 let _ = b.remove_host_port();
@@ -290,11 +299,14 @@ impl Daemon {
             ports: ports.iter().map(ToString::to_string).collect(),
         })?;
         self.bridges.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+        let nf = b.netfilter_port();
+        b.remove_netfilter();
         if let Err(e) = b.remove_host_port() {
             tracing::warn!(bridge = %name, error = %e, "the bridge's host port could not be deleted");
         }
         let host = b.host.as_ref().map(|h| &h.name);
-        let detached: Vec<IfName> = taken.into_iter().map(|s| s.name).filter(|n| Some(n) != host).collect();
+        let detached: Vec<IfName> =
+            taken.into_iter().map(|s| s.name).filter(|n| Some(n) != host && Some(n) != nf.as_ref()).collect();
         tracing::info!(bridge = %name, detached = ?detached, "bridge deleted");
         self.persist();
         Ok(detached)
@@ -443,11 +455,49 @@ impl Daemon {
         }
     }
 
+    /// What the node's netfilter does, looked at before any bridge is made
+    /// (said in the log once the daemon runs: a start that fails says one line).
+    pub fn init_node_filter(&self, nf: crate::netfilter::NodeFilter) {
+        *lock(&self.node_filter) = nf;
+    }
+
+    /// Says in the log what the node's netfilter does (once, at start).
+    pub fn log_node_filter(&self) {
+        let nf = lock(&self.node_filter).clone();
+        let on: Vec<String> = self.bridges().iter().filter(|b| b.netfilter().1).map(|b| b.name.to_string()).collect();
+        tracing::info!(br_netfilter = nf.br_netfilter, rules = nf.rules, why = %nf.why, through_netfilter = ?on, "the node's netfilter");
+    }
+
+    /// What the node's netfilter does now: each bridge's way through it
+    /// turned on or off to match, and said in the log.
+    pub fn set_node_filter(&self, nf: crate::netfilter::NodeFilter) {
+        let mut had = lock(&self.node_filter);
+        if *had != nf {
+            tracing::info!(br_netfilter = nf.br_netfilter, rules = nf.rules, why = %nf.why, "the node's netfilter");
+        }
+        *had = nf;
+        drop(had);
+        for b in self.bridges() {
+            self.netfilter_apply(&b);
+        }
+    }
+
+    /// Turns bridge `b`'s way through the node's netfilter on or off as its
+    /// setting and the node's rules say.
+    fn netfilter_apply(&self, b: &Bridge) {
+        let on = lock(&self.node_filter).wants(b.settings().netfilter);
+        let (has, _) = b.netfilter();
+        if has && b.set_netfilter(on) {
+            tracing::info!(bridge = %b.name, on, "IP between the bridge's stations through the node's netfilter");
+        }
+    }
+
     /// A start that failed: stops every port's readers and deletes the host
     /// ports this daemon made (those it took back stay, as they were).
     pub fn abandon(&self) {
         for b in self.bridges() {
             b.stop_all();
+            b.remove_netfilter();
             if b.made_host_port() {
                 let _ = b.remove_host_port();
             }
@@ -459,6 +509,7 @@ impl Daemon {
     pub fn stop_all(&self, remove: bool) {
         for b in self.bridges() {
             b.stop_all();
+            b.remove_netfilter();
             if remove && let Err(e) = b.remove_host_port() {
                 tracing::warn!(bridge = %b.name, error = %e, "the bridge's host port could not be deleted");
             }

@@ -83,10 +83,11 @@ impl Daemon {
     fn apply_bridge(&self, new: &BridgeSettings) -> Vec<String> {
         let mut done = Vec::new();
         let Some(b) = self.bridge_named(&new.name) else { return done };
+        let nf = b.netfilter_port();
         let owned: Vec<IfName> = b
             .specs()
             .into_values()
-            .filter(|s| s.origin == Origin::Config && s.backend != Backend::Host)
+            .filter(|s| s.origin == Origin::Config && s.backend != Backend::Host && Some(&s.name) != nf.as_ref())
             .map(|s| s.name)
             .collect();
         for spec in new.ports.iter().filter(|p| !owned.contains(&p.name)) {

@@ -63,6 +63,10 @@ pub fn wanted(state: &State, others: &[&str]) -> (Vec<String>, Vec<String>) {
                 filter.push(format!("-A {FWD} -o {b} ! -s {s} -j DROP"));
             }
         }
+        // What the switch hands to the node's netfilter (userbridge's
+        // `--netfilter`) crosses the bridge's kernel twin: the network's own.
+        let nf = ub_proto::netfilter_names(b).0;
+        filter.push(format!("-A {FWD} -i {nf} -o {nf} -j ACCEPT"));
         filter.push(format!("-A {FWD} -i {b} ! -o {b} -j {ISO}"));
         filter.push(format!("-A {FWD} -o {b} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
         if !n.internal {

@@ -499,6 +499,20 @@ pub struct Status {
     pub storm: StormLimits,
     pub loops: LoopStatus,
     pub daemon: DaemonStatus,
+    /// Its way through the node's netfilter, if it has one (its port is
+    /// not among `ports`: it is the bridge's own, not a station's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netfilter: Option<NetfilterStatus>,
+}
+
+/// A bridge's way through the node's netfilter: whether IP between its
+/// stations takes it, its port, and that port's counters (`tx`: to the
+/// kernel; `rx`: what the kernel let through).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetfilterStatus {
+    pub on: bool,
+    pub port: IfName,
+    pub counters: Counters,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,266 @@
+//! The node's netfilter on the traffic between pods, against a kernel
+//! bridge with br_netfilter (the specification; this machine has
+//! `bridge-nf-call-iptables = 1` in every namespace): the same node, pods
+//! and rules on a kernel bridge and on userbridge, the same outcome, and
+//! the kernel's own counters and conntrack entries to prove the verdicts
+//! are its own. Rules are added and removed while the switch runs.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const GATEWAY: &str = "10.61.0.1";
+/// The pods' addresses: A, B, C.
+const POD: [&str; 3] = ["10.61.0.11", "10.61.0.12", "10.61.0.13"];
+
+/// A node namespace with three pods on a switch whose host port (or kernel
+/// bridge) is `br0` with the gateway: a kernel bridge, or userbridge.
+struct Node {
+    daemon: Option<Daemon>,
+    pods: Vec<TestNs>,
+    ns: TestNs,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Switch {
+    Kernel,
+    Userbridge,
+}
+
+impl Node {
+    fn new(tag: &str, sw: Switch, extra: &[&str]) -> Node {
+        let name = unique(tag);
+        let ns = TestNs::new(&name);
+        let mut pods = Vec::new();
+        for (i, ip) in POD.iter().enumerate() {
+            let pod = TestNs::new(&format!("{name}p{i}"));
+            let v = format!("v{i}");
+            let o = Command::new("ip")
+                .args(["link", "add", "eth0", "netns", &pod.0, "type", "veth", "peer", "name", &v, "netns", &ns.0])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            ns_ok(&pod.0, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            ns_ok(&pod.0, &["ip", "link", "set", "eth0", "up"]);
+            ns_ok(&ns.0, &["ip", "link", "set", &v, "up"]);
+            pods.push(pod);
+        }
+        let daemon = match sw {
+            Switch::Kernel => {
+                ns_ok(&ns.0, &["ip", "link", "add", "br0", "type", "bridge"]);
+                for i in 0..POD.len() {
+                    ns_ok(&ns.0, &["ip", "link", "set", &format!("v{i}"), "master", "br0"]);
+                }
+                ns_ok(&ns.0, &["ip", "addr", "add", &format!("{GATEWAY}/24"), "dev", "br0"]);
+                ns_ok(&ns.0, &["ip", "link", "set", "br0", "up"]);
+                None
+            }
+            Switch::Userbridge => {
+                let sock = format!("/tmp/{name}.sock");
+                let mut args = vec!["--host-port", "br0", "--address", "10.61.0.1/24", "--port", "v0", "--port", "v1"];
+                args.extend(["--port", "v2"]);
+                args.extend(extra);
+                Some(Daemon::start_in(&ns.0, &sock, &args))
+            }
+        };
+        let node = Node { daemon, pods, ns };
+        for i in 0..POD.len() {
+            wait_until("a pod to reach its gateway", Duration::from_secs(10), || ping(&node.pods[i].0, GATEWAY, 1));
+        }
+        node
+    }
+
+    fn node(&self, args: &[&str]) -> String {
+        ns_ok(&self.ns.0, args)
+    }
+
+    fn pings(&self, from: usize, to: usize) -> bool {
+        ping(&self.pods[from].0, POD[to], 1)
+    }
+
+    /// Whether a TCP connection from pod `from` to pod `to`'s `port` opens.
+    fn connects(&self, from: usize, to: usize, port: u16) -> bool {
+        let code = format!("import socket\nsocket.create_connection(('{}', {port}), 2).close()", POD[to]);
+        ns_exec(&self.pods[from].0, &["python3", "-c", &code]).status.success()
+    }
+
+    /// The packets iptables counted on the FORWARD rule matching `needle`.
+    fn counted(&self, needle: &str) -> u64 {
+        let out = self.node(&["iptables", "-L", "FORWARD", "-v", "-n", "-x"]);
+        out.lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Waits until the switch follows the node's rules (userbridge: a
+    /// notification away; the kernel at once).
+    fn settle(&self, want_on: bool) {
+        if let Some(d) = &self.daemon {
+            wait_until("the switch to follow the node's rules", Duration::from_secs(5), || {
+                let v = d.query(&["bridge", "list"]);
+                v[0]["netfilter"].as_str() == Some(if want_on { "on" } else { "off" })
+            });
+        }
+    }
+}
+
+/// TCP listeners on `ports` in pod namespace `ns`, killed on drop.
+struct Listeners(Child);
+
+impl Listeners {
+    fn start(ns: &str, ports: &[u16]) -> Listeners {
+        let code = format!(
+            "import socket,select\nss=[]\nfor p in {ports:?}:\n s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('0.0.0.0',p)); s.listen(64); ss.append(s)\nprint('ready',flush=True)\nwhile True:\n r,_,_=select.select(ss,[],[])\n for s in r: s.accept()[0].close()\n"
+        );
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &code])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line);
+        assert_eq!(line.trim(), "ready");
+        Listeners(c)
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `scenario` on a kernel bridge and on userbridge; both outcomes.
+fn both<T>(tag: &str, scenario: impl Fn(&Node) -> T) -> (T, T) {
+    let k = scenario(&Node::new(&format!("{tag}k"), Switch::Kernel, &[]));
+    let u = scenario(&Node::new(&format!("{tag}u"), Switch::Userbridge, &[]));
+    (k, u)
+}
+
+#[test]
+fn a_drop_between_two_pods_added_and_removed_at_run_time() {
+    let (k, u) = both("nfd", |n| {
+        let before = n.pings(0, 1);
+        n.node(&["iptables", "-I", "FORWARD", "-s", POD[0], "-d", POD[1], "-j", "DROP"]);
+        n.settle(true);
+        let blocked = !n.pings(0, 1);
+        let other = n.pings(0, 2);
+        let counted = n.counted(POD[1]) > 0;
+        n.node(&["iptables", "-D", "FORWARD", "-s", POD[0], "-d", POD[1], "-j", "DROP"]);
+        n.settle(false);
+        let after = n.pings(0, 1);
+        vec![before, blocked, other, counted, after]
+    });
+    assert_eq!(k, [true, true, true, true, true], "the kernel bridge");
+    assert_eq!(u, k, "userbridge");
+}
+
+#[test]
+fn a_stateful_policy_lets_replies_back_and_stops_new_connections_the_other_way() {
+    let (k, u) = both("nfs", |n| {
+        let _a = Listeners::start(&n.pods[0].0, &[7000]);
+        let _b = Listeners::start(&n.pods[1].0, &[7000]);
+        n.node(&["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]);
+        n.node(&["iptables", "-A", "FORWARD", "-s", POD[1], "-d", POD[0], "-j", "DROP"]);
+        n.settle(true);
+        let a_to_b = n.connects(0, 1, 7000);
+        let b_to_a = n.connects(1, 0, 7000);
+        // The flow is the kernel's: conntrack lists A -> B:7000.
+        let ct = n.node(&["conntrack", "-L", "-p", "tcp", "--dport", "7000"]);
+        let tracked = ct.contains(&format!("src={} dst={}", POD[0], POD[1]));
+        vec![a_to_b, b_to_a, tracked]
+    });
+    assert_eq!(k, [true, false, true], "the kernel bridge");
+    assert_eq!(u, k, "userbridge");
+}
+
+#[test]
+fn an_nft_inet_rule_a_port_rule_an_ipset_and_statistic_act_as_on_the_bridge() {
+    let (k, u) = both("nfn", |n| {
+        let _b = Listeners::start(&n.pods[1].0, &[80, 81]);
+        // nft inet: A -> C dropped (so are A's replies to C).
+        n.node(&["nft", "add", "table", "inet", "ubt"]);
+        n.node(&["nft", "add chain inet ubt ubforward { type filter hook forward priority 0; }"]);
+        n.node(&[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "ubt",
+            "ubforward",
+            "ip",
+            "saddr",
+            POD[0],
+            "ip",
+            "daddr",
+            POD[2],
+            "drop",
+        ]);
+        // A port: TCP to B:80 dropped, B:81 allowed.
+        n.node(&["iptables", "-A", "FORWARD", "-d", POD[1], "-p", "tcp", "--dport", "80", "-j", "DROP"]);
+        n.settle(true);
+        let inet = (!n.pings(0, 2), n.pings(2, 0));
+        let ports = (n.connects(0, 1, 80), n.connects(0, 1, 81));
+        n.node(&["nft", "delete", "table", "inet", "ubt"]);
+        n.node(&["iptables", "-F", "FORWARD"]);
+        // A kube-router-shaped policy: B's own chain, its allowed sources an ipset.
+        let set = format!("ubt{}", std::process::id());
+        n.node(&["ipset", "create", &set, "hash:ip"]);
+        n.node(&["ipset", "add", &set, POD[0]]);
+        n.node(&["iptables", "-N", "UBT-POD-B"]);
+        n.node(&["iptables", "-A", "FORWARD", "-d", POD[1], "-j", "UBT-POD-B"]);
+        n.node(&["iptables", "-A", "UBT-POD-B", "-m", "set", "--match-set", &set, "src", "-j", "ACCEPT"]);
+        n.node(&["iptables", "-A", "UBT-POD-B", "-j", "DROP"]);
+        let ipset = (n.pings(0, 1), n.pings(2, 1));
+        n.node(&["iptables", "-F", "FORWARD"]);
+        n.node(&["iptables", "-F", "UBT-POD-B"]);
+        n.node(&["iptables", "-X", "UBT-POD-B"]);
+        // Every second ICMP echo of A -> B dropped (`-m statistic --mode nth`).
+        let nth = ["-s", POD[0], "-d", POD[1], "-p", "icmp", "-m", "statistic", "--mode", "nth", "--every", "2"];
+        let mut rule = vec!["iptables", "-A", "FORWARD"];
+        rule.extend(nth);
+        rule.extend(["--packet", "0", "-j", "DROP"]);
+        n.node(&rule);
+        let o = ns_exec(&n.pods[0].0, &["ping", "-c", "10", "-i", "0.05", "-W", "1", "-q", POD[1]]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let received = out.split(", ").find(|s| s.ends_with("received")).map(str::to_string).unwrap_or_default();
+        n.node(&["iptables", "-F", "FORWARD"]);
+        n.node(&["ipset", "destroy", &set]);
+        vec![format!("{inet:?}"), format!("{ports:?}"), format!("{ipset:?}"), received]
+    });
+    assert_eq!(k, ["(true, false)", "(false, true)", "(true, false)", "5 received"], "the kernel bridge");
+    assert_eq!(u, k, "userbridge");
+}
+
+#[test]
+fn with_netfilter_off_or_no_forward_rule_the_switch_keeps_its_direct_path() {
+    // No rule: the direct path (the kernel's rule counters see nothing of it).
+    let n = Node::new("nfo", Switch::Userbridge, &[]);
+    let d = n.daemon.as_ref().unwrap();
+    assert_eq!(d.query(&["bridge", "list"])[0]["netfilter"], "off");
+    // The way's port is the bridge's own: in `stats`, not among the stations.
+    let sent = || d.query(&["stats"])["netfilter"]["counters"]["tx_frames"].as_u64().expect("the netfilter port");
+    assert!(
+        d.query(&["port", "list"]).as_array().unwrap().iter().all(|p| !p["name"].as_str().unwrap().starts_with("ubnf"))
+    );
+    let before = sent();
+    assert!(n.pings(0, 1));
+    assert_eq!(sent(), before, "a frame went through the kernel with no rule");
+    // A rule: the same ping goes through it.
+    n.node(&["iptables", "-I", "FORWARD", "-s", "10.99.99.99", "-j", "DROP"]);
+    n.settle(true);
+    assert!(n.pings(0, 1));
+    assert!(sent() >= before + 2, "the ping and its reply went to the kernel");
+    // --netfilter off: a rule is not enforced, deliberately.
+    drop(n);
+    let n = Node::new("nfx", Switch::Userbridge, &["--netfilter", "off"]);
+    n.node(&["iptables", "-I", "FORWARD", "-s", POD[0], "-d", POD[1], "-j", "DROP"]);
+    let d = n.daemon.as_ref().unwrap();
+    assert!(n.pings(0, 1), "--netfilter off enforced a rule");
+    assert!(d.query(&["bridge", "list"])[0]["netfilter"].is_null(), "no way through the kernel with --netfilter off");
+}
