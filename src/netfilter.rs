@@ -21,6 +21,11 @@ pub struct NodeFilter {
     pub rules: bool,
     /// Why `rules`, in words (the log says it when it changes).
     pub why: String,
+    /// Interface names the rules match (`-i`/`-o`, iifname/oifname), and
+    /// whether they use `physdev`: on the way through the kernel twin these
+    /// see the twin, not the bridge and the pods' veths.
+    pub names: Vec<String>,
+    pub physdev: bool,
 }
 
 impl NodeFilter {
@@ -42,23 +47,48 @@ fn br_netfilter() -> bool {
     })
 }
 
+/// The interface names rules match, and whether any rule uses physdev.
+fn matched_names(v: &serde_json::Value) -> (Vec<String>, bool) {
+    let mut names = Vec::new();
+    let mut physdev = false;
+    let items = v["nftables"].as_array().cloned().unwrap_or_default();
+    for e in items.iter().filter_map(|i| i["rule"]["expr"].as_array()) {
+        for x in e {
+            let m = &x["match"];
+            if matches!(m["left"]["meta"]["key"].as_str(), Some("iifname" | "oifname"))
+                && let Some(n) = m["right"].as_str()
+                && !names.iter().any(|h| h == n)
+            {
+                names.push(n.to_string());
+            }
+            physdev |= x["xt"]["name"] == "physdev";
+        }
+    }
+    (names, physdev)
+}
+
 /// Whether the forward hooks hold a rule that is not userbridge's own
 /// (the Docker driver's jump to its chain, which accepts what a bridge
 /// carries), and why.
-fn forward_rules() -> (bool, String) {
+fn forward_rules() -> (bool, String, Option<serde_json::Value>) {
     for t in ["ip_tables_names", "ip6_tables_names"] {
         if std::fs::read_to_string(format!("/proc/net/{t}")).is_ok_and(|s| !s.trim().is_empty()) {
-            return (true, "iptables-legacy tables are loaded (their rules are not looked at)".into());
+            return (true, "iptables-legacy tables are loaded (their rules are not looked at)".into(), None);
         }
     }
     let out = match std::process::Command::new("nft").args(["-j", "list", "ruleset"]).output() {
         Ok(o) if o.status.success() => o.stdout,
-        Ok(o) => return (true, format!("nft list ruleset: {}", String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => return (true, format!("nft: {e} (install nftables to let an empty ruleset keep the direct path)")),
+        Ok(o) => return (true, format!("nft list ruleset: {}", String::from_utf8_lossy(&o.stderr).trim()), None),
+        Err(e) => {
+            return (true, format!("nft: {e} (install nftables to let an empty ruleset keep the direct path)"), None);
+        }
     };
     match serde_json::from_slice::<serde_json::Value>(&out) {
-        Ok(v) => judge(&v),
-        Err(e) => (true, format!("nft -j list ruleset: {e}")),
+        Ok(v) => {
+            let (rules, why) = judge(&v);
+            (rules, why, Some(v))
+        }
+        Err(e) => (true, format!("nft -j list ruleset: {e}"), None),
     }
 }
 
@@ -97,8 +127,9 @@ fn judge(v: &serde_json::Value) -> (bool, String) {
 
 /// Looks at the node's netfilter in the calling thread's namespace.
 pub fn look() -> NodeFilter {
-    let (rules, why) = forward_rules();
-    NodeFilter { br_netfilter: br_netfilter(), rules, why }
+    let (rules, why, ruleset) = forward_rules();
+    let (names, physdev) = ruleset.as_ref().map(matched_names).unwrap_or_default();
+    NodeFilter { br_netfilter: br_netfilter(), rules, why, names, physdev }
 }
 
 /// How often br_netfilter's knob and the legacy tables are looked at.
@@ -176,8 +207,18 @@ mod tests {
     }
 
     #[test]
+    fn interface_names_and_physdev_in_rules_are_found() {
+        let r = |expr: serde_json::Value| json!({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "expr": expr}});
+        let iif =
+            json!([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "cni0"}}, {"accept": null}]);
+        let phys = json!([{"xt": {"type": "match", "name": "physdev"}}, {"accept": null}]);
+        assert_eq!(matched_names(&ruleset(json!([r(iif)]))), (vec!["cni0".to_string()], false));
+        assert_eq!(matched_names(&ruleset(json!([r(phys)]))), (vec![], true));
+    }
+
+    #[test]
     fn modes() {
-        let f = |br_netfilter, rules| NodeFilter { br_netfilter, rules, why: String::new() };
+        let f = |br_netfilter, rules| NodeFilter { br_netfilter, rules, ..NodeFilter::default() };
         assert!(f(true, true).wants(NetfilterMode::Auto));
         assert!(!f(true, false).wants(NetfilterMode::Auto));
         assert!(f(true, false).wants(NetfilterMode::On));

@@ -44,6 +44,7 @@ impl Node {
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             ns_ok(&pod.0, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
             ns_ok(&pod.0, &["ip", "link", "set", "eth0", "up"]);
+            ns_ok(&pod.0, &["ip", "route", "add", "default", "via", GATEWAY]);
             ns_ok(&ns.0, &["ip", "link", "set", &v, "up"]);
             pods.push(pod);
         }
@@ -101,19 +102,20 @@ impl Node {
         if let Some(d) = &self.daemon {
             wait_until("the switch to follow the node's rules", Duration::from_secs(5), || {
                 let v = d.query(&["bridge", "list"]);
-                v[0]["netfilter"].as_str() == Some(if want_on { "on" } else { "off" })
+                v[0]["netfilter"].as_str().unwrap_or("off") == if want_on { "on" } else { "off" }
             });
         }
     }
 }
 
-/// TCP listeners on `ports` in pod namespace `ns`, killed on drop.
+/// TCP listeners on `ports` in pod namespace `ns`, each answering a
+/// connection with the address it came from; killed on drop.
 struct Listeners(Child);
 
 impl Listeners {
     fn start(ns: &str, ports: &[u16]) -> Listeners {
         let code = format!(
-            "import socket,select\nss=[]\nfor p in {ports:?}:\n s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('0.0.0.0',p)); s.listen(64); ss.append(s)\nprint('ready',flush=True)\nwhile True:\n r,_,_=select.select(ss,[],[])\n for s in r: s.accept()[0].close()\n"
+            "import socket,select\nss=[]\nfor p in {ports:?}:\n s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('0.0.0.0',p)); s.listen(64); ss.append(s)\nprint('ready',flush=True)\nwhile True:\n r,_,_=select.select(ss,[],[])\n for s in r:\n  c,a=s.accept(); c.send(a[0].encode()); c.close()\n"
         );
         let mut c = Command::new("ip")
             .args(["netns", "exec", ns, "python3", "-c", &code])
@@ -237,8 +239,37 @@ fn an_nft_inet_rule_a_port_rule_an_ipset_and_statistic_act_as_on_the_bridge() {
     assert_eq!(u, k, "userbridge");
 }
 
+/// A same-node Service (kube-proxy's DNAT, with one of its FORWARD rules):
+/// the backend's reply passes the node's conntrack, which gives it the
+/// Service's address back, so it works without masquerade, and the backend
+/// sees the client pod's own address. With `--netfilter off` it does not.
 #[test]
-fn with_netfilter_off_or_no_forward_rule_the_switch_keeps_its_direct_path() {
+fn a_same_node_service_works_without_masquerade_and_the_backend_sees_the_client() {
+    let service = |n: &Node| -> String {
+        let _b = Listeners::start(&n.pods[1].0, &[7000]);
+        n.node(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let to = format!("{}:7000", POD[1]);
+        n.node(
+            &["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.96.0.10/32", "-p", "tcp", "--dport", "80"]
+                .into_iter()
+                .chain(["-j", "DNAT", "--to-destination", &to])
+                .collect::<Vec<_>>(),
+        );
+        n.node(&["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+        n.settle(n.daemon.as_ref().is_some_and(|d| d.query(&["bridge", "list"])[0]["netfilter"].is_string()));
+        let code = "import socket\nc=socket.create_connection(('10.96.0.10', 80), 3)\nprint(c.recv(64).decode())";
+        let o = ns_exec(&n.pods[0].0, &["python3", "-c", code]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (k, u) = both("nfv", service);
+    assert_eq!(k, POD[0], "the kernel bridge: the backend sees the client");
+    assert_eq!(u, k, "userbridge");
+    let off = service(&Node::new("nfw", Switch::Userbridge, &["--netfilter", "off"]));
+    assert_eq!(off, "", "with --netfilter off the reply bypasses conntrack and the Service fails");
+}
+
+#[test]
+fn no_forward_rule_keeps_the_direct_path_on_takes_the_kernel_anyway_off_never_does() {
     // No rule: the direct path (the kernel's rule counters see nothing of it).
     let n = Node::new("nfo", Switch::Userbridge, &[]);
     let d = n.daemon.as_ref().unwrap();
@@ -256,6 +287,14 @@ fn with_netfilter_off_or_no_forward_rule_the_switch_keeps_its_direct_path() {
     n.settle(true);
     assert!(n.pings(0, 1));
     assert!(sent() >= before + 2, "the ping and its reply went to the kernel");
+    // --netfilter on: through the kernel with no rule too.
+    drop(n);
+    let n = Node::new("nfa", Switch::Userbridge, &["--netfilter", "on"]);
+    let d = n.daemon.as_ref().unwrap();
+    n.settle(true);
+    let before = d.query(&["stats"])["netfilter"]["counters"]["tx_frames"].as_u64().unwrap();
+    assert!(n.pings(0, 1));
+    assert!(d.query(&["stats"])["netfilter"]["counters"]["tx_frames"].as_u64().unwrap() >= before + 2);
     // --netfilter off: a rule is not enforced, deliberately.
     drop(n);
     let n = Node::new("nfx", Switch::Userbridge, &["--netfilter", "off"]);

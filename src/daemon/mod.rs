@@ -485,10 +485,18 @@ impl Daemon {
     /// Turns bridge `b`'s way through the node's netfilter on or off as its
     /// setting and the node's rules say.
     fn netfilter_apply(&self, b: &Bridge) {
-        let on = lock(&self.node_filter).wants(b.settings().netfilter);
+        let nf = lock(&self.node_filter).clone();
+        let on = nf.wants(b.settings().netfilter);
         let (has, _) = b.netfilter();
         if has && b.set_netfilter(on) {
             tracing::info!(bridge = %b.name, on, "IP between the bridge's stations through the node's netfilter");
+            let twin = crate::bridge::netfilter::names(&b.name).0;
+            if on && nf.names.iter().any(|n| n.as_str() == b.name.as_str()) {
+                tracing::warn!(bridge = %b.name, twin = %twin, "the node's rules name the bridge; between its pods they see the kernel twin's name instead (docs/operations.md)");
+            }
+            if on && nf.physdev {
+                tracing::warn!(bridge = %b.name, twin = %twin, "the node's rules use physdev; --physdev-in/out see the twin's port, not the pod's veth (docs/operations.md)");
+            }
         }
     }
 
