@@ -37,7 +37,10 @@ fn replace(path: &Path, mode: Option<u32>, fill: impl FnOnce(&mut File) -> io::R
     if let Some(m) = mode {
         tmp.as_file().set_permissions(std::fs::Permissions::from_mode(m))?;
     }
-    tmp.persist(path).map(drop).map_err(|e| e.error)
+    // Closed before the rename: a file still open for writing cannot be
+    // executed (ETXTBSY), and a runtime may exec the plugin the moment it
+    // is there.
+    tmp.into_temp_path().persist(path).map_err(|e| e.error)
 }
 
 #[cfg(test)]
@@ -82,6 +85,33 @@ mod tests {
         copy(&src, &dst, 0o755).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), b"#!/bin/sh\n");
         assert_eq!(std::fs::metadata(&dst).unwrap().permissions().mode() & 0o777, 0o755);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_program_replaced_while_it_is_run_never_fails_to_start() {
+        let d = dir("x");
+        let p = d.join("prog");
+        copy(Path::new("/bin/true"), &p, 0o755).unwrap();
+        // Another process runs it over and over (a runtime running the
+        // plugin), counting the runs refused with "Text file busy" (126).
+        let stop = d.join("stop");
+        let script = format!(
+            "n=0; while [ ! -e {s} ]; do {p}; [ $? = 126 ] && n=$((n+1)); done 2>/dev/null; echo $n",
+            s = stop.display(),
+            p = p.display()
+        );
+        let runner = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        for _ in 0..300 {
+            copy(Path::new("/bin/true"), &p, 0o755).unwrap();
+        }
+        std::fs::write(&stop, b"").unwrap();
+        let out = runner.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "runs refused: the file was open for writing");
         let _ = std::fs::remove_dir_all(&d);
     }
 }
