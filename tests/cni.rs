@@ -130,10 +130,17 @@ impl Node {
     }
 
     fn write_conflist_of(&self, net: &str, conf: &Value) {
+        self.write_chain_of(net, conf, &[]);
+    }
+
+    /// The network's conflist with `then` chained after the switch's plugin.
+    fn write_chain_of(&self, net: &str, conf: &Value, then: &[Value]) {
         let mut plugin = conf.clone();
         let version = plugin.as_object_mut().unwrap().remove("cniVersion").unwrap();
         plugin.as_object_mut().unwrap().remove("name");
-        let list = json!({"cniVersion": version, "name": net, "plugins": [plugin]});
+        let mut plugins = vec![plugin];
+        plugins.extend_from_slice(then);
+        let list = json!({"cniVersion": version, "name": net, "plugins": plugins});
         std::fs::write(self.conf_dir.join(format!("{net}.conflist")), list.to_string()).unwrap();
     }
 
@@ -1025,4 +1032,29 @@ fn a_pods_gateway_answers_from_the_bridges_mac_alone_not_from_its_veth() {
     });
     assert_eq!(kernel, vec![vec![true; 2]; 2], "the reference plugin: one answer per who-has, from cni0's MAC");
     assert_eq!(user, kernel, "userbridge: answers from another MAC (the pod's own veth's?)");
+}
+
+/// The reference `firewall` plugin chained after each plugin keeps its
+/// meaning: with the node's FORWARD policy DROP (as firewalld and Docker
+/// leave it), it lets the network's containers reach each other; without
+/// it they cannot. On the reference plugin's bridge through br_netfilter,
+/// on userbridge through its way into the node's netfilter.
+#[test]
+fn the_firewall_plugin_chained_after_keeps_its_meaning() {
+    let (kernel, user) = both(|p| {
+        let reach = |tag: &str, firewall: bool| {
+            let node = Node::new(tag, p);
+            ns_ok(node.name(), &["iptables", "-P", "FORWARD", "DROP"]);
+            let then: Vec<Value> =
+                if firewall { vec![json!({"type": "firewall", "backend": "iptables"})] } else { vec![] };
+            node.write_chain_of(&node.net, &node.conf, &then);
+            node.run(1);
+            node.run(2);
+            let ip2 = node.ip_of(2).expect("c2 has an address");
+            node.pings(1, &ip2)
+        };
+        (reach("fw", true), reach("fx", false))
+    });
+    assert_eq!(kernel, (true, false), "the reference plugin: firewall lets c1 reach c2 past FORWARD DROP");
+    assert_eq!(user, kernel, "userbridge");
 }
