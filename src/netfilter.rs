@@ -167,13 +167,7 @@ pub fn follow(told: impl Fn(NodeFilter) + Send, ns: Option<Arc<NetNs>>, stop: cr
             }
         }
     };
-    let _ = match ns {
-        Some(ns) => ns.run(body),
-        None => {
-            body();
-            Ok(())
-        }
-    };
+    let _ = NetNs::run_in(ns.as_deref(), body);
 }
 
 #[cfg(test)]

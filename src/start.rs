@@ -126,10 +126,7 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
 
     let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
     // Before any bridge: its first frames already go as the node's rules say.
-    let first = match &d.opener.start_ns {
-        Some(ns) => ns.run(crate::netfilter::look).unwrap_or_default(),
-        None => crate::netfilter::look(),
-    };
+    let first = NetNs::run_in(d.opener.start_ns.as_deref(), crate::netfilter::look).unwrap_or_default();
     d.init_node_filter(first);
     // Every configured bridge and port opens, or the start fails with the
     // reason; then the bridges and ports recorded before a restart come back.

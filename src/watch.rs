@@ -43,10 +43,7 @@ impl Netlink {
         ns: &Option<Arc<NetNs>>,
         f: impl FnOnce() -> ub_netlink::Result<T> + Send,
     ) -> ub_netlink::Result<T> {
-        match ns {
-            Some(ns) => ns.run(f)?,
-            None => f(),
-        }
+        NetNs::run_in(ns.as_deref(), f)?
     }
 
     fn open(ns: Option<Arc<NetNs>>) -> ub_netlink::Result<Netlink> {

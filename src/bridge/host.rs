@@ -62,11 +62,7 @@ impl Bridge {
     pub fn remove_host_port(&self) -> Result<(), BridgeError> {
         let Some(h) = &self.host else { return Ok(()) };
         let err = |source| BridgeError::HostNetlink { port: h.name.clone(), source };
-        let run = || ub_port::host::remove(&h.name).map_err(err);
-        match &self.start_ns {
-            Some(ns) => ns.run(run).map_err(err)?,
-            None => run(),
-        }
+        self.in_start_ns(|| ub_port::host::remove(&h.name).map_err(err)).map_err(err)?
     }
 
     /// The addresses given at run time, recorded (a restart puts them back).
@@ -88,10 +84,7 @@ impl Bridge {
                 nl.link_by_name(&h.name).map_err(err)?.ok_or_else(|| BridgeError::NoSuchPort(h.name.to_string()))?;
             f(&mut nl, link.index).map_err(err)
         };
-        match &self.start_ns {
-            Some(ns) => ns.run(run).map_err(err)?,
-            None => run(),
-        }
+        self.in_start_ns(run).map_err(err)?
     }
 
     /// The host port: name, MAC, MTU and addresses now.

@@ -9,7 +9,7 @@
 use super::{Bridge, BridgeError, Opener};
 use crate::lock;
 use std::os::fd::AsFd;
-use ub_netlink::Rtnl;
+use ub_netlink::{NetNs, Rtnl};
 use ub_proto::{Backend, IfName, Origin, PortPolicy, PortSpec};
 
 /// The path's interfaces for bridge `bridge` (`ub_proto::netfilter_names`),
@@ -126,11 +126,8 @@ impl Bridge {
     }
 
     /// Runs `f` in the namespace the daemon started in (the host port's).
-    fn in_start_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> ub_netlink::Result<T> {
-        match &self.start_ns {
-            Some(ns) => ns.run(f),
-            None => Ok(f()),
-        }
+    pub(super) fn in_start_ns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> ub_netlink::Result<T> {
+        NetNs::run_in(self.start_ns.as_deref(), f)
     }
 }
 

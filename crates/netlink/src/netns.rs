@@ -110,6 +110,15 @@ impl NetNs {
         sys::setns_net(self.file.as_fd()).map_err(|e| Error::io(format!("entering namespace {}", self.name), e))
     }
 
+    /// Runs `f` inside `ns` ([`NetNs::run`]), or on the calling thread, in
+    /// its own namespace, when there is none.
+    pub fn run_in<T: Send>(ns: Option<&NetNs>, f: impl FnOnce() -> T + Send) -> Result<T> {
+        match ns {
+            Some(ns) => ns.run(f),
+            None => Ok(f()),
+        }
+    }
+
     /// Runs `f` on a fresh thread inside this namespace and returns its result.
     /// Sockets `f` opens stay in this namespace after it returns.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {

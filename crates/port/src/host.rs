@@ -121,10 +121,7 @@ pub fn open(
             made: kept.is_none(),
         })
     };
-    match &o.netns {
-        Some(ns) => ns.run(make)?,
-        None => make(),
-    }
+    ub_netlink::NetNs::run_in(o.netns.as_deref(), make)?
 }
 
 /// Whether `l` is a host port a daemon made (a TAP with the host port's alias).
