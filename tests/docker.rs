@@ -263,6 +263,11 @@ impl Node {
         ]
     }
 
+    /// The driver's state file: its networks, endpoints and published ports.
+    fn driver_state(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("driver.json")).unwrap()).unwrap()
+    }
+
     /// The switch's pod ports (the driver's `ubd…`), sorted.
     fn ports(&self) -> Vec<String> {
         let v = self.daemon.as_ref().unwrap().query(&["port", "list"]);
@@ -538,7 +543,7 @@ fn containers_connect_as_on_the_bridge_driver_and_leave_nothing_behind() {
     assert!(node.bridges().is_empty(), "network rm leaves its bridge: {:?}", node.bridges());
     assert!(node.host_addresses(&bridge).is_empty(), "network rm leaves its bridge's interface");
     assert_eq!(node.our_rules(), Vec::<String>::new(), "the last network took the driver's rules with it");
-    let state: Value = serde_json::from_slice(&std::fs::read(node.dir.join("driver.json")).unwrap()).unwrap();
+    let state = node.driver_state();
     assert_eq!((state["networks"].as_object().unwrap().len(), state["endpoints"].as_object().unwrap().len()), (0, 0));
 }
 
@@ -547,7 +552,6 @@ fn what_the_driver_cannot_do_is_refused_with_a_message() {
     let node = Node::new("dr");
     let ub = format!("{}-ub", node.name);
     node.network(&node.name, &ub, SUBNET, GATEWAY);
-    let state = || -> Value { serde_json::from_slice(&std::fs::read(node.dir.join("driver.json")).unwrap()).unwrap() };
     // A second network is a second bridge; a bridge name taken is refused.
     let second = format!("{}-2", node.name);
     node.docker_ok(&[
@@ -592,7 +596,7 @@ fn what_the_driver_cannot_do_is_refused_with_a_message() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("not a valid interface name"), "{err}");
     // Nothing half-made: two networks, two bridges.
-    assert_eq!(state()["networks"].as_object().unwrap().len(), 2);
+    assert_eq!(node.driver_state()["networks"].as_object().unwrap().len(), 2);
     assert_eq!(node.bridges().len(), 2, "{:?}", node.bridges());
     // A host port already published: refused, as the bridge driver refuses it.
     node.web("p1", &ub, &["18080:80"]);
@@ -733,7 +737,7 @@ fn published_ports_answer_from_everywhere_as_on_the_bridge_driver() {
     node.docker_ok(&["network", "create", "-d", &node.name, "--subnet", "10.213.3.0/24", &second]);
     node.docker_ok(&["network", "connect", &second, "uw"]);
     let holders = || -> usize {
-        let state: Value = serde_json::from_slice(&std::fs::read(node.dir.join("driver.json")).unwrap()).unwrap();
+        let state = node.driver_state();
         let eps = state["endpoints"].as_object().unwrap().values();
         eps.filter(|e| e["published"].as_array().is_some_and(|p| p.iter().any(|p| p["host_port"] == 18280))).count()
     };
@@ -762,7 +766,7 @@ fn published_ports_answer_from_everywhere_as_on_the_bridge_driver() {
         "-c",
         "mkdir -p /www && echo ua > /www/index.html && httpd -f -p 80 -h /www",
     ]);
-    let state: Value = serde_json::from_slice(&std::fs::read(node.dir.join("driver.json")).unwrap()).unwrap();
+    let state = node.driver_state();
     let published: Vec<u64> = state["endpoints"]
         .as_object()
         .unwrap()
