@@ -55,7 +55,7 @@ fn docker_bridges(filter_listing: &str) -> Vec<&str> {
 /// Docker's own bridges, isolated from the driver's networks.
 pub fn wanted(state: &State, others: &[&str]) -> (Vec<String>, Vec<String>) {
     let (mut nat, mut filter) = (Vec::new(), Vec::new());
-    for (nid, n) in state.networks.iter().filter(|(_, n)| !n.bridge.is_empty() && !n.shared) {
+    for (nid, n) in state.networks.iter().filter(|(_, n)| n.owns_bridge()) {
         let b = &n.bridge;
         for s in n.subnets_v4() {
             if n.internal {
@@ -117,15 +117,19 @@ pub fn wanted(state: &State, others: &[&str]) -> (Vec<String>, Vec<String>) {
 
 /// The `iptables-restore --noflush` input that brings the node's tables
 /// (`nat_listing`, `filter_listing`: `iptables -t T -S`) to `state`'s
-/// rules; `None` when there is nothing to do (no network and nothing of
-/// ours left).
-pub fn plan(state: &State, nat_listing: &str, filter_listing: &str) -> Option<String> {
+/// rules (`nat`, `filter`: what [`wanted`] says of it); `None` when there
+/// is nothing to do (no network and nothing of ours left).
+pub fn plan(
+    state: &State,
+    (nat, filter): (&[String], &[String]),
+    nat_listing: &str,
+    filter_listing: &str,
+) -> Option<String> {
     let listed = |table: &str| if table == "nat" { nat_listing } else { filter_listing };
     let has = |table: &str, line: &str| listed(table).lines().any(|l| l == line);
     let ours = |table: &str| -> Vec<&str> { if table == "nat" { vec![DNAT, POST] } else { vec![FWD, ISO] } };
     let mut out = String::new();
-    let any = state.networks.values().any(|n| !n.bridge.is_empty() && !n.shared);
-    let (nat, filter) = wanted(state, &docker_bridges(filter_listing));
+    let any = state.networks.values().any(Network::owns_bridge);
     // The FORWARD jump goes first, ahead of Docker's own accepts (which dockerd
     // puts first again when it starts): moved back whenever it is not.
     let forward_first = filter_listing.lines().find(|l| l.starts_with("-A FORWARD ")) == Some(JUMPS[3].1);
@@ -137,7 +141,7 @@ pub fn plan(state: &State, nat_listing: &str, filter_listing: &str) -> Option<St
                 t.push_str(&format!(":{chain} - [0:0]\n"));
             }
             for r in rules {
-                t.push_str(&r);
+                t.push_str(r);
                 t.push('\n');
             }
             for (jt, jump, how) in JUMPS.iter().filter(|(jt, ..)| *jt == table) {
@@ -198,7 +202,7 @@ pub fn apply(state: &State) -> Result<(), RulesError> {
 /// [`apply`], saying whether the rules were not as the state says (a jump
 /// missing or not first, a chain gone): put back then.
 pub fn sync(state: &State) -> Result<bool, RulesError> {
-    let nets: Vec<&Network> = state.networks.values().filter(|n| !n.bridge.is_empty() && !n.shared).collect();
+    let nets: Vec<&Network> = state.networks.values().filter(|n| n.owns_bridge()).collect();
     if nets.iter().any(|n| !n.internal) {
         sysctl("net/ipv4/ip_forward", "1");
     }
@@ -206,7 +210,8 @@ pub fn sync(state: &State) -> Result<bool, RulesError> {
         sysctl(&format!("net/ipv4/conf/{}/route_localnet", n.bridge), "1");
     }
     let (nat, filter) = (listing("nat")?, listing("filter")?);
-    let Some(input) = plan(state, &nat, &filter) else { return Ok(false) };
+    let (want_nat, want_filter) = wanted(state, &docker_bridges(&filter));
+    let Some(input) = plan(state, (&want_nat, &want_filter), &nat, &filter) else { return Ok(false) };
     let same = |rules: &[String], listing: &str, chain: &str| {
         let head = format!("-A {chain} ");
         rules
@@ -222,7 +227,6 @@ pub fn sync(state: &State) -> Result<bool, RulesError> {
     };
     // Nothing to do when the chains hold exactly their rules and the jumps
     // are in place (the periodic check, mostly): counters keep counting.
-    let (want_nat, want_filter) = wanted(state, &docker_bridges(&filter));
     let chains =
         [(&want_nat, &nat, DNAT), (&want_nat, &nat, POST), (&want_filter, &filter, FWD), (&want_filter, &filter, ISO)];
     let jumps_moved = input.contains("\n-I ") || input.contains("\n-D ");
@@ -277,6 +281,12 @@ mod tests {
         }
     }
 
+    /// [`plan`] of what `s` wants against these listings.
+    fn plan_of(s: &State, nat: &str, filter: &str) -> Option<String> {
+        let (n, f) = wanted(s, &docker_bridges(filter));
+        plan(s, (&n, &f), nat, filter)
+    }
+
     fn state() -> State {
         let mut s = State::default();
         s.networks.insert("n1".into(), net("ub-n1", "10.1.0.1/24"));
@@ -313,21 +323,21 @@ mod tests {
     #[test]
     fn the_plan_adds_jumps_once_and_takes_everything_away_with_the_last_network() {
         let s = state();
-        let p = plan(&s, "-P PREROUTING ACCEPT\n", "-P FORWARD DROP\n").unwrap();
+        let p = plan_of(&s, "-P PREROUTING ACCEPT\n", "-P FORWARD DROP\n").unwrap();
         assert!(p.contains(":UB-DOCKER-DNAT - [0:0]\n") && p.contains("-I POSTROUTING 1 -j UB-DOCKER-POST\n"), "{p}");
         assert!(p.contains("-I FORWARD 1 -j UB-DOCKER-FWD\n"), "{p}");
         // With the jumps listed, they are not added again; the chains are rebuilt.
         let nat = JUMPS.iter().filter(|j| j.0 == "nat").map(|j| j.1).collect::<Vec<_>>().join("\n");
-        let p = plan(&s, &nat, "-A FORWARD -j UB-DOCKER-FWD\n-A FORWARD -j DOCKER-USER").unwrap();
+        let p = plan_of(&s, &nat, "-A FORWARD -j UB-DOCKER-FWD\n-A FORWARD -j DOCKER-USER").unwrap();
         assert!(!p.contains("-I ") && !p.contains("-A PREROUTING"), "{p}");
         // dockerd put its own jump first: ours moves back ahead of it.
-        let p = plan(&s, &nat, "-A FORWARD -j DOCKER-USER\n-A FORWARD -j UB-DOCKER-FWD").unwrap();
+        let p = plan_of(&s, &nat, "-A FORWARD -j DOCKER-USER\n-A FORWARD -j UB-DOCKER-FWD").unwrap();
         assert!(p.contains("-D FORWARD -j UB-DOCKER-FWD\n-I FORWARD 1 -j UB-DOCKER-FWD\n"), "{p}");
         // No network: the jumps and chains go; nothing of ours: nothing to do.
         let empty = State::default();
-        let p = plan(&empty, &format!("-N UB-DOCKER-DNAT\n-N UB-DOCKER-POST\n{nat}"), "-N UB-DOCKER-FWD\n").unwrap();
+        let p = plan_of(&empty, &format!("-N UB-DOCKER-DNAT\n-N UB-DOCKER-POST\n{nat}"), "-N UB-DOCKER-FWD\n").unwrap();
         assert!(p.contains("-D POSTROUTING -j UB-DOCKER-POST\n") && p.contains("-X UB-DOCKER-FWD\n"), "{p}");
         assert!(!p.contains("-X UB-DOCKER-ISO"), "a chain not there is not deleted: {p}");
-        assert_eq!(plan(&empty, "-P PREROUTING ACCEPT\n", "-P FORWARD ACCEPT\n"), None);
+        assert_eq!(plan_of(&empty, "-P PREROUTING ACCEPT\n", "-P FORWARD ACCEPT\n"), None);
     }
 }

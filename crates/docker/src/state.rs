@@ -46,6 +46,12 @@ pub struct Network {
 }
 
 impl Network {
+    /// It has a bridge of its own (not one of the release before bridges,
+    /// shared): the driver's rules are for such networks.
+    pub fn owns_bridge(&self) -> bool {
+        !self.bridge.is_empty() && !self.shared
+    }
+
     /// The network's IPv4 subnets (its gateways' prefixes).
     pub fn subnets_v4(&self) -> impl Iterator<Item = IpNet> + '_ {
         self.gateways.iter().filter(|g| g.addr().is_ipv4()).map(IpNet::trunc)
