@@ -6,11 +6,13 @@ mod netns;
 mod nft;
 mod rtnl;
 mod sys;
+mod tc;
 
 pub use ipnet::IpNet;
 pub use netns::{NETNS_RUN_DIR, NetNs};
 pub use nft::RulesetWatcher;
 pub use rtnl::{Link, LinkEvent, LinkWatcher, Route, Rtnl, link_events};
+pub use tc::{TcNews, TcWatcher};
 
 /// FNV-1a, 64 bits, over the parts in order: the hash behind every name and
 /// MAC userbridge derives from an id (the host port's MAC, a pod's veth, a

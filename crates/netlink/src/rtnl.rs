@@ -1,7 +1,8 @@
 use crate::{Error, Result};
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
@@ -11,6 +12,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use std::net::{IpAddr, Ipv4Addr};
@@ -384,6 +386,41 @@ impl Rtnl {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// The kind of link `index`'s ingress qdisc (`ingress`, `clsact`), or
+    /// `None` when it has none: then no tc filter sees what it receives.
+    pub fn ingress_qdisc(&mut self, index: u32) -> Result<Option<String>> {
+        let mut msg = TcMessage::default();
+        msg.header.index = i32::try_from(index).map_err(|_| Error::Decode {
+            what: "reading an ingress qdisc".into(),
+            detail: format!("ifindex {index} out of range"),
+        })?;
+        msg.header.parent = TcHandle::INGRESS;
+        // The kernel answers a qdisc get as a notification: only to an echo
+        // request, and then with an ack after it.
+        let get = RouteNetlinkMessage::GetQueueDiscipline(msg);
+        let v = match self.request("reading an ingress qdisc", get, NLM_F_ECHO | NLM_F_ACK) {
+            Ok(v) => v,
+            // No ingress queue yet (never had one), or the link is gone.
+            Err(Error::Kernel { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let kind = v.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.parent == TcHandle::INGRESS => {
+                q.attributes.iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.clone()),
+                    _ => None,
+                })
+            }
+            _ => None,
+        });
+        // Once deleted, an ingress queue keeps the `noop` placeholder.
+        Ok(kind.filter(|k| k != "noop" && k != "noqueue"))
     }
 
     /// The routes of the main table.
