@@ -276,6 +276,12 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// The name of container `i`'s network namespace (`cni-…` in /run/netns).
+    fn netns_of(&self, i: usize) -> String {
+        let key = self.podman_ok(&["inspect", "--format", "{{.NetworkSettings.SandboxKey}}", &self.container(i)]);
+        key.trim().trim_start_matches("/run/netns/").to_string()
+    }
+
     fn id_of(&self, i: usize) -> String {
         self.podman_ok(&["inspect", "--format", "{{.Id}}", &self.container(i)]).trim().to_string()
     }
@@ -1057,4 +1063,72 @@ fn the_firewall_plugin_chained_after_keeps_its_meaning() {
     });
     assert_eq!(kernel, (true, false), "the reference plugin: firewall lets c1 reach c2 past FORWARD DROP");
     assert_eq!(user, kernel, "userbridge");
+}
+
+/// TCP bits per second from `client_ns` to a server at `addr` in
+/// `server_ns` over `secs` seconds (`reverse`: the server sends).
+fn tcp_rate(client_ns: &str, server_ns: &str, addr: &str, reverse: bool, secs: u32) -> f64 {
+    let _server = Iperf3Server::start(server_ns, addr);
+    let t = secs.to_string();
+    let mut args = vec!["timeout", "60", "iperf3", "-c", addr, "-t", &t, "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let o = ns_exec(client_ns, &args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "iperf3 to {addr}: {out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap()
+}
+
+/// The reference `bandwidth` plugin chained after each plugin shapes a
+/// container's egress (an ifb redirect on its host veth's tc ingress,
+/// which userbridge receives after) and its ingress (a qdisc on the host
+/// veth) as after `bridge`, and a rate changed with `tc` at run time
+/// applies, also after userbridge restarts: each TCP rate within 10% of the
+/// reference's. Each direction has its own rate, so one limit cannot pass
+/// for the other.
+#[test]
+fn the_bandwidth_plugin_chained_after_shapes_both_ways_as_after_bridge() {
+    const EGRESS: u64 = 8_000_000;
+    const INGRESS: u64 = 16_000_000;
+    let rates = |p: Plugin| {
+        let mut node = Node::new("bw", p);
+        let bw = json!({"type": "bandwidth", "egressRate": EGRESS, "egressBurst": 400_000,
+            "ingressRate": INGRESS, "ingressBurst": 400_000});
+        node.write_chain_of(&node.net, &node.conf, &[bw]);
+        node.run(1);
+        let pod = node.netns_of(1);
+        let egress = tcp_rate(&pod, node.name(), GATEWAY, false, 4);
+        let ingress = tcp_rate(&pod, node.name(), GATEWAY, true, 4);
+        // The plugin's ifb carries the container's egress: its rate raised at run time.
+        let links = ns_ok(node.name(), &["ip", "-o", "link", "show", "type", "ifb"]);
+        let ifb: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+        assert_eq!(ifb.len(), 1, "one ifb for the one container: {links}");
+        ns_ok(
+            node.name(),
+            &[
+                "tc", "qdisc", "replace", "dev", ifb[0], "root", "tbf", "rate", "24mbit", "burst", "50kb", "latency",
+                "25ms",
+            ],
+        );
+        let raised = tcp_rate(&pod, node.name(), GATEWAY, false, 4);
+        // A daemon started after the plugin ran (a crash, an upgrade) finds the qdisc there.
+        if let Some(d) = node.daemon.take() {
+            let socket = d.socket.clone();
+            d.kill9();
+            node.daemon = Some(Daemon::start_in(node.name(), socket.to_str().unwrap(), &["--host-port", "cni0"]));
+        }
+        let restarted = tcp_rate(&pod, node.name(), GATEWAY, false, 4);
+        [egress, ingress, raised, restarted]
+    };
+    let (kernel, user) = both(rates);
+    eprintln!("bits/s egress, ingress, egress raised, after a restart: bridge {kernel:?}, userbridge {user:?}");
+    for (k, want) in kernel.iter().zip([EGRESS, INGRESS, 24_000_000, 24_000_000]) {
+        let want = want as f64;
+        assert!((want * 0.7..want * 1.1).contains(k), "the reference shapes to {want}: {kernel:?}");
+    }
+    for (u, k) in user.iter().zip(kernel) {
+        assert!((u - k).abs() <= 0.1 * k, "userbridge {user:?} not within 10% of bridge {kernel:?}");
+    }
 }

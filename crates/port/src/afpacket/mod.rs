@@ -7,11 +7,13 @@
 //! - `recv`: reading a `recvmmsg` batch and a ring's slots
 //! - `busy`: RX slots while a port is busy, and when (`busy::policy`)
 //! - `wait`: where a half's sockets wait for the reader
+//! - `shaped`: receiving after tc ingress while the interface has a qdisc there
 //! - `tx`: the transmit half
 
 mod busy;
 mod config;
 mod recv;
+mod shaped;
 mod socket;
 mod tx;
 mod wait;
@@ -24,6 +26,7 @@ pub use tx::AfPacketTx;
 use crate::sys::{self, MmsgRecv, Steer, TxRing};
 use crate::{Health, PortError, PortRx, RxFrame, Waiter};
 use busy::BusyRx;
+use shaped::{Shaper, Shaping};
 use socket::{SNDBUF, rx_socket, set_buffer};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -97,15 +100,20 @@ pub fn open_link(link: &Link, rx: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacket
     } else {
         None
     };
-    let half = |fd: Arc<OwnedFd>, path| AfPacketRx { fd, path, name: name.to_string(), ifindex: link.index };
-    let halves = match group {
-        Some(group) if rx.mode == RxMode::BusySlots => busy::halves(name, link.index, &rx, group, socks)
+    let shaping = Shaping::new(socks.iter().map(|(fd, _)| fd.clone()).collect());
+    let half =
+        |fd: Arc<OwnedFd>, path| AfPacketRx { fd, path, name: name.to_string(), ifindex: link.index, shaper: None };
+    let mut halves: Vec<AfPacketRx> = match group {
+        Some(group) if rx.mode == RxMode::BusySlots => busy::halves(name, link.index, &rx, group, socks, &shaping)
             .map_err(e("setting up the busy-slots halves"))?
             .into_iter()
             .map(|(fd, b)| half(fd, RxPath::Busy(b)))
             .collect(),
         _ => socks.into_iter().map(|(fd, recv)| half(fd, RxPath::Mmsg { recv, drained: false })).collect(),
     };
+    if let Some(h) = halves.first_mut() {
+        h.shaper = Some(Shaper::new(shaping.clone(), name, link.index).map_err(e("following the tc ingress qdisc"))?);
+    }
     Ok((halves, tx, opened))
 }
 
@@ -134,26 +142,37 @@ enum RxPath {
 }
 
 /// A receive half: its socket (a member of the port's fanout group) and
-/// how it reads it.
+/// how it reads it; half 0 also follows the interface's tc ingress
+/// (`shaper`).
 #[derive(Debug)]
 pub struct AfPacketRx {
     fd: Arc<OwnedFd>,
     path: RxPath,
     name: String,
     ifindex: u32,
+    shaper: Option<Shaper>,
+}
+
+/// One batch of the half's own socket (or ring); true if it emptied it.
+fn own_batch<'a>(path: &'a mut RxPath, fd: BorrowedFd<'_>, out: &mut Vec<RxFrame<'a>>) -> io::Result<bool> {
+    match path {
+        RxPath::Busy(b) => b.recv(fd, out),
+        RxPath::Mmsg { recv, drained } => {
+            *drained = false;
+            *drained = recv::mmsg_batch(recv, fd, out)? < MMSG_SLOTS;
+            Ok(*drained)
+        }
+    }
 }
 
 impl PortRx for AfPacketRx {
     fn recv_batch<'a>(&'a mut self, out: &mut Vec<RxFrame<'a>>) -> io::Result<()> {
         out.clear();
-        match &mut self.path {
-            RxPath::Busy(b) => b.recv(self.fd.as_fd(), out)?,
-            RxPath::Mmsg { recv, drained } => {
-                *drained = false;
-                *drained = recv::mmsg_batch(recv, self.fd.as_fd(), out)? < MMSG_SLOTS;
-            }
+        let AfPacketRx { fd, path, shaper, .. } = self;
+        match shaper {
+            Some(s) if s.active() => s.recv(out, |out| own_batch(path, fd.as_fd(), out)),
+            _ => own_batch(path, fd.as_fd(), out).map(drop),
         }
-        Ok(())
     }
 
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -164,20 +183,28 @@ impl PortRx for AfPacketRx {
     }
 
     fn drained(&self) -> bool {
-        match &self.path {
-            RxPath::Mmsg { drained, .. } => *drained,
-            RxPath::Busy(b) => b.drained,
+        match (&self.shaper, &self.path) {
+            (Some(s), _) if s.active() => s.drained(),
+            (_, RxPath::Mmsg { drained, .. }) => *drained,
+            (_, RxPath::Busy(b)) => b.drained,
         }
     }
 
     fn tick(&mut self, now: Instant) -> bool {
-        match &mut self.path {
+        let ticking = match &mut self.path {
             RxPath::Busy(b) => b.tick(now),
             RxPath::Mmsg { .. } => false,
+        };
+        if let Some(s) = &mut self.shaper {
+            s.tick();
         }
+        ticking
     }
 
     fn waiting_in(&mut self, reader: Option<Waiter>) {
+        if let Some(s) = &mut self.shaper {
+            s.waiting_in(reader.clone());
+        }
         if let RxPath::Busy(b) = &mut self.path {
             b.waiting_in(self.fd.as_fd(), reader);
         }
@@ -186,6 +213,9 @@ impl PortRx for AfPacketRx {
     fn check(&mut self) -> Health {
         // Clears the pending error (ENETDOWN) so the wait descriptor quietens.
         let _ = sys::take_socket_error(self.fd.as_fd());
+        if let Some(s) = &self.shaper {
+            s.take_errors();
+        }
         if let RxPath::Busy(b) = &self.path
             && let Some(fd) = b.ring_fd()
         {
@@ -200,6 +230,7 @@ impl PortRx for AfPacketRx {
             RxPath::Busy(b) => b.ring_drops(),
             RxPath::Mmsg { .. } => 0,
         };
-        sys::packet_drops(self.fd.as_fd()).map_or(0, u64::from) + ring
+        let shaped = self.shaper.as_ref().map_or(0, Shaper::kernel_drops);
+        sys::packet_drops(self.fd.as_fd()).map_or(0, u64::from) + ring + shaped
     }
 }

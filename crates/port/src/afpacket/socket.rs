@@ -22,6 +22,13 @@ pub const MMSG_SLOTS: usize = 32;
 
 /// A packet socket bound to `ifindex` that receives with `recvmmsg`.
 pub(super) fn rx_socket(name: &str, ifindex: u32) -> Result<(OwnedFd, MmsgRecv), PortError> {
+    let (fd, recv) = unbound_rx_socket(name)?;
+    sys::bind_packet(fd.as_fd(), ifindex).map_err(|err| PortError::io("binding the packet socket", name, err))?;
+    Ok((fd, recv))
+}
+
+/// A socket for [`rx_socket`], not bound yet: it receives nothing.
+pub(super) fn unbound_rx_socket(name: &str) -> Result<(OwnedFd, MmsgRecv), PortError> {
     let e = |what| move |err| PortError::io(what, name, err);
     let fd = sys::packet_socket().map_err(e("creating a packet socket"))?;
     sys::set_packet_version_v3(fd.as_fd()).map_err(e("selecting TPACKET_V3"))?;
@@ -31,7 +38,6 @@ pub(super) fn rx_socket(name: &str, ifindex: u32) -> Result<(OwnedFd, MmsgRecv),
     sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(e("enabling PACKET_AUXDATA"))?;
     deep_queue(fd.as_fd());
     let recv = MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?;
-    sys::bind_packet(fd.as_fd(), ifindex).map_err(e("binding the packet socket"))?;
     Ok((fd, recv))
 }
 

@@ -236,6 +236,49 @@ pub fn drop_all(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
+/// The ethertypes a port takes from protocol sockets, after tc ingress,
+/// while its interface has an ingress qdisc (`afpacket::shaped`).
+pub const AFTER_TC: [u16; 3] = [0x0800, 0x86dd, 0x0806];
+
+/// The filter of a port's ETH_P_ALL sockets while its interface has an
+/// ingress qdisc: every frame but those of [`AFTER_TC`] (the protocol is the
+/// inner one of a tagged frame, whose tag the kernel strips before protocol
+/// sockets see it).
+#[allow(clippy::cast_possible_truncation, reason = "BPF opcodes fit 16 bits")]
+fn skip_after_tc_program() -> Vec<libc::sock_filter> {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let n = AFTER_TC.len();
+    let mut p = vec![op(
+        libc::BPF_LD | libc::BPF_H | libc::BPF_ABS,
+        0,
+        0,
+        (libc::SKF_AD_OFF + libc::SKF_AD_PROTOCOL).cast_unsigned(),
+    )];
+    for (i, t) in AFTER_TC.iter().enumerate() {
+        // A match jumps to the last instruction (drop); the rest fall through to "keep".
+        p.push(op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, (n - i) as u8, 0, u32::from(*t)));
+    }
+    p.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX));
+    p.push(op(libc::BPF_RET | libc::BPF_K, 0, 0, 0));
+    p
+}
+
+/// Leaves the frames of [`AFTER_TC`] out of what `fd` receives (`on`), or
+/// takes the filter off. Attaching replaces a filter at once: each frame
+/// sees the old filter or the new one.
+pub fn skip_after_tc(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    if !on {
+        return match setsockopt(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r,
+        };
+    }
+    let mut prog = skip_after_tc_program();
+    let len = u16::try_from(prog.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fprog = libc::sock_fprog { len, filter: prog.as_mut_ptr() };
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
 /// Bytes of the first frame waiting in the socket's receive queue; 0 when
 /// none waits (SIOCINQ).
 pub fn first_queued_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
@@ -275,6 +318,7 @@ mod tests {
                 c if c == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K => a %= f.k,
                 c if c == libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K => a += f.k,
                 c if c == libc::BPF_RET | libc::BPF_A => return a,
+                c if c == libc::BPF_RET | libc::BPF_K => return f.k,
                 c => panic!("opcode {c:#x}"),
             }
         }
@@ -322,6 +366,17 @@ mod tests {
                 assert!(a < 3, "{mode:?} {hash:#x} {cpu}: {a}");
                 assert_eq!(b, a + 3, "{mode:?} {hash:#x} {cpu}");
             }
+        }
+    }
+
+    #[test]
+    fn a_shaped_ports_all_protocols_socket_leaves_ip_ipv6_and_arp_to_the_protocol_sockets() {
+        let p = super::skip_after_tc_program();
+        for t in super::AFTER_TC {
+            assert_eq!(run(&p, u32::from(t), &[], 0, 0), 0, "{t:#06x} dropped");
+        }
+        for t in [0x88cc, 0x8100, 0x88a8, 0x0842, 0x8035, 0x0801] {
+            assert_eq!(run(&p, t, &[], 0, 0), u32::MAX, "{t:#06x} kept whole");
         }
     }
 }

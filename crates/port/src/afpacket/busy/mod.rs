@@ -11,6 +11,7 @@ use policy::{Counted, GRACE, Phase, Policy, RETRY, Step};
 
 use super::RxConfig;
 use super::recv::{SlotsRx, mmsg_batch};
+use super::shaped::Shaping;
 use super::socket::{MMSG_SLOTS, ring_socket};
 use super::wait::{into_reader, out_of_reader, wait_set, wait_set_add};
 use crate::sys::{self, Fanout, MmsgRecv, SlotRing, Steer};
@@ -25,7 +26,8 @@ use ub_netlink::NetNs;
 /// A ring's socket, in the group at member `n + i`, and its ring.
 #[derive(Debug)]
 struct RingSocket {
-    pub fd: OwnedFd,
+    /// Shared with the port's [`Shaping`], which sets its filter.
+    pub fd: Arc<OwnedFd>,
     pub ring: SlotRing,
 }
 
@@ -49,6 +51,8 @@ struct BusySlots {
     netns: NetNs,
     /// A member's socket, to replace the group's program through.
     steer_fd: Arc<OwnedFd>,
+    /// The port's tc ingress, whose filter a new ring socket takes.
+    shaping: Arc<Shaping>,
     /// Each half's epoll descriptor, to add its ring socket to.
     waits: Vec<Arc<OwnedFd>>,
     counts: Vec<Count>,
@@ -78,6 +82,7 @@ impl BusySlots {
         rx: &RxConfig,
         group: u16,
         steer_fd: Arc<OwnedFd>,
+        shaping: Arc<Shaping>,
         waits: Vec<Arc<OwnedFd>>,
     ) -> io::Result<BusySlots> {
         let netns = NetNs::current().map_err(io::Error::other)?;
@@ -90,6 +95,7 @@ impl BusySlots {
             group,
             netns,
             steer_fd,
+            shaping,
             waits,
             counts: (0..n).map(|_| Count::default()).collect(),
             phase: AtomicU8::new(Phase::Sockets as u8),
@@ -218,12 +224,14 @@ impl BusySlots {
         let fresh = fresh.map_err(io::Error::other)??;
         let mut made = Vec::with_capacity(n);
         for (fd, wait) in fresh.into_iter().zip(&self.waits) {
+            let fd = Arc::new(fd);
             let ring = SlotRing::map(fd.as_fd(), slots)?;
             // Until it has joined the group the socket would get every frame.
             sys::drop_all(fd.as_fd(), true)?;
             sys::bind_packet(fd.as_fd(), self.ifindex)?;
             sys::join_fanout(fd.as_fd(), self.group, self.fanout, self.steer(0))?;
-            sys::drop_all(fd.as_fd(), false)?;
+            // Replaces the drop-all filter with the port's own.
+            self.shaping.add_ring(&fd)?;
             wait_set_add(wait.as_fd(), fd.as_fd())?;
             made.push(RingSocket { fd, ring });
         }
@@ -289,7 +297,7 @@ pub(super) struct BusyRx {
     shared: Arc<BusySlots>,
     index: usize,
     frames: Counted,
-    ring: Option<(OwnedFd, SlotsRx)>,
+    ring: Option<(Arc<OwnedFd>, SlotsRx)>,
     socket_done: bool,
     /// The reader waiting on `wait`.
     reader: Option<Waiter>,
@@ -358,7 +366,8 @@ impl BusyRx {
     /// One batch: from the socket, or from the ring. Frames before the
     /// switch to the ring are on the socket, those after it in the ring; the
     /// other way round when the port goes quiet.
-    pub(super) fn recv<'a>(&'a mut self, sock: BorrowedFd<'_>, out: &mut Vec<RxFrame<'a>>) -> io::Result<()> {
+    /// Returns whether it emptied what it read (`drained`).
+    pub(super) fn recv<'a>(&'a mut self, sock: BorrowedFd<'_>, out: &mut Vec<RxFrame<'a>>) -> io::Result<bool> {
         self.settle();
         let phase = self.shared.phase();
         let BusyRx { recv, drained, ring, frames, shared, index, socket_done, .. } = self;
@@ -392,7 +401,7 @@ impl BusyRx {
         frames.fit += fit;
         frames.big += out.len() as u64 - fit;
         shared.count(*index, *frames);
-        Ok(())
+        Ok(*drained)
     }
 
     /// Looks at the port's rate (the step it calls for is taken here), and
@@ -430,11 +439,12 @@ pub(super) fn halves(
     rx: &RxConfig,
     group: u16,
     socks: Vec<(Arc<OwnedFd>, MmsgRecv)>,
+    shaping: &Arc<Shaping>,
 ) -> io::Result<Vec<(Arc<OwnedFd>, BusyRx)>> {
     let waits = socks.iter().map(|(fd, _)| wait_set(fd.as_fd()).map(Arc::new)).collect::<io::Result<Vec<_>>>()?;
     let steer_fd =
         socks.first().map(|(fd, _)| fd.clone()).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let shared = Arc::new(BusySlots::new(name, ifindex, rx, group, steer_fd, waits.clone())?);
+    let shared = Arc::new(BusySlots::new(name, ifindex, rx, group, steer_fd, shaping.clone(), waits.clone())?);
     Ok(socks
         .into_iter()
         .zip(waits)
