@@ -303,3 +303,76 @@ fn no_forward_rule_keeps_the_direct_path_on_takes_the_kernel_anyway_off_never_do
     assert!(n.pings(0, 1), "--netfilter off enforced a rule");
     assert!(d.query(&["bridge", "list"])[0]["netfilter"].is_null(), "no way through the kernel with --netfilter off");
 }
+
+/// The pods of a second bridge, `br1` with gateway 10.62.0.1: two of them.
+const POD2: [&str; 2] = ["10.62.0.11", "10.62.0.12"];
+
+impl Node {
+    /// Adds bridge `br1` (a second kernel bridge, or a second bridge of
+    /// the same daemon) with the pods of [`POD2`]; their namespaces.
+    fn second_bridge(&self) -> Vec<TestNs> {
+        let mut pods = Vec::new();
+        for (i, ip) in POD2.iter().enumerate() {
+            let pod = TestNs::new(&format!("{}q{i}", self.ns.0));
+            let v = format!("w{i}");
+            let o = Command::new("ip")
+                .args(["link", "add", "eth0", "netns", &pod.0, "type", "veth", "peer", "name", &v, "netns", &self.ns.0])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            ns_ok(&pod.0, &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            ns_ok(&pod.0, &["ip", "link", "set", "eth0", "up"]);
+            ns_ok(&pod.0, &["ip", "route", "add", "default", "via", "10.62.0.1"]);
+            self.node(&["ip", "link", "set", &v, "up"]);
+            pods.push(pod);
+        }
+        match &self.daemon {
+            None => {
+                self.node(&["ip", "link", "add", "br1", "type", "bridge"]);
+                for i in 0..POD2.len() {
+                    self.node(&["ip", "link", "set", &format!("w{i}"), "master", "br1"]);
+                }
+                self.node(&["ip", "addr", "add", "10.62.0.1/24", "dev", "br1"]);
+                self.node(&["ip", "link", "set", "br1", "up"]);
+            }
+            Some(d) => {
+                d.query(&["bridge", "add", "br1", "--address", "10.62.0.1/24"]);
+                for i in 0..POD2.len() {
+                    d.query(&["port", "add", &format!("w{i}"), "master", "br1"]);
+                }
+            }
+        }
+        for p in &pods {
+            wait_until("a pod to reach its gateway", Duration::from_secs(10), || ping(&p.0, "10.62.0.1", 1));
+        }
+        pods
+    }
+}
+
+/// Pods on two bridges of one daemon (each with its own way into the
+/// node's netfilter) against two kernel bridges: a rule between two pods of
+/// one bridge acts there and not on the other bridge, and traffic between
+/// the bridges, routed by the node, passes FORWARD as it does there.
+#[test]
+fn pods_on_two_bridges_of_one_daemon_as_on_two_kernel_bridges() {
+    let (k, u) = both("nf2", |n| {
+        n.node(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let q = n.second_bridge();
+        let q_pings = |from: usize, to: &str| ping(&q[from].0, to, 1);
+        n.node(&["iptables", "-I", "FORWARD", "-s", POD2[0], "-d", POD2[1], "-j", "DROP"]);
+        if let Some(d) = &n.daemon {
+            wait_until("both bridges to follow the node's rules", Duration::from_secs(5), || {
+                d.query(&["bridge", "list"]).as_array().unwrap().iter().all(|b| b["netfilter"] == "on")
+            });
+        }
+        let blocked = !q_pings(0, POD2[1]);
+        let counted = n.counted(POD2[1]) > 0;
+        let other_bridge = n.pings(0, 1);
+        let across = q_pings(0, POD[0]) && n.pings(1, 2) && ping(&n.pods[0].0, POD2[1], 1);
+        n.node(&["iptables", "-I", "FORWARD", "-s", POD[0], "-d", POD2[1], "-j", "DROP"]);
+        let across_blocked = !ping(&n.pods[0].0, POD2[1], 1);
+        vec![blocked, counted, other_bridge, across, across_blocked]
+    });
+    assert_eq!(k, [true, true, true, true, true], "two kernel bridges");
+    assert_eq!(u, k, "two bridges of one userbridge");
+}
