@@ -247,7 +247,9 @@ impl Serve for Daemon {
     }
 
     fn set_vlan_filtering(&self, r: SetVlanFiltering) -> Result<VlanFiltering, ControlError> {
-        self.bridge(r.bridge.as_ref())?.set_vlan_filtering(r.on);
+        let b = self.bridge(r.bridge.as_ref())?;
+        b.set_vlan_filtering(r.on);
+        self.netfilter_apply(&b);
         Ok(VlanFiltering { vlan_filtering: r.on })
     }
 

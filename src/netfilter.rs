@@ -26,6 +26,10 @@ pub struct NodeFilter {
     /// see the twin, not the bridge and the pods' veths.
     pub names: Vec<String>,
     pub physdev: bool,
+    /// `bridge-nf-filter-vlan-tagged`: br_netfilter judges the IP of
+    /// VLAN-tagged frames too (off by default; a kernel bridge with VLAN
+    /// filtering gives every frame a tag, so its traffic passes unjudged).
+    pub vlan_tagged: bool,
 }
 
 impl NodeFilter {
@@ -45,6 +49,11 @@ fn br_netfilter() -> bool {
     ["iptables", "ip6tables"].iter().any(|t| {
         std::fs::read_to_string(format!("/proc/sys/net/bridge/bridge-nf-call-{t}")).is_ok_and(|v| v.trim() == "1")
     })
+}
+
+/// Whether br_netfilter judges VLAN-tagged frames in this namespace.
+fn vlan_tagged() -> bool {
+    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-filter-vlan-tagged").is_ok_and(|v| v.trim() == "1")
 }
 
 /// The interface names rules match, and whether any rule uses physdev.
@@ -129,7 +138,7 @@ fn judge(v: &serde_json::Value) -> (bool, String) {
 pub fn look() -> NodeFilter {
     let (rules, why, ruleset) = forward_rules();
     let (names, physdev) = ruleset.as_ref().map(matched_names).unwrap_or_default();
-    NodeFilter { br_netfilter: br_netfilter(), rules, why, names, physdev }
+    NodeFilter { br_netfilter: br_netfilter(), rules, why, names, physdev, vlan_tagged: vlan_tagged() }
 }
 
 /// How often br_netfilter's knob and the legacy tables are looked at.

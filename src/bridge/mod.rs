@@ -94,6 +94,8 @@ pub struct Bridge {
     /// The switch's port of its way through the node's netfilter, if made
     /// (`netfilter.rs`).
     netfilter: Mutex<Option<PortId>>,
+    /// The log said the way is off because the bridge filters VLANs.
+    netfilter_vlan_said: AtomicBool,
     log: Mutex<FdbEventLog>,
 }
 
@@ -123,6 +125,7 @@ impl Bridge {
             host_address_change: Mutex::new(()),
             host_made: AtomicBool::new(false),
             netfilter: Mutex::new(None),
+            netfilter_vlan_said: AtomicBool::new(false),
             log: Mutex::new(FdbEventLog::default()),
         }
     }

@@ -90,6 +90,13 @@ impl Bridge {
         changed
     }
 
+    /// Whether the way is off because the bridge filters VLANs, where the
+    /// node's rules would otherwise have it on: true when that is news
+    /// (the log says it once per change).
+    pub fn netfilter_vlan_bypass(&self, now: bool) -> bool {
+        self.netfilter_vlan_said.swap(now, std::sync::atomic::Ordering::Relaxed) != now && now
+    }
+
     /// Whether the bridge has the path, and whether it is on.
     pub fn netfilter(&self) -> (bool, bool) {
         (lock(&self.netfilter).is_some(), self.sw.netfilter().is_some())

@@ -483,11 +483,23 @@ impl Daemon {
     }
 
     /// Turns bridge `b`'s way through the node's netfilter on or off as its
-    /// setting and the node's rules say.
-    fn netfilter_apply(&self, b: &Bridge) {
+    /// setting and the node's rules say. A bridge that filters VLANs stays
+    /// direct, as br_netfilter lets a VLAN-filtering kernel bridge's
+    /// traffic (every frame tagged inside it) pass unjudged unless
+    /// `bridge-nf-filter-vlan-tagged` is 1: the log says which.
+    pub(crate) fn netfilter_apply(&self, b: &Bridge) {
         let nf = lock(&self.node_filter).clone();
-        let on = nf.wants(b.settings().netfilter);
+        let wanted = nf.wants(b.settings().netfilter);
+        let vlan = b.sw.vlan_filtering();
+        let on = wanted && !vlan;
         let (has, _) = b.netfilter();
+        if b.netfilter_vlan_bypass(has && wanted && vlan) {
+            if nf.vlan_tagged {
+                tracing::warn!(bridge = %b.name, "the bridge filters VLANs: IP between its stations does not pass the node's FORWARD rules; on a kernel bridge with bridge-nf-filter-vlan-tagged=1 it would (docs/operations.md)");
+            } else {
+                tracing::info!(bridge = %b.name, "the bridge filters VLANs: IP between its stations does not pass the node's FORWARD rules, as on a kernel bridge with VLAN filtering (bridge-nf-filter-vlan-tagged=0)");
+            }
+        }
         if has && b.set_netfilter(on) {
             tracing::info!(bridge = %b.name, on, "IP between the bridge's stations through the node's netfilter");
             let twin = crate::bridge::netfilter::names(&b.name).0;

@@ -107,6 +107,7 @@ impl Daemon {
             }
         }
         done.extend(b.apply(new));
+        self.netfilter_apply(&b);
         done
     }
 
