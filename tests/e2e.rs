@@ -768,6 +768,14 @@ fn burst_through_stopped_daemon(
 ) {
     let (rx, tx) = udp_ends(lab);
     let before = d.counter("ubp2", "tx_frames");
+    // One CPU sends: an unconnected socket's datagrams carry no flow hash,
+    // so the port's fanout group places them by CPU, and a sender that
+    // moves between CPUs mid-burst splits it over two receive halves, which
+    // the port's thread then reads one after the other (the kernel bridge
+    // keeps such a sender's order no better: one backlog per CPU).
+    let mut one_cpu = rustix::thread::CpuSet::new();
+    one_cpu.set(0);
+    rustix::thread::sched_setaffinity(None, &one_cpu).unwrap();
     {
         let _stopped = Stopped::stop(d.child.id());
         for seq in 0..n {
