@@ -108,7 +108,7 @@ pub(super) struct Shaper {
     /// Every source was found empty in the last batch.
     drained: bool,
     reader: Option<Waiter>,
-    /// The last look failed (said once, not every second).
+    /// The last look failed (said once, until a look succeeds).
     failing: bool,
 }
 
@@ -206,7 +206,11 @@ impl Shaper {
             .run(|| AFTER_TC.iter().map(|_| unbound_rx_socket(&name)).collect::<Result<Vec<_>, _>>())
             .map_err(io::Error::other)?
             .map_err(io::Error::other)?;
-        self.shared.set(true)?;
+        if let Err(e) = self.shared.set(true) {
+            // Some sockets may have taken the filter: all of them take everything again.
+            let _ = self.shared.set(false);
+            return Err(e);
+        }
         let bound = made
             .iter()
             .zip(AFTER_TC)
