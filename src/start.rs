@@ -125,6 +125,11 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     control::Server::check_free(&settings.socket)?;
 
     let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
+    // Claims of daemons killed before they could remove theirs.
+    let swept = ub_port::sweep_claims(&d.opener.open.claim_dir);
+    if swept > 0 {
+        tracing::debug!(swept, "claim files nobody held removed");
+    }
     // Before any bridge: its first frames already go as the node's rules say.
     let first = NetNs::run_in(d.opener.start_ns.as_deref(), crate::netfilter::look).unwrap_or_default();
     d.init_node_filter(first);

@@ -87,6 +87,23 @@ impl Drop for Claim {
     }
 }
 
+/// Removes the claim files in `dir` nobody holds: those of daemons killed
+/// before they could remove theirs (the lock went with them, the file
+/// stayed). Each is locked before it goes, so a claim held now is never
+/// touched; a daemon that opened the file just before finds it replaced
+/// and takes a new one ([`Claim::take`] checks). Returns how many went.
+pub fn sweep(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for path in entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.extension().is_some_and(|x| x == "lock")) {
+        let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(&path) else { continue };
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +122,19 @@ mod tests {
         drop((b, c));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "released claims leave no file");
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn a_sweep_removes_the_claims_nobody_holds_and_keeps_the_held_ones() {
+        let dir = std::env::temp_dir().join(format!("ub-claim-sweep-{}", std::process::id()));
+        let held = Claim::take(&dir, "veth1", 7, "pid 1").unwrap();
+        // A daemon killed with its claim: the file stays, unlocked.
+        std::fs::write(dir.join("4026531840-9.lock"), "pid 2\n").unwrap();
+        assert_eq!(sweep(&dir), 1);
+        assert!(held.path().exists(), "a held claim was swept");
+        assert!(!dir.join("4026531840-9.lock").exists());
+        assert!(Claim::take(&dir, "veth1", 7, "pid 3").is_err(), "the held claim still holds");
+        drop(held);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -24,7 +24,7 @@ mod sys;
 pub mod tap;
 mod vnet;
 
-pub use claim::{CLAIM_DIR, Claim};
+pub use claim::{CLAIM_DIR, Claim, sweep as sweep_claims};
 pub use error::PortError;
 pub use frame::{RxFrame, TxFrame, recycle_rx, recycle_tx};
 pub use vnet::VnetHdr;
