@@ -205,7 +205,11 @@ impl Bridge {
         }
         let id = self.sw.add_port_with(&opened.name, opened.backend, opened.tx, policy)?;
         if !opened.up {
-            if opened.backend == Backend::Afpacket {
+            // A port added at run time (the Docker driver's, before Docker
+            // brings its container's end up) is down as a matter of course.
+            if opened.backend == Backend::Afpacket && spec.origin == Origin::Runtime {
+                tracing::info!(port = %spec.name, "link is down; the port forwards once it is up");
+            } else if opened.backend == Backend::Afpacket {
                 tracing::warn!(port = %spec.name, "link is down; the port forwards once it is up (`ip link set {} up`, and its peer)", spec.name);
             }
             if let Some(p) = self.sw.port(id) {
