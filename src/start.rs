@@ -70,8 +70,8 @@ fn check_capabilities(s: &Settings) -> Result<(), StartError> {
 }
 
 /// Raises the soft limit on open files to the hard one: a port holds about
-/// two descriptors per reader and a few more (21 with `--readers 8`), so
-/// 110 pods on an 8-CPU node need some 2 300, where systemd starts a service
+/// two descriptors per reader and a few more (25 with `--readers 8`), so
+/// 110 pods on an 8-CPU node need some 2 800, where systemd starts a service
 /// with a soft limit of 1024 (nothing in the daemon uses `select`).
 fn raise_open_files() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
