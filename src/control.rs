@@ -424,6 +424,12 @@ impl Serve for Daemon {
 /// closed. A well-formed request that fails (no such port, bad argument)
 /// gets its error and the connection stays open.
 pub fn handle(d: &Daemon, line: &str) -> (Response, bool) {
+    // A request is served whole before a handover starts, or told to retry
+    // (and so reaches the daemon that takes over): never half-applied.
+    let _served = d.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if d.handing_over.load(std::sync::atomic::Ordering::Acquire) {
+        return (Response::err(ub_proto::BUSY), true);
+    }
     match Request::parse(line) {
         Ok(req) => (req.serve(d), false),
         Err(Parse::Malformed(m)) => (Response::err(m), true),
@@ -441,6 +447,13 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// The socket file at `path`, bound by the daemon that handed its
+    /// listener over: this daemon's from now on.
+    pub fn adopt(path: &Path) -> SocketFile {
+        let ino = std::fs::symlink_metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()));
+        SocketFile { path: path.into(), ino }
+    }
+
     /// Binds `path` (mode 0600).
     pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), ServerError> {
         let err = |source| ServerError::Listen { path: path.into(), source };
@@ -465,7 +478,9 @@ impl Drop for SocketFile {
 #[derive(Debug)]
 pub struct Server {
     _accepting: ub_serve::Server,
-    _file: SocketFile,
+    file: SocketFile,
+    /// The listening socket, to hand over.
+    listener: UnixListener,
 }
 
 impl Server {
@@ -488,6 +503,14 @@ impl Server {
         }
         Self::check_free(path)?;
         let (listener, file) = SocketFile::bind(path)?;
+        Self::start_on(listener, file, d)
+    }
+
+    /// Serves `listener` (bound at `file`), one this daemon bound or the
+    /// one a daemon before it handed over.
+    pub fn start_on(listener: UnixListener, file: SocketFile, d: Arc<Daemon>) -> Result<Server, ServerError> {
+        let path = file.path.clone();
+        let kept = listener.try_clone().map_err(|source| ServerError::Listen { path: path.clone(), source })?;
         let panics = d.counters.thread_panics.clone();
         let handler = Arc::new(move |c: Conn| {
             if let Conn::Unix(s) = c {
@@ -495,8 +518,17 @@ impl Server {
             }
         });
         let accepting = ub_serve::Server::start("control", Listener::Unix(listener), LIMITS, handler, busy, panics)
-            .map_err(|source| ServerError::Listen { path: path.into(), source })?;
-        Ok(Server { _accepting: accepting, _file: file })
+            .map_err(|source| ServerError::Listen { path: path.clone(), source })?;
+        Ok(Server { _accepting: accepting, file, listener: kept })
+    }
+
+    /// Stops accepting and gives the listening socket and its file away
+    /// (the file stays: the daemon taking over serves it). Connections
+    /// waiting in its backlog stay there for whoever accepts next.
+    pub fn hand_over(self) -> (UnixListener, SocketFile) {
+        let Server { _accepting, file, listener } = self;
+        drop(_accepting);
+        (listener, file)
     }
 }
 

@@ -25,6 +25,7 @@ pub mod output;
 pub mod start;
 pub mod state;
 mod status;
+pub mod takeover;
 mod watch;
 
 pub use ub_proto::DEFAULT_SOCKET;

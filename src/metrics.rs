@@ -167,6 +167,8 @@ const TEXT: &str = "text/plain";
 #[derive(Debug)]
 pub struct Server {
     _accepting: ub_serve::Server,
+    /// The listening socket, to hand over.
+    listener: TcpListener,
 }
 
 impl Server {
@@ -178,12 +180,20 @@ impl Server {
 
     pub fn start(l: TcpListener, d: Arc<Daemon>) -> Result<Server, MetricsError> {
         let addr = l.local_addr().map_err(MetricsError::Listener)?;
+        let kept = l.try_clone().map_err(MetricsError::Listener)?;
         let panics = d.counters.thread_panics.clone();
         let handler = Arc::new(move |c: Conn| http::serve(c, HTTP_LIMITS, refused, |req| answer(&d, req)));
         let accepting = ub_serve::Server::start("metrics", Listener::Tcp(l), LIMITS, handler, busy, panics)
             .map_err(MetricsError::Listener)?;
         tracing::info!(%addr, "serving metrics at /metrics");
-        Ok(Server { _accepting: accepting })
+        Ok(Server { _accepting: accepting, listener: kept })
+    }
+
+    /// Stops accepting and gives the listening socket away.
+    pub fn hand_over(self) -> TcpListener {
+        let Server { _accepting, listener } = self;
+        drop(_accepting);
+        listener
     }
 }
 

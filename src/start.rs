@@ -45,6 +45,10 @@ pub enum StartError {
     Thread { what: &'static str, source: std::io::Error },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("--takeover: {0}")]
+    Takeover(String),
+    #[error("the handover socket: {0}")]
+    TakeoverSocket(std::io::Error),
 }
 
 /// Capabilities the daemon needs, with why; checked before anything is opened
@@ -101,6 +105,7 @@ fn init_logging(level: &str) -> Result<(), StartError> {
 enum Told {
     Signal(i32),
     Seen(Seen),
+    Takeover(crate::takeover::Asking),
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -110,9 +115,23 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     init_logging(&settings.log_level)?;
     raise_open_files();
 
+    // Taking over: the running daemon's sockets, before anything is opened.
+    let mut incoming = match a.takeover.then(|| crate::takeover::Incoming::ask(&settings)) {
+        None => None,
+        Some(Ok(i)) => Some(i),
+        Some(Err(crate::takeover::NotTaken::Refused(why))) => return Err(StartError::Takeover(why)),
+        Some(Err(crate::takeover::NotTaken::Gone(why))) => {
+            // Killed mid-way, it holds nothing now: this daemon starts as after a crash.
+            tracing::warn!(why = %why, "the running daemon went away during the handover; starting afresh");
+            None
+        }
+    };
     // Metrics are served in the namespace the daemon was started in, and
     // host ports live there.
-    let metrics_listener = settings.metrics.map(metrics::Server::bind).transpose()?;
+    let metrics_listener = match incoming.as_mut().and_then(|i| i.metrics.take()) {
+        Some(l) => Some(l),
+        None => settings.metrics.map(metrics::Server::bind).transpose()?,
+    };
     let start_ns = match &settings.netns {
         Some(_) => Some(Arc::new(NetNs::current().map_err(StartError::StartNs)?)),
         None => None,
@@ -122,9 +141,16 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
         NetNs::open(name).and_then(|n| n.enter()).map_err(|source| StartError::Netns { name: name.clone(), source })?;
     }
     // A second daemon on the same socket stops here, before it touches any interface.
-    control::Server::check_free(&settings.socket)?;
+    if incoming.is_none() {
+        control::Server::check_free(&settings.socket)?;
+    }
 
     let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
+    if let Some(i) = &mut incoming {
+        i.give_ports(&d.opener.open.inherit);
+        // No port reads before every port is attached and the entries learned.
+        ub_datapath::hold_readers(true);
+    }
     // Claims of daemons killed before they could remove theirs.
     let swept = ub_port::sweep_claims(&d.opener.open.claim_dir);
     if swept > 0 {
@@ -140,10 +166,18 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
             d.add_configured_bridge(b)?;
         }
         d.restore(StateFile::open(&settings.state_dir, &settings.socket)?);
+        if let Some(i) = &mut incoming {
+            let entries = i.give_fdb(&d);
+            for left in d.opener.open.inherit.clear() {
+                tracing::warn!(port = %left, "a handed-over port this daemon does not run: its descriptors closed");
+            }
+            tracing::info!(entries, "taken over: ports, listeners and learned entries");
+            ub_datapath::hold_readers(false);
+        }
         Ok(())
     })();
     // A start that fails after its bridges are made leaves none it made.
-    match opened.and_then(|()| serve(&d, &settings, metrics_listener)) {
+    match opened.and_then(|()| serve(&d, &settings, metrics_listener, incoming)) {
         Ok(()) => {
             d.stop_all(settings.remove_bridges);
             Ok(())
@@ -158,7 +192,12 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
 /// Serves the daemon `d`, whose bridges are ready: link watchers, metrics,
 /// the control socket and the ager, and the daemon's loop until it is told
 /// to stop.
-fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListener>) -> Result<(), StartError> {
+fn serve(
+    d: &Arc<Daemon>,
+    settings: &Settings,
+    metrics_listener: Option<TcpListener>,
+    mut incoming: Option<crate::takeover::Incoming>,
+) -> Result<(), StartError> {
     let (seen_tx, seen) = crossbeam_channel::unbounded();
     let panics = d.counters.thread_panics.clone();
     // The pods' namespace; the host ports' too, unless they live in the start namespace.
@@ -174,7 +213,27 @@ fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListe
     let metrics = metrics_listener.map(|l| metrics::Server::start(l, d.clone())).transpose()?;
     // Only now that every port forwards does the socket accept clients: a
     // client that connects sees a ready switch.
-    let server = control::Server::start(&settings.socket, d.clone())?;
+    let server = match incoming.as_mut().and_then(|i| i.control.take()) {
+        Some(l) => control::Server::start_on(l, control::SocketFile::adopt(&settings.socket), d.clone())?,
+        None => control::Server::start(&settings.socket, d.clone())?,
+    };
+    let mut servers = crate::takeover::Servers { control: Some(server), metrics };
+    // A daemon taking over from this one asks here.
+    let handover = Arc::new(crate::takeover::Listener::bind(&settings.socket).map_err(StartError::TakeoverSocket)?);
+    let (ask_tx, asks) = crossbeam_channel::bounded(0);
+    let asking = std::thread::Builder::new()
+        .name("takeover".into())
+        .spawn({
+            let handover = handover.clone();
+            move || {
+                while let Ok(a) = handover.accept() {
+                    if ask_tx.send(a).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|source| StartError::Thread { what: "takeover", source })?;
 
     // Dropping `netfilter_stop` ends the netfilter follower (within a second).
     let (netfilter_stop, netfilter_rx) = crossbeam_channel::bounded::<()>(0);
@@ -204,10 +263,15 @@ fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListe
     tracing::info!(socket = %settings.socket.display(), bridges = bridges.len(), ports, "userbridge running");
     d.log_node_filter();
     drop(bridges);
+    if let Some(i) = incoming {
+        // The daemon before this one exits now.
+        i.ready();
+    }
     loop {
         let told = select! {
             recv(signals) -> s => s.map(Told::Signal),
             recv(seen) -> s => s.map(Told::Seen),
+            recv(asks) -> a => a.map(Told::Takeover),
         };
         match told {
             Ok(Told::Signal(libc::SIGHUP)) => d.reload(),
@@ -217,6 +281,7 @@ fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListe
             }
             Ok(Told::Seen(Seen::Link(w, ev))) => d.link_event(w, ev),
             Ok(Told::Seen(Seen::Resynced(w, links))) => d.links_resynced(w, links),
+            Ok(Told::Takeover(a)) => crate::takeover::hand_over(d, a, &mut servers),
             Err(_) => break,
         }
     }
@@ -224,8 +289,12 @@ fn serve(d: &Arc<Daemon>, settings: &Settings, metrics_listener: Option<TcpListe
     let _ = ager.join();
     drop(netfilter_stop);
     let _ = netfilter.join();
-    drop(server);
-    drop(metrics);
+    // The asking thread may stay blocked in accept: not joined, its socket
+    // file removed here.
+    handover.shut();
+    drop((asks, asking));
+    let _ = std::fs::remove_file(crate::takeover::path_of(&settings.socket));
+    drop(servers);
     drop(links);
     drop(host_links);
     Ok(())

@@ -677,22 +677,6 @@ fn socket_mappings(pid: u32) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// The inodes of the packet sockets bound to `port`, in `lab`'s switch
-/// namespace (`/proc/net/packet`: sk RefCnt Type Proto Iface R Rmem User
-/// Inode, Iface an ifindex).
-fn packet_socket_inodes(lab: &Lab, port: &str) -> Vec<String> {
-    let sw = lab.switch_ns();
-    let ifindex = ns_ok(&sw, &["cat", &format!("/sys/class/net/{port}/ifindex")]).trim().to_string();
-    let packet = ns_ok(&sw, &["cat", "/proc/net/packet"]);
-    packet
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() >= 9 && f[4] == ifindex)
-        .map(|f| f[8].to_string())
-        .collect()
-}
-
 /// The ports of `lab` on which the daemon `pid` has an RX ring of `len`
 /// bytes mapped: each such mapping names its socket's inode, which
 /// `/proc/net/packet` ties to an interface.
@@ -994,6 +978,48 @@ fn a_tc_ingress_qdisc_added_and_removed_under_a_stream_every_datagram_arrives_on
     d.settled(&lab);
     let (rx, tx) = (d.counter(&port, "rx_frames"), d.counter(&lab.ports()[1], "tx_frames"));
     assert_eq!(rx, tx, "what the switch received from pod 1 and sent pod 2");
+}
+
+/// Whether process `pid` has exited (gone, or a zombie not yet waited for).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn ten_takeovers_in_a_row_under_a_stream_on_busy_ports_lose_and_double_nothing() {
+    // `run --takeover` ten times while pod 1 streams 30 k datagrams/s to
+    // pod 2, its port busy (RX rings, which a port gives back before it is
+    // handed over: their read position cannot travel). Every datagram
+    // arrives once and in order, and the tenth daemon holds as many
+    // descriptors as the first.
+    let lab = lab("tk10", 2);
+    let args = ["--busy-pps", "5000"];
+    let mut d = Daemon::start(&lab, &args);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
+    let rings = |pid: u32| socket_maps(pid).into_iter().filter(|&len| len >= 2 << 20).count();
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    let mut stream = Stream::start(&lab);
+    let first = d.child.id();
+    stream.paced(300, || rings(first) > 0, 3000).unwrap_or_else(|_| panic!("no RX ring in 10 s"));
+    let first_fds = fds(first);
+    for n in 1..=10 {
+        let mut takeover = args.to_vec();
+        takeover.push("--takeover");
+        let next = Daemon::spawn(&lab, &takeover);
+        let old = d.child.id();
+        stream.paced(300, || exited(old), 3000).unwrap_or_else(|_| panic!("takeover {n}: the old daemon still runs"));
+        assert_eq!(d.child.wait().unwrap().code(), Some(0), "takeover {n}: the old daemon's exit");
+        d.state_dir = None;
+        d = next;
+        let pid = d.child.id();
+        stream.paced(300, || rings(pid) > 0, 3000).unwrap_or_else(|_| panic!("takeover {n}: no RX ring in 10 s"));
+    }
+    assert!(d.alive());
+    let last_fds = fds(d.child.id());
+    stream.all_arrived_in_order();
+    assert_eq!(last_fds, first_fds, "descriptors of the tenth daemon against the first's");
+    assert_eq!(d.counter("ubp1", "ring_full"), 0, "frames the kernel dropped at ubp1");
 }
 
 #[test]

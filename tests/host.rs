@@ -311,3 +311,42 @@ fn run_time_ports_survive_a_kill_and_the_pods_traffic_resumes() {
     assert!(line[0].contains("unreadable") && line[0].contains("configured bridges and ports only"), "{log}");
     let _ = std::fs::remove_dir_all(&sd);
 }
+
+#[test]
+fn a_takeover_keeps_the_host_port_and_run_time_ports_and_loses_no_ping_to_the_gateway() {
+    // `run --takeover` with the same arguments: the host port's TAP queues
+    // and the run-time ports' sockets travel, so the gateway keeps its
+    // ifindex and a pod pinging it at 200/s across the handover loses nothing.
+    let lab = lab("tkh", 2);
+    let (node, host) = node(&lab);
+    let sw = lab.switch_ns();
+    let args = ["--netns", sw.as_str(), "--host-port", host.as_str(), "--address", "10.0.0.254/24"];
+    let mut old = Daemon::start_in(&node.0, &socket(&lab), &args);
+    for p in ["ubp1", "ubp2"] {
+        old.query(&["port", "add", p]);
+    }
+    assert!(ping(&lab.pods[0].ns, "10.0.0.254", 1));
+    let ifindex = || ns_ok(&node.0, &["cat", &format!("/sys/class/net/{host}/ifindex")]).trim().to_string();
+    let before = ifindex();
+    let pinger = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pods[0].ns, "ping", "-i", "0.005", "-c", "600", "-q", "10.0.0.254"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the pings to flow", Duration::from_secs(5), || old.counter("ubp1", "rx_frames") > 50);
+    let mut takeover = args.to_vec();
+    takeover.push("--takeover");
+    let new = Daemon::start_in(&node.0, &socket(&lab), &takeover);
+    wait_until("the old daemon to hand over and exit", Duration::from_secs(10), || !old.alive());
+    assert_eq!(old.child.wait().unwrap().code(), Some(0));
+    old.state_dir = None;
+    let out = String::from_utf8_lossy(&pinger.wait_with_output().unwrap().stdout).into_owned();
+    let (sent, got) = ping_counts(&out);
+    assert_eq!((sent, got), (600, 600), "pings to the gateway lost across the takeover: {out}");
+    assert_eq!(ifindex(), before, "the host port is the same interface");
+    let list = new.query(&["port", "list"]);
+    for p in ["ubp1", "ubp2"] {
+        assert_eq!(Daemon::port(&list, p)["origin"], "runtime", "{p} not kept");
+    }
+    assert!(ping(&lab.pods[1].ns, "10.0.0.1", 1));
+}

@@ -14,6 +14,7 @@
 
 mod ager;
 mod error;
+pub mod handover;
 mod host;
 pub mod netfilter;
 mod reload;
@@ -52,8 +53,8 @@ struct Attached {
     spec: PortSpec,
     id: PortId,
     reader: ReaderHandle,
-    _claim: Claim,
-    _quiet: Option<ub_port::Quiet>,
+    claim: Claim,
+    quiet: Option<ub_port::Quiet>,
 }
 
 /// The ports, and whether the bridge is being deleted (then no port is
@@ -226,7 +227,7 @@ impl Bridge {
         };
         tracing::info!(bridge = %self.name, port = %opened.name, id, backend = opened.backend.as_str(), origin = ?spec.origin, "port attached");
         let spec = PortSpec { name: opened.name, ..spec };
-        let attached = Attached { spec, id, reader, _claim: opened.claim, _quiet: opened.quiet };
+        let attached = Attached { spec, id, reader, claim: opened.claim, quiet: opened.quiet };
         ports.attached.insert(attached.spec.name.clone(), attached);
         Ok(id)
     }

@@ -155,6 +155,12 @@ pub struct RunArgs {
     /// in VLAN 1 (PVID, untagged); change memberships with `userbridge vlan`.
     #[arg(long)]
     pub vlan_filtering: bool,
+    /// Take over from the daemon running on the same socket with the same
+    /// bridges and ports (an upgrade): it hands over its ports' sockets,
+    /// listeners and learned entries and exits; no frame is lost. Refused,
+    /// with the reason, when the arguments differ: the running one goes on.
+    #[arg(long)]
+    pub takeover: bool,
     /// Removed with `--rx ring`.
     #[arg(long, hide = true, value_name = "N")]
     pub ring_blocks: Option<String>,

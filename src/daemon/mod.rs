@@ -22,7 +22,7 @@ use crate::lock;
 use crate::state::{Saved, SavedBridge, StateFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use ub_datapath::{PortId, Restart};
@@ -84,6 +84,11 @@ pub struct Daemon {
     state: Mutex<Option<StateFile>>,
     /// What the node's netfilter does to bridged traffic (`crate::netfilter`).
     node_filter: Mutex<crate::netfilter::NodeFilter>,
+    /// Held (read) while a control request is served; a handover takes it
+    /// (write) once `handing_over` is set, so it waits for those in flight.
+    pub gate: RwLock<()>,
+    /// A handover has begun: requests are told to retry.
+    pub handing_over: AtomicBool,
 }
 
 /// A name reserved while its port opens or its bridge is made; freed when dropped.
@@ -116,6 +121,8 @@ impl Daemon {
             counters: DaemonCounters::default(),
             state: Mutex::new(None),
             node_filter: Mutex::default(),
+            gate: RwLock::new(()),
+            handing_over: AtomicBool::new(false),
             settings: Mutex::new(settings),
         })
     }
@@ -459,6 +466,18 @@ impl Daemon {
     /// (said in the log once the daemon runs: a start that fails says one line).
     pub fn init_node_filter(&self, nf: crate::netfilter::NodeFilter) {
         *lock(&self.node_filter) = nf;
+    }
+
+    /// Lets the state file go (its lock, for a daemon taking over).
+    pub fn release_state(&self) -> Option<StateFile> {
+        lock(&self.state).take()
+    }
+
+    /// Takes the state file back (a takeover that failed).
+    pub fn restore_state(&self, state: Option<StateFile>) {
+        if state.is_some() {
+            *lock(&self.state) = state;
+        }
     }
 
     /// Says in the log what the node's netfilter does (once, at start).

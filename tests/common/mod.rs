@@ -505,3 +505,19 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
     f.resize(len.max(14), 0);
     f
 }
+
+/// The inodes of the packet sockets bound to `port`, in `lab`'s switch
+/// namespace (`/proc/net/packet`: sk RefCnt Type Proto Iface R Rmem User
+/// Inode, Iface an ifindex).
+pub fn packet_socket_inodes(lab: &Lab, port: &str) -> Vec<String> {
+    let sw = lab.switch_ns();
+    let ifindex = ns_ok(&sw, &["cat", &format!("/sys/class/net/{port}/ifindex")]).trim().to_string();
+    let packet = ns_ok(&sw, &["cat", "/proc/net/packet"]);
+    packet
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 9 && f[4] == ifindex)
+        .map(|f| f[8].to_string())
+        .collect()
+}

@@ -31,7 +31,7 @@ pub use loopguard::{LoopDetect, LoopGuard};
 pub use neigh::{ArpVerdict, NeighEntry, NeighTable, arp_reply, arp_verdict};
 pub use policy::{Excluded, Flags, Policy, VlanSet, egress};
 pub use port::{MirrorSink, MirrorTo, Port, PortSnapshot, PortTable, Slot};
-pub use reader::{Member, ReaderHandle, Restart, spawn_reader, spawn_reader_at};
+pub use reader::{Member, ReaderHandle, Restart, hold_readers, spawn_reader, spawn_reader_at};
 pub use storm::{FloodClass, StormGate, StormLimits};
 pub use switch::{Switch, SwitchError, SwitchStats};
 pub use trace::{Trace, TraceEgress, TraceStep};

@@ -9,6 +9,7 @@ use crate::PortError;
 use rustix::fs::{FlockOperation, flock};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -76,6 +77,36 @@ impl Claim {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Takes over a claim another daemon handed over (`file`, its claim
+    /// file with the lock held: the lock belongs to the open file, which
+    /// both processes share until the other exits), saying the new holder.
+    /// A file that is no longer the claim's (removed meanwhile) is claimed
+    /// afresh.
+    pub fn adopt(file: OwnedFd, dir: &Path, name: &str, ifindex: u32, holder: &str) -> Result<Claim, PortError> {
+        let ns = current_netns().map_err(|e| PortError::io("reading the network namespace", name, e))?;
+        let path = dir.join(format!("{ns}-{ifindex}.lock"));
+        let mut file = File::from(file);
+        let same = std::fs::metadata(&path).is_ok_and(|m| m.ino() == file.metadata().map_or(0, |f| f.ino()));
+        if !same {
+            return Claim::take(dir, name, ifindex, holder);
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = file.write_all(format!("{holder}\n").as_bytes());
+        Ok(Claim { file, path })
+    }
+
+    /// A duplicate of the locked claim file, to hand over.
+    pub fn dup_fd(&self) -> std::io::Result<OwnedFd> {
+        Ok(self.file.try_clone()?.into())
+    }
+
+    /// Lets the claim go without removing its file: the daemon that took
+    /// over holds the same lock and the same file.
+    pub fn handed_over(self) {
+        std::mem::forget(self);
     }
 }
 

@@ -48,12 +48,8 @@ pub fn mac_for(name: &str) -> Mac {
 /// Makes host port `name` as `o` says (or takes back the one a daemon made
 /// before), claims it, and returns it open. Refuses any other interface of
 /// that name (a kernel bridge, a veth, someone's TAP).
-pub fn open(
-    name: &IfName,
-    o: &HostOptions,
-    claim_dir: &std::path::Path,
-    holder: &str,
-) -> Result<OpenedPort, PortError> {
+pub fn open(name: &IfName, o: &HostOptions, opts: &crate::OpenOptions) -> Result<OpenedPort, PortError> {
+    let (claim_dir, holder) = (&opts.claim_dir, &opts.holder);
     let make = || -> Result<OpenedPort, PortError> {
         let mut nl = Rtnl::open()?;
         let kept = match nl.link_by_name(name)? {
@@ -68,8 +64,8 @@ pub fn open(
         };
         // A kept interface is claimed before a queue is attached: if another
         // daemon serves it, it stays that daemon's.
-        let claim = kept.as_ref().map(|l| Claim::take(claim_dir, &l.name, l.index, holder)).transpose()?;
-        let (rx, tx, info) = tap::open_queues(name, o.queues, true)?;
+        let claim = kept.as_ref().map(|l| crate::claim_of(opts, &l.name, l.index)).transpose()?;
+        let (rx, tx, info) = tap::open_queues(name, o.queues, true, opts.inherit.take(name, crate::Role::Tap))?;
         let claim = match claim {
             Some(c) => c,
             None => Claim::take(claim_dir, &info.name, info.ifindex, holder)?,

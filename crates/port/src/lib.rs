@@ -16,6 +16,7 @@ pub mod afpacket;
 pub mod claim;
 mod error;
 mod frame;
+mod handover;
 pub mod host;
 pub mod mem;
 mod quiet;
@@ -27,6 +28,7 @@ mod vnet;
 pub use claim::{CLAIM_DIR, Claim, sweep as sweep_claims};
 pub use error::PortError;
 pub use frame::{RxFrame, TxFrame, recycle_rx, recycle_tx};
+pub use handover::{Inherited, Role};
 pub use vnet::VnetHdr;
 
 use std::io;
@@ -138,6 +140,21 @@ pub trait PortTx: Send + Sync {
     fn send_batch(&self, frames: &[TxFrame<'_>]) -> SendOutcome;
     /// Largest L3 payload (the interface MTU).
     fn mtu(&self) -> u32;
+
+    /// Before a handover (`run --takeover`): gives back what cannot travel
+    /// (a busy port's RX rings, whose read position is this process's).
+    fn prepare_handover(&self) {}
+
+    /// Whether what [`PortTx::prepare_handover`] gives back is still held.
+    fn handover_pending(&self) -> bool {
+        false
+    }
+
+    /// Duplicates of the descriptors that carry the port's frames, for the
+    /// daemon that takes over (the claim is the daemon's to add).
+    fn handover_fds(&self) -> io::Result<Vec<(Role, std::os::fd::OwnedFd)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The state of link `ifindex`, which must still be called `name`: the port
@@ -168,6 +185,9 @@ pub struct OpenOptions {
     pub holder: String,
     /// How to make a host port (the daemon's `--host-port`).
     pub host: Option<host::HostOptions>,
+    /// Descriptors handed over by the daemon before this one: a port opens
+    /// on its own, if there, instead of making new ones.
+    pub inherit: Arc<Inherited>,
 }
 
 impl Default for OpenOptions {
@@ -177,6 +197,7 @@ impl Default for OpenOptions {
             claim_dir: CLAIM_DIR.into(),
             holder: format!("pid {}", std::process::id()),
             host: None,
+            inherit: Arc::default(),
         }
     }
 }
@@ -230,9 +251,12 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
     match spec.backend {
         Backend::Afpacket => {
             let link = afpacket::lookup(&spec.name)?;
-            let claim = Claim::take(&o.claim_dir, &link.name, link.index, &o.holder)?;
-            let (rx, tx, info) = afpacket::open_link(&link, o.rx)?;
-            let quiet = Some(quiet::Quiet::apply(&link.name));
+            let claim = claim_of(o, &link.name, link.index)?;
+            let (rx, tx, info) = afpacket::open_link_with(&link, o.rx, &o.inherit)?;
+            let quiet = Some(match o.inherit.take_quiet(&link.name) {
+                Some(changed) => quiet::Quiet::inherit(changed),
+                None => quiet::Quiet::apply(&link.name),
+            });
             Ok(OpenedPort {
                 name: kernel_name(link.name)?,
                 backend: Backend::Afpacket,
@@ -247,8 +271,8 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
             })
         }
         Backend::Tap => {
-            let (rx, tx, t) = tap::open(&spec.name)?;
-            let claim = Claim::take(&o.claim_dir, &t.name, t.ifindex, &o.holder)?;
+            let (rx, tx, t) = tap::open_queues(&spec.name, 1, false, o.inherit.take(&spec.name, Role::Tap))?;
+            let claim = claim_of(o, &t.name, t.ifindex)?;
             Ok(OpenedPort {
                 name: t.name,
                 backend: Backend::Tap,
@@ -266,12 +290,21 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
             })
         }
         Backend::Host => match &o.host {
-            Some(h) => host::open(&spec.name, h, &o.claim_dir, &o.holder),
+            Some(h) => host::open(&spec.name, h, o),
             None => Err(PortError::Unsupported {
                 backend: "host",
                 why: "a host port is the daemon's own (run --host-port)",
             }),
         },
         Backend::Mem => Err(PortError::Unsupported { backend: "mem", why: "in-memory ports are made by tests" }),
+    }
+}
+
+/// Claims interface `name`: with the claim handed over for it, if there is
+/// one (the same locked file), else afresh.
+fn claim_of(o: &OpenOptions, name: &str, ifindex: u32) -> Result<Claim, PortError> {
+    match o.inherit.take(name, Role::Claim).pop() {
+        Some(fd) => Claim::adopt(fd, &o.claim_dir, name, ifindex, &o.holder),
+        None => Claim::take(&o.claim_dir, name, ifindex, &o.holder),
     }
 }

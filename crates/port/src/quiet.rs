@@ -41,6 +41,31 @@ impl Quiet {
     }
 }
 
+impl Quiet {
+    /// The knobs another daemon changed on a port it handed over, with what
+    /// they were: set again (a daemon that failed to take over may have
+    /// put them back as it went), and put back when this one lets the port go.
+    pub fn inherit(changed: Vec<(String, String)>) -> Quiet {
+        for (p, _) in &changed {
+            if let Some((_, _, want)) = KNOBS.iter().find(|(_, knob, _)| p.ends_with(&format!("/{knob}"))) {
+                let _ = std::fs::write(p, want);
+            }
+        }
+        Quiet { changed }
+    }
+
+    /// The knobs changed, with what they were.
+    pub fn changed(&self) -> &[(String, String)] {
+        &self.changed
+    }
+
+    /// Lets the port go without putting the knobs back: the daemon that
+    /// took it over has them.
+    pub fn handed_over(mut self) {
+        self.changed.clear();
+    }
+}
+
 impl Drop for Quiet {
     fn drop(&mut self) {
         // Gone with its interface, or put back as it was.

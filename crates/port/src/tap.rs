@@ -29,7 +29,7 @@ pub struct TapInfo {
 /// Returns its receive half (in a vector, as every backend's), its transmit
 /// half and what the kernel made of it.
 pub fn open(name: &IfName) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
-    open_queues(name, 1, false)
+    open_queues(name, 1, false, Vec::new())
 }
 
 /// Creates (or attaches to) TAP interface `name` with `queues` queues
@@ -37,10 +37,18 @@ pub fn open(name: &IfName) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
 /// opened with as it was made): a receive half per queue, for a reader each
 /// (the kernel spreads what the host sends over the queues by flow), and
 /// one transmit half that writes on the queue of the CPU it runs on.
-pub fn open_queues(name: &IfName, queues: usize, multi_queue: bool) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
-    let mut fds = Vec::with_capacity(queues.max(1));
+/// `inherited`: the queues a daemon before this one handed over, used
+/// instead of attaching new ones (what waits in them is read here).
+pub fn open_queues(
+    name: &IfName,
+    queues: usize,
+    multi_queue: bool,
+    inherited: Vec<OwnedFd>,
+) -> Result<(Vec<TapRx>, TapTx, TapInfo), PortError> {
+    let mut fds: Vec<Arc<OwnedFd>> = inherited.into_iter().map(Arc::new).collect();
     let mut actual = name.to_string();
-    for _ in 0..queues.max(1) {
+    let more = if fds.is_empty() { queues.max(1) } else { 0 };
+    for _ in 0..more {
         let (fd, got) = sys::tun_open_tap(&actual, multi_queue || queues > 1).map_err(|e| {
             let e = if e.raw_os_error() == Some(libc::ENOENT) {
                 io::Error::new(e.kind(), "/dev/net/tun is missing (modprobe tun)")
@@ -164,5 +172,9 @@ impl PortTx for TapTx {
 
     fn mtu(&self) -> u32 {
         self.mtu.load(Ordering::Relaxed)
+    }
+
+    fn handover_fds(&self) -> io::Result<Vec<(crate::Role, OwnedFd)>> {
+        self.fds.iter().map(|fd| Ok((crate::Role::Tap, fd.try_clone()?))).collect()
     }
 }

@@ -37,6 +37,17 @@ use ub_proto::PortState;
 
 const WAKE: Token = Token(0);
 
+/// Readers started while this is set wait before their first frame.
+static HOLD: AtomicBool = AtomicBool::new(false);
+
+/// Holds the readers started from now on before their first frame, or
+/// lets them go: a daemon taking over attaches all its ports, on the
+/// sockets handed to it with frames already queued, before any is read (a
+/// frame read while the port it goes to is not attached yet would be lost).
+pub fn hold_readers(on: bool) {
+    HOLD.store(on, Ordering::Release);
+}
+
 /// The mio token of member `i`.
 fn token(i: usize) -> Token {
     Token(i + 1)
@@ -125,6 +136,9 @@ pub fn spawn_reader_at(
         let stop = stop.clone();
         move || {
             Placement { nice, ..Placement::default() }.apply_or_warn(&name);
+            while HOLD.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let (sw, name, thread, stop, fwd) = (&sw, &name, &thread_name, &stop, Forwarder::new(id));
             let (helper, class) = (false, Class::of_this_thread());
             let mut r = Reader { sw, id, name, thread, stop, poll, held, lending, helper, fwd, store: vec![], class };

@@ -24,7 +24,7 @@ pub use socket::MMSG_SLOTS;
 pub use tx::AfPacketTx;
 
 use crate::sys::{self, MmsgRecv, Steer, TxRing};
-use crate::{Health, PortError, PortRx, RxFrame, Waiter};
+use crate::{Health, Inherited, PortError, PortRx, Role, RxFrame, Waiter};
 use busy::BusyRx;
 use shaped::{Shaper, Shaping};
 use socket::{SNDBUF, rx_socket, set_buffer};
@@ -71,27 +71,79 @@ pub fn lookup(name: &str) -> Result<Link, PortError> {
 /// core, as the kernel bridge does. On a kernel that cannot make a group
 /// ignore outgoing frames (before 6.2) the port gets one half.
 pub fn open_link(link: &Link, rx: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacketTx, Opened), PortError> {
+    open_link_with(link, rx, &Inherited::default())
+}
+
+/// [`open_link`], on the receive sockets a daemon before this one handed
+/// over for the link if there are any (`inherit`): bound, promiscuous and
+/// in their fanout group already, with what waits in them.
+pub fn open_link_with(
+    link: &Link,
+    rx: RxConfig,
+    inherit: &Inherited,
+) -> Result<(Vec<AfPacketRx>, AfPacketTx, Opened), PortError> {
     let name = link.name.as_str();
     rx.validate()
         .map_err(|m| PortError::io("receive settings", name, io::Error::new(io::ErrorKind::InvalidInput, m)))?;
     let e = |what| move |err| PortError::io(what, name, err);
-    let (first, recv) = rx_socket(name, link.index)?;
+    let inherited = inherit.take(name, Role::Rx);
+    let (socks, group) = if inherited.is_empty() {
+        new_sockets(link, &rx)?
+    } else {
+        let mut socks = Vec::with_capacity(inherited.len());
+        for fd in inherited {
+            let recv = MmsgRecv::new(MMSG_SLOTS, crate::VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?;
+            socks.push((Arc::new(fd), recv));
+        }
+        let group = sys::fanout_group(socks[0].0.as_fd()).map_err(e("reading the PACKET_FANOUT group"))?;
+        (socks, group)
+    };
+    let first = socks[0].0.clone();
     set_buffer(first.as_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF);
-    sys::add_promisc(first.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
-    let first = Arc::new(first);
     // The TX ring's socket is bound here, in the port's namespace; its ring
     // is mapped later, from whichever reader first sends a burst.
     let ring = TxRing::open(link.index).ok().map(|r| {
         set_buffer(r.socket(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF);
         Mutex::new(r)
     });
-    let tx = AfPacketTx { fd: first.clone(), mtu: link.mtu, ring };
     let opened =
         Opened { ifindex: link.index, mtu: link.mtu, mac: link.mac, admin_up: link.admin_up, oper_up: link.oper_up };
-    let mut socks = vec![(first, recv)];
+    let shaping = Shaping::new(socks.iter().map(|(fd, _)| fd.clone()).collect());
+    let half =
+        |fd: Arc<OwnedFd>, path| AfPacketRx { fd, path, name: name.to_string(), ifindex: link.index, shaper: None };
+    let mut busy = None;
+    let mut halves: Vec<AfPacketRx> = match group {
+        Some(group) if rx.mode == RxMode::BusySlots => busy::halves(name, link.index, &rx, group, socks, &shaping)
+            .map_err(e("setting up the busy-slots halves"))?
+            .into_iter()
+            .map(|(fd, b)| {
+                busy.get_or_insert_with(|| b.slots());
+                half(fd, RxPath::Busy(b))
+            })
+            .collect(),
+        _ => socks.into_iter().map(|(fd, recv)| half(fd, RxPath::Mmsg { recv, drained: false })).collect(),
+    };
+    if let Some(h) = halves.first_mut() {
+        let after_tc = inherit.take(name, Role::AfterTc);
+        let shaper = Shaper::new(shaping.clone(), name, link.index, after_tc);
+        h.shaper = Some(shaper.map_err(e("following the tc ingress qdisc"))?);
+    }
+    let tx = AfPacketTx { fd: first, mtu: link.mtu, ring, shaping, busy };
+    Ok((halves, tx, opened))
+}
+
+/// A new port's receive sockets: the first bound and promiscuous, and, for
+/// more than one half or busy-slots, a new fanout group of them all.
+#[allow(clippy::type_complexity)]
+fn new_sockets(link: &Link, rx: &RxConfig) -> Result<(Vec<(Arc<OwnedFd>, MmsgRecv)>, Option<u16>), PortError> {
+    let name = link.name.as_str();
+    let e = |what| move |err| PortError::io(what, name, err);
+    let (first, recv) = rx_socket(name, link.index)?;
+    sys::add_promisc(first.as_fd(), link.index).map_err(e("enabling promiscuous mode"))?;
+    let mut socks = vec![(Arc::new(first), recv)];
     // A busy-slots port is a group even with one half: its rings join it when it is busy.
     let group = if rx.readers > 1 || rx.mode == RxMode::BusySlots {
-        match join_group(link, &rx, &mut socks) {
+        match join_group(link, rx, &mut socks) {
             Ok(g) => Some(g),
             // Before Linux 6.2 a group cannot ignore outgoing frames: one half on recvmmsg.
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) && socks.len() == 1 => None,
@@ -100,21 +152,7 @@ pub fn open_link(link: &Link, rx: RxConfig) -> Result<(Vec<AfPacketRx>, AfPacket
     } else {
         None
     };
-    let shaping = Shaping::new(socks.iter().map(|(fd, _)| fd.clone()).collect());
-    let half =
-        |fd: Arc<OwnedFd>, path| AfPacketRx { fd, path, name: name.to_string(), ifindex: link.index, shaper: None };
-    let mut halves: Vec<AfPacketRx> = match group {
-        Some(group) if rx.mode == RxMode::BusySlots => busy::halves(name, link.index, &rx, group, socks, &shaping)
-            .map_err(e("setting up the busy-slots halves"))?
-            .into_iter()
-            .map(|(fd, b)| half(fd, RxPath::Busy(b)))
-            .collect(),
-        _ => socks.into_iter().map(|(fd, recv)| half(fd, RxPath::Mmsg { recv, drained: false })).collect(),
-    };
-    if let Some(h) = halves.first_mut() {
-        h.shaper = Some(Shaper::new(shaping.clone(), name, link.index).map_err(e("following the tc ingress qdisc"))?);
-    }
-    Ok((halves, tx, opened))
+    Ok((socks, group))
 }
 
 /// Makes the first socket of `socks` a new fanout group and joins

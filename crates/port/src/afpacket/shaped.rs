@@ -11,7 +11,7 @@
 use super::recv::mmsg_batch;
 use super::socket::{MMSG_SLOTS, unbound_rx_socket};
 use crate::sys::{self, AFTER_TC, MmsgRecv};
-use crate::{RxFrame, Waiter};
+use crate::{Role, RxFrame, Waiter};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
@@ -31,6 +31,8 @@ pub(super) struct Shaping {
 #[derive(Debug, Default)]
 struct State {
     on: bool,
+    /// The protocol sockets while they are open (half 0 reads them).
+    after_tc: Vec<Arc<OwnedFd>>,
     /// The busy halves' ring sockets; gone when their half closed them.
     rings: Vec<Weak<OwnedFd>>,
 }
@@ -52,6 +54,18 @@ impl Shaping {
         st.rings.retain(|r| r.strong_count() > 0);
         st.rings.push(Arc::downgrade(fd));
         Ok(())
+    }
+
+    /// Duplicates of the port's receive sockets: each half's, then those
+    /// read after tc ingress, to hand over.
+    pub(super) fn handover_fds(&self) -> io::Result<Vec<(Role, OwnedFd)>> {
+        let st = self.state();
+        let rx = self.mains.iter().map(|fd| Ok((Role::Rx, fd.try_clone()?)));
+        rx.chain(st.after_tc.iter().map(|fd| Ok((Role::AfterTc, fd.try_clone()?)))).collect()
+    }
+
+    fn set_after_tc(&self, socks: &[ProtoSock]) {
+        self.state().after_tc = socks.iter().map(|s| s.fd.clone()).collect();
     }
 
     fn set(&self, on: bool) -> io::Result<()> {
@@ -78,7 +92,7 @@ enum First {
 /// A protocol socket.
 #[derive(Debug)]
 struct ProtoSock {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     recv: MmsgRecv,
 }
 
@@ -115,7 +129,9 @@ pub(super) struct Shaper {
 impl Shaper {
     /// Half 0's shaper, in the port's namespace (the calling thread's); it
     /// looks at once, so a port attached to a shaped interface starts so.
-    pub(super) fn new(shared: Arc<Shaping>, name: &str, ifindex: u32) -> io::Result<Shaper> {
+    /// `after_tc`: the protocol sockets a daemon before this one handed
+    /// over (bound, with what waits in them), taken as they are.
+    pub(super) fn new(shared: Arc<Shaping>, name: &str, ifindex: u32, after_tc: Vec<OwnedFd>) -> io::Result<Shaper> {
         let netns = NetNs::current().map_err(io::Error::other)?;
         let rtnl = Rtnl::open().map_err(io::Error::other)?;
         let events = TcWatcher::open().map_err(io::Error::other)?;
@@ -134,6 +150,15 @@ impl Shaper {
             reader: None,
             failing: false,
         };
+        if after_tc.len() == AFTER_TC.len() {
+            for fd in after_tc {
+                let recv = MmsgRecv::new(MMSG_SLOTS, crate::VnetHdr::LEN + 65_550)?;
+                s.socks.push(ProtoSock { fd: Arc::new(fd), recv });
+            }
+            s.shared.set(true)?;
+            s.shared.set_after_tc(&s.socks);
+            s.on = true;
+        }
         s.look();
         Ok(s)
     }
@@ -145,6 +170,7 @@ impl Shaper {
 
     /// Closes the protocol sockets (whatever they still hold is lost).
     fn close(&mut self) {
+        self.shared.set_after_tc(&[]);
         for s in self.socks.drain(..) {
             if let Some(w) = &self.reader {
                 let _ = w.remove(s.fd.as_fd());
@@ -219,7 +245,8 @@ impl Shaper {
             let _ = self.shared.set(false);
             return Err(e);
         }
-        self.socks = made.into_iter().map(|(fd, recv)| ProtoSock { fd, recv }).collect();
+        self.socks = made.into_iter().map(|(fd, recv)| ProtoSock { fd: Arc::new(fd), recv }).collect();
+        self.shared.set_after_tc(&self.socks);
         (self.on, self.first) = (true, Some(First::Own));
         if let Some(w) = &self.reader {
             for s in &self.socks {

@@ -17,6 +17,11 @@ pub struct AfPacketTx {
     pub(super) mtu: u32,
     /// `None` when the send socket could not be made (`sendmmsg` only).
     pub(super) ring: Option<Mutex<TxRing>>,
+    /// The port's receive sockets (each half's, and those read after tc
+    /// ingress), handed over with it.
+    pub(super) shaping: Arc<super::shaped::Shaping>,
+    /// A busy-slots port's rings, given back before it is handed over.
+    pub(super) busy: Option<Arc<super::busy::BusySlots>>,
 }
 
 /// Slots in a port's TX ring (256 KiB; a batch is at most [`BATCH`] frames,
@@ -101,5 +106,19 @@ impl PortTx for AfPacketTx {
 
     fn mtu(&self) -> u32 {
         self.mtu
+    }
+
+    fn prepare_handover(&self) {
+        if let Some(b) = &self.busy {
+            b.hand_back();
+        }
+    }
+
+    fn handover_pending(&self) -> bool {
+        self.busy.as_ref().is_some_and(|b| b.rings_out())
+    }
+
+    fn handover_fds(&self) -> std::io::Result<Vec<(crate::Role, OwnedFd)>> {
+        self.shaping.handover_fds()
     }
 }

@@ -51,8 +51,8 @@ pub use mmsg::{MmsgRecv, MmsgScratch, send_frames};
 pub use slots::{ROOM as SLOT_ROOM, SlotRing};
 pub(crate) use socket::bind_packet_protocol;
 pub use socket::{
-    AFTER_TC, Fanout, Steer, add_promisc, bind_packet, discard_queued, drop_all, first_queued_len, join_fanout,
-    packet_drops, packet_socket, set_packet_version_v3, skip_after_tc, steer_fanout, take_socket_error,
+    AFTER_TC, Fanout, Steer, add_promisc, bind_packet, discard_queued, drop_all, fanout_group, first_queued_len,
+    join_fanout, packet_drops, packet_socket, set_packet_version_v3, skip_after_tc, steer_fanout, take_socket_error,
 };
 pub use tun::{read_nb, tun_open_tap, tun_set_persist, writev};
 pub use txring::{ROOM as TX_RING_ROOM, TxRing};

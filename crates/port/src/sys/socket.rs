@@ -214,6 +214,17 @@ pub fn join_fanout(fd: BorrowedFd<'_>, group: u16, mode: Fanout, steer: Steer) -
     Ok(u16::try_from(v & 0xffff).unwrap_or(0))
 }
 
+/// The id of the fanout group `fd` is a member of, if any (a socket
+/// handed over by another daemon keeps its membership).
+pub fn fanout_group(fd: BorrowedFd<'_>) -> io::Result<Option<u16>> {
+    let mut v: u32 = 0;
+    match getsockopt(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &mut v) {
+        Ok(()) => Ok((v != 0).then(|| u16::try_from(v & 0xffff).unwrap_or(0))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Replaces the program of the group `fd` is a member of (the kernel swaps
 /// it under RCU: each frame sees the old program or the new one).
 pub fn steer_fanout(fd: BorrowedFd<'_>, mode: Fanout, steer: Steer) -> io::Result<()> {

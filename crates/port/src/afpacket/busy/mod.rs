@@ -41,7 +41,7 @@ struct Count {
 
 /// What a port's halves share.
 #[derive(Debug)]
-struct BusySlots {
+pub(super) struct BusySlots {
     name: String,
     ifindex: u32,
     fanout: Fanout,
@@ -65,6 +65,8 @@ struct BusySlots {
     held: AtomicUsize,
     /// Rings are being set up.
     attaching: AtomicBool,
+    /// The port is being handed over: no rings from here on.
+    handing_over: AtomicBool,
     /// When frames were last steered to the rings, ns after `base`; 0 when
     /// they go to the sockets.
     steered_ns: AtomicU64,
@@ -103,6 +105,7 @@ impl BusySlots {
             closed_drops: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             attaching: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
             steered_ns: AtomicU64::new(0),
             base: Instant::now(),
             policy: Mutex::new(Policy::new(rx.busy_pps, rx.ring_slots)),
@@ -144,7 +147,7 @@ impl BusySlots {
     /// set up on a thread of its own: zeroing and mapping them takes tens of
     /// milliseconds, which the caller, a reader, spends forwarding.
     fn look(self: &Arc<Self>, now: Instant) {
-        if self.attaching.load(Ordering::Acquire) {
+        if self.attaching.load(Ordering::Acquire) || self.handing_over.load(Ordering::Acquire) {
             return;
         }
         let Ok(mut policy) = self.policy.try_lock() else { return };
@@ -194,6 +197,38 @@ impl BusySlots {
             }
         };
         policy.took(step, ok, now);
+    }
+
+    /// Gives the rings back before the port is handed over (a ring's read
+    /// position cannot travel): frames go to the sockets again, and each
+    /// half reads its ring empty and closes it ([`BusySlots::rings_out`]
+    /// says when). Takes a few tens of milliseconds.
+    pub(super) fn hand_back(&self) {
+        self.handing_over.store(true, Ordering::Release);
+        // A ring being set up goes first (bounded: it takes tens of milliseconds).
+        for _ in 0..200 {
+            if !self.attaching.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.phase() == Phase::Sockets {
+            return;
+        }
+        self.steered_ns.store(0, Ordering::Release);
+        if let Err(e) = sys::steer_fanout(self.steer_fd.as_fd(), self.fanout, self.steer(0)) {
+            tracing::warn!(port = %self.name, error = %e, "steering frames back to the sockets failed");
+        }
+        self.phase.store(Phase::Leaving as u8, Ordering::Release);
+        // Frames steered before the swap may still land in the rings meanwhile.
+        std::thread::sleep(GRACE);
+        self.phase.store(Phase::Sockets as u8, Ordering::Release);
+        self.close_untaken();
+    }
+
+    /// Whether a half still holds a ring.
+    pub(super) fn rings_out(&self) -> bool {
+        self.held.load(Ordering::Acquire) > 0 || self.phase() != Phase::Sockets
     }
 
     /// [`attach`](Self::attach), said in the log.
@@ -410,6 +445,11 @@ impl BusyRx {
         self.shared.look(now);
         self.settle();
         self.ring.is_some() || self.shared.phase() != Phase::Sockets
+    }
+
+    /// What the port's halves share.
+    pub(super) fn slots(&self) -> Arc<BusySlots> {
+        self.shared.clone()
     }
 
     /// The descriptor the reader registers: the half's wait set.

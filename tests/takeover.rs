@@ -1,0 +1,163 @@
+//! `run --takeover`: a new daemon takes the running one's ports, listeners
+//! and learned entries without a socket closed in between (an upgrade with
+//! no outage). Pods ping each other across the handover; the sockets the
+//! new daemon reads are the old one's (their inodes), the old one exits 0,
+//! and a takeover refused or failed half-way leaves the old one forwarding.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The inodes of the sockets that receive on `port` (the transmit-only
+/// socket, bound to no protocol, is each daemon's own).
+fn receiving_sockets(lab: &Lab, port: &str) -> Vec<String> {
+    let sw = lab.switch_ns();
+    let ifindex = ns_ok(&sw, &["cat", &format!("/sys/class/net/{port}/ifindex")]).trim().to_string();
+    let mut v: Vec<String> = ns_ok(&sw, &["cat", "/proc/net/packet"])
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .filter(|f| f.len() >= 9 && f[4] == ifindex && f[3] != "0000")
+        .map(|f| f[8].clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A ping from pod 1 to pod 2, `n` at 200 a second, running in the background.
+struct Pinging(Child);
+
+impl Pinging {
+    fn start(lab: &Lab, n: u32) -> Pinging {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.pods[0].ns, "ping", "-i", "0.005", "-c", &n.to_string(), "10.0.0.2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Pinging(child)
+    }
+
+    /// (received, duplicates, transmitted).
+    fn finish(mut self) -> (u32, u32, u32) {
+        let out = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let dups = u32::try_from(text.lines().filter(|l| l.contains("(DUP!)")).count()).unwrap_or(u32::MAX);
+        let stat = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{text}"));
+        let num = |word: &str| -> u32 {
+            let f: Vec<&str> = stat.split(", ").collect();
+            f.iter().find(|p| p.contains(word)).and_then(|p| p.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+        };
+        (num("received"), dups, num("transmitted"))
+    }
+}
+
+impl Drop for Pinging {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `d` to exit; its status code.
+fn exit_of(d: &mut Daemon, within: Duration) -> Option<i32> {
+    let mut code = None;
+    wait_until("the daemon to exit", within, || match d.child.try_wait() {
+        Ok(Some(st)) => {
+            code = st.code();
+            true
+        }
+        _ => false,
+    });
+    code
+}
+
+#[test]
+fn a_takeover_under_a_200_per_second_ping_loses_no_frame_and_keeps_the_sockets_and_entries() {
+    let lab = lab("takeover", 2);
+    let mut old = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "pods resolved and learned");
+    let before: Vec<Vec<String>> = lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect();
+    let macs = |d: &Daemon| -> Vec<(String, u64)> {
+        d.query(&["fdb", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| !e["static"].as_bool().unwrap_or(false))
+            .map(|e| (e["mac"].as_str().unwrap_or("").to_string(), e["age_ms"].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    assert_eq!(macs(&old).len(), 2, "both pods learned: {:?}", macs(&old));
+    let mut new = Daemon::spawn(&lab, &["--takeover"]);
+    assert_eq!(exit_of(&mut old, Duration::from_secs(10)), Some(0), "the old daemon hands over and exits 0");
+    old.state_dir = None;
+    // At once, before any frame: the entries came over, so the next ping
+    // and its reply are known unicast, flooded nowhere.
+    let taken = macs(&new);
+    assert_eq!(taken.len(), 2, "the new daemon's entries: {taken:?}");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    let flooded: u64 = lab.ports().iter().map(|p| new.counter(p, "flooded")).sum();
+    assert_eq!(flooded, 0, "frames flooded after the takeover: the entries did not come over");
+    let after: Vec<Vec<String>> = lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect();
+    assert_eq!(after, before, "the new daemon reads the old one's sockets");
+    // And under traffic: a takeover while pod 1 pings pod 2 at 200/s.
+    let pinging = Pinging::start(&lab, 600);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut third = Daemon::spawn(&lab, &["--takeover"]);
+    assert_eq!(exit_of(&mut new, Duration::from_secs(10)), Some(0));
+    new.state_dir = None;
+    let (received, dups, sent) = pinging.finish();
+    assert_eq!((received, dups), (sent, 0), "pings lost or doubled across the takeover");
+    assert!(third.alive(), "the daemon that took over runs");
+    assert_eq!(lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect::<Vec<_>>(), before);
+}
+
+#[test]
+fn a_takeover_with_other_ports_is_refused_and_the_running_daemon_goes_on() {
+    let lab = lab("tkrefuse", 2);
+    let mut old = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    let socket = format!("/tmp/{}.sock", lab.name);
+    let state = format!("{socket}.state");
+    let one_port = ["run", "--netns", &lab.switch_ns(), "--socket", &socket, "--state-dir", &state];
+    let o = Command::new(BIN).args(one_port).args(["--port", &lab.ports()[0], "--takeover"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a takeover with other ports started");
+    assert!(err.contains("refused") && err.contains("differ"), "{err}");
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("userbridge:")).count(), 1, "one line: {err}");
+    assert!(old.alive(), "the running daemon went away");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 3), "the running daemon forwards on");
+    assert_eq!(old.query(&["port", "list"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_takeover_that_fails_half_way_leaves_the_old_daemon_forwarding_on_the_same_sockets() {
+    // The new daemon receives everything, then cannot bind its metrics
+    // address (held here): it exits before it is ready, and the old one
+    // attaches its ports again on the same sockets, its entries kept.
+    let lab = lab("tkfail", 2);
+    let mut old = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    let before: Vec<Vec<String>> = lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let pinging = Pinging::start(&lab, 400);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut new = Daemon::spawn(&lab, &["--takeover", "--metrics", &addr]);
+    assert_ne!(exit_of(&mut new, Duration::from_secs(10)), Some(0), "the new daemon cannot serve its metrics");
+    new.state_dir = None;
+    let (received, dups, sent) = pinging.finish();
+    assert_eq!((received, dups), (sent, 0), "pings lost or doubled across the failed takeover");
+    assert!(old.alive(), "the old daemon went away");
+    assert_eq!(lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect::<Vec<_>>(), before);
+    assert_eq!(old.query(&["port", "list"]).as_array().unwrap().len(), 2);
+    assert!(ping(&lab.pods[1].ns, "10.0.0.1", 2));
+    // The ports' interfaces stay out of the node's IP stack (the new daemon
+    // put their settings back as it failed; the old one sets them again).
+    for p in lab.ports() {
+        let knob = ns_ok(&lab.switch_ns(), &["cat", &format!("/proc/sys/net/ipv4/conf/{p}/arp_ignore")]);
+        assert_eq!(knob.trim(), "8", "{p}'s arp_ignore after the failed takeover");
+    }
+}
