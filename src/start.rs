@@ -218,22 +218,6 @@ fn serve(
         None => control::Server::start(&settings.socket, d.clone())?,
     };
     let mut servers = crate::takeover::Servers { control: Some(server), metrics };
-    // A daemon taking over from this one asks here.
-    let handover = Arc::new(crate::takeover::Listener::bind(&settings.socket).map_err(StartError::TakeoverSocket)?);
-    let (ask_tx, asks) = crossbeam_channel::bounded(0);
-    let asking = std::thread::Builder::new()
-        .name("takeover".into())
-        .spawn({
-            let handover = handover.clone();
-            move || {
-                while let Ok(a) = handover.accept() {
-                    if ask_tx.send(a).is_err() {
-                        return;
-                    }
-                }
-            }
-        })
-        .map_err(|source| StartError::Thread { what: "takeover", source })?;
 
     // Dropping `netfilter_stop` ends the netfilter follower (within a second).
     let (netfilter_stop, netfilter_rx) = crossbeam_channel::bounded::<()>(0);
@@ -267,6 +251,23 @@ fn serve(
         // The daemon before this one exits now.
         i.ready();
     }
+    // A daemon taking over from this one asks here (bound only now: until
+    // the daemon before this one has its answer, the file is its own).
+    let handover = Arc::new(crate::takeover::Listener::bind(&settings.socket).map_err(StartError::TakeoverSocket)?);
+    let (ask_tx, asks) = crossbeam_channel::bounded(0);
+    let asking = std::thread::Builder::new()
+        .name("takeover".into())
+        .spawn({
+            let handover = handover.clone();
+            move || {
+                while let Ok(a) = handover.accept() {
+                    if ask_tx.send(a).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|source| StartError::Thread { what: "takeover", source })?;
     loop {
         let told = select! {
             recv(signals) -> s => s.map(Told::Signal),
