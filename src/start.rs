@@ -116,6 +116,7 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     raise_open_files();
 
     // Taking over: the running daemon's sockets, before anything is opened.
+    let mut gone = false;
     let mut incoming = match a.takeover.then(|| crate::takeover::Incoming::ask(&settings)) {
         None => None,
         Some(Ok(i)) => Some(i),
@@ -123,6 +124,7 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
         Some(Err(crate::takeover::NotTaken::Gone(why))) => {
             // Killed mid-way, it holds nothing now: this daemon starts as after a crash.
             tracing::warn!(why = %why, "the running daemon went away during the handover; starting afresh");
+            gone = true;
             None
         }
     };
@@ -140,12 +142,24 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
         // Before any thread exists: every thread started later inherits it.
         NetNs::open(name).and_then(|n| n.enter()).map_err(|source| StartError::Netns { name: name.clone(), source })?;
     }
-    // A second daemon on the same socket stops here, before it touches any interface.
+    // A second daemon on the same socket stops here, before it touches any
+    // interface. One killed during a handover may still be closing its
+    // sockets: given two seconds.
     if incoming.is_none() {
-        control::Server::check_free(&settings.socket)?;
+        let mut free = control::Server::check_free(&settings.socket);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while gone && free.is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            free = control::Server::check_free(&settings.socket);
+        }
+        free?;
     }
 
     let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
+    if gone {
+        // Its claims go as its descriptors close, a moment after its handover socket.
+        d.opener.open.inherit.wait_for_claims(std::time::Duration::from_secs(2));
+    }
     if let Some(i) = &mut incoming {
         i.give_ports(&d.opener.open.inherit);
         // No port reads before every port is attached and the entries learned.
@@ -165,7 +179,14 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
         for b in &settings.bridges {
             d.add_configured_bridge(b)?;
         }
-        d.restore(StateFile::open(&settings.state_dir, &settings.socket)?);
+        let mut state = StateFile::open(&settings.state_dir, &settings.socket);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while gone && state.is_err() && std::time::Instant::now() < deadline {
+            // Its lock goes as the killed daemon's descriptors close.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            state = StateFile::open(&settings.state_dir, &settings.socket);
+        }
+        d.restore(state?);
         if let Some(i) = &mut incoming {
             let entries = i.give_fdb(&d);
             for left in d.opener.open.inherit.clear() {

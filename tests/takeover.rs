@@ -161,3 +161,31 @@ fn a_takeover_that_fails_half_way_leaves_the_old_daemon_forwarding_on_the_same_s
         assert_eq!(knob.trim(), "8", "{p}'s arp_ignore after the failed takeover");
     }
 }
+
+#[test]
+fn the_old_daemon_killed_during_the_handover_leaves_the_new_one_forwarding_within_a_second() {
+    // The old daemon is stopped (SIGSTOP) so the new one's hello waits,
+    // then killed: the new one finds the handover closed and starts as
+    // after a crash. One daemon forwards again within a second.
+    let lab = lab("tkkill", 2);
+    let old = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    let pid = old.child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let mut new = Daemon::spawn(&lab, &["--takeover"]);
+    // The new daemon has asked (its hello waits in the old one's queue).
+    wait_until("the new daemon to ask", Duration::from_secs(5), || {
+        ns_ok(&lab.switch_ns(), &["ss", "-x", "-a"]).contains(".sock.takeover")
+            && std::fs::read_to_string(format!("/proc/{}/net/unix", new.child.id())).is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = std::time::Instant::now();
+    old.kill9();
+    let quick = || ns_exec(&lab.pods[0].ns, &["ping", "-c", "1", "-W", "0.05", "10.0.0.2"]).status.success();
+    wait_until("a daemon to forward again", Duration::from_secs(5), quick);
+    let back = killed.elapsed();
+    eprintln!("forwarding again {back:?} after the old daemon was killed mid-handover");
+    assert!(back < Duration::from_secs(1) + Duration::from_millis(500), "{back:?}");
+    assert!(new.alive(), "the new daemon started afresh and runs");
+    assert_eq!(new.query(&["port", "list"]).as_array().unwrap().len(), 2);
+}

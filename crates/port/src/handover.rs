@@ -42,6 +42,9 @@ impl Role {
 pub struct Inherited {
     fds: Mutex<HashMap<(String, Role), Vec<OwnedFd>>>,
     quiet: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Until then a claim held by another daemon is waited for: that
+    /// daemon was killed during a handover and is still exiting.
+    claims_free_by: Mutex<Option<std::time::Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -66,6 +69,16 @@ impl Inherited {
 
     pub(crate) fn take_quiet(&self, port: &str) -> Option<Vec<(String, String)>> {
         lock(&self.quiet).remove(port)
+    }
+
+    /// Waits up to `d` for claims another daemon still holds (it was killed
+    /// during a handover and its descriptors are still closing).
+    pub fn wait_for_claims(&self, d: std::time::Duration) {
+        *lock(&self.claims_free_by) = Some(std::time::Instant::now() + d);
+    }
+
+    pub(crate) fn claims_free_by(&self) -> Option<std::time::Instant> {
+        *lock(&self.claims_free_by)
     }
 
     /// Closes what no port took; the ports it was for, each once.

@@ -303,8 +303,17 @@ pub fn open(spec: &PortSpec, o: &OpenOptions) -> Result<OpenedPort, PortError> {
 /// Claims interface `name`: with the claim handed over for it, if there is
 /// one (the same locked file), else afresh.
 fn claim_of(o: &OpenOptions, name: &str, ifindex: u32) -> Result<Claim, PortError> {
-    match o.inherit.take(name, Role::Claim).pop() {
-        Some(fd) => Claim::adopt(fd, &o.claim_dir, name, ifindex, &o.holder),
-        None => Claim::take(&o.claim_dir, name, ifindex, &o.holder),
+    if let Some(fd) = o.inherit.take(name, Role::Claim).pop() {
+        return Claim::adopt(fd, &o.claim_dir, name, ifindex, &o.holder);
+    }
+    loop {
+        match Claim::take(&o.claim_dir, name, ifindex, &o.holder) {
+            Err(PortError::Claimed { .. })
+                if o.inherit.claims_free_by().is_some_and(|t| std::time::Instant::now() < t) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
     }
 }
