@@ -1003,6 +1003,14 @@ fn ten_takeovers_in_a_row_under_a_stream_on_busy_ports_lose_and_double_nothing()
     let first = d.child.id();
     stream.paced(300, || rings(first) > 0, 3000).unwrap_or_else(|_| panic!("no RX ring in 10 s"));
     let first_fds = fds(first);
+    let rss = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .map_or(0, |v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0))
+    };
+    let first_rss = rss(first);
     for n in 1..=10 {
         let mut takeover = args.to_vec();
         takeover.push("--takeover");
@@ -1017,6 +1025,7 @@ fn ten_takeovers_in_a_row_under_a_stream_on_busy_ports_lose_and_double_nothing()
     }
     assert!(d.alive());
     let last_fds = fds(d.child.id());
+    eprintln!("fds {first_fds} -> {last_fds}, RSS {first_rss} -> {} KiB, over ten takeovers", rss(d.child.id()));
     stream.all_arrived_in_order();
     assert_eq!(last_fds, first_fds, "descriptors of the tenth daemon against the first's");
     assert_eq!(d.counter("ubp1", "ring_full"), 0, "frames the kernel dropped at ubp1");
