@@ -343,6 +343,8 @@ fn resume(
         for e in b.thaw(&d.opener, ports) {
             tracing::error!(bridge = %b.name, error = %e, "a port could not be attached again after the failed takeover");
         }
+        // Its way through the node's netfilter, made anew, on as the node's rules say.
+        d.netfilter_apply(&b);
     }
     ub_datapath::hold_readers(false);
     for left in pool.clear() {

@@ -98,7 +98,30 @@ impl Bridge {
     /// the entries it had. Returns what could not be.
     pub fn thaw(&self, o: &Opener, frozen: Vec<Frozen>) -> Vec<BridgeError> {
         let mut failed = Vec::new();
+        let nf = self.netfilter_port();
         for f in frozen {
+            if Some(&f.spec.name) == nf.as_ref() {
+                // The way into the node's netfilter: attached again where its
+                // twin is as it was, else made anew (the daemon that failed to
+                // take over may have re-made or removed it). Its readers wait
+                // with the others until the daemon turns it on as before.
+                self.sw.remove_port(f.id);
+                let spec = f.spec.clone();
+                drop(f);
+                match self.attach(o, spec) {
+                    Ok(id) => {
+                        *lock(&self.netfilter) = Some(id);
+                        self.sw.set_netfilter(Some(id), false);
+                    }
+                    Err(_) => {
+                        self.remove_netfilter();
+                        if let Err(e) = self.attach_netfilter(o) {
+                            failed.push(e);
+                        }
+                    }
+                }
+                continue;
+            }
             let entries: Vec<_> =
                 self.sw.fdb.entries(self.sw.now_ms()).into_iter().filter(|e| e.port == f.id && !e.is_static).collect();
             self.sw.remove_port(f.id);
