@@ -92,7 +92,7 @@ pub fn open_link_with(
     } else {
         let mut socks = Vec::with_capacity(inherited.len());
         for fd in inherited {
-            let recv = MmsgRecv::new(MMSG_SLOTS, crate::VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?;
+            let recv = socket::rx_buffers().map_err(e("mapping receive buffers"))?;
             socks.push((Arc::new(fd), recv));
         }
         let group = sys::fanout_group(socks[0].0.as_fd()).map_err(e("reading the PACKET_FANOUT group"))?;

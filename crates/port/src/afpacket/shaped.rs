@@ -9,7 +9,7 @@
 //! ("Shaping: tc ingress on a port") says why and what differs.
 
 use super::recv::mmsg_batch;
-use super::socket::{MMSG_SLOTS, unbound_rx_socket};
+use super::socket::{MMSG_SLOTS, rx_buffers, unbound_rx_socket};
 use crate::sys::{self, AFTER_TC, MmsgRecv};
 use crate::{Role, RxFrame, Waiter};
 use std::io;
@@ -152,7 +152,7 @@ impl Shaper {
         };
         if after_tc.len() == AFTER_TC.len() {
             for fd in after_tc {
-                let recv = MmsgRecv::new(MMSG_SLOTS, crate::VnetHdr::LEN + 65_550)?;
+                let recv = rx_buffers()?;
                 s.socks.push(ProtoSock { fd: Arc::new(fd), recv });
             }
             s.shared.set(true)?;

@@ -37,8 +37,14 @@ pub(super) fn unbound_rx_socket(name: &str) -> Result<(OwnedFd, MmsgRecv), PortE
         .map_err(e("enabling PACKET_IGNORE_OUTGOING"))?;
     sys::set_int_opt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(e("enabling PACKET_AUXDATA"))?;
     deep_queue(fd.as_fd());
-    let recv = MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550).map_err(e("mapping receive buffers"))?;
+    let recv = rx_buffers().map_err(e("mapping receive buffers"))?;
     Ok((fd, recv))
+}
+
+/// The `recvmmsg` buffers of one receive socket: [`MMSG_SLOTS`] slots, each
+/// a vnet header and a 64 KiB frame.
+pub(super) fn rx_buffers() -> io::Result<MmsgRecv> {
+    MmsgRecv::new(MMSG_SLOTS, VnetHdr::LEN + 65_550)
 }
 
 /// A packet socket, not yet bound, ready for an RX ring: vnet headers,
