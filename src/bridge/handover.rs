@@ -55,29 +55,31 @@ impl Bridge {
     pub fn handover_ports(&self) -> std::io::Result<Vec<PortOut>> {
         let nf = self.netfilter_port();
         let ports = lock(&self.ports);
-        let mut out = Vec::new();
-        for (name, a) in ports.attached.iter().filter(|(n, _)| Some(*n) != nf.as_ref()) {
-            let Some(p) = self.sw.port(a.id) else { continue };
-            let mut fds = p.tx.handover_fds()?;
-            fds.push((Role::Claim, a.claim.dup_fd()?));
-            let quiet = a.quiet.as_ref().map(|q| q.changed().to_vec()).unwrap_or_default();
-            out.push((name.to_string(), fds, quiet));
-        }
-        Ok(out)
+        let attached = ports.attached.iter().filter(|(n, _)| Some(*n) != nf.as_ref());
+        attached.filter_map(|(name, a)| self.port_out(name, a.id, &a.claim, a.quiet.as_ref())).collect()
     }
 
     /// [`Bridge::handover_ports`] for ports already frozen (to attach them
     /// again after a handover that failed).
     pub fn handover_ports_of(&self, frozen: &[Frozen]) -> std::io::Result<Vec<PortOut>> {
-        let mut out = Vec::new();
-        for f in frozen {
-            let Some(p) = self.sw.port(f.id) else { continue };
+        frozen.iter().filter_map(|f| self.port_out(&f.spec.name, f.id, &f.claim, f.quiet.as_ref())).collect()
+    }
+
+    /// Port `id` as it is handed over; `None` if it has left the table.
+    fn port_out(
+        &self,
+        name: &str,
+        id: PortId,
+        claim: &Claim,
+        quiet: Option<&Quiet>,
+    ) -> Option<std::io::Result<PortOut>> {
+        let p = self.sw.port(id)?;
+        let out = || {
             let mut fds = p.tx.handover_fds()?;
-            fds.push((Role::Claim, f.claim.dup_fd()?));
-            let quiet = f.quiet.as_ref().map(|q| q.changed().to_vec()).unwrap_or_default();
-            out.push((f.spec.name.to_string(), fds, quiet));
-        }
-        Ok(out)
+            fds.push((Role::Claim, claim.dup_fd()?));
+            Ok((name.to_string(), fds, quiet.map(|q| q.changed().to_vec()).unwrap_or_default()))
+        };
+        Some(out())
     }
 
     /// Stops every port's readers: frames wait in the ports' sockets. The
