@@ -101,6 +101,25 @@ fn init_logging(level: &str) -> Result<(), StartError> {
     Ok(())
 }
 
+/// How long a daemon killed during a handover may take to let go of what
+/// it held (its sockets, claims and state file lock close one by one).
+const GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `f`'s result; while it fails and `wait` (the daemon before this one was
+/// killed during a handover and may still be exiting), tried again for up
+/// to [`GONE_WITHIN`].
+fn patient<T, E>(wait: bool, f: impl Fn() -> Result<T, E>) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + GONE_WITHIN;
+    loop {
+        match f() {
+            Err(_) if wait && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// What the daemon's loop is told.
 enum Told {
     Signal(i32),
@@ -146,19 +165,13 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     // interface. One killed during a handover may still be closing its
     // sockets: given two seconds.
     if incoming.is_none() {
-        let mut free = control::Server::check_free(&settings.socket);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while gone && free.is_err() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            free = control::Server::check_free(&settings.socket);
-        }
-        free?;
+        patient(gone, || control::Server::check_free(&settings.socket))?;
     }
 
     let d = Daemon::new(settings.clone(), a.config.clone(), start_ns);
     if gone {
         // Its claims go as its descriptors close, a moment after its handover socket.
-        d.opener.open.inherit.wait_for_claims(std::time::Duration::from_secs(2));
+        d.opener.open.inherit.wait_for_claims(GONE_WITHIN);
     }
     if let Some(i) = &mut incoming {
         i.give_ports(&d.opener.open.inherit);
@@ -179,14 +192,8 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
         for b in &settings.bridges {
             d.add_configured_bridge(b)?;
         }
-        let mut state = StateFile::open(&settings.state_dir, &settings.socket);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while gone && state.is_err() && std::time::Instant::now() < deadline {
-            // Its lock goes as the killed daemon's descriptors close.
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            state = StateFile::open(&settings.state_dir, &settings.socket);
-        }
-        d.restore(state?);
+        // Its lock goes as the killed daemon's descriptors close.
+        d.restore(patient(gone, || StateFile::open(&settings.state_dir, &settings.socket))?);
         if let Some(i) = &mut incoming {
             let entries = i.give_fdb(&d);
             for left in d.opener.open.inherit.clear() {
