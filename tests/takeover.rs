@@ -13,15 +13,8 @@ use std::time::Duration;
 /// The inodes of the sockets that receive on `port` (the transmit-only
 /// socket, bound to no protocol, is each daemon's own).
 fn receiving_sockets(lab: &Lab, port: &str) -> Vec<String> {
-    let sw = lab.switch_ns();
-    let ifindex = ns_ok(&sw, &["cat", &format!("/sys/class/net/{port}/ifindex")]).trim().to_string();
-    let mut v: Vec<String> = ns_ok(&sw, &["cat", "/proc/net/packet"])
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .filter(|f| f.len() >= 9 && f[4] == ifindex && f[3] != "0000")
-        .map(|f| f[8].clone())
-        .collect();
+    let mut v: Vec<String> =
+        packet_sockets(lab, port).into_iter().filter(|(proto, _)| proto != "0000").map(|(_, inode)| inode).collect();
     v.sort();
     v
 }

@@ -510,6 +510,12 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
 /// namespace (`/proc/net/packet`: sk RefCnt Type Proto Iface R Rmem User
 /// Inode, Iface an ifindex).
 pub fn packet_socket_inodes(lab: &Lab, port: &str) -> Vec<String> {
+    packet_sockets(lab, port).into_iter().map(|(_, inode)| inode).collect()
+}
+
+/// The packet sockets bound to `port`: each one's protocol (hex, `0000`
+/// for one that only sends) and inode.
+pub fn packet_sockets(lab: &Lab, port: &str) -> Vec<(String, String)> {
     let sw = lab.switch_ns();
     let ifindex = ns_ok(&sw, &["cat", &format!("/sys/class/net/{port}/ifindex")]).trim().to_string();
     let packet = ns_ok(&sw, &["cat", "/proc/net/packet"]);
@@ -518,6 +524,6 @@ pub fn packet_socket_inodes(lab: &Lab, port: &str) -> Vec<String> {
         .skip(1)
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .filter(|f| f.len() >= 9 && f[4] == ifindex)
-        .map(|f| f[8].to_string())
+        .map(|f| (f[3].to_string(), f[8].to_string()))
         .collect()
 }
