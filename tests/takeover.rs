@@ -115,7 +115,13 @@ fn a_takeover_with_other_ports_is_refused_and_the_running_daemon_goes_on() {
     let socket = format!("/tmp/{}.sock", lab.name);
     let state = format!("{socket}.state");
     let one_port = ["run", "--netns", &lab.switch_ns(), "--socket", &socket, "--state-dir", &state];
-    let o = Command::new(BIN).args(one_port).args(["--port", &lab.ports()[0], "--takeover"]).output().unwrap();
+    // Bounded: a takeover that was not refused would run on as the daemon.
+    let o = Command::new("timeout")
+        .args(["20", BIN])
+        .args(one_port)
+        .args(["--port", &lab.ports()[0], "--takeover"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a takeover with other ports started");
     assert!(err.contains("refused") && err.contains("differ"), "{err}");
