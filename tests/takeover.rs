@@ -7,65 +7,8 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-/// The inodes of the sockets that receive on `port` (the transmit-only
-/// socket, bound to no protocol, is each daemon's own).
-fn receiving_sockets(lab: &Lab, port: &str) -> Vec<String> {
-    let mut v: Vec<String> =
-        packet_sockets(lab, port).into_iter().filter(|(proto, _)| proto != "0000").map(|(_, inode)| inode).collect();
-    v.sort();
-    v
-}
-
-/// A ping from pod 1 to pod 2, `n` at 200 a second, running in the background.
-struct Pinging(Child);
-
-impl Pinging {
-    fn start(lab: &Lab, n: u32) -> Pinging {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.pods[0].ns, "ping", "-i", "0.005", "-c", &n.to_string(), "10.0.0.2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Pinging(child)
-    }
-
-    /// (received, duplicates, transmitted).
-    fn finish(mut self) -> (u32, u32, u32) {
-        let out = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let dups = u32::try_from(text.lines().filter(|l| l.contains("(DUP!)")).count()).unwrap_or(u32::MAX);
-        let stat = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{text}"));
-        let num = |word: &str| -> u32 {
-            let f: Vec<&str> = stat.split(", ").collect();
-            f.iter().find(|p| p.contains(word)).and_then(|p| p.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-        };
-        (num("received"), dups, num("transmitted"))
-    }
-}
-
-impl Drop for Pinging {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for `d` to exit; its status code.
-fn exit_of(d: &mut Daemon, within: Duration) -> Option<i32> {
-    let mut code = None;
-    wait_until("the daemon to exit", within, || match d.child.try_wait() {
-        Ok(Some(st)) => {
-            code = st.code();
-            true
-        }
-        _ => false,
-    });
-    code
-}
 
 #[test]
 fn a_takeover_under_a_200_per_second_ping_loses_no_frame_and_keeps_the_sockets_and_entries() {
@@ -78,18 +21,29 @@ fn a_takeover_under_a_200_per_second_ping_loses_no_frame_and_keeps_the_sockets_a
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| !e["static"].as_bool().unwrap_or(false))
-            .map(|e| (e["mac"].as_str().unwrap_or("").to_string(), e["age_ms"].as_u64().unwrap_or(0)))
+            .filter(|e| e["state"] != "static")
+            .map(|e| {
+                (e["mac"].as_str().unwrap_or("").to_string(), (e["age_secs"].as_f64().unwrap_or(0.0) * 1000.0) as u64)
+            })
             .collect()
     };
     assert_eq!(macs(&old).len(), 2, "both pods learned: {:?}", macs(&old));
+    // Entries keep their ages: a station that sent one frame, old enough
+    // that a fresh clock could not show it.
+    let quiet = "02:00:00:00:aa:01";
+    inject(&lab.pods[0].ns, &[frame([0xff; 6], [2, 0, 0, 0, 0xaa, 1], 60)]);
+    let age_of = |d: &Daemon| macs(d).into_iter().find(|(m, _)| m == quiet).map_or(0, |(_, a)| a);
+    wait_until("an entry 1.5 s old", Duration::from_secs(10), || age_of(&old) >= 1500);
+    let aged = age_of(&old);
     let mut new = Daemon::spawn(&lab, &["--takeover"]);
     assert_eq!(exit_of(&mut old, Duration::from_secs(10)), Some(0), "the old daemon hands over and exits 0");
     old.state_dir = None;
     // At once, before any frame: the entries came over, so the next ping
     // and its reply are known unicast, flooded nowhere.
     let taken = macs(&new);
-    assert_eq!(taken.len(), 2, "the new daemon's entries: {taken:?}");
+    assert_eq!(taken.len(), 3, "the new daemon's entries: {taken:?}");
+    let now = age_of(&new);
+    assert!(now >= aged, "{quiet} was {aged} ms old in the old daemon, {now} ms in the new one");
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
     let flooded: u64 = lab.ports().iter().map(|p| new.counter(p, "flooded")).sum();
     assert_eq!(flooded, 0, "frames flooded after the takeover: the entries did not come over");

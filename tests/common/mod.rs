@@ -527,3 +527,60 @@ pub fn packet_sockets(lab: &Lab, port: &str) -> Vec<(String, String)> {
         .map(|f| (f[3].to_string(), f[8].to_string()))
         .collect()
 }
+
+/// The inodes of the sockets that receive on `port` (the transmit-only
+/// socket, bound to no protocol, is each daemon's own).
+pub fn receiving_sockets(lab: &Lab, port: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        packet_sockets(lab, port).into_iter().filter(|(proto, _)| proto != "0000").map(|(_, inode)| inode).collect();
+    v.sort();
+    v
+}
+
+/// A ping from pod 1 to pod 2, `n` at 200 a second, running in the background.
+pub struct Pinging(Child);
+
+impl Pinging {
+    pub fn start(lab: &Lab, n: u32) -> Pinging {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.pods[0].ns, "ping", "-i", "0.005", "-c", &n.to_string(), "10.0.0.2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Pinging(child)
+    }
+
+    /// (received, duplicates, transmitted).
+    pub fn finish(mut self) -> (u32, u32, u32) {
+        let out = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let dups = u32::try_from(text.lines().filter(|l| l.contains("(DUP!)")).count()).unwrap_or(u32::MAX);
+        let stat = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{text}"));
+        let num = |word: &str| -> u32 {
+            let f: Vec<&str> = stat.split(", ").collect();
+            f.iter().find(|p| p.contains(word)).and_then(|p| p.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+        };
+        (num("received"), dups, num("transmitted"))
+    }
+}
+
+impl Drop for Pinging {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `d` to exit; its status code.
+pub fn exit_of(d: &mut Daemon, within: Duration) -> Option<i32> {
+    let mut code = None;
+    wait_until("the daemon to exit", within, || match d.child.try_wait() {
+        Ok(Some(st)) => {
+            code = st.code();
+            true
+        }
+        _ => false,
+    });
+    code
+}

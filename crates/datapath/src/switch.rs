@@ -73,6 +73,10 @@ pub struct Switch {
     epoch: Instant,
 }
 
+/// Where the datapath's clock starts: the longest ageing time, so that
+/// `now - age` stays above zero for any entry that has not aged out.
+pub const HEAD_START_MS: u64 = ub_proto::settings::AGEING_SECS.max * 1000;
+
 impl Switch {
     pub fn new(fdb: FdbConfig) -> Switch {
         let d = StormLimits::default();
@@ -174,10 +178,12 @@ impl Switch {
         if self.netfilter_on.load(Relaxed) { self.netfilter_port() } else { None }
     }
 
-    /// Milliseconds since the switch started: the datapath's clock.
+    /// The datapath's clock, in milliseconds: [`HEAD_START_MS`] at the
+    /// switch's start, so that an entry handed over by a takeover keeps its
+    /// age (up to the longest ageing time) in a switch just started.
     #[inline]
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(HEAD_START_MS)
     }
 
     /// The current port table (a snapshot: cheap, lock-free).
