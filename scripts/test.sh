@@ -15,12 +15,13 @@ fi
 # (podman, runc, busybox and the reference CNI plugins run real containers
 # in tests/cni.rs; scripts/podman-setup.sh configures podman; nft is the
 # reference plugin's macspoofchk; curl and python3 are the Docker tests'
-# outside clients; conntrack and ipset, tests/netfilter.rs's. docker.io and docker-compose, for tests/docker.rs, are
+# outside clients; conntrack and ipset, tests/netfilter.rs's; systemd, booted in
+# namespaces of its own by tests/systemd.rs. docker.io and docker-compose, for tests/docker.rs, are
 # installed by scripts/docker-setup.sh: dpkg must not start its services.)
 declare -A need=([ip]=iproute2 [tcpdump]=tcpdump [ethtool]=ethtool [iperf3]=iperf3 [ping]=iputils-ping
                  [trafgen]=netsniff-ng [sockperf]=sockperf [iptables]=iptables [nsenter]=util-linux [nft]=nftables
                  [podman]=podman [runc]=runc [curl]=curl [python3]=python3
-                 [conntrack]=conntrack [ipset]=ipset)
+                 [conntrack]=conntrack [ipset]=ipset [systemctl]=systemd)
 missing=()
 for cmd in "${!need[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}"); done
 # Packages that are not commands: the image's busybox must be the static one.

@@ -60,6 +60,8 @@ pub enum ControlError {
     VidRange(u16, u16),
     #[error("port '{0}' is not a member of VLAN {1}")]
     NotMember(String, u16),
+    #[error("upgrade: {0}")]
+    Upgrade(String),
 }
 
 /// The VIDs of `vid` to `end` (one if no end), checked.
@@ -415,7 +417,16 @@ impl Serve for Daemon {
     }
 
     fn version(&self, _: Version) -> Result<VersionInfo, ControlError> {
-        Ok(VersionInfo { protocol: PROTOCOL_VERSION, daemon: env!("CARGO_PKG_VERSION").to_string() })
+        Ok(VersionInfo {
+            protocol: PROTOCOL_VERSION,
+            daemon: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            failed_upgrade: crate::lock(&self.upgrade).failed.clone(),
+        })
+    }
+
+    fn upgrade(&self, _: Upgrade) -> Result<Upgrading, ControlError> {
+        crate::upgrade::begin(self).map_err(ControlError::Upgrade)
     }
 }
 

@@ -25,7 +25,9 @@ pub mod output;
 pub mod start;
 pub mod state;
 mod status;
+mod systemd;
 pub mod takeover;
+pub mod upgrade;
 mod watch;
 
 pub use ub_proto::DEFAULT_SOCKET;

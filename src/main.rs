@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use ub_proto::{Call, ClientError, IfName, PolicyChange};
 use ub_wire::Mac;
 use userbridge::output::Show;
@@ -183,7 +184,7 @@ enum Cmd {
         #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(0..=4095))]
         vlan: Option<u16>,
         /// EtherType, e.g. 0x0800 (the default) or 0x86dd.
-        #[arg(long, value_name = "T", value_parser = parse_ethertype)]
+        #[arg(long, value_name = "T", value_parser = ub_proto::parse_ethertype)]
         ethertype: Option<u16>,
         /// An ARP request for this address instead (see neigh_suppress).
         #[arg(long, value_name = "IP", conflicts_with = "ethertype")]
@@ -191,6 +192,18 @@ enum Cmd {
         /// The ARP request's sender address (default 0.0.0.0, a probe).
         #[arg(long, value_name = "IP", requires = "arp_target")]
         arp_sender: Option<std::net::Ipv4Addr>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Upgrade the running daemon without an outage: it starts its binary
+    /// (the file it was started from, as a package upgrade left it) with its
+    /// own arguments and --takeover; the new process takes the ports,
+    /// listeners and learned entries over, and the old one exits. Waits for
+    /// the outcome; the systemd unit's ExecReload (docs/operations.md).
+    Upgrade {
+        /// How long to wait for the new daemon to take over.
+        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -494,16 +507,6 @@ enum LabCmd {
     },
 }
 
-/// An EtherType that is not one.
-#[derive(Debug, thiserror::Error)]
-#[error("'{0}' is not an EtherType (like 0x0800)")]
-struct BadEthertype(String);
-
-fn parse_ethertype(s: &str) -> Result<u16, BadEthertype> {
-    let v = s.strip_prefix("0x").map_or_else(|| s.parse(), |h| u16::from_str_radix(h, 16));
-    v.map_err(|_| BadEthertype(s.to_string()))
-}
-
 /// `port add IF [master NAME]`, or `port add --tap NAME [master NAME]`.
 fn port_add(words: Vec<String>, tap: Option<IfName>) -> Result<ub_proto::PortAdd, CliError> {
     let name = |w: &str| IfName::new(w).map_err(|e| CliError::Words(e.to_string()));
@@ -528,13 +531,16 @@ fn ask<C: Call>(c: &ClientOpts, req: C) -> Result<(), CliError>
 where
     C::Reply: Show,
 {
-    let reply = ub_proto::call(&c.socket, req)?;
+    print(c, ub_proto::call(&c.socket, req)?);
+    Ok(())
+}
+
+fn print(c: &ClientOpts, reply: impl Show + serde::Serialize) {
     if c.json {
         println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
     } else {
         print!("{}", reply.show());
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -650,6 +656,9 @@ fn main() -> ExitCode {
             LabCmd::Demo { pods, name } => demo::demo(&name, pods),
         }
         .map_err(Into::into),
+        Cmd::Upgrade { timeout, client: c } => userbridge::upgrade::run(&c.socket, Duration::from_secs(timeout))
+            .map_err(CliError::Words)
+            .map(|u| print(&c, u)),
         Cmd::Cni { cmd: CniCmd::Install { dir } } => match ub_cni::install(&dir) {
             Ok(path) => {
                 println!("installed {} (the plugin for \"type\": \"userbridge\")", path.display());

@@ -263,6 +263,12 @@ macro_rules! show_done {
     )*};
 }
 
+impl Show for Upgrading {
+    fn show(&self) -> String {
+        format!("upgraded: pid {} took over from pid {} ({})\n", self.pid, self.from, self.binary)
+    }
+}
+
 show_done!(FdbAdded, FdbRemoved, Flushed, PortAdded, Ageing, Mirroring, MirrorStopped);
 
 /// `NAME: [host MAC mtu N ADDRESSES|no host port] ports N fdb N [vlan_filtering] [netfilter on|off] [config] [network NET]`.

@@ -129,6 +129,7 @@ enum Told {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(a: RunArgs) -> Result<(), StartError> {
+    crate::upgrade::remember();
     let settings = a.settings()?;
     check_capabilities(&settings)?;
     init_logging(&settings.log_level)?;
@@ -275,9 +276,10 @@ fn serve(
     tracing::info!(socket = %settings.socket.display(), bridges = bridges.len(), ports, "userbridge running");
     d.log_node_filter();
     drop(bridges);
-    if let Some(i) = incoming {
-        // The daemon before this one exits now.
-        i.ready();
+    match incoming {
+        // The daemon before this one exits now (and tells systemd this one is its main process).
+        Some(i) => i.ready(),
+        None => crate::systemd::ready(),
     }
     // A daemon taking over from this one asks here (bound only now: until
     // the daemon before this one has its answer, the file is its own).
@@ -306,6 +308,7 @@ fn serve(
             Ok(Told::Signal(libc::SIGHUP)) => d.reload(),
             Ok(Told::Signal(sig)) => {
                 tracing::info!(signal = sig, "shutting down");
+                crate::systemd::stopping();
                 break;
             }
             Ok(Told::Seen(Seen::Link(w, ev))) => d.link_event(w, ev),

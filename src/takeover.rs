@@ -303,6 +303,10 @@ pub fn hand_over(d: &Arc<Daemon>, a: Asking, servers: &mut Servers) {
     match ready {
         Ok(()) => {
             tracing::info!(pid = a.pid, "handed over; exiting");
+            // Its pid as this process sees it (the kernel's word, not the hello's).
+            let pid = rustix::net::sockopt::socket_peercred(conn)
+                .map_or(a.pid, |c| c.pid.as_raw_nonzero().get().unsigned_abs());
+            crate::systemd::handed_to(pid);
             // Nothing undone: the ports, claims, settings and files are the new daemon's.
             std::process::exit(0);
         }

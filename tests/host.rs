@@ -314,8 +314,9 @@ fn run_time_ports_survive_a_kill_and_the_pods_traffic_resumes() {
 
 #[test]
 fn a_takeover_keeps_the_host_port_and_run_time_ports_and_loses_no_ping_to_the_gateway() {
-    // `run --takeover` with the same arguments: the host port's TAP queues
-    // and the run-time ports' sockets travel, so the gateway keeps its
+    // `userbridge upgrade`: the daemon starts itself again with --takeover,
+    // in the namespace it started in (the host port's); the host port's TAP
+    // queues and the run-time ports' sockets travel, so the gateway keeps its
     // ifindex and a pod pinging it at 200/s across the handover loses nothing.
     let lab = lab("tkh", 2);
     let (node, host) = node(&lab);
@@ -334,17 +335,15 @@ fn a_takeover_keeps_the_host_port_and_run_time_ports_and_loses_no_ping_to_the_ga
         .spawn()
         .unwrap();
     wait_until("the pings to flow", Duration::from_secs(5), || old.counter("ubp1", "rx_frames") > 50);
-    let mut takeover = args.to_vec();
-    takeover.push("--takeover");
-    let new = Daemon::start_in(&node.0, &socket(&lab), &takeover);
-    wait_until("the old daemon to hand over and exit", Duration::from_secs(10), || !old.alive());
-    assert_eq!(old.child.wait().unwrap().code(), Some(0));
-    old.state_dir = None;
+    let up = old.query(&["upgrade", "--timeout", "20"]);
+    let new = Adopted::new(up["pid"].as_u64().unwrap(), old.state_dir.take());
+    assert_eq!(old.child.wait().unwrap().code(), Some(0), "the old daemon hands over and exits 0");
     let out = String::from_utf8_lossy(&pinger.wait_with_output().unwrap().stdout).into_owned();
     let (sent, got) = ping_counts(&out);
     assert_eq!((sent, got), (600, 600), "pings to the gateway lost across the takeover: {out}");
     assert_eq!(ifindex(), before, "the host port is the same interface");
-    let list = new.query(&["port", "list"]);
+    assert!(new.alive(), "the daemon that took over runs");
+    let list = old.query(&["port", "list"]);
     for p in ["ubp1", "ubp2"] {
         assert_eq!(Daemon::port(&list, p)["origin"], "runtime", "{p} not kept");
     }

@@ -88,7 +88,17 @@ pub struct Daemon {
     /// (write) once `handing_over` is set, so it waits for those in flight.
     pub gate: RwLock<()>,
     /// A handover has begun: requests are told to retry.
-    pub handing_over: AtomicBool,
+    pub handing_over: Arc<AtomicBool>,
+    /// The new daemon an `upgrade` started, and the last that failed.
+    pub upgrade: Arc<Mutex<Upgrades>>,
+}
+
+/// What `upgrade` has started (src/upgrade.rs).
+#[derive(Debug, Default)]
+pub struct Upgrades {
+    /// The new daemon's pid while it runs beside this one.
+    pub running: Option<u32>,
+    pub failed: Option<ub_proto::FailedUpgrade>,
 }
 
 /// A name reserved while its port opens or its bridge is made; freed when dropped.
@@ -122,7 +132,8 @@ impl Daemon {
             state: Mutex::new(None),
             node_filter: Mutex::default(),
             gate: RwLock::new(()),
-            handing_over: AtomicBool::new(false),
+            handing_over: Arc::default(),
+            upgrade: Arc::default(),
             settings: Mutex::new(settings),
         })
     }

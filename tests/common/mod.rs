@@ -584,3 +584,32 @@ pub fn exit_of(d: &mut Daemon, within: Duration) -> Option<i32> {
     });
     code
 }
+
+/// A daemon this test did not start (`userbridge upgrade` started it):
+/// SIGTERM'ed on drop, then its state directory removed.
+pub struct Adopted {
+    pub pid: u32,
+    state_dir: Option<PathBuf>,
+}
+
+impl Adopted {
+    pub fn new(pid: u64, state_dir: Option<PathBuf>) -> Adopted {
+        Adopted { pid: u32::try_from(pid).unwrap(), state_dir }
+    }
+
+    pub fn alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).is_ok_and(|s| !s.contains(") Z "))
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid.to_string()]).status();
+        if !ub_lab::wait::poll_until(Duration::from_secs(10), || !self.alive()) {
+            let _ = Command::new("kill").args(["-KILL", &self.pid.to_string()]).status();
+        }
+        if let Some(d) = self.state_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}

@@ -79,6 +79,13 @@ pub struct BridgeList {}
 #[serde(deny_unknown_fields)]
 pub struct Version {}
 
+/// Starts the daemon's binary again (the file it was started from, so an
+/// upgraded one) with the same arguments and `--takeover`: it takes the
+/// ports over and this daemon exits (docs/operations.md, "Upgrades").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upgrade {}
+
 // ---- replies ----
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +134,29 @@ pub struct VersionInfo {
     pub protocol: u32,
     /// The daemon's release.
     pub daemon: String,
+    /// The daemon's process (0 from a daemon before it said).
+    #[serde(default)]
+    pub pid: u32,
+    /// The last `upgrade` that did not take over, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_upgrade: Option<FailedUpgrade>,
+}
+
+/// A new daemon started by `upgrade` that exited before it took over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedUpgrade {
+    pub pid: u32,
+    /// How it ended (its log says why).
+    pub why: String,
+}
+
+/// The new daemon started by `upgrade`, taking over from `from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upgrading {
+    pub pid: u32,
+    pub from: u32,
+    /// The binary it runs.
+    pub binary: String,
 }
 
 /// The interfaces of bridge `bridge`'s way through the node's netfilter:

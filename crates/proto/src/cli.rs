@@ -1,6 +1,6 @@
 //! `userbridge port set`'s flags, made from the knobs' one list (the
 //! `clap` feature, for the CLI): `--KNOB on|off` for each on/off knob, and
-//! `--mac`/`--ip` lists where `none` empties the list.
+//! `--mac`/`--ip` lists where `none` empties the list; `trace --ethertype`.
 
 use crate::{PolicyChange, PortPolicy};
 use clap::error::ErrorKind;
@@ -106,4 +106,15 @@ mod tests {
         let e = Set::try_parse_from(["set", "--hairpin", "yes"]).unwrap_err().to_string();
         assert!(e.contains("[possible values: on, off]"), "{e}");
     }
+}
+
+/// An EtherType that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not an EtherType (like 0x0800)")]
+pub struct BadEthertype(String);
+
+/// `0x0800` or `2048`.
+pub fn parse_ethertype(s: &str) -> Result<u16, BadEthertype> {
+    let v = s.strip_prefix("0x").map_or_else(|| s.parse(), |h| u16::from_str_radix(h, 16));
+    v.map_err(|_| BadEthertype(s.to_string()))
 }

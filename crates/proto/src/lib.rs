@@ -11,6 +11,8 @@
 mod bridge;
 #[cfg(feature = "clap")]
 mod cli;
+#[cfg(feature = "clap")]
+pub use cli::{BadEthertype, parse_ethertype};
 mod client;
 mod ifname;
 pub mod port;
@@ -232,6 +234,8 @@ protocol! {
     bridge_list => BridgeList(BridgeList) -> Vec<BridgeInfo>;
     /// The protocol's version and the daemon's.
     version => Version(Version) -> VersionInfo;
+    /// Starts the daemon's binary anew to take over from it.
+    upgrade => Upgrade(Upgrade) -> Upgrading;
 }
 
 #[cfg(test)]
@@ -287,6 +291,7 @@ mod tests {
             BridgeDel { name: n("cni1"), detach: true }.into(),
             BridgeList {}.into(),
             Version {}.into(),
+            Upgrade {}.into(),
         ];
         assert_eq!(reqs.len(), Request::NAMES.len());
         for r in reqs {
