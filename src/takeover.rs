@@ -104,7 +104,12 @@ fn send(fd: BorrowedFd<'_>, msg: &Msg, fds: &[BorrowedFd<'_>]) -> io::Result<()>
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("too many descriptors for one message"));
     }
-    rustix::net::sendmsg(fd, &[IoSlice::new(&text)], &mut control, SendFlags::NOSIGNAL)?;
+    // A call with a timeout is not restarted after a signal (socket(7)).
+    while let Err(e) = rustix::net::sendmsg(fd, &[IoSlice::new(&text)], &mut control, SendFlags::NOSIGNAL) {
+        if e != rustix::io::Errno::INTR {
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
 
@@ -112,7 +117,12 @@ fn recv(fd: BorrowedFd<'_>) -> io::Result<(Msg, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(CHUNK))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let r = rustix::net::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let r = loop {
+        match rustix::net::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r?,
+        }
+    };
     let mut fds = Vec::new();
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(got) = m {
@@ -311,8 +321,33 @@ pub fn hand_over(d: &Arc<Daemon>, a: Asking, servers: &mut Servers) {
             std::process::exit(0);
         }
         Err(e) => {
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                // Still there (too slow, or the exchange broke): it could yet
+                // serve. One process forwards, never two: it goes first.
+                stop_peer(conn);
+            }
             tracing::error!(pid = a.pid, error = %e, "takeover failed; this daemon forwards on");
             resume(d, fds, frozen, control, metrics, servers);
+        }
+    }
+}
+
+/// Kills the process at the other end of `conn` and waits (2 s at most)
+/// for its end to close.
+fn stop_peer(conn: BorrowedFd<'_>) {
+    let pid = match rustix::net::sockopt::socket_peercred(conn) {
+        Ok(c) => c.pid,
+        Err(e) => return tracing::error!(error = %e, "the new daemon's pid is unknown: it cannot be stopped"),
+    };
+    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::KILL) {
+        return tracing::error!(pid = pid.as_raw_nonzero().get(), error = %e, "the new daemon cannot be stopped");
+    }
+    tracing::warn!(pid = pid.as_raw_nonzero().get(), "the new daemon was stopped (SIGKILL)");
+    let start = Instant::now();
+    let _ = set_timeout(conn, Duration::from_millis(100));
+    while start.elapsed() < Duration::from_secs(2) {
+        if recv(conn).is_err_and(|e| e.kind() == io::ErrorKind::UnexpectedEof) {
+            return;
         }
     }
 }

@@ -619,6 +619,60 @@ fn forty_parallel_adds_then_dels_leave_nothing_and_the_daemon_as_it_was() {
 }
 
 #[test]
+fn adds_racing_an_upgrade_are_each_served_whole_by_one_daemon() {
+    // Four runtimes add pods one after another while the daemon upgrades
+    // (`userbridge upgrade`: a new process takes over). An ADD that comes
+    // during the handover is told to retry and is served by the new one:
+    // every ADD succeeds once, every port is there once, nothing half-made.
+    let node = Node::new("ug", Plugin::Userbridge);
+    const N: usize = 40;
+    let pods: Vec<TestNs> = (0..N).map(|i| TestNs::new(&format!("{}p{i}", node.name()))).collect();
+    let conf = node.conf.to_string();
+    let name = node.name().to_string();
+    let t0 = std::time::Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let add = |i: usize| {
+        let start = t0.elapsed();
+        let (code, out) =
+            plugin_call(&name, Plugin::Userbridge, "ADD", &format!("race{i}"), Some(&pods[i].0), conf.as_bytes());
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (i, code, out, start, t0.elapsed())
+    };
+    let (calls, upgrade, new) = std::thread::scope(|s| {
+        let runtimes: Vec<_> =
+            (0..4).map(|r| s.spawn(move || (0..N / 4).map(|k| add(r * N / 4 + k)).collect::<Vec<_>>())).collect();
+        // Once the runtimes are under way (a fifth of the ADDs done).
+        wait_until("the first ADDs", Duration::from_secs(30), || {
+            done.load(std::sync::atomic::Ordering::Relaxed) >= N / 5
+        });
+        let start = t0.elapsed();
+        let up = node.daemon.as_ref().unwrap().query(&["upgrade", "--timeout", "30"]);
+        let upgrade = (start, t0.elapsed());
+        let calls: Vec<_> = runtimes.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        (calls, upgrade, up["pid"].as_u64().unwrap())
+    });
+    let _new = Adopted::new(new, None);
+    for (i, code, out, _, _) in &calls {
+        assert_eq!(*code, 0, "ADD {i}: {out}");
+    }
+    let during = calls.iter().filter(|(_, _, _, from, to)| *from <= upgrade.1 && *to >= upgrade.0).count();
+    assert!(during > 0, "no ADD ran while the daemon upgraded ({upgrade:?}): the race was not run");
+    let (veths, ports, leases) = node.leftovers();
+    assert_eq!((veths, ports.len(), leases.len()), (N, N, N), "ports: {ports:?}");
+    assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), N, "a port twice: {ports:?}");
+    for p in [&pods[0], &pods[N - 1]] {
+        wait_until("a pod to reach the gateway", Duration::from_secs(10), || ping(&p.0, GATEWAY, 1));
+    }
+    eprintln!("{during} of {N} ADDs overlapped the upgrade ({:?} to {:?})", upgrade.0, upgrade.1);
+    for (i, pod) in pods.iter().enumerate() {
+        let (code, out) =
+            plugin_call(&name, Plugin::Userbridge, "DEL", &format!("race{i}"), Some(&pod.0), conf.as_bytes());
+        assert_eq!(code, 0, "DEL {i}: {out}");
+    }
+    assert_eq!(node.leftovers(), (0, vec![], BTreeSet::new()), "after the DELs");
+}
+
+#[test]
 fn del_succeeds_repeated_with_the_netns_gone_and_with_the_daemon_down() {
     let (kernel, user) = both(|p| {
         let node = Node::new("dl", p);
