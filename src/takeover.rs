@@ -38,6 +38,8 @@ const CHUNK: usize = 250;
 const MAX_MESSAGE: usize = 32 << 20;
 /// How long the old daemon waits for the new one to say it is ready.
 const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long a new daemon waits for the running one's answer to its hello.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// How long ports may take to give their rings back.
 const RINGS_WITHIN: Duration = Duration::from_secs(1);
 
@@ -135,7 +137,7 @@ fn recv(fd: BorrowedFd<'_>) -> io::Result<(Msg, Vec<OwnedFd>)> {
     if r.bytes == 0 {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the other daemon went away"));
     }
-    let msg = serde_json::from_slice(&buf[..r.bytes]).map_err(io::Error::other)?;
+    let msg = serde_json::from_slice(&buf[..r.bytes]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok((msg, fds))
 }
 
@@ -445,10 +447,24 @@ impl Incoming {
                 path.display()
             ))
         })?;
-        set_timeout(conn.as_fd(), Duration::from_secs(30)).map_err(refused)?;
+        set_timeout(conn.as_fd(), ANSWER_WITHIN).map_err(refused)?;
         let hello = Msg::Hello { version: VERSION, pid: std::process::id(), runs: runs(settings) };
         send(conn.as_fd(), &hello, &[]).map_err(refused)?;
-        let (ports, fdb, control, metrics, n) = match recv(conn.as_fd()).map_err(gone)? {
+        // Its answer: gone if it went away, refused if it says nothing in
+        // time or speaks a format this daemon does not know.
+        let answer = recv(conn.as_fd()).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NotTaken::Refused(format!(
+                "the running daemon did not answer within {} s ({}); it runs on unchanged",
+                ANSWER_WITHIN.as_secs(),
+                path.display()
+            )),
+            io::ErrorKind::InvalidData => NotTaken::Refused(format!(
+                "the running daemon answered in a handover format this one does not know ({e}); it runs on unchanged"
+            )),
+            _ => gone(e),
+        })?;
+        set_timeout(conn.as_fd(), Duration::from_secs(30)).map_err(gone)?;
+        let (ports, fdb, control, metrics, n) = match answer {
             (Msg::Refused { why }, _) => return Err(NotTaken::Refused(format!("the running daemon refused: {why}"))),
             (Msg::State { ports, fdb, control, metrics, fds }, _) => (ports, fdb, control, metrics, fds),
             (other, _) => return Err(NotTaken::Refused(format!("unexpected {other:?} from the running daemon"))),

@@ -140,3 +140,102 @@ fn the_old_daemon_killed_during_the_handover_leaves_the_new_one_forwarding_withi
     assert!(new.alive(), "the new daemon started afresh and runs");
     assert_eq!(new.query(&["port", "list"]).as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_takeover_of_more_descriptors_than_one_message_carries_keeps_every_socket() {
+    // 36 ports read by 8 sockets each, with their claims: over 300
+    // descriptors, more than one SCM_RIGHTS message takes (253).
+    let lab = lab("tkmany", 36);
+    let mut old = Daemon::start(&lab, &["--readers", "8"]);
+    let before: Vec<Vec<String>> = lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect();
+    let sockets: usize = before.iter().map(Vec::len).sum();
+    assert!(sockets + lab.ports().len() > 253, "{sockets} sockets: too few to need two messages");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.36", 1));
+    let new = Daemon::spawn(&lab, &["--readers", "8", "--takeover"]);
+    assert_eq!(exit_of(&mut old, Duration::from_secs(20)), Some(0), "the old daemon hands over and exits 0");
+    old.state_dir = None;
+    let after: Vec<Vec<String>> = lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect();
+    assert_eq!(after, before, "every port reads the old daemon's sockets");
+    assert_eq!(new.query(&["port", "list"]).as_array().unwrap().len(), 36);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.36", 1));
+    assert!(ping(&lab.pods[35].ns, "10.0.0.1", 1));
+}
+
+#[test]
+fn a_hello_in_another_handover_format_is_refused_and_the_running_daemon_goes_on() {
+    // This test asks as a daemon of handover format 99 would.
+    let lab = lab("tkfmt", 2);
+    let mut old = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    let before: Vec<Vec<String>> = lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect();
+    let conn = seqpacket();
+    conn.connect(&socket2::SockAddr::unix(format!("{}.takeover", old.socket.display())).unwrap()).unwrap();
+    conn.send(br#"{"kind":"hello","version":99,"pid":1,"runs":"anything"}"#).unwrap();
+    let answer = read_message(&conn);
+    assert!(answer.contains("refused") && answer.contains("format 99"), "{answer}");
+    assert!(old.alive(), "the running daemon went away");
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 2), "the running daemon forwards on");
+    assert_eq!(lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect::<Vec<_>>(), before);
+    assert_eq!(old.query(&["port", "list"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_running_daemon_that_does_not_answer_or_speaks_another_format_is_not_taken_over() {
+    // A stand-in for the running daemon: it listens on the handover socket,
+    // reads the hello, then says nothing, or answers in an unknown format.
+    // The new daemon gives up in one line and touches no port.
+    let lab = lab("tkmute", 2);
+    let socket = format!("/tmp/{}.sock", lab.name);
+    let path = format!("{socket}.takeover");
+    let _gone = Removed(path.clone());
+    for answer in [None, Some(&br#"{"kind":"state_v2","ports":[]}"#[..])] {
+        let _ = std::fs::remove_file(&path);
+        let listener = seqpacket();
+        listener.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+        listener.listen(1).unwrap();
+        let started = std::time::Instant::now();
+        let new = Command::new("timeout")
+            .args(["30", BIN, "run", "--netns", &lab.switch_ns(), "--socket", &socket, "--takeover"])
+            .args(["--port", "ubp1", "--port", "ubp2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        assert!(read_message(&conn).contains("hello"));
+        if let Some(a) = answer {
+            conn.send(a).unwrap();
+        }
+        let o = new.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && o.status.code() != Some(124), "{:?}: {err}", o.status);
+        let why = if answer.is_none() { "did not answer within 10 s" } else { "format this one does not know" };
+        assert!(err.contains(why), "{err}");
+        assert_eq!(err.trim().lines().filter(|l| l.starts_with("userbridge:")).count(), 1, "one line: {err}");
+        eprintln!("given up after {:?}: {}", started.elapsed(), err.trim());
+        assert!(lab.ports().iter().all(|p| packet_sockets(&lab, p).is_empty()), "a port was opened");
+        drop(conn);
+    }
+}
+
+/// A Unix SOCK_SEQPACKET socket: what the handover speaks.
+fn seqpacket() -> socket2::Socket {
+    socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None).unwrap()
+}
+
+/// One message, as text (no descriptors expected).
+fn read_message(s: &socket2::Socket) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let n = std::io::Read::read(&mut &*s, &mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A file removed on drop.
+struct Removed(String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
