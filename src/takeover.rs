@@ -258,6 +258,7 @@ pub fn hand_over(d: &Arc<Daemon>, a: Asking, servers: &mut Servers) {
         match b.handover_ports() {
             Ok(p) => ports.extend(p),
             Err(e) => {
+                bridges.iter().for_each(|b| b.cancel_handover());
                 d.handing_over.store(false, Ordering::Release);
                 return refuse(format!("duplicating bridge {}'s descriptors: {e}", b.name));
             }

@@ -50,6 +50,14 @@ impl Bridge {
         pending
     }
 
+    /// A handover refused after [`Bridge::prepare_handover`]: busy ports
+    /// may take their rings again.
+    pub fn cancel_handover(&self) {
+        for p in self.sw.ports().iter().flatten() {
+            p.port.tx.cancel_handover();
+        }
+    }
+
     /// The ports to hand over (not the way through the node's netfilter,
     /// which the next daemon makes anew).
     pub fn handover_ports(&self) -> std::io::Result<Vec<PortOut>> {

@@ -145,6 +145,9 @@ pub trait PortTx: Send + Sync {
     /// (a busy port's RX rings, whose read position is this process's).
     fn prepare_handover(&self) {}
 
+    /// The handover did not happen: the port may take its rings again.
+    fn cancel_handover(&self) {}
+
     /// Whether what [`PortTx::prepare_handover`] gives back is still held.
     fn handover_pending(&self) -> bool {
         false

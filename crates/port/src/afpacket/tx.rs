@@ -114,6 +114,12 @@ impl PortTx for AfPacketTx {
         }
     }
 
+    fn cancel_handover(&self) {
+        if let Some(b) = &self.busy {
+            b.keep();
+        }
+    }
+
     fn handover_pending(&self) -> bool {
         self.busy.as_ref().is_some_and(|b| b.rings_out())
     }

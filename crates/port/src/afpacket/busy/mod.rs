@@ -199,6 +199,12 @@ impl BusySlots {
         policy.took(step, ok, now);
     }
 
+    /// The handover [`BusySlots::hand_back`] prepared did not happen: the
+    /// port takes rings again when it is busy.
+    pub(super) fn keep(&self) {
+        self.handing_over.store(false, Ordering::Release);
+    }
+
     /// Gives the rings back before the port is handed over (a ring's read
     /// position cannot travel): frames go to the sockets again, and each
     /// half reads its ring empty and closes it ([`BusySlots::rings_out`]
