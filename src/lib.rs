@@ -3,7 +3,8 @@
 //! the daemon that holds them and what changes them (`daemon`), its
 //! start-up and loop (`start`), the control socket (`control`), metrics
 //! (`metrics`), the status both read (`status`), link watching (`watch`),
-//! pcap mirroring, the state file, text output and the lab commands. The
+//! pcap mirroring, the state file, text output, the lab commands, and an
+//! upgrade without an outage (`takeover`, `upgrade`, `systemd`). The
 //! `userbridge` binary (src/main.rs) is the command line over it; the fuzz
 //! targets drive the control protocol through it.
 //!

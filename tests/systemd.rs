@@ -165,6 +165,14 @@ fn the_unit_upgrades_on_reload_without_a_lost_ping_and_restarts_after_a_crash() 
     let first = sd.show("userbridge", "MainPID");
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1), "the daemon forwards: {}", log());
 
+    // SIGHUP, as the unit's comment says to send it: the file is read again.
+    let o = sd.systemctl(&["kill", "--kill-whom=main", "--signal=HUP", "userbridge"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_until("the configuration to be read again", Duration::from_secs(5), || {
+        log().contains("configuration reloaded")
+    });
+    assert_eq!(sd.show("userbridge", "MainPID"), first, "SIGHUP is not an upgrade");
+
     // An upgrade: the file replaced, then `systemctl reload` under a 200/s ping.
     install(BIN, &bin);
     let pinging = Pinging::start(&lab, 600);

@@ -150,6 +150,7 @@ fn a_takeover_of_more_descriptors_than_one_message_carries_keeps_every_socket() 
     let before: Vec<Vec<String>> = lab.ports().iter().map(|p| receiving_sockets(&lab, p)).collect();
     let sockets: usize = before.iter().map(Vec::len).sum();
     assert!(sockets + lab.ports().len() > 253, "{sockets} sockets: too few to need two messages");
+    eprintln!("{sockets} receiving sockets and {} claims to hand over", lab.ports().len());
     assert!(ping(&lab.pods[0].ns, "10.0.0.36", 1));
     let new = Daemon::spawn(&lab, &["--readers", "8", "--takeover"]);
     assert_eq!(exit_of(&mut old, Duration::from_secs(20)), Some(0), "the old daemon hands over and exits 0");
