@@ -276,10 +276,11 @@ fn serve(
     tracing::info!(socket = %settings.socket.display(), bridges = bridges.len(), ports, "userbridge running");
     d.log_node_filter();
     drop(bridges);
-    match incoming {
-        // The daemon before this one exits now (and tells systemd this one is its main process).
-        Some(i) => i.ready(),
-        None => crate::systemd::ready(),
+    // The daemon before this one exits now (and tells systemd this one is
+    // its main process); the connection stays open while this one runs.
+    let handed = incoming.map(crate::takeover::Incoming::ready);
+    if handed.is_none() {
+        crate::systemd::ready();
     }
     // A daemon taking over from this one asks here (bound only now: until
     // the daemon before this one has its answer, the file is its own).
@@ -313,7 +314,11 @@ fn serve(
             }
             Ok(Told::Seen(Seen::Link(w, ev))) => d.link_event(w, ev),
             Ok(Told::Seen(Seen::Resynced(w, links))) => d.links_resynced(w, links),
-            Ok(Told::Takeover(a)) => crate::takeover::hand_over(d, a, &mut servers),
+            Ok(Told::Takeover(a)) => {
+                // Back only if this daemon serves on.
+                crate::takeover::hand_over(d, a, &mut servers);
+                handover.renew();
+            }
             Err(_) => break,
         }
     }

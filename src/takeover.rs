@@ -164,27 +164,46 @@ fn set_timeout(fd: BorrowedFd<'_>, t: Duration) -> io::Result<()> {
 /// The running daemon's handover socket; its file goes with it.
 #[derive(Debug)]
 pub struct Listener {
-    fd: OwnedFd,
+    /// The listening socket, and its file's inode (a new daemon that
+    /// took over binds its own at the path).
+    fd: std::sync::Mutex<(Arc<OwnedFd>, u64)>,
     path: PathBuf,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// Listens at `path` (mode 0600), replacing a file left there.
+fn listen_at(path: &Path) -> io::Result<(Arc<OwnedFd>, u64)> {
+    let _ = std::fs::remove_file(path);
+    let fd = seqpacket()?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    rustix::net::listen(&fd, 4)?;
+    Ok((Arc::new(fd), std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path)?)))
 }
 
 impl Listener {
-    /// Listens at `SOCKET.takeover` (mode 0600), replacing a file left there.
+    /// Listens at `SOCKET.takeover`.
     pub fn bind(socket: &Path) -> io::Result<Listener> {
         let path = path_of(socket);
-        let _ = std::fs::remove_file(&path);
-        let fd = seqpacket()?;
-        rustix::net::bind(&fd, &SocketAddrUnix::new(&path)?)?;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        rustix::net::listen(&fd, 4)?;
-        Ok(Listener { fd, path })
+        let fd = listen_at(&path)?;
+        Ok(Listener { fd: std::sync::Mutex::new(fd), path, closing: Default::default() })
+    }
+
+    fn current(&self) -> Arc<OwnedFd> {
+        crate::lock(&self.fd).0.clone()
     }
 
     /// Waits for the next daemon asking to take over and reads its hello
     /// (a connection that says nothing within 5 s is dropped).
     pub fn accept(&self) -> io::Result<Asking> {
         loop {
-            let conn = rustix::net::accept_with(&self.fd, rustix::net::SocketFlags::CLOEXEC)?;
+            let fd = self.current();
+            let conn = match rustix::net::accept_with(&*fd, rustix::net::SocketFlags::CLOEXEC) {
+                Ok(c) => c,
+                // Listening anew (see `renew`): on the new socket.
+                Err(_) if !self.closing.load(Ordering::Acquire) && !Arc::ptr_eq(&fd, &self.current()) => continue,
+                Err(e) => return Err(e.into()),
+            };
             set_timeout(conn.as_fd(), Duration::from_secs(5))?;
             match recv(conn.as_fd()) {
                 Ok((Msg::Hello { version, pid, runs }, _)) => return Ok(Asking { conn, version, pid, runs }),
@@ -193,9 +212,29 @@ impl Listener {
         }
     }
 
+    /// After a takeover that did not happen: listens anew if the new
+    /// daemon replaced the file (it binds its own once it said ready, and
+    /// may have died just after).
+    pub fn renew(&self) {
+        let ours = crate::lock(&self.fd).1;
+        let now = std::fs::metadata(&self.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if now.as_ref().is_ok_and(|ino| *ino == ours) {
+            return;
+        }
+        match listen_at(&self.path) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut *crate::lock(&self.fd), fresh);
+                let _ = rustix::net::shutdown(&*old.0, rustix::net::Shutdown::Read);
+                tracing::info!(path = %self.path.display(), "listening for takeovers anew");
+            }
+            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "no longer listening for takeovers"),
+        }
+    }
+
     /// Wakes a thread blocked in [`Listener::accept`] (it then fails).
     pub fn shut(&self) {
-        let _ = rustix::net::shutdown(&self.fd, rustix::net::Shutdown::Read);
+        self.closing.store(true, Ordering::Release);
+        let _ = rustix::net::shutdown(&*self.current(), rustix::net::Shutdown::Read);
     }
 }
 
@@ -309,6 +348,11 @@ pub fn hand_over(d: &Arc<Daemon>, a: Asking, servers: &mut Servers) {
     let ready = sent.and_then(|()| {
         set_timeout(conn, READY_WITHIN)?;
         match recv(conn)? {
+            // It holds the connection while it lives: closed, it died after
+            // it said so, and this daemon forwards on rather than none.
+            (Msg::Ready, _) if peer_closed(conn) => {
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the new daemon died as it said it was ready"))
+            }
             (Msg::Ready, _) => Ok(()),
             (other, _) => Err(io::Error::other(format!("the new daemon said {other:?}"))),
         }
@@ -333,6 +377,15 @@ pub fn hand_over(d: &Arc<Daemon>, a: Asking, servers: &mut Servers) {
             resume(d, fds, frozen, control, metrics, servers);
         }
     }
+}
+
+/// Whether the other end of `conn` has closed (its process is gone).
+fn peer_closed(conn: BorrowedFd<'_>) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&conn, PollFlags::RDHUP)];
+    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+    rustix::event::poll(&mut fds, Some(&now))
+        .is_ok_and(|_| fds[0].revents().intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR))
 }
 
 /// Kills the process at the other end of `conn` and waits (2 s at most)
@@ -522,8 +575,10 @@ impl Incoming {
         n
     }
 
-    /// Tells the old daemon this one serves: it exits.
-    pub fn ready(self) {
+    /// Tells the old daemon this one serves: it exits. The connection is
+    /// this daemon's sign of life until then: keep it open while it runs.
+    pub fn ready(self) -> OwnedFd {
         let _ = send(self.conn.as_fd(), &Msg::Ready, &[]);
+        self.conn
     }
 }

@@ -240,3 +240,117 @@ impl Drop for Removed {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+#[test]
+fn the_new_daemon_killed_at_any_moment_of_a_takeover_leaves_one_daemon_forwarding_within_a_second() {
+    // kill -9 of the new daemon 0 to 15 ms after it starts, every half
+    // millisecond, then to 60 ms every 5 (a takeover of two ports takes a
+    // few milliseconds here): before it
+    // asks, while the old one hands over, while it attaches, or after it
+    // took over (then it was the running daemon: a crash, and a restart).
+    // Whenever the old daemon still runs, it forwards within a second.
+    let lab = lab("tknew", 2);
+    let log = format!("/tmp/{}.log", lab.name);
+    let _log = Removed(log.clone());
+    let script = format!("RUST_LOG=info exec \"$0\" \"$@\" 2>>{log}");
+    let start_old = || Daemon::start_wrapped(&lab, &["sh", "-c", &script], &[]);
+    let failures = || std::fs::read_to_string(&log).unwrap_or_default().matches("takeover failed").count();
+    let quick = || ns_exec(&lab.pods[0].ns, &["ping", "-c", "1", "-W", "0.05", "10.0.0.2"]).status.success();
+    let mut old = start_old();
+    let (mut during, mut before, mut after) = (0, 0, 0);
+    let mut slowest = Duration::ZERO;
+    let delays = (0..30).map(|i| i * 500).chain((15..60).step_by(5).map(|ms| ms * 1000));
+    for us in delays {
+        let failed = failures();
+        let mut new = Daemon::spawn(&lab, &["--takeover"]);
+        std::thread::sleep(Duration::from_micros(us));
+        let killed = std::time::Instant::now();
+        let _ = new.child.kill();
+        let _ = new.child.wait();
+        new.state_dir = None;
+        // What the old daemon says from here on, the new one gone.
+        let mark = std::fs::metadata(&log).map_or(0, |m| usize::try_from(m.len()).unwrap());
+        let settled = || !old.alive() || quick();
+        if !ub_lab::wait::poll_until(Duration::from_secs(5), settled) {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("killed {us} us after its start: the old daemon does not forward; it said:\n{said}");
+        }
+        if !old.alive() {
+            // Taken over, then killed: the running daemon crashed. Unless the
+            // old one decided so after the new one was gone.
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                !said[mark..].contains("handed over; exiting"),
+                "killed {us} us after its start, the new daemon was gone, and the old one handed over to it"
+            );
+            after += 1;
+            old = start_old();
+            continue;
+        }
+        slowest = slowest.max(killed.elapsed());
+        if failures() > failed { during += 1 } else { before += 1 }
+    }
+    eprintln!(
+        "killed before the handover {before}, during {during}, after {after}; forwarding again within {slowest:?}"
+    );
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    assert!(during > 0, "no kill landed during a handover: the sweep did not test it");
+    assert!(old.alive());
+    assert_eq!(old.query(&["port", "list"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_new_daemon_killed_right_after_it_said_ready_leaves_the_old_one_forwarding_and_taking_over_again() {
+    // The old daemon is stopped once the new one holds its sockets (the
+    // last port's: all were sent); the new one attaches its 24 ports,
+    // serves and says ready (its handover socket replaces the old one's
+    // file), and is killed before the old one reads that. Woken, the old
+    // one must find it gone and forward on, not exit.
+    let lab = lab("tkready", 24);
+    let mut old = Daemon::start(&lab, &[]);
+    assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
+    let inode = receiving_sockets(&lab, lab.ports().last().unwrap())[0].clone();
+    let path = format!("{}.takeover", old.socket.display());
+    let file = || std::fs::metadata(&path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0);
+    let before = file();
+    let mut new = Daemon::spawn(&lab, &["--takeover"]);
+    let holds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy() == format!("socket:[{inode}]")))
+    };
+    let pid = new.child.id();
+    // Looked at closely: the new daemon attaches for a few milliseconds only.
+    let start = std::time::Instant::now();
+    while !holds(pid) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the new daemon never got the sockets");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    old.signal("STOP");
+    let stopped =
+        || std::fs::read_to_string(format!("/proc/{}/stat", old.child.id())).is_ok_and(|s| s.contains(") T "));
+    while !stopped() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the old daemon did not stop");
+    }
+    assert_eq!(file(), before, "the new daemon said ready before the old one was stopped: the test came too late");
+    wait_until("the new daemon to say ready", Duration::from_secs(10), || file() != before);
+    let _ = new.child.kill();
+    let _ = new.child.wait();
+    new.state_dir = None;
+    let killed = std::time::Instant::now();
+    old.signal("CONT");
+    let quick = || ns_exec(&lab.pods[0].ns, &["ping", "-c", "1", "-W", "0.05", "10.0.0.2"]).status.success();
+    wait_until("the old daemon to forward", Duration::from_secs(5), || !old.alive() || quick());
+    assert!(old.alive(), "the old daemon handed over to a dead daemon and exited");
+    assert!(killed.elapsed() < Duration::from_secs(1), "{:?}", killed.elapsed());
+    assert_eq!(old.query(&["port", "list"]).as_array().unwrap().len(), 24);
+    // It listens for takeovers again (the dead daemon's file replaced).
+    wait_until("the old daemon to listen again", Duration::from_secs(5), || file() != 0);
+    let mut third = Daemon::spawn(&lab, &["--takeover"]);
+    assert_eq!(exit_of(&mut old, Duration::from_secs(10)), Some(0), "a later takeover");
+    old.state_dir = None;
+    assert!(third.alive());
+    assert!(ping(&lab.pods[1].ns, "10.0.0.1", 1));
+}
