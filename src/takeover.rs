@@ -40,8 +40,6 @@ const MAX_MESSAGE: usize = 32 << 20;
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long a new daemon waits for the running one's answer to its hello.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-/// How long ports may take to give their rings back.
-const RINGS_WITHIN: Duration = Duration::from_secs(1);
 
 /// The handover socket of the daemon whose control socket is `socket`.
 pub fn path_of(socket: &Path) -> PathBuf {
@@ -285,11 +283,10 @@ pub fn hand_over(d: &Arc<Daemon>, a: Asking, servers: &mut Servers) {
     d.handing_over.store(true, Ordering::Release);
     drop(d.gate.write().unwrap_or_else(std::sync::PoisonError::into_inner));
     let bridges = d.bridges();
-    let start = Instant::now();
-    let mut ask = true;
-    while bridges.iter().fold(false, |p, b| b.prepare_handover(ask) | p) && start.elapsed() < RINGS_WITHIN {
-        ask = false;
-        std::thread::sleep(Duration::from_millis(5));
+    // Busy ports steer their frames back to the sockets; what is in their
+    // rings the readers forward as they stop (`freeze`), not later.
+    for b in &bridges {
+        b.prepare_handover();
     }
     let mut ports = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();

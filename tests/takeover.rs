@@ -378,10 +378,12 @@ fn tcp_across(lab: &Lab, meanwhile: impl FnOnce()) -> (Vec<f64>, u64) {
 
 #[test]
 fn a_tcp_stream_across_a_takeover_never_stalls_where_a_restart_stalls_it() {
-    // A 0.1 s interval without data is a stall (a lost segment waits for
-    // TCP's 200 ms retransmission timeout). The kernel bridge never stops;
-    // a takeover should not either. A crash restart, measured the same
-    // way, does: the measure can tell.
+    // A 0.1 s interval without data, or with a twentieth of the stream's
+    // usual rate, is a stall (a lost segment waits for TCP's 200 ms retransmission
+    // timeout). The kernel bridge never stops; a takeover should not either.
+    // A crash restart, measured the same way, does: the measure can tell.
+    // The ACKs' port, busy with small frames, holds RX rings, which it gives
+    // back first.
     let lab = lab("tktcp", 2);
     let mut old = Daemon::start(&lab, &[]);
     assert!(ping(&lab.pods[0].ns, "10.0.0.2", 1));
@@ -393,14 +395,19 @@ fn a_tcp_stream_across_a_takeover_never_stalls_where_a_restart_stalls_it() {
         assert!(n.alive());
         new = Some(n);
     });
-    let stalled = taken.iter().filter(|b| **b < 1e6).count();
-    let slowest = taken.iter().copied().fold(f64::MAX, f64::min);
+    let mut sorted = taken.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (slowest, median) = (sorted[0], sorted[sorted.len() / 2]);
     eprintln!(
-        "across a takeover: {} intervals, slowest {:.0} Mbit/s, {retrans} retransmitted",
+        "across a takeover: {} intervals, slowest {:.0} Mbit/s against a median of {:.0}, {retrans} retransmitted",
         taken.len(),
-        slowest / 1e6
+        slowest / 1e6,
+        median / 1e6
     );
-    assert_eq!(stalled, 0, "intervals without data across the takeover: {taken:?}");
+    // A stall shows as an interval far below the rest: a busy port's ring
+    // closed on its reader's time held the stream to 1.5-4% of its median,
+    // and a takeover that does not stall kept 14-60% (debug builds).
+    assert!(slowest > median / 20.0, "the stream all but stopped across the takeover: {taken:?}");
     let mut restarted = None;
     let (crashed, retrans) = tcp_across(&lab, || {
         new.take().unwrap().kill9();

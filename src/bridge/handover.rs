@@ -36,18 +36,13 @@ impl Frozen {
 pub type PortOut = (String, Vec<(Role, OwnedFd)>, Vec<(String, String)>);
 
 impl Bridge {
-    /// Asks every port to give back what cannot travel (a busy port's RX
-    /// rings); true while one still holds some.
-    pub fn prepare_handover(&self, ask: bool) -> bool {
-        let ports = self.sw.ports();
-        let mut pending = false;
-        for p in ports.iter().flatten() {
-            if ask {
-                p.port.tx.prepare_handover();
-            }
-            pending |= p.port.tx.handover_pending();
+    /// Asks every port to give back what cannot travel: a busy port steers
+    /// its frames back to its sockets, and its readers read its RX rings
+    /// empty as they stop.
+    pub fn prepare_handover(&self) {
+        for p in self.sw.ports().iter().flatten() {
+            p.port.tx.prepare_handover();
         }
-        pending
     }
 
     /// A handover refused after [`Bridge::prepare_handover`]: busy ports

@@ -123,6 +123,13 @@ pub trait PortRx: Send {
     fn kernel_drops(&self) -> u64 {
         0
     }
+
+    /// Whether the half still holds a ring its port is giving back (before
+    /// a handover): a stopping reader reads it empty first, since a ring's
+    /// frames cannot travel to the daemon taking over.
+    fn ring_to_empty(&self) -> bool {
+        false
+    }
 }
 
 /// The state of a port's link.
@@ -142,16 +149,13 @@ pub trait PortTx: Send + Sync {
     fn mtu(&self) -> u32;
 
     /// Before a handover (`run --takeover`): gives back what cannot travel
-    /// (a busy port's RX rings, whose read position is this process's).
+    /// (a busy port's RX rings, whose read position is this process's):
+    /// frames go to the sockets, and the readers read the rings empty as
+    /// they stop ([`PortRx::ring_to_empty`]).
     fn prepare_handover(&self) {}
 
     /// The handover did not happen: the port may take its rings again.
     fn cancel_handover(&self) {}
-
-    /// Whether what [`PortTx::prepare_handover`] gives back is still held.
-    fn handover_pending(&self) -> bool {
-        false
-    }
 
     /// Duplicates of the descriptors that carry the port's frames, for the
     /// daemon that takes over (the claim is the daemon's to add).

@@ -36,6 +36,9 @@ use ub_port::{Health, PortRx, RxFrame, Waiter, recycle_rx};
 use ub_proto::PortState;
 
 const WAKE: Token = Token(0);
+/// Passes a stopping reader makes at most to read rings empty (a ring of
+/// 65 536 slots, read 64 frames a pass, takes 1 024).
+const RING_PASSES: usize = 4096;
 
 /// Readers started while this is set wait before their first frame.
 static HOLD: AtomicBool = AtomicBool::new(false);
@@ -312,6 +315,22 @@ impl Reader<'_> {
                     }
                 }
             }
+        }
+        self.empty_rings(waits);
+    }
+
+    /// Stopped before a handover: the rings the port gives back are read
+    /// empty and their frames forwarded here, at once, since they cannot
+    /// travel (frames go to the sockets already). Bounded.
+    fn empty_rings(&mut self, waits: bool) {
+        for _ in 0..RING_PASSES {
+            if !self.held.iter().any(|h| h.rx.as_ref().is_some_and(|rx| rx.ring_to_empty())) {
+                return;
+            }
+            for h in &mut self.held {
+                h.ready = true;
+            }
+            self.pass(waits);
         }
     }
 }

@@ -228,6 +228,10 @@ impl PortRx for AfPacketRx {
         }
     }
 
+    fn ring_to_empty(&self) -> bool {
+        matches!(&self.path, RxPath::Busy(b) if b.ring_to_empty())
+    }
+
     fn tick(&mut self, now: Instant) -> bool {
         let ticking = match &mut self.path {
             RxPath::Busy(b) => b.tick(now),

@@ -120,10 +120,6 @@ impl PortTx for AfPacketTx {
         }
     }
 
-    fn handover_pending(&self) -> bool {
-        self.busy.as_ref().is_some_and(|b| b.rings_out())
-    }
-
     fn handover_fds(&self) -> std::io::Result<Vec<(crate::Role, OwnedFd)>> {
         self.shaping.handover_fds()
     }

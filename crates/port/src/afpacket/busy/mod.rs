@@ -207,8 +207,8 @@ impl BusySlots {
 
     /// Gives the rings back before the port is handed over (a ring's read
     /// position cannot travel): frames go to the sockets again, and each
-    /// half reads its ring empty and closes it ([`BusySlots::rings_out`]
-    /// says when). Takes a few tens of milliseconds.
+    /// half's reader reads its ring empty and closes it as it stops
+    /// ([`BusyRx::ring_to_empty`]). Takes the grace period.
     pub(super) fn hand_back(&self) {
         self.handing_over.store(true, Ordering::Release);
         // A ring being set up goes first (bounded: it takes tens of milliseconds).
@@ -230,11 +230,6 @@ impl BusySlots {
         std::thread::sleep(GRACE);
         self.phase.store(Phase::Sockets as u8, Ordering::Release);
         self.close_untaken();
-    }
-
-    /// Whether a half still holds a ring.
-    pub(super) fn rings_out(&self) -> bool {
-        self.held.load(Ordering::Acquire) > 0 || self.phase() != Phase::Sockets
     }
 
     /// [`attach`](Self::attach), said in the log.
@@ -369,7 +364,11 @@ impl BusyRx {
                     }
                     // Closes the ring's socket and unmaps the ring: once both are gone the
                     // socket leaves the group and the wait set, and the kernel frees the ring.
-                    self.ring = None;
+                    // The unmapping waits for an RCU grace period (tens of milliseconds,
+                    // measured: a reader held up 50 ms), so not on the reader's time.
+                    if let Some(ring) = self.ring.take() {
+                        let _ = std::thread::Builder::new().name("ring-close".into()).spawn(move || drop(ring));
+                    }
                     self.ring_in_reader = false;
                     self.shared.freed();
                 }
@@ -461,6 +460,11 @@ impl BusyRx {
     /// The descriptor the reader registers: the half's wait set.
     pub(super) fn wait_fd(&self) -> BorrowedFd<'_> {
         self.wait.as_fd()
+    }
+
+    /// The half holds a ring the port is giving back.
+    pub(super) fn ring_to_empty(&self) -> bool {
+        self.ring.is_some() && self.shared.phase() == Phase::Sockets
     }
 
     /// The ring's socket, while the half holds one.
