@@ -134,6 +134,8 @@ pub fn run(a: RunArgs) -> Result<(), StartError> {
     check_capabilities(&settings)?;
     init_logging(&settings.log_level)?;
     raise_open_files();
+    // For the daemon's whole life: its threads are counted (the soak).
+    ub_port::afpacket::start_ring_closer();
 
     // Taking over: the running daemon's sockets, before anything is opened.
     let mut gone = false;

@@ -18,7 +18,7 @@ mod socket;
 mod tx;
 mod wait;
 
-pub use busy::QUIET_FOR;
+pub use busy::{QUIET_FOR, start_ring_closer};
 pub use config::{BadRxConfig, Fanout, RxConfig, RxMode};
 pub use socket::MMSG_SLOTS;
 pub use tx::AfPacketTx;

@@ -296,6 +296,37 @@ impl BusySlots {
     }
 }
 
+/// What the ring closer drops.
+type Closing = Box<dyn Send>;
+
+/// The thread that closes rings: unmapping one waits for an RCU grace
+/// period (about 50 ms measured), which a reader must not spend. One per
+/// process, for its whole life (a thread per ring came and went under the
+/// soak's thread count).
+static CLOSER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Closing>>> = std::sync::OnceLock::new();
+
+/// Starts the ring closer, if it does not run yet (the daemon, at its start).
+pub fn start_ring_closer() {
+    CLOSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Closing>();
+        let closer = std::thread::Builder::new().name("ring-close".into()).spawn(move || rx.into_iter().for_each(drop));
+        closer.ok().map(|_| tx)
+    });
+}
+
+/// Closes `ring` on the ring closer (here if it could not start).
+fn close_aside(ring: Closing) {
+    start_ring_closer();
+    match CLOSER.get().and_then(Option::as_ref) {
+        Some(tx) => {
+            if let Err(back) = tx.send(ring) {
+                drop(back.0);
+            }
+        }
+        None => drop(ring),
+    }
+}
+
 /// Makes the calling thread, started by a reader and so pinned to its CPU
 /// at its priority, yield to the readers: nice 0, on any CPU the process
 /// may use (beside the busy reader at -10, its queue overflowed; measured
@@ -367,7 +398,7 @@ impl BusyRx {
                     // The unmapping waits for an RCU grace period (tens of milliseconds,
                     // measured: a reader held up 50 ms), so not on the reader's time.
                     if let Some(ring) = self.ring.take() {
-                        let _ = std::thread::Builder::new().name("ring-close".into()).spawn(move || drop(ring));
+                        close_aside(Box::new(ring));
                     }
                     self.ring_in_reader = false;
                     self.shared.freed();
